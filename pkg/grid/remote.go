@@ -1,0 +1,173 @@
+package grid
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// ErrClosed is returned by anything in this package used after Close.
+var ErrClosed = errors.New("closed")
+
+// ErrQueueFull is returned when a priority level has no room. The error
+// returned by TaskQueue.Enqueue is a *QueueFullError that wraps it.
+var ErrQueueFull = errors.New("queue full")
+
+// QueueFullError says which level was full.
+type QueueFullError struct {
+	Level Level
+	Max   int
+}
+
+func (e *QueueFullError) Error() string {
+	return fmt.Sprintf("queue full: %s priority level holds its maximum of %d tasks", e.Level, e.Max)
+}
+
+// Unwrap makes errors.Is(err, ErrQueueFull) true.
+func (e *QueueFullError) Unwrap() error { return ErrQueueFull }
+
+// InputKind says how a task's input bytes are to be read.
+type InputKind uint8
+
+// Input kinds.
+const (
+	InputJSON InputKind = iota + 1
+	InputRaw
+)
+
+// RemoteTask is one attempt of a task sent to, or received from, a peer.
+type RemoteTask struct {
+	ID        TaskID
+	Skill     string
+	Version   string // empty: any version
+	Input     []byte
+	InputKind InputKind
+	Priority  uint8
+	Deadline  time.Time
+	MinTrust  float64
+	Attempt   int
+	Requester peer.ID
+}
+
+// ErrorCode classifies a failed RemoteResult. Values match the wire enum.
+type ErrorCode int32
+
+// Error codes.
+const (
+	CodeNone ErrorCode = iota
+	CodeExecutionFailed
+	CodeTimeout
+	CodeCanceled
+	CodeInvalidInput
+	CodeUnknownSkill
+	CodeInternal
+)
+
+// RemoteResult is the outcome of a RemoteTask.
+type RemoteResult struct {
+	ID           TaskID
+	Success      bool
+	Output       []byte
+	ErrorCode    ErrorCode
+	ErrorMessage string
+	ExecTime     time.Duration
+	Executor     peer.ID
+}
+
+// RejectReason says why a peer did not admit a task. Values match the wire enum.
+type RejectReason int32
+
+// Reject reasons.
+const (
+	RejectUnspecified RejectReason = iota
+	RejectQueueFull
+	RejectUnknownSkill
+	RejectInvalidInput
+	RejectTrustTooLow
+	RejectRateLimited
+	RejectShuttingDown
+	RejectMalformed
+)
+
+var rejectNames = [...]string{"unspecified", "queue full", "unknown skill", "invalid input", "trust too low", "rate limited", "shutting down", "malformed request"}
+
+func (r RejectReason) String() string {
+	if r >= 0 && int(r) < len(rejectNames) {
+		return rejectNames[r]
+	}
+	return fmt.Sprintf("reject(%d)", int32(r))
+}
+
+// ErrRejected is wrapped by every *RejectError.
+var ErrRejected = errors.New("task rejected")
+
+// RejectError is returned when a node refuses a task: by a TaskHandler to
+// have the orchestrator send a rejecting TaskAck, and by Delegate when the
+// remote node sent one.
+type RejectError struct {
+	Reason     RejectReason
+	Message    string
+	RetryAfter time.Duration
+}
+
+func (e *RejectError) Error() string {
+	if e.Message == "" {
+		return "task rejected: " + e.Reason.String()
+	}
+	return "task rejected: " + e.Reason.String() + ": " + e.Message
+}
+
+// Unwrap makes errors.Is(err, ErrRejected) true.
+func (e *RejectError) Unwrap() error { return ErrRejected }
+
+// TaskHandler runs tasks that peers send to this node. The skill layer
+// implements it; the orchestrator calls it.
+type TaskHandler interface {
+	// HandleTask admits or rejects t at once. It returns nil if admitted, in
+	// which case reply is called exactly once, later, from any goroutine, with
+	// the result. It returns a *RejectError if not admitted, and then never
+	// calls reply. It must not block on the task's execution.
+	HandleTask(from peer.ID, t *RemoteTask, reply func(*RemoteResult)) error
+	// CancelTask stops a task that from sent earlier, if it is still known.
+	CancelTask(from peer.ID, id TaskID)
+}
+
+// Delegator sends one attempt of a task to a peer and waits for its result.
+// The orchestrator implements it; the skill layer's coordinator uses it.
+type Delegator interface {
+	// Delegate returns the peer's result, a *RejectError if the peer did not
+	// admit the task, or another error if the peer could not be reached or
+	// went away. Canceling ctx sends a TaskCancel to the peer.
+	Delegate(ctx context.Context, p peer.ID, t *RemoteTask) (*RemoteResult, error)
+}
+
+// Load is what a node reports about how busy it is.
+type Load struct {
+	QueueDepth [NumLevels]int
+	InFlight   int
+	Capacity   int // worker slots
+}
+
+// Utilization returns (queued + in-flight) / capacity, 0 when capacity is unknown.
+func (l Load) Utilization() float64 {
+	if l.Capacity <= 0 {
+		return 0
+	}
+	n := l.InFlight
+	for _, d := range l.QueueDepth {
+		n += d
+	}
+	return float64(n) / float64(l.Capacity)
+}
+
+// Provider is a peer that offers a skill, as the capability table knows it.
+type Provider struct {
+	Peer      peer.ID
+	Version   string
+	Load      Load
+	LastSeen  time.Time
+	Connected bool // a live connection exists now
+}
