@@ -1,0 +1,740 @@
+package grid
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/wire/cortexv1"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	"google.golang.org/protobuf/proto"
+)
+
+// CapabilityTopic is the gossipsub topic capability announcements travel on.
+const CapabilityTopic = "/cortex/capabilities/1.0.0"
+
+// Limits on a capability announcement; larger ones are rejected.
+const (
+	MaxAnnouncementSize = 64 << 10
+	MaxAnnouncedSkills  = 256
+	MaxSkillIDLen       = 128
+	MaxSkillVersionLen  = 64
+	maxAnnouncedAddrs   = 32
+	maxAnnouncedTTL     = time.Hour
+)
+
+var skillIDPattern = regexp.MustCompile(`^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$`)
+
+// ErrBadSkillID is wrapped by the errors for a malformed skill ID.
+var ErrBadSkillID = errors.New("skill ID must be lowercase dotted words such as hash.sha256, at most 128 bytes")
+
+// Errors from validating an announcement. errAnnStale is not a fault: a
+// replay or a late copy, ignored rather than rejected.
+var (
+	errAnnTooLarge  = errors.New("announcement too large")
+	errAnnMalformed = errors.New("malformed announcement")
+	errAnnStale     = errors.New("announcement sequence not newer than the last one seen")
+	errAnnTableFull = errors.New("capability table full")
+)
+
+// maxCapPeers bounds the capability table; announcements from new peers
+// are ignored while it is full.
+const maxCapPeers = 10000
+
+func checkSkillID(id reputation.SkillID) error {
+	if len(id) == 0 || len(id) > MaxSkillIDLen || !skillIDPattern.MatchString(string(id)) {
+		return fmt.Errorf("skill ID %q: %w", id, ErrBadSkillID)
+	}
+	return nil
+}
+
+// SkillCapability is one skill a node offers, at one version.
+type SkillCapability struct {
+	ID      reputation.SkillID
+	Version string
+}
+
+func compareSkills(a, b SkillCapability) int {
+	return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Version, b.Version))
+}
+
+// PeerInfo is what the node knows about one peer: from its announcements,
+// the peerstore and the host's connections. Skills is shared: do not modify
+// it.
+type PeerInfo struct {
+	Peer      peer.ID
+	Addrs     []multiaddr.Multiaddr
+	Skills    []SkillCapability // nil if the peer has not announced any
+	Load      Load
+	LastSeen  time.Time // of its last announcement; zero if none
+	Connected bool
+}
+
+// PeerEventKind says what happened to a peer.
+type PeerEventKind uint8
+
+// Peer event kinds.
+const (
+	PeerJoined              PeerEventKind = iota + 1 // first announcement seen
+	PeerLeft                                         // its entry expired
+	PeerCapabilitiesChanged                          // it announced a different skill set
+	PeerConnected                                    // a connection opened
+	PeerDisconnected                                 // its last connection closed
+)
+
+var peerEventNames = [...]string{"", "joined", "left", "capabilities-changed", "connected", "disconnected"}
+
+// String returns a short lowercase name, such as "joined".
+func (k PeerEventKind) String() string {
+	if int(k) < len(peerEventNames) && k > 0 {
+		return peerEventNames[k]
+	}
+	return fmt.Sprintf("peer-event(%d)", uint8(k))
+}
+
+// PeerEvent is one change to what the node knows about a peer.
+type PeerEvent struct {
+	Kind   PeerEventKind
+	Peer   peer.ID
+	Skills []SkillCapability // for PeerJoined and PeerCapabilitiesChanged; do not modify
+	Time   time.Time
+}
+
+// SetCapabilities sets the skills this node offers. Invalid entries are
+// logged and dropped, duplicates merged, and at most MaxAnnouncedSkills
+// kept. If the set changed, the node announces it at once and provides the
+// new skills in the DHT. Before Start it only records the set.
+func (n *Node) SetCapabilities(skills []SkillCapability) {
+	clean := make([]SkillCapability, 0, len(skills))
+	for _, s := range skills {
+		if err := checkSkillID(s.ID); err != nil {
+			n.log.Warn("skill not announced", "err", err)
+			continue
+		}
+		if len(s.Version) > MaxSkillVersionLen {
+			n.log.Warn("skill not announced: version longer than 64 bytes", "skill", s.ID)
+			continue
+		}
+		clean = append(clean, s)
+	}
+	slices.SortFunc(clean, compareSkills)
+	clean = slices.Compact(clean)
+	if len(clean) > MaxAnnouncedSkills {
+		n.log.Warn("too many skills: announcing the first ones", "skills", len(clean), "max", MaxAnnouncedSkills)
+		clean = clean[:MaxAnnouncedSkills]
+	}
+	if old := n.skills.Swap(&clean); slices.Equal(*old, clean) {
+		return
+	}
+	nudge(n.announceNow)
+	nudge(n.provideNow)
+}
+
+// SetLoadFunc sets the function the node calls at each announcement to
+// report its load. It must be fast and safe to call from any goroutine.
+func (n *Node) SetLoadFunc(f func() Load) { n.loadFn.Store(&f) }
+
+// Providers returns the peers whose announcements, not yet expired, offer
+// skill, one per (peer, version). This node is never among them. It takes
+// no lock and allocates only the returned slice.
+func (n *Node) Providers(skill reputation.SkillID) []Provider {
+	return n.table.providers(skill, time.Now())
+}
+
+// Peers returns every peer the node is connected to or holds an unexpired
+// announcement from, sorted by peer ID.
+func (n *Node) Peers() []PeerInfo {
+	rt := n.rt.Load()
+	known := n.table.entries(time.Now())
+	byID := make(map[peer.ID]int, len(known))
+	out := make([]PeerInfo, 0, len(known))
+	for _, e := range known {
+		byID[e.peer] = len(out)
+		out = append(out, PeerInfo{Peer: e.peer, Addrs: e.addrs, Skills: e.skills, Load: e.load, LastSeen: e.lastSeen})
+	}
+	if rt != nil {
+		for _, p := range rt.host.Network().Peers() {
+			if _, ok := byID[p]; !ok {
+				byID[p] = len(out)
+				out = append(out, PeerInfo{Peer: p})
+			}
+		}
+		for i := range out {
+			out[i].Connected = hostConnected(rt.host, out[i].Peer)
+			if addrs := rt.host.Peerstore().Addrs(out[i].Peer); len(addrs) > 0 {
+				out[i].Addrs = addrs
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b PeerInfo) int { return cmp.Compare(a.Peer, b.Peer) })
+	return out
+}
+
+// OnPeerEvent calls fn for each peer event, in order, from one goroutine of
+// the node's. fn must not block for long: events queue behind it, and past
+// 4096 queued events new ones are dropped. fn may be called once more after
+// unsubscribe returns, if an event was being delivered.
+func (n *Node) OnPeerEvent(fn func(PeerEvent)) (unsubscribe func()) {
+	return n.hub.subscribe(fn)
+}
+
+// nudge does a non-blocking send on a channel of capacity 1.
+func nudge(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// capAnnouncement is a validated CapabilityAnnouncement.
+type capAnnouncement struct {
+	seq    uint64
+	skills []SkillCapability // sorted, no duplicates
+	load   Load
+	addrs  []multiaddr.Multiaddr
+	ttl    time.Duration // 0: the receiver's default
+}
+
+// parseAnnouncement checks an announcement's size and fields. It does not
+// look at the sequence number.
+func parseAnnouncement(data []byte) (*capAnnouncement, error) {
+	if len(data) > MaxAnnouncementSize {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", errAnnTooLarge, len(data), MaxAnnouncementSize)
+	}
+	var m cortexv1.CapabilityAnnouncement
+	if err := proto.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%w: %w", errAnnMalformed, err)
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", errAnnMalformed, fmt.Sprintf(format, args...))
+	}
+	if len(m.Skills) > MaxAnnouncedSkills {
+		return nil, bad("%d skills, the limit is %d", len(m.Skills), MaxAnnouncedSkills)
+	}
+	if len(m.QueueDepth) != NumLevels {
+		return nil, bad("%d queue depths, want %d", len(m.QueueDepth), NumLevels)
+	}
+	if len(m.Addrs) > maxAnnouncedAddrs {
+		return nil, bad("%d addresses, the limit is %d", len(m.Addrs), maxAnnouncedAddrs)
+	}
+	a := &capAnnouncement{seq: m.Sequence, skills: make([]SkillCapability, len(m.Skills))}
+	for i, s := range m.Skills {
+		if err := checkSkillID(reputation.SkillID(s.GetSkillId())); err != nil {
+			return nil, bad("%v", err)
+		}
+		if len(s.GetVersion()) > MaxSkillVersionLen {
+			return nil, bad("skill %s version is %d bytes, the limit is %d", s.GetSkillId(), len(s.GetVersion()), MaxSkillVersionLen)
+		}
+		a.skills[i] = SkillCapability{ID: reputation.SkillID(s.GetSkillId()), Version: s.GetVersion()}
+	}
+	slices.SortFunc(a.skills, compareSkills)
+	if len(slices.Compact(slices.Clone(a.skills))) != len(a.skills) {
+		return nil, bad("a skill is listed twice")
+	}
+	for i, d := range m.QueueDepth {
+		a.load.QueueDepth[i] = int(d)
+	}
+	a.load.InFlight, a.load.Capacity = int(m.InFlight), int(m.WorkerCapacity)
+	a.addrs = make([]multiaddr.Multiaddr, 0, len(m.Addrs))
+	for _, b := range m.Addrs {
+		ma, err := multiaddr.NewMultiaddrBytes(b)
+		if err != nil {
+			return nil, bad("address: %v", err)
+		}
+		a.addrs = append(a.addrs, ma)
+	}
+	if m.TtlSeconds > 0 {
+		a.ttl = min(time.Duration(m.TtlSeconds)*time.Second, maxAnnouncedTTL)
+	}
+	return a, nil
+}
+
+// buildAnnouncement encodes this node's current capabilities.
+func (n *Node) buildAnnouncement(addrs []multiaddr.Multiaddr, now time.Time) ([]byte, error) {
+	skills := *n.skills.Load()
+	var load Load
+	if f := n.loadFn.Load(); f != nil && *f != nil {
+		load = (*f)()
+	}
+	m := &cortexv1.CapabilityAnnouncement{
+		Skills:          make([]*cortexv1.SkillCapability, len(skills)),
+		QueueDepth:      make([]uint32, NumLevels),
+		InFlight:        capClampU32(load.InFlight),
+		WorkerCapacity:  capClampU32(load.Capacity),
+		Sequence:        n.seq.Add(1),
+		TimestampUnixMs: now.UnixMilli(),
+		TtlSeconds:      uint32((n.cfg.ttl() + time.Second - 1) / time.Second),
+	}
+	for i, s := range skills {
+		m.Skills[i] = &cortexv1.SkillCapability{SkillId: string(s.ID), Version: s.Version}
+	}
+	for i, d := range load.QueueDepth {
+		m.QueueDepth[i] = capClampU32(d)
+	}
+	for _, a := range addrs[:min(len(addrs), maxAnnouncedAddrs)] {
+		m.Addrs = append(m.Addrs, a.Bytes())
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode capability announcement: %w", err)
+	}
+	return b, nil
+}
+
+func capClampU32(v int) uint32 {
+	if v < 0 {
+		return 0
+	}
+	return uint32(min(int64(v), math.MaxUint32))
+}
+
+// capEntry is one peer's last announcement. It is immutable once stored.
+type capEntry struct {
+	peer     peer.ID
+	skills   []SkillCapability
+	load     Load
+	addrs    []multiaddr.Multiaddr
+	seq      uint64
+	lastSeen time.Time
+	expires  time.Time
+}
+
+// capSlot holds a peer's current entry; readers load it without a lock.
+type capSlot struct{ entry atomic.Pointer[capEntry] }
+
+type capRef struct {
+	slot    *capSlot
+	version string
+}
+
+// capIndex maps each skill to the slots offering it. It is rebuilt, never
+// changed, when a peer's skill set changes or a peer comes or goes.
+type capIndex map[reputation.SkillID][]capRef
+
+// seqMark remembers the last sequence accepted from a peer, longer than its
+// entry lives, so that replays of old announcements stay out.
+type seqMark struct {
+	seq   uint64
+	until time.Time
+}
+
+// capTable is the table of who offers what. Writers hold mu; Providers
+// reads index and slots atomically.
+type capTable struct {
+	self      peer.ID
+	ttl       time.Duration // for announcements that carry none
+	connected func(peer.ID) bool
+	emit      func(PeerEvent)
+	seqMemory time.Duration
+	maxPeers  int
+	index     atomic.Pointer[capIndex]
+	mu        sync.Mutex
+	slots     map[peer.ID]*capSlot
+	seqs      map[peer.ID]seqMark
+}
+
+func newCapTable(self peer.ID, ttl time.Duration, connected func(peer.ID) bool, emit func(PeerEvent)) *capTable {
+	t := &capTable{
+		self:      self,
+		ttl:       ttl,
+		connected: connected,
+		emit:      emit,
+		seqMemory: max(10*ttl, 10*time.Minute),
+		maxPeers:  maxCapPeers,
+		slots:     make(map[peer.ID]*capSlot),
+		seqs:      make(map[peer.ID]seqMark),
+	}
+	t.index.Store(&capIndex{})
+	return t
+}
+
+// check validates an announcement from author before it changes any state:
+// fields, then, for other nodes, that its sequence is newer than the last
+// one accepted and that the table has room. Errors wrap errAnnTooLarge,
+// errAnnMalformed (both faults), errAnnStale or errAnnTableFull (not).
+func (t *capTable) check(author peer.ID, data []byte) (*capAnnouncement, error) {
+	a, err := parseAnnouncement(data)
+	if err != nil {
+		return nil, err
+	}
+	if author == t.self {
+		return a, nil
+	}
+	t.mu.Lock()
+	last, ok := t.seqs[author]
+	_, known := t.slots[author]
+	full := !known && len(t.slots) >= t.maxPeers
+	t.mu.Unlock()
+	switch {
+	case ok && a.seq <= last.seq:
+		return nil, fmt.Errorf("%w: %d after %d", errAnnStale, a.seq, last.seq)
+	case full:
+		return nil, fmt.Errorf("%w: %d peers", errAnnTableFull, t.maxPeers)
+	}
+	return a, nil
+}
+
+// apply stores a checked announcement. Announcements from this node, and
+// ones no newer than the stored entry, are ignored. It reports whether the
+// table changed.
+func (t *capTable) apply(author peer.ID, a *capAnnouncement, now time.Time) bool {
+	if author == t.self {
+		return false
+	}
+	ttl := a.ttl
+	if ttl <= 0 {
+		ttl = t.ttl
+	}
+	e := &capEntry{peer: author, skills: a.skills, load: a.load, addrs: a.addrs, seq: a.seq, lastSeen: now, expires: now.Add(ttl)}
+	var ev PeerEvent
+	t.mu.Lock()
+	if last, ok := t.seqs[author]; ok && a.seq <= last.seq {
+		t.mu.Unlock()
+		return false
+	}
+	t.seqs[author] = seqMark{seq: a.seq, until: now.Add(max(t.seqMemory, 2*ttl))}
+	slot, ok := t.slots[author]
+	switch {
+	case !ok:
+		slot = &capSlot{}
+		slot.entry.Store(e)
+		t.slots[author] = slot
+		t.rebuildLocked()
+		ev = PeerEvent{Kind: PeerJoined, Peer: author, Skills: e.skills, Time: now}
+	case !slices.Equal(slot.entry.Load().skills, e.skills):
+		slot.entry.Store(e)
+		t.rebuildLocked()
+		ev = PeerEvent{Kind: PeerCapabilitiesChanged, Peer: author, Skills: e.skills, Time: now}
+	default:
+		slot.entry.Store(e) // same skills: the index still points at the slot
+	}
+	if ev.Kind != 0 {
+		t.emit(ev) // under mu, so events keep the table's order
+	}
+	t.mu.Unlock()
+	return true
+}
+
+// expire removes entries past their expiry and sequence marks past theirs.
+func (t *capTable) expire(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	removed := false
+	for p, slot := range t.slots {
+		if now.Before(slot.entry.Load().expires) {
+			continue
+		}
+		delete(t.slots, p)
+		removed = true
+		t.emit(PeerEvent{Kind: PeerLeft, Peer: p, Time: now})
+	}
+	if removed {
+		t.rebuildLocked()
+	}
+	for p, m := range t.seqs {
+		if _, live := t.slots[p]; !live && now.After(m.until) {
+			delete(t.seqs, p)
+		}
+	}
+}
+
+func (t *capTable) rebuildLocked() {
+	ids := make([]peer.ID, 0, len(t.slots))
+	for p := range t.slots {
+		ids = append(ids, p)
+	}
+	slices.Sort(ids)
+	idx := make(capIndex)
+	for _, p := range ids {
+		slot := t.slots[p]
+		for _, s := range slot.entry.Load().skills {
+			idx[s.ID] = append(idx[s.ID], capRef{slot: slot, version: s.Version})
+		}
+	}
+	t.index.Store(&idx)
+}
+
+func (t *capTable) providers(skill reputation.SkillID, now time.Time) []Provider {
+	refs := (*t.index.Load())[skill]
+	if len(refs) == 0 {
+		return nil
+	}
+	out := make([]Provider, 0, len(refs))
+	for _, r := range refs {
+		e := r.slot.entry.Load()
+		if !now.Before(e.expires) {
+			continue
+		}
+		out = append(out, Provider{Peer: e.peer, Version: r.version, Load: e.load, LastSeen: e.lastSeen, Connected: t.connected(e.peer)})
+	}
+	return out
+}
+
+// entries returns the unexpired entries.
+func (t *capTable) entries(now time.Time) []*capEntry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*capEntry, 0, len(t.slots))
+	for _, slot := range t.slots {
+		if e := slot.entry.Load(); now.Before(e.expires) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (t *capTable) size() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.slots)
+}
+
+// maxQueuedPeerEvents bounds the events waiting for a slow subscriber.
+const maxQueuedPeerEvents = 4096
+
+// peerEventHub queues peer events and delivers them, in order, from one
+// goroutine to every subscriber.
+type peerEventHub struct {
+	mu    sync.Mutex
+	subs  map[uint64]func(PeerEvent)
+	next  uint64
+	queue []PeerEvent
+	wake  chan struct{}
+}
+
+func newPeerEventHub() *peerEventHub {
+	return &peerEventHub{subs: make(map[uint64]func(PeerEvent)), wake: make(chan struct{}, 1)}
+}
+
+func (h *peerEventHub) subscribe(fn func(PeerEvent)) func() {
+	h.mu.Lock()
+	id := h.next
+	h.next++
+	h.subs[id] = fn
+	h.mu.Unlock()
+	return sync.OnceFunc(func() {
+		h.mu.Lock()
+		delete(h.subs, id)
+		h.mu.Unlock()
+	})
+}
+
+func (h *peerEventHub) publish(ev PeerEvent) {
+	h.mu.Lock()
+	if len(h.subs) == 0 {
+		h.mu.Unlock()
+		return
+	}
+	if len(h.queue) < maxQueuedPeerEvents {
+		h.queue = append(h.queue, ev)
+	}
+	h.mu.Unlock()
+	nudge(h.wake)
+}
+
+func (h *peerEventHub) run(ctx context.Context) {
+	var batch []PeerEvent
+	var fns []func(PeerEvent)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.wake:
+		}
+		h.mu.Lock()
+		batch, h.queue = h.queue, batch[:0]
+		fns = fns[:0]
+		for _, fn := range h.subs {
+			fns = append(fns, fn)
+		}
+		h.mu.Unlock()
+		for _, ev := range batch {
+			for _, fn := range fns {
+				fn(ev)
+			}
+		}
+		clear(batch)
+	}
+}
+
+// joinGossip starts gossipsub with signed messages and strict verification,
+// registers the announcement validator and joins the capability topic.
+func (n *Node) joinGossip(ctx context.Context, rt *nodeRuntime) error {
+	ps, err := pubsub.NewGossipSub(ctx, rt.host,
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		pubsub.WithSubscriptionFilter(pubsub.NewAllowlistSubscriptionFilter(CapabilityTopic)),
+		pubsub.WithLogger(n.log.With("component", "grid.pubsub")),
+	)
+	if err != nil {
+		return fmt.Errorf("start gossipsub: %w", err)
+	}
+	rt.ps = ps
+	if err := ps.RegisterTopicValidator(CapabilityTopic, n.validateMessage(rt.metrics), pubsub.WithValidatorInline(true)); err != nil {
+		return fmt.Errorf("register capability validator: %w", err)
+	}
+	if rt.topic, err = ps.Join(CapabilityTopic); err != nil {
+		return fmt.Errorf("join %s: %w", CapabilityTopic, err)
+	}
+	if rt.events, err = rt.topic.EventHandler(); err != nil {
+		return fmt.Errorf("watch %s peers: %w", CapabilityTopic, err)
+	}
+	if rt.sub, err = rt.topic.Subscribe(); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", CapabilityTopic, err)
+	}
+	return nil
+}
+
+// validateMessage returns the topic validator: it parses and checks an
+// announcement before anything stores it, and hands the parsed form to
+// readLoop. Faults are the sender's, so they log at Debug.
+func (n *Node) validateMessage(m *nodeMetrics) func(context.Context, peer.ID, *pubsub.Message) pubsub.ValidationResult {
+	return func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		author := msg.GetFrom()
+		a, err := n.table.check(author, msg.Data)
+		count := m
+		if author == n.id {
+			count = nil // count only what peers send
+		}
+		switch {
+		case err == nil:
+			msg.ValidatorData = a
+			count.announcement("accepted")
+			return pubsub.ValidationAccept
+		case errors.Is(err, errAnnStale) || errors.Is(err, errAnnTableFull):
+			count.announcement("ignored")
+			n.log.Debug("capability announcement ignored", "author", author, "via", from, "err", err)
+			return pubsub.ValidationIgnore
+		default:
+			count.announcement("rejected")
+			n.log.Debug("invalid capability announcement rejected", "author", author, "via", from, "err", err)
+			return pubsub.ValidationReject
+		}
+	}
+}
+
+// readLoop applies validated announcements to the table.
+func (n *Node) readLoop(ctx context.Context, rt *nodeRuntime) {
+	for {
+		msg, err := rt.sub.Next(ctx)
+		if err != nil {
+			return // canceled
+		}
+		author := msg.GetFrom()
+		a, ok := msg.ValidatorData.(*capAnnouncement)
+		if !ok || author == n.id {
+			continue
+		}
+		if n.table.apply(author, a, time.Now()) && len(a.addrs) > 0 && !hostConnected(rt.host, author) {
+			ttl := a.ttl
+			if ttl <= 0 {
+				ttl = n.cfg.ttl()
+			}
+			rt.host.Peerstore().AddAddrs(author, a.addrs, ttl)
+		}
+	}
+}
+
+// topicEventLoop asks announceLoop for an early announcement when a peer
+// joins the topic, so newcomers learn this node's skills without waiting a
+// whole interval.
+func (n *Node) topicEventLoop(ctx context.Context, rt *nodeRuntime) {
+	for {
+		ev, err := rt.events.NextPeerEvent(ctx)
+		if err != nil {
+			return // canceled
+		}
+		if ev.Type == pubsub.PeerJoin {
+			nudge(n.peerJoined)
+		}
+	}
+}
+
+// announceLoop publishes this node's capabilities at start, on change,
+// every interval and soon after a peer joins the topic (at most every
+// quarter interval for joins), and expires stale table entries.
+func (n *Node) announceLoop(ctx context.Context, rt *nodeRuntime) {
+	interval := n.cfg.announceInterval
+	spacing := interval / 4
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	expiry := time.NewTicker(min(max(n.cfg.ttl()/4, 10*time.Millisecond), 5*time.Second))
+	defer expiry.Stop()
+	late := time.NewTimer(time.Hour)
+	late.Stop()
+	lateArmed := false
+	var last time.Time
+	announce := func() {
+		n.announce(ctx, rt)
+		last = time.Now()
+		ticker.Reset(interval)
+	}
+	announce()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			announce()
+		case <-n.announceNow:
+			announce()
+		case <-n.peerJoined:
+			if wait := spacing - time.Since(last); wait <= 0 {
+				announce()
+			} else if !lateArmed {
+				late.Reset(wait)
+				lateArmed = true
+			}
+		case <-late.C:
+			lateArmed = false
+			announce()
+		case now := <-expiry.C:
+			n.table.expire(now)
+		}
+	}
+}
+
+func (n *Node) announce(ctx context.Context, rt *nodeRuntime) {
+	data, err := n.buildAnnouncement(rt.host.Addrs(), time.Now())
+	if err == nil {
+		err = rt.topic.Publish(ctx, data)
+	}
+	if err != nil && ctx.Err() == nil {
+		n.log.Warn("publish capabilities failed", "err", err)
+	}
+}
+
+// connEventLoop turns the host's connection events into peer events.
+func (n *Node) connEventLoop(ctx context.Context, rt *nodeRuntime) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-rt.connSub.Out():
+			if !ok {
+				return
+			}
+			ev, ok := e.(event.EvtPeerConnectednessChanged)
+			if !ok {
+				continue
+			}
+			switch ev.Connectedness {
+			case network.Connected:
+				n.hub.publish(PeerEvent{Kind: PeerConnected, Peer: ev.Peer, Time: time.Now()})
+			case network.NotConnected:
+				n.hub.publish(PeerEvent{Kind: PeerDisconnected, Peer: ev.Peer, Time: time.Now()})
+			}
+		}
+	}
+}

@@ -1,0 +1,561 @@
+package grid
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrNodeNotStarted is returned by Node methods that need the network
+// before Start has succeeded.
+var ErrNodeNotStarted = errors.New("node not started")
+
+// ErrNodeStarted is returned by a second call to Node.Start.
+var ErrNodeStarted = errors.New("node already started")
+
+// Defaults for NodeOption values.
+const (
+	DefaultDHTPrefix        protocol.ID = "/cortex"
+	DefaultRendezvous                   = "cortex/v1"
+	DefaultAnnounceInterval             = 10 * time.Second
+	DefaultConnLow                      = 100
+	DefaultConnHigh                     = 400
+	DefaultConnGrace                    = time.Minute
+)
+
+// DefaultListenAddrs are the addresses a Node listens on unless
+// WithListenAddrs says otherwise: TCP and QUIC on port 4001, all IPv4
+// interfaces.
+var DefaultListenAddrs = []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}
+
+// DHT modes accepted by WithDHTMode.
+const (
+	DHTModeServer = "server"
+	DHTModeClient = "client"
+	DHTModeAuto   = "auto"
+)
+
+// NodeOption configures a Node.
+type NodeOption func(*nodeConfig)
+
+type nodeConfig struct {
+	listenAddrs      []string
+	bootstrap        []peer.AddrInfo
+	dhtPrefix        protocol.ID
+	dhtMode          string
+	mdns             bool
+	rendezvous       string
+	announceInterval time.Duration
+	capabilityTTL    time.Duration // 0: 3 x announceInterval
+	connLow          int
+	connHigh         int
+	connGrace        time.Duration
+	limits           ResourceLimits
+	logger           *slog.Logger
+	registerer       prometheus.Registerer
+
+	// Discovery rounds start at discoveryMin and back off to discoveryMax.
+	// Not exported: tests shorten them.
+	discoveryMin time.Duration
+	discoveryMax time.Duration
+}
+
+func defaultNodeConfig() nodeConfig {
+	return nodeConfig{
+		listenAddrs:      DefaultListenAddrs,
+		dhtPrefix:        DefaultDHTPrefix,
+		dhtMode:          DHTModeServer,
+		rendezvous:       DefaultRendezvous,
+		announceInterval: DefaultAnnounceInterval,
+		connLow:          DefaultConnLow,
+		connHigh:         DefaultConnHigh,
+		connGrace:        DefaultConnGrace,
+		discoveryMin:     time.Second,
+		discoveryMax:     20 * time.Second,
+	}
+}
+
+// WithListenAddrs sets the multiaddrs the host listens on (default
+// DefaultListenAddrs). Tests use "/ip4/127.0.0.1/tcp/0".
+func WithListenAddrs(addrs ...string) NodeOption {
+	return func(c *nodeConfig) { c.listenAddrs = addrs }
+}
+
+// WithBootstrapPeers sets the peers the node connects to at start and
+// whenever it has no connections left. The node's own ID in the list is
+// skipped, so every node may share one list.
+func WithBootstrapPeers(peers ...peer.AddrInfo) NodeOption {
+	return func(c *nodeConfig) { c.bootstrap = peers }
+}
+
+// WithDHTPrefix sets the protocol prefix of the private DHT (default
+// "/cortex"). "/ipfs", the public IPFS DHT, is refused.
+func WithDHTPrefix(p protocol.ID) NodeOption {
+	return func(c *nodeConfig) { c.dhtPrefix = p }
+}
+
+// WithDHTMode sets the DHT mode: "server" (default: answer queries),
+// "client" (only query) or "auto" (server when publicly reachable).
+func WithDHTMode(m string) NodeOption {
+	return func(c *nodeConfig) { c.dhtMode = m }
+}
+
+// WithMDNS turns discovery of peers on the local network by mDNS on or off
+// (default off).
+func WithMDNS(on bool) NodeOption {
+	return func(c *nodeConfig) { c.mdns = on }
+}
+
+// WithRendezvous sets the namespace nodes advertise and look up in the DHT
+// to find each other (default "cortex/v1"). Only nodes that share it meet.
+func WithRendezvous(ns string) NodeOption {
+	return func(c *nodeConfig) { c.rendezvous = ns }
+}
+
+// WithAnnounceInterval sets how often the node publishes its capabilities
+// when nothing changed (default 10 s).
+func WithAnnounceInterval(d time.Duration) NodeOption {
+	return func(c *nodeConfig) { c.announceInterval = d }
+}
+
+// WithCapabilityTTL sets how long this node's announcements stay valid on
+// other nodes without a refresh (default 3 x the announce interval). It is
+// carried in each announcement; entries from peers expire after the TTL
+// their own announcements carry (clamped to [1 s, 1 h]), or after this one
+// when they carry none.
+func WithCapabilityTTL(d time.Duration) NodeOption {
+	return func(c *nodeConfig) { c.capabilityTTL = d }
+}
+
+// WithConnManager sets the connection manager's watermarks: above high
+// connections it trims down to low, sparing connections younger than grace
+// (default 100, 400, 1 min).
+func WithConnManager(low, high int, grace time.Duration) NodeOption {
+	return func(c *nodeConfig) { c.connLow, c.connHigh, c.connGrace = low, high, grace }
+}
+
+// ResourceLimits caps what the libp2p resource manager lets the host use.
+// A zero field keeps go-libp2p's default, scaled to the machine's memory
+// and file descriptors.
+type ResourceLimits struct {
+	MaxMemory  int64 // bytes of buffers for all connections and streams
+	MaxFDs     int   // file descriptors for connections
+	MaxConns   int   // connections, inbound and outbound together
+	MaxStreams int   // streams, inbound and outbound together
+}
+
+// WithResourceLimits sets the resource manager's system-wide limits. MaxConns,
+// when set, must be at least the connection manager's high watermark.
+func WithResourceLimits(l ResourceLimits) NodeOption {
+	return func(c *nodeConfig) { c.limits = l }
+}
+
+// WithNodeLogger sets the logger (default slog.Default()).
+func WithNodeLogger(l *slog.Logger) NodeOption {
+	return func(c *nodeConfig) { c.logger = l }
+}
+
+// WithPrometheusRegisterer registers go-libp2p's metrics and the node's own
+// (cortex_grid_capability_announcements_total{result},
+// cortex_grid_capability_peers) on r; only one started Node may use a given
+// r. With nil (the default) go-libp2p's metrics are off.
+func WithPrometheusRegisterer(r prometheus.Registerer) NodeOption {
+	return func(c *nodeConfig) { c.registerer = r }
+}
+
+// withDiscoveryIntervals sets the first and the longest pause between
+// rendezvous lookups. For tests.
+func withDiscoveryIntervals(first, longest time.Duration) NodeOption {
+	return func(c *nodeConfig) { c.discoveryMin, c.discoveryMax = first, longest }
+}
+
+func (c *nodeConfig) ttl() time.Duration {
+	if c.capabilityTTL > 0 {
+		return c.capabilityTTL
+	}
+	return 3 * c.announceInterval
+}
+
+// validate returns every problem in c joined into one error.
+func (c *nodeConfig) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(c.listenAddrs) == 0 {
+		bad("no listen address: give at least one, such as /ip4/0.0.0.0/tcp/4001")
+	}
+	for _, a := range c.listenAddrs {
+		if _, err := multiaddr.NewMultiaddr(a); err != nil {
+			bad("listen address %q is not a multiaddr: %w", a, err)
+		}
+	}
+	for i, p := range c.bootstrap {
+		if err := p.ID.Validate(); err != nil {
+			bad("bootstrap peer %d has no valid peer ID: %w", i, err)
+		} else if len(p.Addrs) == 0 {
+			bad("bootstrap peer %s has no address: give a full multiaddr ending in /p2p/<id>", p.ID)
+		}
+	}
+	switch {
+	case !strings.HasPrefix(string(c.dhtPrefix), "/") || len(c.dhtPrefix) < 2:
+		bad("DHT prefix %q must start with / and name the network, such as /cortex", c.dhtPrefix)
+	case c.dhtPrefix == dht.DefaultPrefix:
+		bad("DHT prefix %q is the public IPFS DHT: choose a private prefix such as /cortex", c.dhtPrefix)
+	}
+	if _, err := parseDHTMode(c.dhtMode); err != nil {
+		errs = append(errs, err)
+	}
+	if c.rendezvous == "" || len(c.rendezvous) > 128 {
+		bad("rendezvous namespace %q must be 1 to 128 bytes", c.rendezvous)
+	} else if strings.HasPrefix(c.rendezvous, skillKeyPrefix) {
+		bad("rendezvous namespace %q must not start with %q, which names skill keys", c.rendezvous, skillKeyPrefix)
+	}
+	if c.announceInterval < 10*time.Millisecond {
+		bad("announce interval %s is too short: use at least 10ms (default %s)", c.announceInterval, DefaultAnnounceInterval)
+	}
+	if c.capabilityTTL < 0 {
+		bad("capability TTL %s is negative", c.capabilityTTL)
+	} else if c.capabilityTTL > 0 && c.capabilityTTL <= c.announceInterval {
+		bad("capability TTL %s must be longer than the announce interval %s, or entries expire between announcements", c.capabilityTTL, c.announceInterval)
+	}
+	if c.connLow < 0 || c.connHigh <= 0 || c.connHigh < c.connLow || c.connGrace < 0 {
+		bad("connection manager watermarks low=%d high=%d grace=%s: want 0 <= low <= high, high > 0, grace >= 0", c.connLow, c.connHigh, c.connGrace)
+	}
+	l := c.limits
+	if l.MaxMemory < 0 || l.MaxFDs < 0 || l.MaxConns < 0 || l.MaxStreams < 0 {
+		bad("resource limits must not be negative: %+v", l)
+	}
+	if l.MaxConns > 0 && l.MaxConns < c.connHigh {
+		bad("resource limit MaxConns=%d is below the connection manager's high watermark %d: raise it or lower the watermark", l.MaxConns, c.connHigh)
+	}
+	if c.discoveryMin <= 0 || c.discoveryMax < c.discoveryMin {
+		bad("discovery intervals %s..%s are invalid", c.discoveryMin, c.discoveryMax)
+	}
+	return errors.Join(errs...)
+}
+
+func parseDHTMode(m string) (dht.ModeOpt, error) {
+	switch m {
+	case DHTModeServer:
+		return dht.ModeServer, nil
+	case DHTModeClient:
+		return dht.ModeClient, nil
+	case DHTModeAuto:
+		return dht.ModeAuto, nil
+	}
+	return 0, fmt.Errorf("DHT mode %q is unknown: want %q, %q or %q", m, DHTModeServer, DHTModeClient, DHTModeAuto)
+}
+
+// Node is this daemon's presence on the grid: a libp2p host, a private
+// Kademlia DHT, rendezvous discovery and the capability gossip. It keeps a
+// table of what every peer offers.
+//
+// All methods are safe for concurrent use. Providers is cheap and takes no
+// lock; it is meant to be called for every task.
+type Node struct {
+	cfg   nodeConfig
+	key   crypto.PrivKey
+	id    peer.ID
+	log   *slog.Logger
+	table *capTable
+	hub   *peerEventHub
+
+	skills      atomic.Pointer[[]SkillCapability] // sorted; never nil after NewNode
+	loadFn      atomic.Pointer[func() Load]
+	seq         atomic.Uint64
+	announceNow chan struct{} // capacity 1: capabilities changed
+	provideNow  chan struct{} // capacity 1: skills to provide changed
+	peerJoined  chan struct{} // capacity 1: a peer joined the topic
+	found       chan peer.AddrInfo
+
+	rt atomic.Pointer[nodeRuntime] // set once Start succeeds
+
+	mu      sync.Mutex // guards started, closed, cancel
+	started bool
+	closed  bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// nodeRuntime is what Start builds. Its fields are not changed afterwards.
+type nodeRuntime struct {
+	host    host.Host
+	dht     *dht.IpfsDHT
+	ps      *pubsub.PubSub
+	topic   *pubsub.Topic
+	sub     *pubsub.Subscription
+	events  *pubsub.TopicEventHandler
+	connSub event.Subscription
+	mdns    interface{ Close() error }
+	metrics *nodeMetrics
+}
+
+// NewNode returns a Node with identity key. It checks the options and
+// starts nothing; Start does the I/O.
+func NewNode(key crypto.PrivKey, opts ...NodeOption) (*Node, error) {
+	cfg := defaultNodeConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var errs []error
+	var id peer.ID
+	if key == nil {
+		errs = append(errs, errors.New("no identity key: use LoadOrCreateIdentity or GenerateIdentity"))
+	} else {
+		var err error
+		if id, err = peer.IDFromPrivateKey(key); err != nil {
+			errs = append(errs, fmt.Errorf("derive peer ID from identity key: %w", err))
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("configure node: %w", err)
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	n := &Node{
+		cfg:         cfg,
+		key:         key,
+		id:          id,
+		log:         cfg.logger.With("component", "grid.node"),
+		hub:         newPeerEventHub(),
+		announceNow: make(chan struct{}, 1),
+		provideNow:  make(chan struct{}, 1),
+		peerJoined:  make(chan struct{}, 1),
+		found:       make(chan peer.AddrInfo, 64),
+	}
+	n.table = newCapTable(id, cfg.ttl(), n.isConnected, n.hub.publish)
+	empty := []SkillCapability{}
+	n.skills.Store(&empty)
+	// Sequence numbers start at the clock so a restarted node's
+	// announcements outrank the ones its previous run sent.
+	n.seq.Store(uint64(time.Now().UnixNano()))
+	return n, nil
+}
+
+// Start builds the host (TCP and QUIC, Noise and TLS, yamux, resource and
+// connection managers), the DHT and gossipsub, joins the capability topic,
+// connects to the bootstrap peers and starts the background loops. ctx
+// bounds the start-up only (bootstrap connections); the node runs until
+// Close. If Start fails it tears down what it started; the Node can then
+// only be closed.
+func (n *Node) Start(ctx context.Context) (err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.closed:
+		return fmt.Errorf("start node: %w", ErrClosed)
+	case n.started:
+		return fmt.Errorf("start node: %w", ErrNodeStarted)
+	}
+	n.started = true
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	rt := &nodeRuntime{}
+	defer func() {
+		if err != nil {
+			cancel()
+			n.wg.Wait()
+			n.rt.Store(nil)
+			_ = rt.close() // the start error says what went wrong
+		}
+	}()
+	if err := n.buildRuntime(runCtx, rt); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	n.rt.Store(rt)
+	n.startLoops(runCtx, rt)
+	if err := n.connectBootstrap(ctx, rt.host); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	if err := rt.dht.Bootstrap(runCtx); err != nil {
+		return fmt.Errorf("start node: bootstrap DHT: %w", err)
+	}
+	n.cancel = cancel
+	n.log.Info("node started", "peer", n.id, "addrs", rt.host.Addrs(), "dht_mode", n.cfg.dhtMode)
+	return nil
+}
+
+// buildRuntime fills rt step by step; on error rt holds what was built.
+func (n *Node) buildRuntime(ctx context.Context, rt *nodeRuntime) error {
+	var err error
+	if rt.host, err = n.newHost(); err != nil {
+		return err
+	}
+	if rt.metrics, err = newNodeMetrics(n.cfg.registerer, n.table); err != nil {
+		return err
+	}
+	if rt.dht, err = n.newDHT(rt.host); err != nil {
+		return err
+	}
+	if err := n.joinGossip(ctx, rt); err != nil {
+		return err
+	}
+	if rt.connSub, err = rt.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged)); err != nil {
+		return fmt.Errorf("subscribe to connection events: %w", err)
+	}
+	if n.cfg.mdns {
+		if rt.mdns, err = n.startMDNS(rt.host); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) startLoops(ctx context.Context, rt *nodeRuntime) {
+	n.wg.Go(func() { n.hub.run(ctx) })
+	n.wg.Go(func() { n.readLoop(ctx, rt) })
+	n.wg.Go(func() { n.topicEventLoop(ctx, rt) })
+	n.wg.Go(func() { n.announceLoop(ctx, rt) })
+	n.wg.Go(func() { n.connEventLoop(ctx, rt) })
+	n.wg.Go(func() { n.findLoop(ctx, rt) })
+	n.wg.Go(func() { n.provideLoop(ctx, rt) })
+}
+
+// Close stops the node's loops and waits for them, then closes mDNS,
+// leaves the capability topic and closes the DHT and the host, in that
+// order. A Start in progress finishes first. Close does not wait for
+// gossipsub's internal goroutines, which end on their own once their
+// context is canceled. Close is idempotent.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	if n.cancel == nil {
+		return nil // never started, or Start failed and cleaned up
+	}
+	n.cancel()
+	n.wg.Wait()
+	if err := n.rt.Load().close(); err != nil {
+		return fmt.Errorf("close node: %w", err)
+	}
+	return nil
+}
+
+// close releases what was built, in reverse order. Nil fields are skipped.
+func (rt *nodeRuntime) close() error {
+	var errs []error
+	if rt.mdns != nil {
+		errs = append(errs, rt.mdns.Close())
+	}
+	if rt.connSub != nil {
+		errs = append(errs, rt.connSub.Close())
+	}
+	if rt.events != nil {
+		rt.events.Cancel()
+	}
+	if rt.sub != nil {
+		rt.sub.Cancel()
+	}
+	if rt.topic != nil {
+		// Close fails only while handlers or subscriptions are open, and
+		// they were all canceled above; the pubsub context ends it anyway.
+		_ = rt.topic.Close()
+	}
+	if rt.dht != nil {
+		errs = append(errs, rt.dht.Close())
+	}
+	if rt.host != nil {
+		errs = append(errs, rt.host.Close())
+	}
+	rt.metrics.unregister()
+	return errors.Join(errs...)
+}
+
+// Host returns the libp2p host, or nil before Start.
+func (n *Node) Host() host.Host {
+	if rt := n.rt.Load(); rt != nil {
+		return rt.host
+	}
+	return nil
+}
+
+// ID returns the node's peer ID. It is known from NewNode on.
+func (n *Node) ID() peer.ID { return n.id }
+
+// Addrs returns the node's listen addresses with /p2p/<id> appended, the
+// form other nodes take as bootstrap peers. It is nil before Start.
+func (n *Node) Addrs() []multiaddr.Multiaddr {
+	rt := n.rt.Load()
+	if rt == nil {
+		return nil
+	}
+	addrs, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.id, Addrs: rt.host.Addrs()})
+	if err != nil {
+		return nil // only fails for an empty peer ID, which n.id is not
+	}
+	return addrs
+}
+
+func (n *Node) isConnected(p peer.ID) bool {
+	rt := n.rt.Load()
+	return rt != nil && hostConnected(rt.host, p)
+}
+
+// nodeMetrics are the node's own metrics. A nil *nodeMetrics records
+// nothing.
+type nodeMetrics struct {
+	reg           prometheus.Registerer
+	announcements *prometheus.CounterVec
+	peers         prometheus.GaugeFunc
+}
+
+// newNodeMetrics registers the node's metrics on reg; nil reg gives nil.
+// Only one started Node may use a given registerer.
+func newNodeMetrics(reg prometheus.Registerer, t *capTable) (*nodeMetrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	m := &nodeMetrics{
+		reg: reg,
+		announcements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cortex_grid_capability_announcements_total",
+			Help: "Capability announcements received from peers, by validation result (accepted, ignored, rejected).",
+		}, []string{"result"}),
+		peers: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cortex_grid_capability_peers",
+			Help: "Peers in the capability table.",
+		}, func() float64 { return float64(t.size()) }),
+	}
+	if err := reg.Register(m.announcements); err != nil {
+		return nil, fmt.Errorf("register node metrics: %w", err)
+	}
+	if err := reg.Register(m.peers); err != nil {
+		reg.Unregister(m.announcements)
+		return nil, fmt.Errorf("register node metrics: %w", err)
+	}
+	return m, nil
+}
+
+func (m *nodeMetrics) announcement(result string) {
+	if m != nil {
+		m.announcements.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *nodeMetrics) unregister() {
+	if m != nil {
+		m.reg.Unregister(m.announcements)
+		m.reg.Unregister(m.peers)
+	}
+}
