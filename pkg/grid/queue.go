@@ -1,0 +1,453 @@
+package grid
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+)
+
+// ErrDuplicateTask is returned by Enqueue for an ID the queue already holds,
+// queued, delayed or in flight.
+var ErrDuplicateTask = errors.New("task ID already in the queue")
+
+var zeroTaskID TaskID
+
+var (
+	errNilTask    = errors.New("task is nil")
+	errZeroTaskID = errors.New("task has the zero ID: set QueuedTask.ID, e.g. with NewTaskID")
+)
+
+// QueueStats is a snapshot of a TaskQueue's state and of its counters.
+type QueueStats struct {
+	Depth    [NumLevels]int // ready tasks per level, index = Level
+	Delayed  int            // retries waiting for NotBefore
+	InFlight int
+	// Totals since NewTaskQueue. Failed counts tasks that failed for good
+	// (Fail without a requeue); Retried counts requeues; Rejected counts
+	// enqueues refused because the level was full. Removed tasks are in none.
+	Enqueued, Completed, Failed, Retried, TimedOut, Rejected uint64
+}
+
+// TaskQueue holds the tasks of one node: ready tasks in one FIFO per priority
+// level, retries waiting out their backoff, and tasks in flight (dequeued and
+// not yet completed, failed or removed). All methods are safe for concurrent
+// use.
+//
+// Order. Dequeue looks only at the head of each level's FIFO, which is the
+// task of that level that arrived first, and takes the one with the highest
+// effective level. A task's effective level is its own level raised by one
+// for every AgingStep of its age, capped at Critical; its age counts from
+// its CreatedAt (for a retry, from when its backoff ended). Ties go to the
+// higher original level (and, within a level, FIFO order means the older
+// task). So in the ordinary case, where no task waits a whole AgingStep
+// (default 10 s), order is strict: highest level first, FIFO within a
+// level. Under a steady stream of higher-level work a waiting task still
+// gets out: a Low task overtakes fresh High tasks after three steps and
+// fresh Normal tasks after two. Critical work is never overtaken: Critical
+// tasks are served first by design, and only they can hold back the others
+// for good. WithAgingStep(0) disables aging.
+//
+// Limits. Each level holds at most its limit (default 1000) of waiting tasks
+// (ready plus delayed retries); Enqueue on a full level returns a
+// *QueueFullError naming the level, and other levels still accept. A retry
+// requeued by Fail is always accepted, even over the limit: the task was
+// admitted once and an accepted task is never dropped.
+//
+// Deadlines. A task enqueued without a Deadline gets CreatedAt plus the
+// default timeout (300 s). Once Start has been called, a sweeper removes
+// queued, delayed and in-flight tasks past their deadline every sweep
+// interval (default 250 ms); Dequeue also drops expired heads as it meets
+// them. Every task removed for its deadline is counted in TimedOut and
+// passed to the expiry handler, outside the lock.
+//
+// Clock. While the sweeper runs, Dequeue does not read the clock: aging and
+// dropping expired heads use the latest reading the queue made, refreshed
+// at least every sweep interval, so they may act up to one interval late
+// (never early). A clock read costs about as much as a whole channel send
+// and receive, and this keeps it off the hot path. CreatedAt, NotBefore and
+// the sweeper itself use exact readings.
+//
+// Retries. Fail(id, true) requeues a task while Retries < MaxRetries, after
+// an exponential backoff with jitter; it is not dequeued before its
+// NotBefore, and a blocked Dequeue wakes when it becomes due.
+type TaskQueue struct {
+	cfg      queueConfig
+	epoch    time.Time // clock origin: internal times are nanoseconds since it
+	closedCh chan struct{}
+	wg       sync.WaitGroup // the sweeper and a pending retry-timer callback
+	// waiterPool recycles queueWaiters. It is per queue, not global, so that
+	// the channels of a queue made in a synctest bubble stay in that bubble.
+	waiterPool sync.Pool
+
+	mu         sync.Mutex
+	index      queueIndex           // every task held, in any state, by ID
+	ready      [NumLevels]queueRing // may hold removed tombstones
+	live       [NumLevels]int       // ready tasks per level, tombstones excluded
+	tombs      [NumLevels]int       // tombstones per level
+	delayed    queueDelayHeap
+	delayedAt  [NumLevels]int
+	inFlight   int
+	free       []*queueItem
+	sweepBuf   []*queueItem   // reused by expireDueLocked
+	waiters    []*queueWaiter // blocked Dequeue calls, first come first served
+	nextExpiry int64          // no deadline held is earlier than this
+	retryTimer *time.Timer
+	retryAt    int64 // when retryTimer fires; 0 when not armed
+	coarse     int64 // latest clock reading; see nowLocked
+	coarseOn   bool  // the sweeper refreshes coarse
+	started    bool
+	closed     bool
+
+	enqueued, completed, failed, retried, timedOut, rejected uint64
+}
+
+// NewTaskQueue returns an empty queue configured by opts. It reports every
+// invalid option at once and starts nothing; call Start for deadline sweeps.
+func NewTaskQueue(opts ...QueueOption) (*TaskQueue, error) {
+	cfg := defaultQueueConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("new task queue: %w", err)
+	}
+	return &TaskQueue{
+		cfg:        cfg,
+		epoch:      time.Now(),
+		closedCh:   make(chan struct{}),
+		waiterPool: sync.Pool{New: newQueueWaiter},
+		index:      newQueueIndex(),
+		nextExpiry: math.MaxInt64,
+	}, nil
+}
+
+// Start starts the goroutine that removes tasks past their deadline every
+// sweep interval. It stops when ctx is done or at Close. Start may be called
+// once; it returns ErrClosed after Close.
+func (q *TaskQueue) Start(ctx context.Context) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.closed:
+		return fmt.Errorf("start task queue: %w", ErrClosed)
+	case q.started:
+		return errors.New("start task queue: already started")
+	}
+	q.started = true
+	q.coarseOn = true
+	q.observeLocked(q.now())
+	q.wg.Add(1)
+	go q.sweepLoop(ctx)
+	return nil
+}
+
+// Close stops the queue: Enqueue, Dequeue and TryDequeue fail from then on,
+// and blocked Dequeue calls return ErrClosed. It waits for the sweeper and
+// for a retry-timer callback, but not for expiry handlers running in other
+// goroutines' Dequeue calls. Tasks still held are neither dropped nor
+// reported; Complete, Fail, Remove and Stats keep working. Close is
+// idempotent and always returns nil.
+func (q *TaskQueue) Close() error {
+	q.mu.Lock()
+	if !q.closed {
+		q.closed = true
+		close(q.closedCh)
+		if q.retryTimer != nil && q.retryTimer.Stop() {
+			q.wg.Done()
+		}
+		q.retryAt = 0
+	}
+	q.mu.Unlock()
+	q.wg.Wait()
+	return nil
+}
+
+// Enqueue adds t at the tail of its level. It sets t.CreatedAt to now if
+// zero (a clock read that callers who have stamped the task already can
+// save) and t.Deadline to CreatedAt plus the default timeout if zero. A
+// NotBefore in the future holds the task back until then. It returns a
+// *QueueFullError (errors.Is ErrQueueFull) if t's level is full, ErrClosed
+// after Close, ErrDuplicateTask if t.ID is held already, and an error for a
+// nil task or a zero ID. From a nil return until Complete, Fail without
+// requeue, Remove or expiry, the queue owns t.
+func (q *TaskQueue) Enqueue(t *QueuedTask) error {
+	if t == nil {
+		return fmt.Errorf("enqueue task: %w", errNilTask)
+	}
+	if sameID(&t.ID, &zeroTaskID) {
+		return fmt.Errorf("enqueue task: %w", errZeroTaskID)
+	}
+	stamped := t.CreatedAt.IsZero()
+	if stamped {
+		t.CreatedAt = time.Now()
+	}
+	if t.Deadline.IsZero() {
+		t.Deadline = t.CreatedAt.Add(q.cfg.defaultTimeout)
+	}
+	created := int64(t.CreatedAt.Sub(q.epoch))
+	l := t.Level()
+
+	q.mu.Lock()
+	if stamped {
+		q.observeLocked(created)
+	}
+	h, slot, err := q.admitLocked(t, l)
+	if err != nil {
+		q.mu.Unlock()
+		return err
+	}
+	it := q.newItemLocked(t, l)
+	it.deadline = int64(t.Deadline.Sub(q.epoch))
+	q.index.putAt(slot, h, it)
+	q.enqueued++
+	if it.deadline < q.nextExpiry {
+		q.nextExpiry = it.deadline
+	}
+	if !t.NotBefore.IsZero() {
+		if nb := int64(t.NotBefore.Sub(q.epoch)); nb > q.nowLocked() {
+			it.notBefore = nb
+			q.pushDelayedLocked(it, q.now())
+			q.mu.Unlock()
+			return nil
+		}
+	}
+	q.pushReadyLocked(it, created)
+	if len(q.waiters) == 0 {
+		q.mu.Unlock()
+		return nil
+	}
+	var expired []queueExpired
+	q.dispatchLocked(q.nowLocked(), &expired)
+	q.mu.Unlock()
+	q.report(expired)
+	return nil
+}
+
+// admitLocked returns t's hash and index slot, or why t may not be enqueued.
+func (q *TaskQueue) admitLocked(t *QueuedTask, l Level) (uint64, int, error) {
+	if q.closed {
+		return 0, 0, fmt.Errorf("enqueue task %s: %w", t.ID.Short(), ErrClosed)
+	}
+	if q.live[l]+q.delayedAt[l] >= q.cfg.limits[l] {
+		q.rejected++
+		return 0, 0, &QueueFullError{Level: l, Max: q.cfg.limits[l]}
+	}
+	h, slot, dup := q.index.slotFor(&t.ID)
+	if dup {
+		return 0, 0, fmt.Errorf("enqueue task %s: %w", t.ID.Short(), ErrDuplicateTask)
+	}
+	return h, slot, nil
+}
+
+// Dequeue takes the next task (see TaskQueue for the order) and moves it to
+// in flight, blocking until one is ready, ctx is done or the queue is closed.
+// It returns ctx.Err() or ErrClosed then; a task handed to a Dequeue whose
+// ctx ends at that moment goes back to the head of its level, and one handed
+// over just before Close is returned.
+func (q *TaskQueue) Dequeue(ctx context.Context) (*QueuedTask, error) {
+	var expired []queueExpired
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if it := q.takeLocked(&expired); it != nil {
+		t := it.task
+		q.mu.Unlock()
+		q.report(expired)
+		return t, nil
+	}
+	if err := ctx.Err(); err != nil {
+		q.mu.Unlock()
+		q.report(expired)
+		return nil, err
+	}
+	w := q.waiterPool.Get().(*queueWaiter)
+	w.listed = true
+	q.waiters = append(q.waiters, w)
+	q.mu.Unlock()
+	q.report(expired)
+
+	select {
+	case t := <-w.ch:
+		q.waiterPool.Put(w)
+		return t, nil
+	case <-ctx.Done():
+		return q.abandon(w, ctx.Err())
+	case <-q.closedCh:
+		return q.abandon(w, ErrClosed)
+	}
+}
+
+// abandon takes w off the waiter list for a Dequeue that gives up with err.
+// If a task was handed to w in the meantime, it is returned after Close, and
+// put back at the head of its level otherwise.
+func (q *TaskQueue) abandon(w *queueWaiter, err error) (*QueuedTask, error) {
+	var expired []queueExpired
+	q.mu.Lock()
+	if w.listed {
+		q.unlistWaiterLocked(w)
+		q.mu.Unlock()
+		q.waiterPool.Put(w)
+		return nil, err
+	}
+	t := <-w.ch // handed over under the lock, before we took it
+	q.waiterPool.Put(w)
+	if q.closed {
+		q.mu.Unlock()
+		return t, nil
+	}
+	if it := q.index.get(&t.ID); it != nil && it.state == stateInFlight && it.task == t {
+		q.inFlight--
+		it.state = stateReady
+		q.ready[it.level].pushFront(it)
+		q.live[it.level]++
+		q.dispatchLocked(q.nowLocked(), &expired)
+	}
+	q.mu.Unlock()
+	q.report(expired)
+	return nil, err
+}
+
+// TryDequeue is Dequeue without blocking: it returns false if no task is
+// ready or the queue is closed.
+func (q *TaskQueue) TryDequeue() (*QueuedTask, bool) {
+	var expired []queueExpired
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil, false
+	}
+	var t *QueuedTask
+	if it := q.takeLocked(&expired); it != nil {
+		t = it.task
+	}
+	q.mu.Unlock()
+	q.report(expired)
+	return t, t != nil
+}
+
+// Complete marks the in-flight task id done and lets go of it. It returns
+// false if id is not in flight (unknown, still queued, removed or expired).
+func (q *TaskQueue) Complete(id TaskID) bool {
+	q.mu.Lock()
+	slot := q.index.find(&id)
+	if slot < 0 || q.index.slots[slot].state != stateInFlight {
+		q.mu.Unlock()
+		return false
+	}
+	it := q.index.slots[slot]
+	q.index.deleteAt(slot)
+	q.inFlight--
+	q.completed++
+	q.freeItemLocked(it)
+	q.mu.Unlock()
+	return true
+}
+
+// Fail marks the in-flight task id failed. If retry is set and its Retries <
+// MaxRetries, it increments Retries, sets NotBefore to now plus the backoff
+// for that retry count, requeues the task at its level once NotBefore has
+// passed (over the level limit if need be) and returns true. Otherwise the
+// task is counted failed and let go of, and Fail returns false, as it does
+// when id is not in flight.
+func (q *TaskQueue) Fail(id TaskID, retry bool) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	slot := q.index.find(&id)
+	if slot < 0 || q.index.slots[slot].state != stateInFlight {
+		return false
+	}
+	it := q.index.slots[slot]
+	q.inFlight--
+	t := it.task
+	if retry && t.Retries < t.MaxRetries {
+		t.Retries++
+		d := q.retryBackoff(t.Retries)
+		now := q.now()
+		q.observeLocked(now)
+		it.notBefore = now + int64(d)
+		t.NotBefore = q.epoch.Add(time.Duration(it.notBefore))
+		q.retried++
+		q.pushDelayedLocked(it, now)
+		return true
+	}
+	q.index.deleteAt(slot)
+	q.failed++
+	q.freeItemLocked(it)
+	return false
+}
+
+// Remove takes task id out of the queue wherever it is (ready, delayed or in
+// flight), for cancellation, and returns it. It is counted neither failed nor
+// timed out. It returns false if the queue does not hold id.
+func (q *TaskQueue) Remove(id TaskID) (*QueuedTask, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	slot := q.index.find(&id)
+	if slot < 0 {
+		return nil, false
+	}
+	it := q.index.slots[slot]
+	t, l := it.task, it.level
+	q.index.deleteAt(slot)
+	q.dropLocked(it) // may free it
+	if q.tombs[l] > 32 && q.tombs[l] > q.live[l] {
+		q.compactLocked(l)
+	}
+	return t, true
+}
+
+// Stats returns the current depths and the totals since NewTaskQueue.
+func (q *TaskQueue) Stats() QueueStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return QueueStats{
+		Depth:     q.live,
+		Delayed:   len(q.delayed),
+		InFlight:  q.inFlight,
+		Enqueued:  q.enqueued,
+		Completed: q.completed,
+		Failed:    q.failed,
+		Retried:   q.retried,
+		TimedOut:  q.timedOut,
+		Rejected:  q.rejected,
+	}
+}
+
+// Len returns the number of tasks waiting: ready plus delayed, not in flight.
+func (q *TaskQueue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := len(q.delayed)
+	for _, d := range q.live {
+		n += d
+	}
+	return n
+}
+
+// now reads the monotonic clock: the time since q.epoch.
+func (q *TaskQueue) now() int64 { return int64(time.Since(q.epoch)) }
+
+// nowLocked returns the time for decisions that may lag real time a little:
+// aging, dropping expired heads, promoting due retries (a lagging clock
+// never promotes early). While the sweeper runs it is the latest clock
+// reading the queue made, refreshed every sweep interval, which keeps clock
+// reads (about as costly as a whole channel send and receive) off the hot
+// path; otherwise it reads the clock.
+func (q *TaskQueue) nowLocked() int64 {
+	if q.coarseOn {
+		return q.coarse
+	}
+	return q.now()
+}
+
+// observeLocked records a clock reading for nowLocked.
+func (q *TaskQueue) observeLocked(now int64) {
+	if now > q.coarse {
+		q.coarse = now
+	}
+}

@@ -1,0 +1,356 @@
+package grid
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// queueState says where a queueItem is.
+type queueState uint8
+
+const (
+	stateReady    queueState = iota + 1 // in ready[level]
+	stateDelayed                        // in the delay heap
+	stateInFlight                       // dequeued, only in items
+	stateRemoved                        // a tombstone left in ready[level]
+)
+
+// queueItem is the queue's record of one task. Times are nanoseconds since
+// the queue's epoch. Items are recycled through TaskQueue.free.
+type queueItem struct {
+	id        TaskID // task.ID, kept here so the index need not follow task
+	hash      uint64 // set by queueIndex.putAt
+	task      *QueuedTask
+	level     Level
+	state     queueState
+	heapIdx   int
+	readyAt   int64 // when it joined its level's FIFO
+	deadline  int64
+	notBefore int64
+}
+
+// queueMaxFree bounds the free list, so a burst does not pin memory.
+const queueMaxFree = 4096
+
+func (q *TaskQueue) newItemLocked(t *QueuedTask, l Level) *queueItem {
+	var it *queueItem
+	if n := len(q.free); n > 0 {
+		it = q.free[n-1]
+		q.free[n-1] = nil
+		q.free = q.free[:n-1]
+	} else {
+		it = new(queueItem)
+	}
+	it.id, it.task, it.level = t.ID, t, l
+	return it
+}
+
+func (q *TaskQueue) freeItemLocked(it *queueItem) {
+	*it = queueItem{}
+	if len(q.free) < queueMaxFree {
+		q.free = append(q.free, it)
+	}
+}
+
+// queueRing is a growable ring buffer of items; its capacity is a power of
+// two and it never shrinks, so a queue in steady state does not allocate.
+type queueRing struct {
+	buf  []*queueItem
+	head int
+	n    int
+}
+
+func (r *queueRing) mask() int { return len(r.buf) - 1 }
+
+func (r *queueRing) at(i int) *queueItem { return r.buf[(r.head+i)&r.mask()] }
+
+func (r *queueRing) push(it *queueItem) {
+	if r.n == len(r.buf) {
+		r.grow()
+	}
+	r.buf[(r.head+r.n)&r.mask()] = it
+	r.n++
+}
+
+func (r *queueRing) pushFront(it *queueItem) {
+	if r.n == len(r.buf) {
+		r.grow()
+	}
+	r.head = (r.head - 1) & r.mask()
+	r.buf[r.head] = it
+	r.n++
+}
+
+func (r *queueRing) pop() *queueItem {
+	it := r.buf[r.head]
+	r.buf[r.head] = nil
+	r.head = (r.head + 1) & r.mask()
+	r.n--
+	return it
+}
+
+func (r *queueRing) grow() {
+	buf := make([]*queueItem, max(16, 2*len(r.buf)))
+	for i := 0; i < r.n; i++ {
+		buf[i] = r.at(i)
+	}
+	r.buf, r.head = buf, 0
+}
+
+// queueDelayHeap is a min-heap of delayed items by notBefore.
+type queueDelayHeap []*queueItem
+
+func (h queueDelayHeap) less(i, j int) bool { return h[i].notBefore < h[j].notBefore }
+
+func (h queueDelayHeap) swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+
+func (h *queueDelayHeap) push(it *queueItem) {
+	it.heapIdx = len(*h)
+	*h = append(*h, it)
+	h.up(it.heapIdx)
+}
+
+// remove takes out the item at index i and returns it.
+func (h *queueDelayHeap) remove(i int) *queueItem {
+	old := *h
+	last := len(old) - 1
+	it := old[i]
+	if i != last {
+		old.swap(i, last)
+	}
+	old[last] = nil
+	*h = old[:last]
+	if i != last {
+		if !h.down(i) {
+			h.up(i)
+		}
+	}
+	it.heapIdx = -1
+	return it
+}
+
+func (h queueDelayHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			return
+		}
+		h.swap(i, p)
+		i = p
+	}
+}
+
+// down sifts i down and reports whether it moved.
+func (h queueDelayHeap) down(i int) bool {
+	start := i
+	for {
+		c := 2*i + 1
+		if c >= len(h) {
+			break
+		}
+		if r := c + 1; r < len(h) && h.less(r, c) {
+			c = r
+		}
+		if !h.less(c, i) {
+			break
+		}
+		h.swap(i, c)
+		i = c
+	}
+	return i > start
+}
+
+// queueWaiter is a blocked Dequeue. Whoever takes it off TaskQueue.waiters
+// (under the lock) sends it exactly one task, or nothing if the Dequeue took
+// itself off. ch has room for one, so the send never blocks.
+type queueWaiter struct {
+	ch     chan *QueuedTask
+	listed bool
+}
+
+func newQueueWaiter() any { return &queueWaiter{ch: make(chan *QueuedTask, 1)} }
+
+func (q *TaskQueue) unlistWaiterLocked(w *queueWaiter) {
+	for i, x := range q.waiters {
+		if x == w {
+			copy(q.waiters[i:], q.waiters[i+1:])
+			q.waiters[len(q.waiters)-1] = nil
+			q.waiters = q.waiters[:len(q.waiters)-1]
+			break
+		}
+	}
+	w.listed = false
+}
+
+// dispatchLocked hands ready tasks to blocked Dequeue calls, oldest first,
+// while there are both.
+func (q *TaskQueue) dispatchLocked(now int64, expired *[]queueExpired) {
+	for len(q.waiters) > 0 {
+		it := q.pickLocked(now, expired)
+		if it == nil {
+			return
+		}
+		w := q.waiters[0]
+		q.unlistWaiterLocked(w)
+		w.ch <- it.task
+	}
+}
+
+// takeLocked is pickLocked for Dequeue and TryDequeue. If picking promoted
+// more due retries than it took while other Dequeue calls are blocked, it
+// hands those the rest.
+func (q *TaskQueue) takeLocked(expired *[]queueExpired) *queueItem {
+	now := q.nowLocked()
+	it := q.pickLocked(now, expired)
+	if it != nil && len(q.waiters) > 0 {
+		q.dispatchLocked(now, expired)
+	}
+	return it
+}
+
+// pickLocked moves the next task (see TaskQueue) to in flight and returns
+// it, or returns nil if none is ready. It first promotes due retries, and
+// drops tombstones and expired tasks it finds at the heads.
+func (q *TaskQueue) pickLocked(now int64, expired *[]queueExpired) *queueItem {
+	if len(q.delayed) > 0 && q.delayed[0].notBefore <= now {
+		q.promoteLocked(now, expired)
+	}
+	best, bestEff := -1, -1
+	step := int64(q.cfg.agingStep)
+	for l := NumLevels - 1; l >= 0 && bestEff < int(LevelCritical); l-- {
+		it := q.headLocked(Level(l), now, expired)
+		if it == nil {
+			continue
+		}
+		eff := l
+		if step > 0 && now > it.readyAt {
+			eff = int(min(int64(l)+(now-it.readyAt)/step, int64(LevelCritical)))
+		}
+		if eff > bestEff { // a tie keeps the higher original level, seen first
+			best, bestEff = l, eff
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	it := q.ready[best].pop()
+	q.live[best]--
+	it.state = stateInFlight
+	q.inFlight++
+	return it
+}
+
+// headLocked returns the head of level l's FIFO, first dropping tombstones
+// and expiring tasks past their deadline; nil if the level has none ready.
+func (q *TaskQueue) headLocked(l Level, now int64, expired *[]queueExpired) *queueItem {
+	r := &q.ready[l]
+	for r.n > 0 {
+		it := r.at(0)
+		switch {
+		case it.state == stateRemoved:
+			r.pop()
+			q.tombs[l]--
+			q.freeItemLocked(it)
+		case it.deadline <= now:
+			r.pop()
+			q.live[l]--
+			q.expireLocked(it, expired)
+			q.freeItemLocked(it)
+		default:
+			return it
+		}
+	}
+	return nil
+}
+
+func (q *TaskQueue) pushReadyLocked(it *queueItem, now int64) {
+	it.state = stateReady
+	it.readyAt = now
+	q.ready[it.level].push(it)
+	q.live[it.level]++
+}
+
+func (q *TaskQueue) pushDelayedLocked(it *queueItem, now int64) {
+	it.state = stateDelayed
+	q.delayed.push(it)
+	q.delayedAt[it.level]++
+	q.armRetryLocked(now)
+}
+
+// promoteLocked moves retries whose NotBefore has come to the tail of their
+// level (or expires them) and re-arms the retry timer for the rest.
+func (q *TaskQueue) promoteLocked(now int64, expired *[]queueExpired) {
+	for len(q.delayed) > 0 && q.delayed[0].notBefore <= now {
+		it := q.delayed.remove(0)
+		q.delayedAt[it.level]--
+		if it.deadline <= now {
+			q.expireLocked(it, expired)
+			q.freeItemLocked(it)
+			continue
+		}
+		q.pushReadyLocked(it, now)
+	}
+	q.armRetryLocked(now)
+}
+
+// armRetryLocked makes sure the retry timer fires when the earliest delayed
+// task becomes due, so that blocked Dequeue calls get it. Each pending or
+// running timer callback holds one count of q.wg.
+func (q *TaskQueue) armRetryLocked(now int64) {
+	if q.closed || len(q.delayed) == 0 {
+		return
+	}
+	due := q.delayed[0].notBefore
+	if q.retryAt != 0 && q.retryAt <= due {
+		return
+	}
+	d := time.Duration(max(due-now, 0))
+	if q.retryTimer == nil {
+		q.wg.Add(1)
+		q.retryTimer = time.AfterFunc(d, q.onRetryTimer)
+	} else {
+		if q.retryTimer.Stop() {
+			q.wg.Done()
+		}
+		q.wg.Add(1)
+		q.retryTimer.Reset(d)
+	}
+	q.retryAt = due
+}
+
+func (q *TaskQueue) onRetryTimer() {
+	defer q.wg.Done()
+	var expired []queueExpired
+	q.mu.Lock()
+	q.retryAt = 0
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	now := q.now()
+	q.observeLocked(now)
+	q.promoteLocked(now, &expired)
+	q.dispatchLocked(now, &expired)
+	q.mu.Unlock()
+	q.report(expired)
+}
+
+// retryBackoff returns the delay before retry n (1 for the first): base
+// doubled n-1 times, capped at max, then drawn uniformly from [d/2, d].
+//
+// It is computed here rather than with backoff/v5: its ExponentialBackOff
+// keeps the current interval in unexported per-instance state that only
+// NextBackOff advances, so the delay for a given retry count would need an
+// instance per task (or n calls on a fresh one), and its randomized delay
+// may exceed MaxInterval, which this must not.
+func (q *TaskQueue) retryBackoff(n int) time.Duration {
+	base, d := q.cfg.backoffBase, q.cfg.backoffMax
+	if k := n - 1; k >= 0 && k < 62 && base <= d>>k {
+		d = base << k
+	}
+	half := d / 2
+	return half + time.Duration(rand.Int64N(int64(d-half)+1))
+}

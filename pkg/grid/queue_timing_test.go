@@ -1,0 +1,470 @@
+package grid
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// expiryLog records what the expiry handler was told.
+type expiryLog struct {
+	mu       sync.Mutex
+	queued   []TaskID
+	inFlight []TaskID
+}
+
+func (l *expiryLog) handler(t *QueuedTask, wasInFlight bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if wasInFlight {
+		l.inFlight = append(l.inFlight, t.ID)
+	} else {
+		l.queued = append(l.queued, t.ID)
+	}
+}
+
+func (l *expiryLog) counts() (queued, inFlight int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queued), len(l.inFlight)
+}
+
+func TestQueueEnqueueFillsCreatedAtAndDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := newQueueT(t, WithDefaultTimeout(time.Minute))
+		a := qtask(1, prioNormal)
+		created := time.Now().Add(-10 * time.Second)
+		b := &QueuedTask{ID: qtask(2, 0).ID, CreatedAt: created}
+		mustEnqueue(t, q, a, b)
+		if !a.CreatedAt.Equal(time.Now()) || !a.Deadline.Equal(time.Now().Add(time.Minute)) {
+			t.Fatalf("CreatedAt, Deadline = %v, %v, want now and now+1m", a.CreatedAt, a.Deadline)
+		}
+		if !b.Deadline.Equal(created.Add(time.Minute)) {
+			t.Fatalf("Deadline = %v, want CreatedAt+1m", b.Deadline)
+		}
+	})
+}
+
+func TestQueueExpiresQueuedTasks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var log expiryLog
+		q := newQueueT(t, WithDefaultTimeout(time.Second), WithExpiryHandler(log.handler), WithSweepInterval(100*time.Millisecond))
+		if err := q.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		short, long := qtask(1, prioLow), qtask(2, prioLow)
+		long.Deadline = time.Now().Add(time.Hour)
+		mustEnqueue(t, q, short, long)
+		time.Sleep(900 * time.Millisecond)
+		synctest.Wait()
+		if nq, _ := log.counts(); nq != 0 {
+			t.Fatalf("%d tasks expired before their deadline", nq)
+		}
+		time.Sleep(200 * time.Millisecond)
+		synctest.Wait()
+		if nq, nf := log.counts(); nq != 1 || nf != 0 || log.queued[0] != short.ID {
+			t.Fatalf("expired %v queued and %d in flight, want only the short task, queued", log.queued, nf)
+		}
+		s := q.Stats()
+		if s.TimedOut != 1 || s.Depth[LevelLow] != 1 || q.Len() != 1 {
+			t.Fatalf("TimedOut %d, low depth %d, Len %d, want 1, 1, 1", s.TimedOut, s.Depth[LevelLow], q.Len())
+		}
+		if got := mustTryDequeue(t, q); got != long {
+			t.Fatal("the task left is not the one with the later deadline")
+		}
+	})
+}
+
+func TestQueueExpiresInFlightTasks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var log expiryLog
+		q := newQueueT(t, WithDefaultTimeout(time.Second), WithExpiryHandler(log.handler))
+		if err := q.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		task := qtask(1, prioHigh)
+		mustEnqueue(t, q, task)
+		mustTryDequeue(t, q)
+		time.Sleep(1100 * time.Millisecond)
+		synctest.Wait()
+		if nq, nf := log.counts(); nq != 0 || nf != 1 || log.inFlight[0] != task.ID {
+			t.Fatalf("expired %d queued and %v in flight, want the task, in flight", nq, log.inFlight)
+		}
+		if s := q.Stats(); s.TimedOut != 1 || s.InFlight != 0 {
+			t.Fatalf("TimedOut, InFlight = %d, %d, want 1, 0", s.TimedOut, s.InFlight)
+		}
+		if q.Complete(task.ID) {
+			t.Fatal("Complete of an expired task returned true")
+		}
+	})
+}
+
+func TestQueueDequeueDropsExpiredHeadsAndReportsThem(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var log expiryLog
+		q := newQueueT(t, WithExpiryHandler(log.handler)) // no Start: no sweeper
+		old, fresh := qtask(1, prioCritical), qtask(2, prioLow)
+		old.Deadline = time.Now().Add(time.Second)
+		mustEnqueue(t, q, old, fresh)
+		time.Sleep(2 * time.Second)
+		if got := mustTryDequeue(t, q); got != fresh {
+			t.Fatalf("TryDequeue = priority %d, want the unexpired low task", got.Priority)
+		}
+		if nq, _ := log.counts(); nq != 1 || log.queued[0] != old.ID {
+			t.Fatalf("expired %v, want the critical task reported", log.queued)
+		}
+		if s := q.Stats(); s.TimedOut != 1 {
+			t.Fatalf("TimedOut = %d, want 1", s.TimedOut)
+		}
+	})
+}
+
+func TestQueueRetryWaitsForItsBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const base = 100 * time.Millisecond
+		q := newQueueT(t, WithRetryBackoff(base, time.Second))
+		task := qtask(1, prioNormal)
+		task.MaxRetries = 3
+		mustEnqueue(t, q, task)
+		mustTryDequeue(t, q)
+		failedAt := time.Now()
+		if !q.Fail(task.ID, true) {
+			t.Fatal("Fail(retry) did not requeue a task with retries left")
+		}
+		if task.Retries != 1 {
+			t.Fatalf("Retries = %d, want 1", task.Retries)
+		}
+		wait := task.NotBefore.Sub(failedAt)
+		if wait < base/2 || wait > base {
+			t.Fatalf("first backoff %v, want within [%v, %v]", wait, base/2, base)
+		}
+		if s := q.Stats(); s.Delayed != 1 || s.Retried != 1 || s.InFlight != 0 || q.Len() != 1 {
+			t.Fatalf("Delayed %d, Retried %d, InFlight %d, Len %d, want 1, 1, 0, 1", s.Delayed, s.Retried, s.InFlight, q.Len())
+		}
+		if _, ok := q.TryDequeue(); ok {
+			t.Fatal("a retry was dequeued before its NotBefore")
+		}
+		// A blocked Dequeue wakes when the retry becomes due, not before.
+		got, err := q.Dequeue(t.Context())
+		if err != nil || got != task {
+			t.Fatalf("Dequeue = %v, %v, want the retried task", got, err)
+		}
+		if now := time.Now(); now.Before(task.NotBefore) || now.After(task.NotBefore.Add(time.Millisecond)) {
+			t.Fatalf("retry dequeued at +%v, NotBefore is +%v", now.Sub(failedAt), wait)
+		}
+		// The second retry backs off about twice as long.
+		failedAt = time.Now()
+		q.Fail(task.ID, true)
+		if wait := task.NotBefore.Sub(failedAt); wait < base || wait > 2*base {
+			t.Fatalf("second backoff %v, want within [%v, %v]", wait, base, 2*base)
+		}
+	})
+}
+
+func TestQueueRetryStopsAtMaxRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := newQueueT(t)
+		task := qtask(1, prioNormal)
+		task.MaxRetries = 2
+		mustEnqueue(t, q, task)
+		for i := range 2 {
+			got, err := q.Dequeue(t.Context())
+			if err != nil || got != task {
+				t.Fatalf("Dequeue %d = %v, %v", i, got, err)
+			}
+			if !q.Fail(task.ID, true) {
+				t.Fatalf("Fail %d did not requeue with %d of %d retries used", i, task.Retries, task.MaxRetries)
+			}
+		}
+		if _, err := q.Dequeue(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if q.Fail(task.ID, true) {
+			t.Fatal("Fail requeued a task past its MaxRetries")
+		}
+		s := q.Stats()
+		if task.Retries != 2 || s.Retried != 2 || s.Failed != 1 || s.InFlight != 0 || q.Len() != 0 {
+			t.Fatalf("Retries %d, Retried %d, Failed %d, InFlight %d, Len %d, want 2, 2, 1, 0, 0", task.Retries, s.Retried, s.Failed, s.InFlight, q.Len())
+		}
+		if q.Fail(task.ID, false) || q.Complete(task.ID) {
+			t.Fatal("Fail or Complete of a task no longer held returned true")
+		}
+	})
+}
+
+func TestQueueFailWithoutRetryCountsFailed(t *testing.T) {
+	q := newQueueT(t)
+	task := qtask(1, prioNormal)
+	task.MaxRetries = 5
+	mustEnqueue(t, q, task)
+	mustTryDequeue(t, q)
+	if q.Fail(task.ID, false) {
+		t.Fatal("Fail(id, false) requeued the task")
+	}
+	if s := q.Stats(); s.Failed != 1 || s.Retried != 0 || task.Retries != 0 {
+		t.Fatalf("Failed %d, Retried %d, Retries %d, want 1, 0, 0", s.Failed, s.Retried, task.Retries)
+	}
+}
+
+func TestQueueRetryIsAcceptedOverTheLevelLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := newQueueT(t, WithMaxPerLevel(1))
+		a, b := qtask(1, prioNormal), qtask(2, prioNormal)
+		a.MaxRetries = 1
+		mustEnqueue(t, q, a)
+		mustTryDequeue(t, q)
+		mustEnqueue(t, q, b) // the level is full again
+		if !q.Fail(a.ID, true) {
+			t.Fatal("a retry was refused on a full level")
+		}
+		if err := q.Enqueue(qtask(3, prioNormal)); !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("new Enqueue on a level over its limit = %v, want ErrQueueFull", err)
+		}
+		time.Sleep(time.Second)
+		if got := q.Stats().Depth[LevelNormal]; got != 2 {
+			t.Fatalf("normal depth = %d, want 2 (the task and the retry)", got)
+		}
+	})
+}
+
+func TestQueueExpiresDelayedRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var log expiryLog
+		q := newQueueT(t, WithRetryBackoff(time.Minute, time.Minute), WithExpiryHandler(log.handler))
+		if err := q.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		task := qtask(1, prioNormal)
+		task.MaxRetries, task.Deadline = 1, time.Now().Add(time.Second)
+		mustEnqueue(t, q, task)
+		mustTryDequeue(t, q)
+		q.Fail(task.ID, true)
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if nq, nf := log.counts(); nq != 1 || nf != 0 {
+			t.Fatalf("expired %d queued, %d in flight, want the delayed retry reported as not in flight", nq, nf)
+		}
+		if s := q.Stats(); s.Delayed != 0 || s.TimedOut != 1 {
+			t.Fatalf("Delayed, TimedOut = %d, %d, want 0, 1", s.Delayed, s.TimedOut)
+		}
+	})
+}
+
+func TestQueueRetryBackoffGrowsAndIsCapped(t *testing.T) {
+	q := newQueueT(t, WithRetryBackoff(100*time.Millisecond, time.Second))
+	cases := []struct {
+		name     string
+		retry    int
+		min, max time.Duration
+	}{
+		{"the first retry waits up to the base", 1, 50 * time.Millisecond, 100 * time.Millisecond},
+		{"the second retry waits up to twice the base", 2, 100 * time.Millisecond, 200 * time.Millisecond},
+		{"the fourth retry waits up to eight times the base", 4, 400 * time.Millisecond, 800 * time.Millisecond},
+		{"the fifth retry is capped at max", 5, 500 * time.Millisecond, time.Second},
+		{"a huge retry count does not overflow", 200, 500 * time.Millisecond, time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := map[time.Duration]bool{}
+			for range 200 {
+				d := q.retryBackoff(tc.retry)
+				if d < tc.min || d > tc.max {
+					t.Fatalf("retryBackoff(%d) = %v, want within [%v, %v]", tc.retry, d, tc.min, tc.max)
+				}
+				seen[d] = true
+			}
+			if len(seen) < 10 {
+				t.Fatalf("retryBackoff(%d) took only %d values in 200 draws: no jitter", tc.retry, len(seen))
+			}
+		})
+	}
+}
+
+func TestQueueAging(t *testing.T) {
+	cases := []struct {
+		name      string
+		step      time.Duration
+		sweeper   bool          // Start the queue: Dequeue uses the sweeper's clock
+		wantOutBy time.Duration // 0: the low task must not get out
+	}{
+		{"aging lets a low task out under a steady stream of high tasks", time.Second, false, 3100 * time.Millisecond},
+		{"aging lets a low task out within a sweep interval when the sweeper keeps the clock", time.Second, true, 3100 * time.Millisecond},
+		{"without aging a steady stream of high tasks holds a low task back", 0, true, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				q := newQueueT(t, WithAgingStep(tc.step), WithSweepInterval(100*time.Millisecond))
+				if tc.sweeper {
+					if err := q.Start(t.Context()); err != nil {
+						t.Fatal(err)
+					}
+				}
+				low := qtask(0, prioLow)
+				mustEnqueue(t, q, low)
+				start := time.Now()
+				var outAt time.Duration
+				for i := 1; i <= 100 && outAt == 0; i++ { // 10 s of High traffic
+					mustEnqueue(t, q, qtask(i, prioHigh))
+					time.Sleep(100 * time.Millisecond)
+					if got := mustTryDequeue(t, q); got == low {
+						outAt = time.Since(start)
+					}
+				}
+				switch {
+				case tc.wantOutBy == 0 && outAt != 0:
+					t.Fatalf("the low task got out after %v with aging off", outAt)
+				case tc.wantOutBy != 0 && outAt == 0:
+					t.Fatalf("the low task never got out in 10 s, want by %v", tc.wantOutBy)
+				case tc.wantOutBy != 0 && outAt > tc.wantOutBy:
+					t.Fatalf("the low task got out after %v, want by %v", outAt, tc.wantOutBy)
+				case tc.wantOutBy != 0 && outAt < 3*tc.step:
+					t.Fatalf("the low task got out after %v, before three aging steps", outAt)
+				}
+			})
+		})
+	}
+}
+
+func TestQueueAgingKeepsStrictOrderWithinAStep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := newQueueT(t, WithAgingStep(10*time.Second))
+		low, high := qtask(1, prioLow), qtask(2, prioHigh)
+		mustEnqueue(t, q, low)
+		time.Sleep(9 * time.Second)
+		mustEnqueue(t, q, high)
+		if got := mustTryDequeue(t, q); got != high {
+			t.Fatal("a low task that waited less than one step overtook a high task")
+		}
+	})
+}
+
+func TestQueueDequeueBlocks(t *testing.T) {
+	cases := []struct {
+		name    string
+		release func(q *TaskQueue, cancel context.CancelFunc)
+		wantErr error
+	}{
+		{"Dequeue blocks until Enqueue", func(q *TaskQueue, _ context.CancelFunc) { _ = q.Enqueue(qtask(1, prioLow)) }, nil},
+		{"Dequeue blocks until its ctx is canceled", func(_ *TaskQueue, cancel context.CancelFunc) { cancel() }, context.Canceled},
+		{"Dequeue blocks until Close", func(q *TaskQueue, _ context.CancelFunc) { _ = q.Close() }, ErrClosed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				q := newQueueT(t)
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				var (
+					got  *QueuedTask
+					err  error
+					done atomic.Bool
+				)
+				go func() {
+					got, err = q.Dequeue(ctx)
+					done.Store(true)
+				}()
+				time.Sleep(time.Hour)
+				synctest.Wait()
+				if done.Load() {
+					t.Fatal("Dequeue returned from an empty queue")
+				}
+				tc.release(q, cancel)
+				synctest.Wait()
+				if !done.Load() {
+					t.Fatal("Dequeue still blocked")
+				}
+				if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (got != nil) {
+					t.Fatalf("Dequeue = %v, %v, want error %v", got, err, tc.wantErr)
+				}
+				if len(q.waiters) != 0 {
+					t.Fatalf("%d waiters left listed", len(q.waiters))
+				}
+			})
+		})
+	}
+}
+
+func TestQueueHandsTasksToWaitersInArrivalOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := newQueueT(t)
+		results := make([]chan *QueuedTask, 3)
+		for i := range results {
+			results[i] = make(chan *QueuedTask, 1)
+			go func() {
+				got, _ := q.Dequeue(t.Context())
+				results[i] <- got
+			}()
+			synctest.Wait() // waiter i is listed before waiter i+1
+		}
+		tasks := []*QueuedTask{qtask(1, prioLow), qtask(2, prioCritical), qtask(3, prioNormal)}
+		mustEnqueue(t, q, tasks...)
+		for i, ch := range results {
+			if got := <-ch; got != tasks[i] {
+				t.Fatalf("waiter %d got task %s, want %s", i, got.ID.Short(), tasks[i].ID.Short())
+			}
+		}
+		if s := q.Stats(); s.InFlight != 3 {
+			t.Fatalf("InFlight = %d, want 3", s.InFlight)
+		}
+	})
+}
+
+func TestQueueRetriesDueTogetherReachEveryBlockedDequeue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := newQueueT(t, WithRetryBackoff(time.Second, time.Second))
+		a, b := qtask(1, prioNormal), qtask(2, prioNormal)
+		a.MaxRetries, b.MaxRetries = 1, 1
+		mustEnqueue(t, q, a, b)
+		mustTryDequeue(t, q)
+		mustTryDequeue(t, q)
+		q.Fail(a.ID, true)
+		q.Fail(b.ID, true)
+		// Both retries are due by the time the waiter below is listed; the
+		// TryDequeue that promotes them takes one and must hand on the other.
+		q.retryTimer.Stop() // as if its callback were late
+		q.wg.Done()
+		q.retryAt = 0
+		time.Sleep(2 * time.Second)
+		got := make(chan *QueuedTask, 1)
+		q.mu.Lock()
+		w := q.waiterPool.Get().(*queueWaiter)
+		w.listed = true
+		q.waiters = append(q.waiters, w) // as a Dequeue that blocked just before
+		q.mu.Unlock()
+		go func() { got <- <-w.ch }()
+		first := mustTryDequeue(t, q)
+		synctest.Wait()
+		select {
+		case second := <-got:
+			if second == first {
+				t.Fatal("the same task was handed out twice")
+			}
+		default:
+			t.Fatal("the blocked Dequeue got nothing while a due retry sat ready")
+		}
+	})
+}
+
+func TestQueueTaskHandedToAnAbandoningDequeueGoesBackFirst(t *testing.T) {
+	q := newQueueT(t)
+	w := q.waiterPool.Get().(*queueWaiter)
+	w.listed = true
+	q.waiters = append(q.waiters, w) // as a blocked Dequeue would
+	first, second := qtask(1, prioNormal), qtask(2, prioNormal)
+	mustEnqueue(t, q, first) // handed to w
+	mustEnqueue(t, q, second)
+	if got, err := q.abandon(w, context.Canceled); got != nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("abandon = %v, %v, want nil, context.Canceled", got, err)
+	}
+	if s := q.Stats(); s.InFlight != 0 || s.Depth[LevelNormal] != 2 {
+		t.Fatalf("InFlight, normal depth = %d, %d, want 0, 2", s.InFlight, s.Depth[LevelNormal])
+	}
+	if got := mustTryDequeue(t, q); got != first {
+		t.Fatal("the task given back is not first in its level")
+	}
+}
