@@ -1,0 +1,178 @@
+package skill
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/grid"
+)
+
+// builtinVersion is the version of every built-in skill.
+const builtinVersion = "1.0.0"
+
+// DefaultMaxImagePixels is the default BuiltinOptions.MaxImagePixels: 40
+// megapixels (160 MB as decoded RGBA).
+const DefaultMaxImagePixels = 40_000_000
+
+// BuiltinOptions configures Builtins.
+type BuiltinOptions struct {
+	// DebugSleep adds the debug.sleep skill.
+	DebugSleep bool
+	// MaxImagePixels bounds the pixels (width x height) of an image that
+	// image.resize reads or writes. Zero or less means DefaultMaxImagePixels.
+	MaxImagePixels int
+}
+
+// Builtins returns the built-in skills: echo, hash.sha256, image.resize and,
+// if opts.DebugSleep, debug.sleep. Register each on a Registry. Every one is
+// version 1.0.0. JSON inputs are checked against the skill's input schema
+// (see its Descriptor) before it runs; a failure is ErrInvalidInput (code
+// CodeInvalidInput on the wire).
+//
+//	| skill        | input                                                  | output                                          |
+//	|--------------|--------------------------------------------------------|-------------------------------------------------|
+//	| echo         | any bytes, JSON or raw; no schema                      | the input bytes unchanged                       |
+//	| hash.sha256  | JSON {"data": "<base64, standard alphabet>"},          | {"sha256":"<64 lowercase hex digits>"}          |
+//	|              | or raw bytes (hashed as they are)                      |                                                 |
+//	| image.resize | JSON {"image": "<base64 PNG or JPEG>",                 | {"image":"<base64>","format":F,                 |
+//	|              | "width": 0-10000, "height": 0-10000,                   | "width":W,"height":H}; F is "png" or "jpeg"     |
+//	|              | "format": "png" or "jpeg" (optional, default: as in),  |                                                 |
+//	|              | "quality": 1-100 (optional, jpeg output only)}         |                                                 |
+//	| debug.sleep  | JSON {"ms": 0-600000}                                  | {"slept_ms":N}                                  |
+//
+// Details:
+//   - echo returns the very input slice (no copy: the output aliases the
+//     input). It is the benchmarked skill and allocates nothing.
+//   - hash.sha256 schema: an object with the single required string
+//     property "data" (contentEncoding base64, an annotation: the skill
+//     decodes it and reports bad base64 as invalid input); no other
+//     properties. Example: {"data":"aGVsbG8="} (the bytes "hello") gives
+//     {"sha256":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"}.
+//   - image.resize: width and height are both required; one of them may be
+//     0 to keep the aspect ratio (rounded, at least 1 pixel), not both. The
+//     image is checked with image.DecodeConfig before it is decoded: one
+//     whose width x height exceeds BuiltinOptions.MaxImagePixels is refused
+//     without decoding, as is an output (or the scaler's intermediate
+//     width-out x height-in buffer) above that size. "quality" with a PNG
+//     output is an error. Bad base64, a format other than PNG or JPEG, or an
+//     undecodable image are invalid input. The output is re-encoded; PNG
+//     keeps alpha, JPEG does not. Scaling uses draw.CatmullRom (see
+//     resizeKernel); it is not interruptible once started, so ctx is
+//     checked between the decode, scale and encode steps.
+//   - debug.sleep exists only with BuiltinOptions.DebugSleep (for tests and
+//     demos). It sleeps ms milliseconds or until ctx is done, in which case
+//     it fails with ctx's error (the executor reports a timeout or a
+//     cancellation).
+func Builtins(opts BuiltinOptions) []Skill {
+	maxPix := opts.MaxImagePixels
+	if maxPix <= 0 {
+		maxPix = DefaultMaxImagePixels
+	}
+	skills := []Skill{echoSkill{}, hashSkill{}, &resizeSkill{maxPixels: maxPix}}
+	if opts.DebugSleep {
+		skills = append(skills, sleepSkill{})
+	}
+	return skills
+}
+
+// echoSkill returns its input.
+type echoSkill struct{}
+
+func (echoSkill) Descriptor() Descriptor {
+	return Descriptor{ID: "echo", Version: builtinVersion, Description: "Returns its input unchanged."}
+}
+
+func (echoSkill) Execute(_ context.Context, in SkillInput) ([]byte, error) { return in.Data, nil }
+
+func (echoSkill) contextFree() {}
+
+// hashSkill computes SHA-256.
+type hashSkill struct{}
+
+const hashSchema = `{
+  "type": "object",
+  "properties": {"data": {"type": "string", "contentEncoding": "base64"}},
+  "required": ["data"],
+  "additionalProperties": false
+}`
+
+func (hashSkill) Descriptor() Descriptor {
+	return Descriptor{
+		ID: "hash.sha256", Version: builtinVersion,
+		Description: `SHA-256 of {"data":"<base64>"} or of raw input bytes, as {"sha256":"<hex>"}.`,
+		InputSchema: json.RawMessage(hashSchema),
+	}
+}
+
+func (hashSkill) Execute(_ context.Context, in SkillInput) ([]byte, error) {
+	data := in.Data
+	if in.Kind != grid.InputRaw {
+		var req struct {
+			Data *string `json:"data"`
+		}
+		if err := json.Unmarshal(in.Data, &req); err != nil {
+			return nil, fmt.Errorf("%w for hash.sha256: %v", ErrInvalidInput, err)
+		}
+		if req.Data == nil {
+			return nil, fmt.Errorf("%w for hash.sha256: missing \"data\"", ErrInvalidInput)
+		}
+		b, err := base64.StdEncoding.DecodeString(*req.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%w for hash.sha256: /data is not standard base64: %v", ErrInvalidInput, err)
+		}
+		data = b
+	}
+	sum := sha256.Sum256(data)
+	const pre, post = `{"sha256":"`, `"}`
+	out := make([]byte, 0, len(pre)+hex.EncodedLen(len(sum))+len(post))
+	out = append(out, pre...)
+	out = hex.AppendEncode(out, sum[:])
+	return append(out, post...), nil
+}
+
+// hashSkill does not block; hashing even large inputs is quick next to
+// moving them over the network.
+func (hashSkill) contextFree() {}
+
+// sleepSkill sleeps, for tests and demos.
+type sleepSkill struct{}
+
+const sleepSchema = `{
+  "type": "object",
+  "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": 600000}},
+  "required": ["ms"],
+  "additionalProperties": false
+}`
+
+func (sleepSkill) Descriptor() Descriptor {
+	return Descriptor{
+		ID: "debug.sleep", Version: builtinVersion,
+		Description: `Sleeps {"ms":N} milliseconds (0-600000); for tests and demos.`,
+		InputSchema: json.RawMessage(sleepSchema),
+	}
+}
+
+func (sleepSkill) Execute(ctx context.Context, in SkillInput) ([]byte, error) {
+	var req struct {
+		MS *int64 `json:"ms"`
+	}
+	if err := json.Unmarshal(in.Data, &req); err != nil {
+		return nil, fmt.Errorf("%w for debug.sleep: %v", ErrInvalidInput, err)
+	}
+	if req.MS == nil || *req.MS < 0 || *req.MS > 600000 {
+		return nil, fmt.Errorf("%w for debug.sleep: \"ms\" must be an integer from 0 to 600000", ErrInvalidInput)
+	}
+	t := time.NewTimer(time.Duration(*req.MS) * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("sleep %d ms: %w", *req.MS, ctx.Err())
+	case <-t.C:
+	}
+	return fmt.Appendf(nil, `{"slept_ms":%d}`, *req.MS), nil
+}
