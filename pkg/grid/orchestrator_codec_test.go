@@ -1,0 +1,409 @@
+package grid
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cortexgrid/cortexd/pkg/wire"
+	"github.com/cortexgrid/cortexd/pkg/wire/cortexv1"
+)
+
+func orchPeerID(tb testing.TB) peer.ID {
+	tb.Helper()
+	_, pub, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return id
+}
+
+// protoFrame is the frame the generated code produces for m.
+func protoFrame(tb testing.TB, m *cortexv1.Envelope) []byte {
+	tb.Helper()
+	b, err := wire.AppendFrame(nil, m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func TestOrchestratorCodecEncodersMatchProtoMarshal(t *testing.T) {
+	requester := orchPeerID(t)
+	id := NewTaskID()
+	deadline := time.UnixMilli(1_900_000_123_456)
+	cases := []struct {
+		name string
+		fast []byte
+		want *cortexv1.Envelope
+	}{
+		{"a full request", appendRequestFrame(nil, &RemoteTask{
+			ID: id, Skill: "image.resize", Version: "1.2.0", Input: []byte(`{"w":800}`), InputKind: InputJSON,
+			Priority: 255, Deadline: deadline, MinTrust: 0.5, Attempt: 3, Requester: requester,
+		}, []byte(requester)), &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
+			TaskId: id[:], SkillId: "image.resize", SkillVersion: "1.2.0", Input: []byte(`{"w":800}`),
+			InputKind: cortexv1.InputKind_INPUT_KIND_JSON, Priority: 255, DeadlineUnixMs: deadline.UnixMilli(),
+			MinTrust: 0.5, Attempt: 3, Requester: []byte(requester),
+		}}}},
+		{"a request with every optional field zero", appendRequestFrame(nil, &RemoteTask{
+			ID: id, Skill: "a", InputKind: InputRaw, Deadline: deadline,
+		}, nil), &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
+			TaskId: id[:], SkillId: "a", InputKind: cortexv1.InputKind_INPUT_KIND_RAW, DeadlineUnixMs: deadline.UnixMilli(),
+		}}}},
+		{"a request with a minimum trust of minus zero", appendRequestFrame(nil, &RemoteTask{
+			ID: id, Skill: "a", InputKind: InputRaw, Deadline: deadline, MinTrust: math.Copysign(0, -1),
+		}, nil), &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
+			TaskId: id[:], SkillId: "a", InputKind: cortexv1.InputKind_INPUT_KIND_RAW, DeadlineUnixMs: deadline.UnixMilli(),
+			MinTrust: math.Copysign(0, -1),
+		}}}},
+		{"a request with a 100 KiB input", appendRequestFrame(nil, &RemoteTask{
+			ID: id, Skill: "a", Input: bytes.Repeat([]byte{1}, 100<<10), InputKind: InputRaw, Deadline: deadline,
+		}, nil), &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
+			TaskId: id[:], SkillId: "a", Input: bytes.Repeat([]byte{1}, 100<<10), InputKind: cortexv1.InputKind_INPUT_KIND_RAW,
+			DeadlineUnixMs: deadline.UnixMilli(),
+		}}}},
+		{"an accepting ack", appendAckFrame(nil, &id, nil),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{TaskId: id[:], Accepted: true}}}},
+		{"a rejecting ack", appendAckFrame(nil, &id, &RejectError{Reason: RejectRateLimited, Message: "slow down", RetryAfter: 1500 * time.Millisecond}),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{
+				TaskId: id[:], Reason: cortexv1.RejectReason_REJECT_REASON_RATE_LIMITED, Message: "slow down", RetryAfterMs: 1500,
+			}}}},
+		{"a rejecting ack with an unknown reason goes out as unspecified", appendAckFrame(nil, &id, &RejectError{Reason: 99}),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{TaskId: id[:]}}}},
+		{"a successful result", appendResultFrame(nil, &id, &RemoteResult{Success: true, Output: []byte("out"), ExecTime: 1500 * time.Microsecond}, []byte(requester)),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Result{Result: &cortexv1.TaskResult{
+				TaskId: id[:], Success: true, Output: []byte("out"), ExecTimeUs: 1500, Executor: []byte(requester),
+			}}}},
+		{"a failed result with a negative error code", appendResultFrame(nil, &id, &RemoteResult{ErrorCode: -3, ErrorMessage: "héllo"}, nil),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Result{Result: &cortexv1.TaskResult{
+				TaskId: id[:], ErrorCode: -3, ErrorMessage: "héllo",
+			}}}},
+		{"a result whose message is not UTF-8 goes out repaired", appendResultFrame(nil, &id, &RemoteResult{ErrorMessage: "bad\xffbyte"}, nil),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Result{Result: &cortexv1.TaskResult{TaskId: id[:], ErrorMessage: "bad\uFFFDbyte"}}}},
+		{"a cancel", appendCancelFrame(nil, &id),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Cancel{Cancel: &cortexv1.TaskCancel{TaskId: id[:]}}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if want := protoFrame(t, tc.want); !bytes.Equal(tc.fast, want) {
+				t.Fatalf("frame differs from proto.Marshal's:\n got %x\nwant %x", tc.fast, want)
+			}
+		})
+	}
+}
+
+// envelopeOf converts a generated Envelope to the hand decoder's view.
+func envelopeOf(m *cortexv1.Envelope) envelope {
+	var e envelope
+	switch b := m.Body.(type) {
+	case *cortexv1.Envelope_Request:
+		r := b.Request
+		e = envelope{kind: envRequest, taskID: r.TaskId, skill: []byte(r.SkillId), version: []byte(r.SkillVersion),
+			input: r.Input, inputKind: int32(r.InputKind), priority: r.Priority, deadlineMs: r.DeadlineUnixMs,
+			minTrust: r.MinTrust, attempt: r.Attempt, requester: r.Requester}
+	case *cortexv1.Envelope_Ack:
+		a := b.Ack
+		e = envelope{kind: envAck, taskID: a.TaskId, accepted: a.Accepted, reason: int32(a.Reason),
+			message: []byte(a.Message), retryAfterMs: a.RetryAfterMs}
+	case *cortexv1.Envelope_Result:
+		r := b.Result
+		e = envelope{kind: envResult, taskID: r.TaskId, success: r.Success, output: r.Output, errorCode: int32(r.ErrorCode),
+			errorMsg: []byte(r.ErrorMessage), execTimeUs: r.ExecTimeUs, executor: r.Executor}
+	case *cortexv1.Envelope_Cancel:
+		e = envelope{kind: envCancel, taskID: b.Cancel.TaskId}
+	}
+	return e
+}
+
+// sameEnvelope compares two decoded envelopes, treating nil and empty
+// byte slices alike and NaNs by their bits.
+func sameEnvelope(a, b *envelope) bool {
+	eq := bytes.Equal
+	return a.kind == b.kind && eq(a.taskID, b.taskID) &&
+		eq(a.skill, b.skill) && eq(a.version, b.version) && eq(a.input, b.input) && eq(a.requester, b.requester) &&
+		a.inputKind == b.inputKind && a.priority == b.priority && a.deadlineMs == b.deadlineMs &&
+		math.Float64bits(a.minTrust) == math.Float64bits(b.minTrust) && a.attempt == b.attempt &&
+		a.accepted == b.accepted && a.reason == b.reason && eq(a.message, b.message) && a.retryAfterMs == b.retryAfterMs &&
+		a.success == b.success && eq(a.output, b.output) && a.errorCode == b.errorCode && eq(a.errorMsg, b.errorMsg) &&
+		a.execTimeUs == b.execTimeUs && eq(a.executor, b.executor)
+}
+
+// envelopeSeeds are valid and tricky envelope encodings.
+func envelopeSeeds(tb testing.TB) [][]byte {
+	id := NewTaskID()
+	body := func(f []byte) []byte { // strip the frame length
+		_, n := protowire.ConsumeVarint(f)
+		return f[n:]
+	}
+	req := body(appendRequestFrame(nil, &RemoteTask{ID: id, Skill: "text.echo", Input: []byte("hi"), InputKind: InputRaw,
+		Priority: 7, Deadline: time.Now().Add(time.Minute), MinTrust: 0.25, Attempt: 1}, []byte(orchPeerID(tb))))
+	res := body(appendResultFrame(nil, &id, &RemoteResult{Success: true, Output: []byte("hi"), ErrorMessage: "x"}, nil))
+	ack := body(appendAckFrame(nil, &id, &RejectError{Reason: RejectQueueFull, Message: "full", RetryAfter: time.Second}))
+	cancel := body(appendCancelFrame(nil, &id))
+	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 5)
+	wrongType := protowire.AppendVarint(protowire.AppendTag(nil, fEnvRequest, protowire.VarintType), 1)
+	group := protowire.AppendTag(protowire.AppendTag(nil, 12, protowire.StartGroupType), 12, protowire.EndGroupType)
+	badUTF8 := protowire.AppendBytes(protowire.AppendTag(nil, fEnvRequest, protowire.BytesType),
+		protowire.AppendString(protowire.AppendTag(nil, fReqSkill, protowire.BytesType), "\xff"))
+	return [][]byte{
+		req, res, ack, cancel, nil,
+		append(append([]byte{}, req...), req...),     // a repeated body merges
+		append(append([]byte{}, req...), ack...),     // another body replaces it
+		append(append([]byte{}, unknown...), res...), // unknown fields are skipped
+		append(append([]byte{}, wrongType...), cancel...),
+		append(append([]byte{}, group...), ack...),
+		badUTF8,
+		{0x0a, 0x05, 0x08},       // truncated body
+		{0x00},                   // field number zero
+		{0x0c},                   // an end group with no start
+		{0x0a, 0x02, 0x28, 0xff}, // truncated varint in a body
+	}
+}
+
+func TestOrchestratorCodecDecoderAgreesWithProto(t *testing.T) {
+	for i, b := range envelopeSeeds(t) {
+		checkDecoderAgrees(t, i, b)
+	}
+}
+
+func checkDecoderAgrees(t *testing.T, i int, b []byte) {
+	t.Helper()
+	var m cortexv1.Envelope
+	protoErr := proto.Unmarshal(b, &m)
+	var e envelope
+	fastErr := decodeEnvelope(b, &e)
+	if (protoErr == nil) != (fastErr == nil) {
+		t.Fatalf("input %d (%x): proto.Unmarshal error %v, decodeEnvelope error %v", i, b, protoErr, fastErr)
+	}
+	if fastErr != nil {
+		if !errors.Is(fastErr, errBadEncoding) {
+			t.Fatalf("input %d: decode error %v does not wrap errBadEncoding", i, fastErr)
+		}
+		return
+	}
+	if want := envelopeOf(&m); !sameEnvelope(&e, &want) {
+		t.Fatalf("input %d (%x): decoded\n%+v\nproto says\n%+v", i, b, e, want)
+	}
+}
+
+// FuzzOrchestratorDecodeEnvelope checks the hand decoder against the
+// generated one on arbitrary input, and that whatever it accepts goes
+// through validation without a panic.
+func FuzzOrchestratorDecodeEnvelope(f *testing.F) {
+	for _, b := range envelopeSeeds(f) {
+		f.Add(b)
+	}
+	from := orchPeerID(f)
+	now := time.UnixMilli(1_800_000_000_000)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkDecoderAgrees(t, 0, b)
+		var e envelope
+		if decodeEnvelope(b, &e) != nil {
+			return
+		}
+		switch e.kind {
+		case envRequest:
+			var c strCache
+			var task RemoteTask
+			if _, err := decodeRequest(&e, &c, now, &task); err == nil {
+				if validateOutgoing(&task) != nil {
+					t.Fatalf("a request that passed validation would not be sent back out: %+v", task)
+				}
+			}
+		case envResult:
+			if r, err := decodeResult(&e, from); err == nil && !orchValidUTF8(r.ErrorMessage) {
+				t.Fatal("a decoded result carries invalid UTF-8")
+			}
+		case envAck:
+			if _, rej, err := decodeAck(&e); err == nil && rej != nil && (rej.Reason > RejectMalformed || rej.RetryAfter > maxRetryAfter) {
+				t.Fatalf("a decoded rejection is out of range: %+v", rej)
+			}
+		}
+	})
+}
+
+func orchValidUTF8(s string) bool { return strings.ToValidUTF8(s, "") == s }
+
+// requestEnvelope encodes r and decodes it with the hand decoder.
+func requestEnvelope(tb testing.TB, r *cortexv1.TaskRequest) *envelope {
+	tb.Helper()
+	b, err := proto.Marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: r}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var e envelope
+	if err := decodeEnvelope(b, &e); err != nil {
+		tb.Fatal(err)
+	}
+	return &e
+}
+
+func TestOrchestratorCodecRequestValidation(t *testing.T) {
+	requester := orchPeerID(t)
+	now := time.UnixMilli(1_800_000_000_000)
+	good := func() *cortexv1.TaskRequest {
+		id := NewTaskID()
+		return &cortexv1.TaskRequest{
+			TaskId: id[:], SkillId: "text.echo", SkillVersion: "1.0.0", Input: []byte("in"),
+			InputKind: cortexv1.InputKind_INPUT_KIND_JSON, Priority: 130, DeadlineUnixMs: now.Add(time.Minute).UnixMilli(),
+			MinTrust: 0.5, Attempt: 2, Requester: []byte(requester),
+		}
+	}
+	cases := []struct {
+		name   string
+		modify func(*cortexv1.TaskRequest)
+		want   RejectReason // RejectUnspecified with ok: accepted
+		ok     bool
+	}{
+		{"a well-formed request is accepted", func(*cortexv1.TaskRequest) {}, 0, true},
+		{"a skill ID of exactly 128 bytes is accepted", func(r *cortexv1.TaskRequest) { r.SkillId = strings.Repeat("a", 128) }, 0, true},
+		{"a task ID of 31 bytes is malformed", func(r *cortexv1.TaskRequest) { r.TaskId = r.TaskId[:31] }, RejectMalformed, false},
+		{"a zero task ID is malformed", func(r *cortexv1.TaskRequest) { r.TaskId = make([]byte, 32) }, RejectMalformed, false},
+		{"a skill ID of 129 bytes is malformed", func(r *cortexv1.TaskRequest) { r.SkillId = strings.Repeat("a", 129) }, RejectMalformed, false},
+		{"a version of 65 bytes is malformed", func(r *cortexv1.TaskRequest) { r.SkillVersion = strings.Repeat("1", 65) }, RejectMalformed, false},
+		{"a priority of 300 is malformed", func(r *cortexv1.TaskRequest) { r.Priority = 300 }, RejectMalformed, false},
+		{"an unspecified input kind is malformed", func(r *cortexv1.TaskRequest) { r.InputKind = 0 }, RejectMalformed, false},
+		{"a NaN minimum trust is malformed", func(r *cortexv1.TaskRequest) { r.MinTrust = math.NaN() }, RejectMalformed, false},
+		{"a negative minimum trust is malformed", func(r *cortexv1.TaskRequest) { r.MinTrust = -0.1 }, RejectMalformed, false},
+		{"an attempt above 2^31 is malformed", func(r *cortexv1.TaskRequest) { r.Attempt = math.MaxUint32 }, RejectMalformed, false},
+		{"a missing requester is malformed", func(r *cortexv1.TaskRequest) { r.Requester = nil }, RejectMalformed, false},
+		{"a negative deadline is malformed", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = -5 }, RejectMalformed, false},
+		{"a deadline two days ahead is malformed", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = now.Add(48 * time.Hour).UnixMilli() }, RejectMalformed, false},
+		{"a deadline that has passed is rejected but not malformed", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = now.Add(-time.Second).UnixMilli() }, RejectUnspecified, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := good()
+			tc.modify(r)
+			var c strCache
+			var task RemoteTask
+			reason, err := decodeRequest(requestEnvelope(t, r), &c, now, &task)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("decodeRequest: %v", err)
+				}
+				if task.Skill != r.SkillId || task.Requester != requester || task.Priority != uint8(r.Priority) ||
+					task.Attempt != int(r.Attempt) || task.Deadline.UnixMilli() != r.DeadlineUnixMs || string(task.Input) != "in" {
+					t.Fatalf("decoded task %+v does not match the request", &task)
+				}
+				return
+			}
+			if !errors.Is(err, errInvalidMessage) || reason != tc.want {
+				t.Fatalf("decodeRequest = %v, reason %s; want errInvalidMessage, reason %s", err, reason, tc.want)
+			}
+		})
+	}
+}
+
+func TestOrchestratorCodecRequestDecodingReusesStrings(t *testing.T) {
+	requester := orchPeerID(t)
+	now := time.Now()
+	id := NewTaskID()
+	e := requestEnvelope(t, &cortexv1.TaskRequest{
+		TaskId: id[:], SkillId: "text.echo", Input: make([]byte, 200), InputKind: cortexv1.InputKind_INPUT_KIND_RAW,
+		DeadlineUnixMs: now.Add(time.Minute).UnixMilli(), Requester: []byte(requester),
+	})
+	var c strCache
+	var task RemoteTask
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := decodeRequest(e, &c, now, &task); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 1 { // the input
+		t.Fatalf("decoding a request from a known peer for a known skill took %v allocations, want 1", allocs)
+	}
+}
+
+func TestOrchestratorCodecResultAndAckAreSanitized(t *testing.T) {
+	from, claimed := orchPeerID(t), orchPeerID(t)
+	id := NewTaskID()
+	long := strings.Repeat("é", 1000) // 2000 bytes
+	cases := []struct {
+		name  string
+		msg   *cortexv1.TaskResult
+		check func(*RemoteResult) bool
+	}{
+		{"the executor is the stream's peer, not the claimed one",
+			&cortexv1.TaskResult{TaskId: id[:], Success: true, Executor: []byte(claimed)},
+			func(r *RemoteResult) bool { return r.Executor == from && r.Success }},
+		{"an unknown error code becomes internal",
+			&cortexv1.TaskResult{TaskId: id[:], ErrorCode: 42},
+			func(r *RemoteResult) bool { return r.ErrorCode == CodeInternal }},
+		{"a failure without a code becomes execution failed",
+			&cortexv1.TaskResult{TaskId: id[:]},
+			func(r *RemoteResult) bool { return r.ErrorCode == CodeExecutionFailed }},
+		{"a long error message is cut on a rune boundary",
+			&cortexv1.TaskResult{TaskId: id[:], ErrorCode: 1, ErrorMessage: long},
+			func(r *RemoteResult) bool {
+				return len(r.ErrorMessage) <= maxErrorMessageLen && strings.HasPrefix(long, r.ErrorMessage) && orchValidUTF8(r.ErrorMessage)
+			}},
+		{"a negative execution time becomes zero",
+			&cortexv1.TaskResult{TaskId: id[:], Success: true, ExecTimeUs: -100},
+			func(r *RemoteResult) bool { return r.ExecTime == 0 }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := proto.Marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Result{Result: tc.msg}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e envelope
+			if err := decodeEnvelope(b, &e); err != nil {
+				t.Fatal(err)
+			}
+			r, err := decodeResult(&e, from)
+			if err != nil || !tc.check(r) {
+				t.Fatalf("decodeResult = %+v, %v", r, err)
+			}
+		})
+	}
+	t.Run("an ack with an unknown reason and a huge retry hint is clamped", func(t *testing.T) {
+		b, err := proto.Marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{
+			TaskId: id[:], Reason: 77, RetryAfterMs: math.MaxUint32,
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e envelope
+		if err := decodeEnvelope(b, &e); err != nil {
+			t.Fatal(err)
+		}
+		gotID, rej, err := decodeAck(&e)
+		if err != nil || gotID != id || rej == nil || rej.Reason != RejectUnspecified || rej.RetryAfter != maxRetryAfter {
+			t.Fatalf("decodeAck = %s, %+v, %v", gotID.Short(), rej, err)
+		}
+	})
+}
+
+func TestOrchestratorCodecTruncateUTF8(t *testing.T) {
+	cases := []struct {
+		name, in string
+		n        int
+		want     string
+	}{
+		{"a short valid string is kept", "héllo", 10, "héllo"},
+		{"a cut inside a rune backs off to its start", "héllo", 2, "h"},
+		{"invalid bytes are replaced", "a\xffb", 10, "a\uFFFDb"},
+		{"an exact fit is kept", "abc", 3, "abc"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := truncateUTF8(tc.in, tc.n); got != tc.want {
+				t.Fatalf("truncateUTF8(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+			}
+		})
+	}
+}

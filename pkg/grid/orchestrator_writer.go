@@ -1,0 +1,176 @@
+package grid
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/cortexgrid/cortexd/pkg/wire"
+)
+
+// errWriterClosed is returned by frameWriter.push after close.
+var errWriterClosed = errors.New("stream writer closed")
+
+// maxPooledFrame is the largest frame buffer returned to framePool.
+const maxPooledFrame = 64 << 10
+
+// framePool holds frame buffers: callers encode a frame on their own
+// goroutine into one, the stream's writer copies it out and returns it.
+var framePool = sync.Pool{New: func() any {
+	b := make([]byte, 0, 512)
+	return &b
+}}
+
+func getFrame() *[]byte { return framePool.Get().(*[]byte) }
+
+func putFrame(f *[]byte) {
+	if cap(*f) > maxPooledFrame {
+		return
+	}
+	*f = (*f)[:0]
+	framePool.Put(f)
+}
+
+// frameWriter owns the write side of one stream: frames pushed from any
+// goroutine queue up, and its run loop writes them into a buffered
+// wire.Writer, flushing only when the queue has run empty, so that under
+// load many frames share one stream write. Pushing never blocks on the
+// stream. It is safe for concurrent use.
+type frameWriter struct {
+	s            network.Stream
+	w            *wire.Writer
+	writeTimeout time.Duration
+
+	mu     sync.Mutex
+	frames []*[]byte
+	closed bool
+
+	spare    []*[]byte     // owned by run
+	deadline time.Time     // owned by run: the write deadline last set
+	wake     chan struct{} // cap 1: frames were pushed onto an empty queue
+	space    chan struct{} // cap 1: a batch left the queue
+}
+
+func newFrameWriter(s network.Stream, writeTimeout time.Duration) *frameWriter {
+	return &frameWriter{
+		s:            s,
+		w:            wire.NewWriter(s),
+		writeTimeout: writeTimeout,
+		wake:         make(chan struct{}, 1),
+		space:        make(chan struct{}, 1),
+	}
+}
+
+// enqueue queues f, taking ownership of it, and returns the queue length.
+func (fw *frameWriter) enqueue(f *[]byte) (int, error) {
+	fw.mu.Lock()
+	if fw.closed {
+		fw.mu.Unlock()
+		putFrame(f)
+		return 0, errWriterClosed
+	}
+	fw.frames = append(fw.frames, f)
+	n := len(fw.frames)
+	fw.mu.Unlock()
+	return n, nil
+}
+
+func (fw *frameWriter) signal() {
+	select {
+	case fw.wake <- struct{}{}:
+	default:
+	}
+}
+
+// push queues f and takes ownership of it. It returns the queue length
+// after the push, or errWriterClosed (and recycles f) after close.
+func (fw *frameWriter) push(f *[]byte) (int, error) {
+	n, err := fw.enqueue(f)
+	if n == 1 {
+		fw.signal()
+	}
+	return n, err
+}
+
+// queued returns the number of frames waiting.
+func (fw *frameWriter) queued() int {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	return len(fw.frames)
+}
+
+// close drops whatever is queued; later pushes fail. It does not stop run:
+// the stream's done channel does.
+func (fw *frameWriter) close() {
+	fw.mu.Lock()
+	frames := fw.frames
+	fw.frames = nil
+	fw.closed = true
+	fw.mu.Unlock()
+	for _, f := range frames {
+		putFrame(f)
+	}
+}
+
+// run writes queued frames until done is closed or a write fails, and
+// returns the write error (nil when done closed).
+func (fw *frameWriter) run(done <-chan struct{}) error {
+	for {
+		select {
+		case <-fw.wake:
+		case <-done:
+			return nil
+		}
+		if err := fw.drain(); err != nil {
+			return err
+		}
+	}
+}
+
+// extendDeadline keeps the stream's write deadline between half and all
+// of the write timeout ahead. Setting it costs a timer in the muxer, so it
+// is moved only once it is less than half the timeout away.
+func (fw *frameWriter) extendDeadline() {
+	now := time.Now()
+	if fw.deadline.Sub(now) < fw.writeTimeout/2 {
+		fw.deadline = now.Add(fw.writeTimeout)
+		_ = fw.s.SetWriteDeadline(fw.deadline)
+	}
+}
+
+// drain writes batches until the queue is empty, then flushes once.
+func (fw *frameWriter) drain() error {
+	fw.extendDeadline()
+	for {
+		fw.mu.Lock()
+		batch := fw.frames
+		fw.frames = fw.spare[:0]
+		fw.mu.Unlock()
+		if len(batch) == 0 {
+			fw.spare = batch
+			break
+		}
+		select {
+		case fw.space <- struct{}{}:
+		default:
+		}
+		var err error
+		for i, f := range batch {
+			if err == nil {
+				err = fw.w.WriteFrame(*f)
+			}
+			putFrame(f)
+			batch[i] = nil
+		}
+		fw.spare = batch[:0]
+		if err != nil {
+			return err
+		}
+	}
+	if fw.w.Buffered() == 0 {
+		return nil
+	}
+	return fw.w.Flush()
+}

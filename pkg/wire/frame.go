@@ -1,0 +1,205 @@
+package wire
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/proto"
+)
+
+// ProtocolTask is the libp2p protocol of task streams. One stream carries
+// many tasks, matched by task ID: requests and cancels one way, acks and
+// results the other.
+const ProtocolTask protocol.ID = "/cortex/task/1.0.0"
+
+// DefaultMaxMessageSize is the default cap on one frame's body, in bytes.
+const DefaultMaxMessageSize = 16 << 20
+
+// ErrMessageTooLarge is returned when a frame's declared length exceeds
+// the cap. The Reader returns it before allocating anything for the body.
+var ErrMessageTooLarge = errors.New("message too large")
+
+// ErrMalformed is returned when a frame's length prefix or body cannot be
+// decoded.
+var ErrMalformed = errors.New("malformed frame")
+
+const (
+	// keepBuf is the largest body buffer a Reader or Writer keeps between
+	// messages; a larger message gets a buffer of its own, so one large
+	// message does not pin its size for the life of a stream.
+	keepBuf = 64 << 10
+	// readBufSize and writeBufSize size the bufio layers. The write buffer
+	// is large enough to coalesce many small frames into one stream write
+	// (one Noise record holds at most 64 KiB).
+	readBufSize  = 8 << 10
+	writeBufSize = 32 << 10
+)
+
+// Reader reads varint-delimited protobuf frames. It is not safe for
+// concurrent use.
+type Reader struct {
+	br  *bufio.Reader
+	max int
+	buf []byte
+}
+
+// NewReader returns a Reader on r that refuses frames whose body is longer
+// than max bytes (DefaultMaxMessageSize if max <= 0).
+func NewReader(r io.Reader, max int) *Reader {
+	if max <= 0 {
+		max = DefaultMaxMessageSize
+	}
+	return &Reader{br: bufio.NewReaderSize(r, readBufSize), max: max}
+}
+
+// ReadMsg reads one frame into m, which it resets first. It returns io.EOF
+// if the stream ended cleanly between frames, ErrMessageTooLarge if the
+// declared length exceeds the cap (checked before allocating), and an
+// error wrapping ErrMalformed if the prefix or body cannot be decoded.
+// Bytes fields of m do not alias the Reader's buffer.
+func (r *Reader) ReadMsg(m proto.Message) error {
+	body, err := r.ReadFrame()
+	if err != nil {
+		return err
+	}
+	if err := proto.Unmarshal(body, m); err != nil {
+		return fmt.Errorf("decode frame of %d bytes: %w: %w", len(body), ErrMalformed, err)
+	}
+	return nil
+}
+
+// ReadFrame reads one frame and returns its body, for callers that decode
+// it themselves. The body is valid only until the next read. Errors are as
+// for ReadMsg, except that the body is not decoded.
+func (r *Reader) ReadFrame() ([]byte, error) {
+	n, err := r.length()
+	if err != nil {
+		return nil, err
+	}
+	return r.body(n)
+}
+
+// body reads the next n bytes into the reused buffer, or into a buffer of
+// its own if n is larger than keepBuf. A peek of what bufio already holds
+// avoids the copy for small frames.
+func (r *Reader) body(n int) ([]byte, error) {
+	if n <= r.br.Buffered() {
+		b, _ := r.br.Peek(n)
+		_, _ = r.br.Discard(n)
+		return b, nil
+	}
+	var b []byte
+	switch {
+	case n > keepBuf:
+		b = make([]byte, n)
+	case cap(r.buf) >= n:
+		b = r.buf[:n]
+	default:
+		r.buf = make([]byte, n, max(n, 1024))
+		b = r.buf
+	}
+	if _, err := io.ReadFull(r.br, b); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("read frame body of %d bytes: %w", n, err)
+	}
+	return b, nil
+}
+
+// length reads a frame's uvarint length prefix and checks it against the
+// cap. It stops as soon as the value exceeds the cap, so a long or
+// overflowing varint costs nothing.
+func (r *Reader) length() (int, error) {
+	var n uint64
+	for i := 0; ; i++ {
+		c, err := r.br.ReadByte()
+		if err != nil {
+			if i > 0 && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			if errors.Is(err, io.EOF) {
+				return 0, io.EOF
+			}
+			return 0, fmt.Errorf("read frame length: %w", err)
+		}
+		if i == binary.MaxVarintLen64-1 && c > 1 {
+			return 0, fmt.Errorf("read frame length: varint overflows 64 bits: %w", ErrMessageTooLarge)
+		}
+		n |= uint64(c&0x7f) << (7 * i)
+		if n > uint64(r.max) {
+			return 0, fmt.Errorf("read frame of %d+ bytes (max %d): %w", n, r.max, ErrMessageTooLarge)
+		}
+		if c < 0x80 {
+			return int(n), nil
+		}
+	}
+}
+
+// Writer writes varint-delimited protobuf frames into a buffer that goes
+// to the underlying writer on Flush (or when it fills). It is not safe for
+// concurrent use.
+type Writer struct {
+	bw  *bufio.Writer
+	buf []byte
+}
+
+// NewWriter returns a Writer on w.
+func NewWriter(w io.Writer) *Writer {
+	return &Writer{bw: bufio.NewWriterSize(w, writeBufSize)}
+}
+
+// WriteMsg appends m as one frame to the buffer. Nothing reaches the
+// underlying writer before Flush unless the buffer fills.
+func (w *Writer) WriteMsg(m proto.Message) error {
+	b, err := AppendFrame(w.buf[:0], m)
+	if err != nil {
+		return err
+	}
+	if cap(b) <= keepBuf {
+		w.buf = b
+	}
+	return w.WriteFrame(b)
+}
+
+// WriteFrame appends one whole frame, length prefix included (as
+// AppendFrame builds it), to the buffer.
+func (w *Writer) WriteFrame(frame []byte) error {
+	if _, err := w.bw.Write(frame); err != nil {
+		return fmt.Errorf("write frame: %w", err)
+	}
+	return nil
+}
+
+// Flush writes everything buffered to the underlying writer.
+func (w *Writer) Flush() error {
+	if err := w.bw.Flush(); err != nil {
+		return fmt.Errorf("flush frames: %w", err)
+	}
+	return nil
+}
+
+// Buffered returns the number of bytes waiting for Flush.
+func (w *Writer) Buffered() int { return w.bw.Buffered() }
+
+// AppendFrame appends m to dst as one frame (a uvarint length, then the
+// marshaled message) and returns the extended slice. It lets callers
+// marshal on their own goroutine and hand finished frames to a writer.
+func AppendFrame(dst []byte, m proto.Message) ([]byte, error) {
+	orig := len(dst)
+	n := proto.MarshalOptions{}.Size(m)
+	dst = binary.AppendUvarint(dst, uint64(n))
+	start := len(dst)
+	dst, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(dst, m)
+	if err != nil {
+		return dst[:orig], fmt.Errorf("encode frame: %w", err)
+	}
+	if len(dst)-start != n {
+		return dst[:orig], fmt.Errorf("encode frame: size changed from %d to %d bytes during marshal", n, len(dst)-start)
+	}
+	return dst, nil
+}

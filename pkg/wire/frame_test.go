@@ -1,0 +1,214 @@
+package wire_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"runtime"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cortexgrid/cortexd/pkg/wire"
+	"github.com/cortexgrid/cortexd/pkg/wire/cortexv1"
+)
+
+func request(n int) *cortexv1.Envelope {
+	return &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
+		TaskId:         bytes.Repeat([]byte{7}, 32),
+		SkillId:        "text.echo",
+		Input:          bytes.Repeat([]byte{'x'}, n),
+		InputKind:      cortexv1.InputKind_INPUT_KIND_RAW,
+		Priority:       200,
+		DeadlineUnixMs: 1_900_000_000_000,
+		Attempt:        1,
+	}}}
+}
+
+// countingWriter counts the Write calls that reach it.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+func TestFrameRoundTrip(t *testing.T) {
+	var buf countingWriter
+	w := wire.NewWriter(&buf)
+	sizes := []int{0, 1, 200, 5000, 100 << 10} // the last one exceeds the reused buffer
+	for _, n := range sizes {
+		if err := w.WriteMsg(request(n)); err != nil {
+			t.Fatalf("WriteMsg(%d): %v", n, err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r := wire.NewReader(&buf, 1<<20)
+	for _, n := range sizes {
+		var got cortexv1.Envelope
+		if err := r.ReadMsg(&got); err != nil {
+			t.Fatalf("ReadMsg(%d): %v", n, err)
+		}
+		if !proto.Equal(&got, request(n)) {
+			t.Fatalf("frame with %d-byte input came back different", n)
+		}
+	}
+	var m cortexv1.Envelope
+	if err := r.ReadMsg(&m); !errors.Is(err, io.EOF) {
+		t.Fatalf("ReadMsg at the end = %v, want io.EOF", err)
+	}
+}
+
+func TestFrameWriterCoalescesUntilFlush(t *testing.T) {
+	var buf countingWriter
+	w := wire.NewWriter(&buf)
+	for range 50 {
+		if err := w.WriteMsg(request(200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if buf.writes != 0 {
+		t.Fatalf("%d writes before Flush, want 0", buf.writes)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if buf.writes != 1 {
+		t.Fatalf("50 small frames took %d writes, want 1", buf.writes)
+	}
+}
+
+func TestFrameAppendFrameMatchesWriteMsg(t *testing.T) {
+	var buf bytes.Buffer
+	w := wire.NewWriter(&buf)
+	m := request(300)
+	if err := w.WriteMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := wire.AppendFrame([]byte("prefix"), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(f[len("prefix"):], buf.Bytes()) || string(f[:len("prefix")]) != "prefix" {
+		t.Fatal("AppendFrame and WriteMsg produce different frames")
+	}
+}
+
+// endlessReader yields an endless run of zeros: a reader that trusted a
+// length prefix would allocate it and block reading.
+type endlessReader struct{ read int }
+
+func (r *endlessReader) Read(p []byte) (int, error) {
+	clear(p)
+	r.read += len(p)
+	return len(p), nil
+}
+
+func TestFrameReaderRefusesOversizedLengthBeforeAllocating(t *testing.T) {
+	cases := []struct {
+		name   string
+		prefix []byte
+	}{
+		{"a length one above the cap is refused", binary.AppendUvarint(nil, 1025)},
+		{"a length of 16 GiB is refused", binary.AppendUvarint(nil, 16<<30)},
+		{"a varint that overflows 64 bits is refused", bytes.Repeat([]byte{0xff}, 11)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := io.MultiReader(bytes.NewReader(tc.prefix), &endlessReader{})
+			r := wire.NewReader(src, 1024)
+			var m cortexv1.Envelope
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			err := r.ReadMsg(&m)
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, wire.ErrMessageTooLarge) {
+				t.Fatalf("ReadMsg = %v, want ErrMessageTooLarge", err)
+			}
+			if allocs := after.TotalAlloc - before.TotalAlloc; allocs > 16<<10 {
+				t.Fatalf("refusing the frame allocated %d bytes", allocs)
+			}
+		})
+	}
+}
+
+func TestFrameReaderErrors(t *testing.T) {
+	good, err := wire.AppendFrame(nil, request(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		input []byte
+		want  error
+	}{
+		{"a clean end between frames is io.EOF", nil, io.EOF},
+		{"a stream cut inside the length is unexpected EOF", []byte{0x80}, io.ErrUnexpectedEOF},
+		{"a stream cut inside the body is unexpected EOF", good[:len(good)-3], io.ErrUnexpectedEOF},
+		{"a body that is not protobuf is malformed", []byte{3, 0xff, 0xff, 0xff}, wire.ErrMalformed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := wire.NewReader(bytes.NewReader(tc.input), 1024)
+			var m cortexv1.Envelope
+			if err := r.ReadMsg(&m); !errors.Is(err, tc.want) {
+				t.Fatalf("ReadMsg = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestFrameReaderDoesNotAliasItsBuffer(t *testing.T) {
+	var buf bytes.Buffer
+	w := wire.NewWriter(&buf)
+	for i := range 2 {
+		m := request(100)
+		m.GetRequest().Input[0] = byte('a' + i)
+		if err := w.WriteMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r := wire.NewReader(&buf, 1024)
+	var first, second cortexv1.Envelope
+	if err := r.ReadMsg(&first); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ReadMsg(&second); err != nil {
+		t.Fatal(err)
+	}
+	if first.GetRequest().Input[0] != 'a' || second.GetRequest().Input[0] != 'b' {
+		t.Fatal("reading the second frame changed the first message's bytes")
+	}
+}
+
+func BenchmarkFrameWriteRead(b *testing.B) {
+	var buf bytes.Buffer
+	w := wire.NewWriter(&buf)
+	r := wire.NewReader(&buf, wire.DefaultMaxMessageSize)
+	m := request(200)
+	var got cortexv1.Envelope
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := w.WriteMsg(m); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.ReadMsg(&got); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
