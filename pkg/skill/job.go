@@ -52,3 +52,10 @@ func (j *Job) begin(cancel context.CancelFunc) bool {
 	j.cancel = cancel
 	return true
 }
+
+// Started reports whether a worker has begun running the job.
+func (j *Job) Started() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.cancel != nil
+}

@@ -1,0 +1,489 @@
+package skill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
+)
+
+// ErrNotStarted is returned by SubmitTask before Start.
+var ErrNotStarted = errors.New("coordinator not started")
+
+// ErrTaskFinished is returned by Cancel for a task that has already
+// finished.
+var ErrTaskFinished = errors.New("task already finished")
+
+// Deps are what a DelegationCoordinator is built from.
+type Deps struct {
+	// Self is this node's peer ID. Required.
+	Self peer.ID
+	// Registry holds the skills this node runs. Required.
+	Registry *Registry
+	// Executor runs local tasks. Required. The coordinator owns it: Start
+	// starts it on Queue and Close closes it.
+	Executor *Executor
+	// Router orders the candidates of a task. Nil: the coordinator builds
+	// one from Registry, Directory, Trust, Metrics and LocalLoad with
+	// default weights.
+	Router *Router
+	// Directory lists remote providers; used only to build the Router when
+	// Router is nil. Nil: only this node is considered.
+	Directory Directory
+	// Queue holds local tasks. The coordinator owns it: Start starts it and
+	// Close closes it. Nil: the coordinator builds one with the options of
+	// WithQueueOptions and its own expiry handler. A queue built by the
+	// caller should have grid.WithExpiryHandler calling QueueExpired, so
+	// that a queued task past its deadline fails at once rather than at the
+	// coordinator's next sweep.
+	Queue *grid.TaskQueue
+	// Metrics records every attempt's outcome. Nil: a new tracker.
+	Metrics *grid.MetricsTracker
+	// Trust records every attempt's outcome and decides which peers may
+	// send tasks here. Required. The caller owns its lifecycle.
+	Trust *reputation.Graph
+	// Remote sends attempts to peers. Nil: tasks run only on this node, and
+	// remote candidates are never chosen.
+	Remote grid.Delegator
+}
+
+// Defaults of a DelegationCoordinator.
+const (
+	DefaultRetryBase       = 100 * time.Millisecond
+	DefaultRetryMax        = 10 * time.Second
+	DefaultResultRetention = 10 * time.Minute
+	DefaultMaxTasks        = 100_000
+	// DefaultAcceptThreshold is the trust a peer needs for this node to run
+	// its tasks: only peers that trust has driven near zero are refused.
+	DefaultAcceptThreshold = 0.1
+	DefaultSweepInterval   = time.Second
+)
+
+// CoordinatorOption configures a DelegationCoordinator.
+type CoordinatorOption func(*coordinatorConfig)
+
+type coordinatorConfig struct {
+	retryBase, retryMax time.Duration
+	retention           time.Duration
+	maxTasks            int
+	acceptThreshold     float64
+	peerRate            rate.Limit
+	peerBurst           int
+	sweepInterval       time.Duration
+	queueOpts           []grid.QueueOption
+	logger              *slog.Logger
+}
+
+func defaultCoordinatorConfig() coordinatorConfig {
+	return coordinatorConfig{
+		retryBase: DefaultRetryBase, retryMax: DefaultRetryMax,
+		retention: DefaultResultRetention, maxTasks: DefaultMaxTasks,
+		acceptThreshold: DefaultAcceptThreshold, peerRate: rate.Inf,
+		sweepInterval: DefaultSweepInterval, logger: slog.Default(),
+	}
+}
+
+func (c *coordinatorConfig) validate() error {
+	var errs []error
+	if c.retryBase <= 0 || c.retryMax < c.retryBase {
+		errs = append(errs, fmt.Errorf("retry backoff base %v, max %v: want 0 < base <= max", c.retryBase, c.retryMax))
+	}
+	if c.retention <= 0 {
+		errs = append(errs, fmt.Errorf("result retention is %v; it must be more than 0", c.retention))
+	}
+	if c.maxTasks <= 0 {
+		errs = append(errs, fmt.Errorf("max tasks is %d; it must be more than 0", c.maxTasks))
+	}
+	if c.acceptThreshold < 0 || c.acceptThreshold > 1 || math.IsNaN(c.acceptThreshold) {
+		errs = append(errs, fmt.Errorf("accept threshold is %v; it must be in [0, 1]", c.acceptThreshold))
+	}
+	if c.peerRate != rate.Inf && (c.peerRate <= 0 || c.peerBurst <= 0) {
+		errs = append(errs, fmt.Errorf("peer rate limit %v/s burst %d: both must be more than 0", float64(c.peerRate), c.peerBurst))
+	}
+	if c.sweepInterval <= 0 {
+		errs = append(errs, fmt.Errorf("sweep interval is %v; it must be more than 0", c.sweepInterval))
+	}
+	if c.logger == nil {
+		errs = append(errs, errors.New("logger is nil"))
+	}
+	return errors.Join(errs...)
+}
+
+// WithRetryBackoff sets the backoff between a failed attempt and the next:
+// base, doubling per retry up to max, each delay drawn from ±50% around it
+// (cenkalti/backoff/v5's ExponentialBackOff). Defaults: 100 ms and 10 s.
+func WithRetryBackoff(base, max time.Duration) CoordinatorOption {
+	return func(c *coordinatorConfig) { c.retryBase, c.retryMax = base, max }
+}
+
+// WithResultRetention sets how long a finished task's status and result
+// stay readable. Default: 10 minutes.
+func WithResultRetention(d time.Duration) CoordinatorOption {
+	return func(c *coordinatorConfig) { c.retention = d }
+}
+
+// WithMaxTasks bounds the tasks the coordinator tracks, finished or not,
+// and so the memory their results hold. At the bound, the finished tasks
+// submitted longest ago are dropped before their retention ends (a caller
+// that needs a result should Wait for it or read it soon: at 500k tasks/s
+// the default keeps a result for about 0.2 s). Unfinished tasks are never
+// dropped; when they alone fill the bound, SubmitTask fails with
+// ErrQueueFull. The bound is kept per shard of the task table, so it holds
+// to within the imbalance between shards. Default: 100,000.
+func WithMaxTasks(n int) CoordinatorOption { return func(c *coordinatorConfig) { c.maxTasks = n } }
+
+// WithAcceptThreshold sets the trust in [0, 1] that a peer needs for
+// HandleTask to admit its tasks. Default: 0.1.
+func WithAcceptThreshold(trust float64) CoordinatorOption {
+	return func(c *coordinatorConfig) { c.acceptThreshold = trust }
+}
+
+// WithPeerRateLimit limits the tasks each peer may send: r per second with
+// bursts of burst (golang.org/x/time/rate). Default: no limit.
+func WithPeerRateLimit(r rate.Limit, burst int) CoordinatorOption {
+	return func(c *coordinatorConfig) { c.peerRate, c.peerBurst = r, burst }
+}
+
+// WithSweepInterval sets how often the coordinator drops expired results
+// and fails tasks whose deadline passed unnoticed. Default: 1 s.
+func WithSweepInterval(d time.Duration) CoordinatorOption {
+	return func(c *coordinatorConfig) { c.sweepInterval = d }
+}
+
+// WithQueueOptions sets the options of the queue the coordinator builds
+// when Deps.Queue is nil.
+func WithQueueOptions(opts ...grid.QueueOption) CoordinatorOption {
+	return func(c *coordinatorConfig) { c.queueOpts = append(c.queueOpts, opts...) }
+}
+
+// WithLogger sets the logger. Default: slog.Default().
+func WithLogger(l *slog.Logger) CoordinatorOption { return func(c *coordinatorConfig) { c.logger = l } }
+
+// DelegationCoordinator runs each submitted task on the best node for it,
+// this one or a peer, and keeps its status and result. It is safe for
+// concurrent use.
+//
+// Flow. SubmitTask fills the task's ID, CreatedAt and Requester if unset,
+// validates the input when this node has the skill, asks the Router for
+// the best candidate and starts the first attempt there. A local attempt
+// is a Job in the Queue; an Executor worker runs it and hands the result
+// to the coordinator, with no goroutine of its own per task. A remote
+// attempt is one goroutine calling Deps.Remote.Delegate, under the task's
+// deadline.
+//
+// Retries. A failed attempt is retried while attempts <= MaxRetries and
+// the deadline allows: after a backoff (cenkalti/backoff/v5, see
+// WithRetryBackoff), on the best candidate not tried yet for this task;
+// when every candidate has been tried, on the best other than the last
+// one; when that is the only one, on it again. A peer that rejected the
+// attempt (queue full, rate limited, shutting down, ...) is left at once
+// for a different candidate, without backoff and without blame in trust;
+// a rejection still uses up an attempt. Input that a node refuses as
+// invalid fails the task with ErrInvalidInput without a retry. When
+// attempts run out the task fails with ErrDelegationFailed.
+//
+// Deadline. A task fails with ErrTimeout at CreatedAt + Timeout: through
+// the queue's expiry handler or the executor's deadline for a local
+// attempt, the Delegate context for a remote one, and a sweep (see
+// WithSweepInterval) as a backstop.
+//
+// Accounting. Each attempt is counted in Metrics against the node that ran
+// it (this node under Self): RecordSubmitted when it starts, then exactly
+// one of RecordCompleted, RecordFailed (also for rejections) or
+// RecordTimedOut; a canceled attempt records no outcome. The time recorded
+// is the skill's run time for a local attempt and the round trip as this
+// node saw it for a remote one. For a peer, Trust.Record gets
+// OutcomeSuccess, OutcomeFailure or OutcomeTimeout for the skill, except
+// for rejections, cancellations, refused input and a skill the peer no
+// longer has, which are not faults in its work. (The graph keeps no
+// record of this node.)
+//
+// Results. A finished task keeps its status and result for the retention
+// (WithResultRetention), within WithMaxTasks. Each task finishes once: a
+// result that arrives after that (from an attempt that was canceled or
+// timed out, or twice from a peer) is dropped.
+//
+// Incoming tasks. HandleTask admits tasks that peers send and runs them
+// through the same Queue and Executor; see HandleTask.
+//
+// Lifecycle. NewCoordinator starts nothing. Start starts the Queue, the
+// Executor and the sweeper; Close stops them in reverse order and cancels
+// what is unfinished.
+type DelegationCoordinator struct {
+	self    peer.ID
+	reg     *Registry
+	exec    *Executor
+	router  *Router
+	q       *grid.TaskQueue
+	metrics *grid.MetricsTracker
+	trust   *reputation.Graph
+	remote  grid.Delegator
+	cfg     coordinatorConfig
+	log     *slog.Logger
+
+	// localDone and incomingDone are the Done funcs of local jobs, made
+	// once so that a job costs no closure.
+	localDone, incomingDone func(*grid.QueuedTask, SkillResult)
+
+	tasks   *taskTable
+	in      *incomingTable
+	salt    TaskID // XORed into incoming task IDs for the queue
+	subs    atomic.Pointer[[]*subscriber]
+	running atomic.Bool // between Start and Close
+	closing atomic.Bool // set first thing in Close
+
+	limMu    sync.Mutex
+	limiters map[peer.ID]*peerLimiter
+
+	mu      sync.Mutex // guards the lifecycle and the subscriber list's writes
+	started bool
+	closed  bool
+	ctx     context.Context // parent of remote attempts; canceled by Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // remote attempts, retry timers, sweeper, subscribers
+}
+
+var _ grid.TaskHandler = (*DelegationCoordinator)(nil)
+
+// NewCoordinator returns a coordinator built from d. It checks d and the
+// options, reporting every problem at once, and starts nothing.
+func NewCoordinator(d Deps, opts ...CoordinatorOption) (*DelegationCoordinator, error) {
+	cfg := defaultCoordinatorConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	errs := []error{cfg.validate()}
+	if d.Self == "" {
+		errs = append(errs, errors.New("self peer ID is empty"))
+	}
+	if d.Registry == nil {
+		errs = append(errs, errors.New("registry is nil"))
+	}
+	if d.Executor == nil {
+		errs = append(errs, errors.New("executor is nil"))
+	}
+	if d.Trust == nil {
+		errs = append(errs, errors.New("trust graph is nil"))
+	}
+	if d.Queue != nil && len(cfg.queueOpts) > 0 {
+		errs = append(errs, errors.New("queue options are set but Deps.Queue is given: set one or the other"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	c := &DelegationCoordinator{
+		self: d.Self, reg: d.Registry, exec: d.Executor, router: d.Router, q: d.Queue,
+		metrics: d.Metrics, trust: d.Trust, remote: d.Remote, cfg: cfg,
+		log:   cfg.logger.With("subsystem", "coordinator"),
+		tasks: newTaskTable(cfg.maxTasks), in: newIncomingTable(), salt: grid.NewTaskID(),
+		limiters: make(map[peer.ID]*peerLimiter),
+	}
+	c.localDone, c.incomingDone = c.onLocalDone, c.onIncomingDone
+	if c.metrics == nil {
+		c.metrics = grid.NewMetricsTracker()
+	}
+	if c.q == nil {
+		q, err := grid.NewTaskQueue(append(cfg.queueOpts[:len(cfg.queueOpts):len(cfg.queueOpts)], grid.WithExpiryHandler(c.QueueExpired))...)
+		if err != nil {
+			return nil, fmt.Errorf("new coordinator: %w", err)
+		}
+		c.q = q
+	}
+	if c.router == nil {
+		r, err := NewRouter(d.Self, d.Registry, d.Directory, d.Trust, c.metrics, c.LocalLoad)
+		if err != nil {
+			return nil, fmt.Errorf("new coordinator: %w", err)
+		}
+		c.router = r
+	}
+	return c, nil
+}
+
+// LocalLoad returns this node's load: queue depths, tasks in flight and
+// worker slots. It is the Router's load function when the coordinator
+// builds the Router, and what the network layer announces.
+func (c *DelegationCoordinator) LocalLoad() grid.Load {
+	st := c.q.Stats()
+	return grid.Load{QueueDepth: st.Depth, InFlight: st.InFlight, Capacity: c.exec.Capacity()}
+}
+
+// Start starts the queue's sweeper, the executor's workers on the queue
+// and the coordinator's sweeper. ctx carries values only: everything runs
+// until Close. Start may be called once; on failure it stops what it
+// started.
+func (c *DelegationCoordinator) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return fmt.Errorf("start coordinator: %w", ErrClosed)
+	case c.started:
+		return errors.New("start coordinator: already started")
+	}
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if err := c.q.Start(c.ctx); err != nil {
+		c.cancel()
+		return fmt.Errorf("start coordinator: %w", err)
+	}
+	if err := c.exec.Start(c.ctx, c.q); err != nil {
+		c.cancel()
+		_ = c.q.Close()
+		return fmt.Errorf("start coordinator: %w", err)
+	}
+	c.started = true
+	c.wg.Add(1)
+	go c.sweepLoop(c.ctx)
+	c.running.Store(true)
+	return nil
+}
+
+// Close stops accepting tasks, closes the executor (a running skill has its
+// context canceled), then the queue, cancels remote attempts and retry
+// waits, finishes every unfinished task as canceled with ErrClosed (so
+// Wait returns), answers every admitted peer task with a canceled result,
+// ends the subscriptions and waits for the goroutines it owns. It does not
+// wait for subscriber callbacks that are still running, and does not close
+// the trust graph. Close is idempotent.
+func (c *DelegationCoordinator) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.closing.Store(true)
+	c.running.Store(false)
+	started := c.started
+	c.mu.Unlock()
+
+	if started {
+		_ = c.exec.Close()
+		_ = c.q.Close()
+		c.cancel()
+	}
+	c.finishAll()
+	c.in.cancelAll(c)
+	c.mu.Lock()
+	c.stopSubscribersLocked()
+	c.mu.Unlock()
+	c.wg.Wait()
+	return nil
+}
+
+// finishAll ends every unfinished task as canceled by Close.
+func (c *DelegationCoordinator) finishAll() {
+	for i := range c.tasks.shards {
+		s := &c.tasks.shards[i]
+		s.mu.Lock()
+		s.each(func(r *record) {
+			if !r.state.Terminal() {
+				c.abortLocked(s, r, StateCanceled, grid.CodeCanceled, c.canceledError(r))
+				c.announceLocked(r, r.updatedAt())
+			}
+		})
+		s.mu.Unlock()
+	}
+}
+
+// Metrics returns a snapshot of the per-attempt metrics.
+func (c *DelegationCoordinator) Metrics() grid.MetricsSnapshot { return c.metrics.Snapshot() }
+
+// QueueStats returns the local queue's statistics.
+func (c *DelegationCoordinator) QueueStats() grid.QueueStats { return c.q.Stats() }
+
+// GetResult returns the result of a finished task. It returns false while
+// the task runs and for a task that is unknown or no longer retained. The
+// result must not be modified.
+func (c *DelegationCoordinator) GetResult(id TaskID) (*SkillResult, bool) {
+	s := c.tasks.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.get(id)
+	if r == nil || !r.state.Terminal() {
+		return nil, false
+	}
+	return &r.result, true
+}
+
+// Status returns what the coordinator knows about a task, or an error
+// wrapping ErrTaskNotFound.
+func (c *DelegationCoordinator) Status(id TaskID) (TaskStatus, error) {
+	s := c.tasks.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.get(id)
+	if r == nil {
+		return TaskStatus{}, fmt.Errorf("status of task %s: %w", id.Short(), ErrTaskNotFound)
+	}
+	return r.status(), nil
+}
+
+// List returns the statuses of the tasks that f selects, newest first, one
+// page at a time; see ListFilter. It is meant for the API, not for a hot
+// path: it sorts every retained task.
+func (c *DelegationCoordinator) List(f ListFilter) []TaskStatus { return c.tasks.list(f) }
+
+// Wait blocks until the task finishes or ctx is done. For a finished task
+// it returns the result and nil if it succeeded, or the result and an
+// error wrapping ErrDelegationFailed, ErrInvalidInput, ErrTimeout or
+// ErrCanceled if not. It returns an error wrapping ErrTaskNotFound for an
+// unknown task and one wrapping ctx.Err() if ctx ends first. The result
+// must not be modified.
+func (c *DelegationCoordinator) Wait(ctx context.Context, id TaskID) (*SkillResult, error) {
+	s := c.tasks.shard(id)
+	s.mu.Lock()
+	r := s.get(id)
+	if r == nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("wait for task %s: %w", id.Short(), ErrTaskNotFound)
+	}
+	if r.state.Terminal() {
+		res, err := &r.result, r.err
+		s.mu.Unlock()
+		return res, err
+	}
+	if r.done == nil {
+		r.done = make(chan struct{})
+	}
+	done := r.done
+	s.mu.Unlock()
+	if ctx.Done() == nil { // a context that never ends: a plain receive is cheaper
+		<-done
+		return &r.result, r.err
+	}
+	select {
+	case <-done:
+		// result and err are final once done is closed.
+		return &r.result, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for task %s: %w", id.Short(), ctx.Err())
+	}
+}
+
+// sweepLoop drops expired results, times out overdue tasks and forgets
+// idle rate limiters, every sweep interval until ctx ends.
+func (c *DelegationCoordinator) sweepLoop(ctx context.Context) {
+	defer c.wg.Done()
+	tick := time.NewTicker(c.cfg.sweepInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			now := time.Now()
+			c.sweepTasks(now)
+			c.in.sweep(c, now)
+			c.pruneLimiters(now)
+		}
+	}
+}

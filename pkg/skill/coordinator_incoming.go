@@ -1,0 +1,295 @@
+package skill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
+)
+
+// incoming is a task that a peer sent and this node admitted. It is keyed
+// in the incoming table, and in the queue, by its ID XOR the coordinator's
+// salt, so that a peer cannot collide with this node's own task IDs.
+type incoming struct {
+	from     peer.ID
+	id       TaskID // the ID the peer uses
+	deadline time.Time
+	reply    func(*grid.RemoteResult) // guarded by the shard lock
+
+	task SkillTask
+	job  Job
+	qt   grid.QueuedTask
+}
+
+const numInShards = 16
+
+type inShard struct {
+	mu sync.Mutex
+	m  map[TaskID]*incoming
+	_  [48]byte
+}
+
+type incomingTable struct{ shards [numInShards]inShard }
+
+func newIncomingTable() *incomingTable {
+	t := &incomingTable{}
+	for i := range t.shards {
+		t.shards[i].m = make(map[TaskID]*incoming)
+	}
+	return t
+}
+
+func (t *incomingTable) shard(qid TaskID) *inShard { return &t.shards[qid[0]&(numInShards-1)] }
+
+// take removes the entry qid if its job is job (any job if job is nil) and
+// returns it with the reply to call. Whoever takes an entry replies.
+func (t *incomingTable) take(qid TaskID, job *Job) (*incoming, func(*grid.RemoteResult)) {
+	s := t.shard(qid)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := s.m[qid]
+	if in == nil || (job != nil && &in.job != job) {
+		return nil, nil
+	}
+	delete(s.m, qid)
+	return in, in.reply
+}
+
+func saltID(id, salt TaskID) TaskID {
+	for i := range id {
+		id[i] ^= salt[i]
+	}
+	return id
+}
+
+func reject(reason grid.RejectReason, retryAfter time.Duration, format string, args ...any) error {
+	return &grid.RejectError{Reason: reason, RetryAfter: retryAfter, Message: fmt.Sprintf(format, args...)}
+}
+
+// HandleTask admits or rejects a task that peer from sends (see
+// grid.TaskHandler). It checks, in this order, cheapest and most
+// protective first: that the coordinator runs (else RejectShuttingDown),
+// the request's shape (RejectMalformed), from's trust against the accept
+// threshold (RejectTrustTooLow), from's rate limit (RejectRateLimited, with
+// RetryAfter), that the skill is registered (RejectUnknownSkill), the
+// input (RejectInvalidInput) and room in the queue (RejectQueueFull, with
+// RetryAfter). An admitted task runs through the same queue and executor
+// as local tasks, under the peer's deadline, and reply is called once with
+// its result, or with a CodeTimeout or CodeCanceled failure if it expires,
+// is canceled by from, or this node closes. A request for a task ID that
+// from already has running here takes over the reply of the running task
+// (the earlier reply gets a CodeCanceled "superseded" result) rather than
+// running the work twice.
+func (c *DelegationCoordinator) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+	err := c.admit(from, rt, reply)
+	if err != nil && c.log.Enabled(context.Background(), slog.LevelDebug) {
+		c.log.Debug("rejected a task from a peer", "peer", from, "err", err)
+	}
+	return err
+}
+
+// admit is HandleTask without the logging.
+func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+	if !c.running.Load() {
+		return reject(grid.RejectShuttingDown, 0, "node is not running")
+	}
+	if rt == nil || reply == nil || rt.ID.IsZero() || from == "" {
+		return reject(grid.RejectMalformed, 0, "request needs a task ID, a sender and a reply")
+	}
+	if tr := c.trust.Trust(from); tr < c.cfg.acceptThreshold {
+		return reject(grid.RejectTrustTooLow, 0, "requester trust %.2f is below this node's threshold %.2f", tr, c.cfg.acceptThreshold)
+	}
+	if ok, after := c.allow(from); !ok {
+		return reject(grid.RejectRateLimited, after, "more than %.4g tasks/s", float64(c.cfg.peerRate))
+	}
+	e, err := c.reg.lookup(reputation.SkillID(rt.Skill), rt.Version)
+	if err != nil {
+		return reject(grid.RejectUnknownSkill, 0, "%v", err)
+	}
+	in := SkillInput{Kind: rt.InputKind, Data: rt.Input}
+	if err := e.validate(in); err != nil {
+		return reject(grid.RejectInvalidInput, 0, "%v", err)
+	}
+	now := time.Now()
+	deadline := rt.Deadline
+	if deadline.IsZero() {
+		deadline = now.Add(DefaultTimeout)
+	}
+	if !deadline.After(now) {
+		return reject(grid.RejectMalformed, 0, "deadline %s has passed", deadline.Format(time.RFC3339Nano))
+	}
+	qid := saltID(rt.ID, c.salt)
+	inc := &incoming{from: from, id: rt.ID, deadline: deadline, reply: reply}
+	inc.task = SkillTask{
+		ID: rt.ID, Skill: reputation.SkillID(rt.Skill), Version: rt.Version, Input: in, Requester: from,
+		Priority: rt.Priority, Timeout: deadline.Sub(now), MinTrust: rt.MinTrust, CreatedAt: now,
+	}
+	inc.job = Job{Task: &inc.task, Done: c.incomingDone}
+	inc.qt = grid.QueuedTask{ID: qid, Priority: rt.Priority, Payload: &inc.job, CreatedAt: now, Deadline: deadline}
+
+	s := c.in.shard(qid)
+	s.mu.Lock()
+	if old := s.m[qid]; old != nil {
+		if old.from != from {
+			s.mu.Unlock()
+			return reject(grid.RejectMalformed, 0, "task ID %s is in use", rt.ID.Short())
+		}
+		prev := old.reply
+		old.reply = reply
+		s.mu.Unlock()
+		prev(&grid.RemoteResult{ID: rt.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: "superseded by a newer request for the same task", Executor: c.self})
+		return nil
+	}
+	if c.closing.Load() {
+		s.mu.Unlock()
+		return reject(grid.RejectShuttingDown, 0, "node is shutting down")
+	}
+	s.m[qid] = inc
+	s.mu.Unlock()
+	if err := c.q.Enqueue(&inc.qt); err != nil {
+		c.in.take(qid, &inc.job)
+		switch {
+		case errors.Is(err, grid.ErrQueueFull):
+			return reject(grid.RejectQueueFull, c.cfg.retryBase, "%v", err)
+		case errors.Is(err, grid.ErrClosed):
+			return reject(grid.RejectShuttingDown, 0, "node is shutting down")
+		}
+		return reject(grid.RejectUnspecified, 0, "%v", err)
+	}
+	return nil
+}
+
+// onIncomingDone is the Done of admitted peer tasks.
+func (c *DelegationCoordinator) onIncomingDone(qt *grid.QueuedTask, res SkillResult) {
+	if res.Success {
+		c.q.Complete(qt.ID)
+	} else {
+		c.q.Fail(qt.ID, false)
+	}
+	job, _ := qt.Payload.(*Job)
+	in, reply := c.in.take(qt.ID, job)
+	if in == nil {
+		return // canceled, expired or closed: answered already
+	}
+	reply(&grid.RemoteResult{
+		ID: in.id, Success: res.Success, Output: res.Output, ErrorCode: res.Code,
+		ErrorMessage: res.Error, ExecTime: res.Duration, Executor: c.self,
+	})
+}
+
+// CancelTask stops a task that from sent earlier, if it is still known
+// (see grid.TaskHandler); from gets a CodeCanceled result for it.
+func (c *DelegationCoordinator) CancelTask(from peer.ID, id grid.TaskID) {
+	qid := saltID(id, c.salt)
+	s := c.in.shard(qid)
+	s.mu.Lock()
+	in := s.m[qid]
+	if in == nil || in.from != from {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.m, qid)
+	reply := in.reply
+	s.mu.Unlock()
+	c.stopIncoming(qid, in, reply, grid.CodeCanceled, "canceled by the requester")
+}
+
+// stopIncoming takes a taken entry out of the queue, stops its job and
+// answers its requester.
+func (c *DelegationCoordinator) stopIncoming(qid TaskID, in *incoming, reply func(*grid.RemoteResult), code grid.ErrorCode, msg string) {
+	c.q.Remove(qid)
+	in.job.Cancel()
+	reply(&grid.RemoteResult{ID: in.id, ErrorCode: code, ErrorMessage: msg, Executor: c.self})
+}
+
+// expire answers an admitted task whose queue entry expired.
+func (t *incomingTable) expire(c *DelegationCoordinator, qid TaskID, job *Job) {
+	if in, reply := t.take(qid, job); in != nil {
+		c.stopIncoming(qid, in, reply, grid.CodeTimeout, "deadline passed on the executing node")
+	}
+}
+
+// sweep answers admitted tasks whose deadline passed without the queue or
+// the executor noticing (a backstop, as for local tasks).
+func (t *incomingTable) sweep(c *DelegationCoordinator, now time.Time) {
+	for i := range t.shards {
+		s := &t.shards[i]
+		var overdue []TaskID
+		s.mu.Lock()
+		for qid, in := range s.m {
+			if !now.Before(in.deadline) {
+				overdue = append(overdue, qid)
+			}
+		}
+		s.mu.Unlock()
+		for _, qid := range overdue {
+			t.expire(c, qid, nil)
+		}
+	}
+}
+
+// cancelAll answers every admitted task with a CodeCanceled failure, at
+// Close.
+func (t *incomingTable) cancelAll(c *DelegationCoordinator) {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		all := s.m
+		s.m = make(map[TaskID]*incoming)
+		s.mu.Unlock()
+		for qid, in := range all {
+			c.stopIncoming(qid, in, in.reply, grid.CodeCanceled, "node shutting down")
+		}
+	}
+}
+
+// peerLimiter is one peer's token bucket. last is guarded by c.limMu.
+type peerLimiter struct {
+	lim  *rate.Limiter
+	last time.Time
+}
+
+// allow takes a token from from's bucket. When there is none it returns
+// false and how long until there is one.
+func (c *DelegationCoordinator) allow(from peer.ID) (bool, time.Duration) {
+	if c.cfg.peerRate == rate.Inf {
+		return true, 0
+	}
+	now := time.Now()
+	c.limMu.Lock()
+	l := c.limiters[from]
+	if l == nil {
+		l = &peerLimiter{lim: rate.NewLimiter(c.cfg.peerRate, c.cfg.peerBurst)}
+		c.limiters[from] = l
+	}
+	l.last = now
+	ok := l.lim.AllowN(now, 1)
+	c.limMu.Unlock()
+	if ok {
+		return true, 0
+	}
+	return false, time.Duration(float64(time.Second) / float64(c.cfg.peerRate))
+}
+
+// pruneLimiters forgets the buckets of peers idle long enough for their
+// bucket to be full again (and at least a minute).
+func (c *DelegationCoordinator) pruneLimiters(now time.Time) {
+	if c.cfg.peerRate == rate.Inf {
+		return
+	}
+	idle := max(time.Minute, time.Duration(float64(c.cfg.peerBurst)/float64(c.cfg.peerRate)*float64(time.Second)))
+	c.limMu.Lock()
+	for p, l := range c.limiters {
+		if now.Sub(l.last) > idle {
+			delete(c.limiters, p)
+		}
+	}
+	c.limMu.Unlock()
+}

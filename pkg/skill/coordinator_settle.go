@@ -1,0 +1,367 @@
+package skill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// codeRejected is the code of a task whose last attempt no node admitted
+// (the wire has no code for it: the reason is in the error).
+const codeRejected = grid.CodeInternal
+
+// outcomeKind is how an attempt ended, as far as the task is concerned.
+type outcomeKind uint8
+
+const (
+	kindSuccess  outcomeKind = iota + 1
+	kindRetry                // failed; another attempt may follow after a backoff
+	kindRejected             // the node did not admit it; move on at once
+	kindFatal                // failed in a way no retry can fix
+	kindTimeout              // the task's deadline passed
+	kindCanceled             // canceled
+)
+
+// outcome is the end of one attempt.
+type outcome struct {
+	kind       outcomeKind
+	peer       peer.ID
+	res        SkillResult // the result, for kindSuccess
+	code       grid.ErrorCode
+	err        error              // why it failed
+	trust      reputation.Outcome // what to tell the trust graph; 0: nothing
+	elapsed    time.Duration      // recorded in metrics on success
+	retryAfter time.Duration      // a rejecting node's hint
+	unstarted  bool               // never started: no metrics, no trust
+}
+
+// classifyLocal turns an executor result that is not a success into an
+// outcome.
+func classifyLocal(self peer.ID, res SkillResult) outcome {
+	o := outcome{peer: self, code: res.Code, err: errors.New(res.Error)}
+	switch res.Code {
+	case grid.CodeInvalidInput:
+		o.kind, o.err = kindFatal, fmt.Errorf("%w: %s", ErrInvalidInput, res.Error)
+	case grid.CodeTimeout:
+		o.kind = kindTimeout
+	case grid.CodeCanceled:
+		o.kind = kindCanceled
+	case grid.CodeUnknownSkill:
+		o.kind = kindRetry // unregistered meanwhile: another node may have it
+	default:
+		o.kind, o.trust = kindRetry, reputation.OutcomeFailure
+	}
+	return o
+}
+
+// classifyRemote turns what Delegate returned into an outcome.
+func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteResult, err error, elapsed time.Duration) outcome {
+	o := outcome{peer: p, elapsed: elapsed}
+	var rej *grid.RejectError
+	switch {
+	case err == nil && res == nil:
+		o.kind, o.trust, o.code = kindRetry, reputation.OutcomeFailure, grid.CodeInternal
+		o.err = fmt.Errorf("peer %s returned no result", p)
+	case err == nil && res.Success:
+		o.kind = kindSuccess
+		o.res = SkillResult{Success: true, Output: res.Output, Duration: res.ExecTime, ExecutedBy: p, FinishedAt: time.Now()}
+	case err == nil:
+		o.code = res.ErrorCode
+		o.err = fmt.Errorf("peer %s: %s", p, res.ErrorMessage)
+		switch res.ErrorCode {
+		case grid.CodeInvalidInput:
+			o.kind, o.err = kindFatal, fmt.Errorf("%w: peer %s: %s", ErrInvalidInput, p, res.ErrorMessage)
+		case grid.CodeTimeout:
+			o.kind, o.trust = kindRetry, reputation.OutcomeTimeout
+			if !time.Now().Before(r.task.Deadline()) {
+				o.kind = kindTimeout
+			}
+		case grid.CodeCanceled, grid.CodeUnknownSkill:
+			o.kind = kindRetry // the peer stopped or lost the skill: not a fault in the work
+		default:
+			o.kind, o.trust = kindRetry, reputation.OutcomeFailure
+		}
+	case errors.As(err, &rej):
+		o.code = codeRejected
+		o.err = fmt.Errorf("peer %s: %w", p, err)
+		o.kind, o.retryAfter = kindRejected, rej.RetryAfter
+		if rej.Reason == grid.RejectInvalidInput {
+			o.kind, o.code = kindFatal, grid.CodeInvalidInput
+			o.err = fmt.Errorf("%w: peer %s: %w", ErrInvalidInput, p, err)
+		}
+	case ctx.Err() != nil:
+		o.kind, o.code, o.err = kindCanceled, grid.CodeCanceled, err
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			o.kind, o.code, o.trust = kindTimeout, grid.CodeTimeout, reputation.OutcomeTimeout
+		}
+	default:
+		o.kind, o.trust, o.code = kindRetry, reputation.OutcomeFailure, grid.CodeInternal
+		o.err = fmt.Errorf("delegate to %s: %w", p, err)
+	}
+	return o
+}
+
+// onLocalDone is the Done of local jobs: an executor worker calls it with
+// the result of the job it ran.
+func (c *DelegationCoordinator) onLocalDone(qt *grid.QueuedTask, res SkillResult) {
+	if res.Success {
+		c.q.Complete(qt.ID)
+	} else {
+		c.q.Fail(qt.ID, false)
+	}
+	job, _ := qt.Payload.(*Job)
+	s := c.tasks.shard(qt.ID)
+	s.mu.Lock()
+	r := s.get(qt.ID)
+	if r == nil || job == nil || r.job != job || r.state.Terminal() {
+		s.mu.Unlock() // a result for an attempt that is over: drop it
+		return
+	}
+	n := int(r.attempts)
+	if !res.Success {
+		s.mu.Unlock()
+		c.settle(r, n, classifyLocal(c.self, res))
+		return
+	}
+	// The common case, in one critical section. Metrics are recorded
+	// before waiters wake, so that they see them; no trust record: the
+	// graph keeps none about this node.
+	c.metrics.RecordCompleted(c.self, res.Duration)
+	c.finishLocked(s, r, StateSucceeded, res, nil)
+	c.publishUnlock(s, r, r.updatedAt())
+}
+
+// settle ends attempt n of r with o: it finishes the task or schedules the
+// next attempt, and records o in metrics and trust. An outcome for an
+// attempt that is no longer current is dropped.
+func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
+	s := c.tasks.shard(r.task.ID)
+	now := time.Now()
+	s.mu.Lock()
+	if r.state.Terminal() || int(r.attempts) != n {
+		s.mu.Unlock()
+		return
+	}
+	// Recorded before waiters wake, so that they see it.
+	c.account(r.task.Skill, o)
+	if o.kind != kindSuccess && c.log.Enabled(context.Background(), slog.LevelDebug) {
+		c.log.Debug("attempt failed", "task", r.task.ID.Short(), "attempt", n, "node", o.peer, "err", o.err)
+	}
+	id := r.task.ID.Short()
+	retry := false
+	var exclude []peer.ID
+	switch o.kind {
+	case kindSuccess:
+		c.finishLocked(s, r, StateSucceeded, o.res, nil)
+	case kindFatal:
+		c.finishLocked(s, r, StateFailed, failure(o.code, o.peer), fmt.Errorf("task %s: %w", id, o.err))
+	case kindTimeout:
+		c.finishLocked(s, r, StateTimedOut, failure(grid.CodeTimeout, o.peer), timeoutError(r, o.err))
+	case kindCanceled:
+		c.finishLocked(s, r, StateCanceled, failure(grid.CodeCanceled, o.peer), c.canceledError(r))
+	default:
+		switch {
+		case c.closing.Load():
+			c.finishLocked(s, r, StateCanceled, failure(grid.CodeCanceled, o.peer), c.canceledError(r))
+		case int(r.attempts) > r.task.MaxRetries:
+			c.finishLocked(s, r, StateFailed, failure(o.code, o.peer),
+				fmt.Errorf("task %s: %w after %d attempts: %w", id, ErrDelegationFailed, r.attempts, o.err))
+		case !now.Before(r.task.Deadline()):
+			c.finishLocked(s, r, StateTimedOut, failure(grid.CodeTimeout, o.peer), timeoutError(r, o.err))
+		default:
+			r.state, r.job, r.cancel, r.updated = StateRetrying, nil, nil, now.UnixNano()
+			exclude, retry = r.tried(), true
+		}
+	}
+	c.publishUnlock(s, r, now)
+	if retry {
+		c.retry(r, n, o, exclude)
+	}
+}
+
+// account records the outcome of a started attempt in metrics and trust.
+func (c *DelegationCoordinator) account(skill reputation.SkillID, o outcome) {
+	if o.unstarted {
+		return
+	}
+	var to reputation.Outcome
+	switch o.kind {
+	case kindSuccess:
+		c.metrics.RecordCompleted(o.peer, o.elapsed)
+		to = reputation.OutcomeSuccess
+	case kindCanceled:
+		return
+	case kindTimeout:
+		c.metrics.RecordTimedOut(o.peer)
+		to = reputation.OutcomeTimeout
+	default:
+		c.metrics.RecordFailed(o.peer)
+		to = o.trust
+	}
+	c.recordTrust(o.peer, skill, to)
+}
+
+// recordTrust tells the trust graph about a peer's outcome. Outcomes of
+// this node are not recorded: the graph ignores them anyway (and would log
+// each at Debug).
+func (c *DelegationCoordinator) recordTrust(p peer.ID, skill reputation.SkillID, o reputation.Outcome) {
+	if o != 0 && p != c.self {
+		c.trust.Record(p, skill, o)
+	}
+}
+
+// retry chooses the node of the attempt after n and starts it, at once or
+// after a backoff. r is in StateRetrying.
+func (c *DelegationCoordinator) retry(r *record, n int, o outcome, tried []peer.ID) {
+	t := r.task
+	local, _ := c.router.localOffer(t)
+	cand, err := c.pick(t, local, tried)
+	if err != nil {
+		cand, err = c.pick(t, local, []peer.ID{o.peer})
+	}
+	if err != nil {
+		cand, err = c.pick(t, local, nil)
+	}
+	s := c.tasks.shard(t.ID)
+	now := time.Now()
+	s.mu.Lock()
+	if r.state != StateRetrying || int(r.attempts) != n {
+		s.mu.Unlock()
+		return
+	}
+	if err != nil || c.closing.Load() {
+		if err != nil {
+			c.finishLocked(s, r, StateFailed, failure(o.code, o.peer),
+				fmt.Errorf("task %s: %w after %d attempts: %w (last: %w)", t.ID.Short(), ErrDelegationFailed, r.attempts, err, o.err))
+		} else {
+			c.finishLocked(s, r, StateCanceled, failure(grid.CodeCanceled, o.peer), c.canceledError(r))
+		}
+		c.publishUnlock(s, r, now)
+		return
+	}
+	var delay time.Duration
+	if o.kind != kindRejected || cand.Peer == o.peer {
+		delay = max(r.retryState(&c.cfg).bo.NextBackOff(), o.retryAfter)
+	}
+	if delay <= 0 {
+		c.startRetryLocked(s, r, cand, now)
+		return
+	}
+	// Wake at the deadline at the latest, to time the task out then.
+	delay = min(delay, r.task.Deadline().Sub(now))
+	c.wg.Add(1)
+	r.retry.timer = time.AfterFunc(delay, func() { c.fireRetry(r, n, cand) })
+	s.mu.Unlock()
+}
+
+// fireRetry starts the attempt after n once its backoff is over. It owns
+// a place on c.wg.
+func (c *DelegationCoordinator) fireRetry(r *record, n int, cand Candidate) {
+	defer c.wg.Done()
+	s := c.tasks.shard(r.task.ID)
+	now := time.Now()
+	s.mu.Lock()
+	if r.state != StateRetrying || int(r.attempts) != n {
+		s.mu.Unlock()
+		return
+	}
+	r.retry.timer = nil
+	switch {
+	case c.closing.Load():
+		c.finishLocked(s, r, StateCanceled, failure(grid.CodeCanceled, r.peer), c.canceledError(r))
+		c.publishUnlock(s, r, now)
+		return
+	case !now.Before(r.task.Deadline()):
+		c.finishLocked(s, r, StateTimedOut, failure(grid.CodeTimeout, r.peer), timeoutError(r, nil))
+		c.publishUnlock(s, r, now)
+		return
+	}
+	c.startRetryLocked(s, r, cand, now)
+}
+
+// startRetryLocked begins the attempt after a retry wait on cand and
+// unlocks s. A local queue that refuses it counts as a rejection of that
+// attempt.
+func (c *DelegationCoordinator) startRetryLocked(s *taskShard, r *record, cand Candidate, now time.Time) {
+	a := c.beginLocked(r, cand, now)
+	if a.qt == nil {
+		c.publishUnlock(s, r, now)
+		c.launch(r, a)
+		return
+	}
+	err := c.enqueue(a)
+	c.publishUnlock(s, r, now)
+	if err != nil {
+		c.settle(r, a.n, outcome{kind: kindRejected, peer: cand.Peer, code: codeRejected, err: err, unstarted: true})
+	}
+}
+
+// publishUnlock announces r's state as of now (see announceLocked) and
+// unlocks s.
+func (c *DelegationCoordinator) publishUnlock(s *taskShard, r *record, now time.Time) {
+	c.announceLocked(r, now)
+	s.mu.Unlock()
+}
+
+// announceLocked publishes r's state as of now and, once r is terminal,
+// wakes its waiters. Events go out under the shard lock, which orders them
+// as the state changes; waiters wake after the terminal event, so that
+// whatever a waiter does next comes after it. The lock must be held.
+func (c *DelegationCoordinator) announceLocked(r *record, now time.Time) {
+	if c.hasSubscribers() {
+		c.publish(eventOf(r, now))
+	}
+	if r.state.Terminal() && r.done != nil {
+		close(r.done)
+		r.done = nil // Wait looks at the state first from now on
+	}
+}
+
+// failure is the result of a task that did not succeed; finishLocked sets
+// its Error from the task's error.
+func failure(code grid.ErrorCode, p peer.ID) SkillResult {
+	return SkillResult{Code: code, ExecutedBy: p}
+}
+
+func timeoutError(r *record, cause error) error {
+	if cause == nil {
+		return fmt.Errorf("task %s: %w: its %v timeout passed", r.task.ID.Short(), ErrTimeout, r.task.Timeout)
+	}
+	return fmt.Errorf("task %s: %w: its %v timeout passed (attempt %d on %s: %v)", r.task.ID.Short(), ErrTimeout, r.task.Timeout, r.attempts, r.peer, cause)
+}
+
+func (c *DelegationCoordinator) canceledError(r *record) error {
+	if c.closing.Load() {
+		return fmt.Errorf("task %s: %w: %w", r.task.ID.Short(), ErrCanceled, ErrClosed)
+	}
+	return fmt.Errorf("task %s: %w", r.task.ID.Short(), ErrCanceled)
+}
+
+// finishLocked ends r in a terminal state with res and err. Its waiters
+// wake when the caller announces it (publishUnlock). The shard lock must
+// be held and r must not be terminal.
+func (c *DelegationCoordinator) finishLocked(s *taskShard, r *record, state TaskState, res SkillResult, err error) {
+	res.TaskID = r.task.ID
+	res.Attempts = int(r.attempts)
+	if res.ExecutedBy == "" {
+		res.ExecutedBy = r.peer
+	}
+	if res.FinishedAt.IsZero() {
+		res.FinishedAt = time.Now()
+	}
+	if !res.Success && err != nil {
+		res.Error = err.Error()
+	}
+	r.state, r.result, r.err, r.updated = state, res, err, res.FinishedAt.UnixNano()
+	r.job, r.cancel = nil, nil
+	if r.retry != nil {
+		r.retry.timer = nil
+	}
+	s.finished(r)
+}

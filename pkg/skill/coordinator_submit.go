@@ -1,0 +1,226 @@
+package skill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// SubmitTask starts t and returns its ID at once. It fills t.ID (if zero),
+// t.CreatedAt (if zero) and t.Requester (if empty, with this node); t must
+// not be changed afterwards. It returns an error wrapping ErrInvalidInput
+// if the task or, when this node has the skill, its input is not valid;
+// ErrUnknownSkill (together with a *NoCapableNodeError) if no node offers
+// the skill; a *NoCapableNodeError if none may take it; ErrQueueFull if
+// the local queue level is full (and no peer may take the task instead) or
+// the coordinator tracks WithMaxTasks unfinished tasks; ErrNotStarted
+// before Start and ErrClosed after Close.
+func (c *DelegationCoordinator) SubmitTask(ctx context.Context, t *SkillTask) (TaskID, error) {
+	if t == nil {
+		return TaskID{}, fmt.Errorf("submit task: task is nil: %w", ErrInvalidInput)
+	}
+	if !c.running.Load() {
+		if c.closing.Load() {
+			return TaskID{}, fmt.Errorf("submit task: %w", ErrClosed)
+		}
+		return TaskID{}, fmt.Errorf("submit task: %w", ErrNotStarted)
+	}
+	if err := ctx.Err(); err != nil {
+		return TaskID{}, fmt.Errorf("submit task: %w", err)
+	}
+	if err := checkTask(t); err != nil {
+		return TaskID{}, fmt.Errorf("submit task: %w", err)
+	}
+	now := time.Now()
+	chosenID := !t.ID.IsZero()
+	if !chosenID {
+		t.ID = grid.NewTaskID()
+	}
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = now
+	}
+	if t.Requester == "" {
+		t.Requester = c.self
+	}
+	local := true
+	if err := c.reg.Validate(t.Skill, t.Version, t.Input); err != nil {
+		if !errors.Is(err, ErrUnknownSkill) {
+			return TaskID{}, fmt.Errorf("submit task: %w", err)
+		}
+		local = false
+	}
+	cand, err := c.pick(t, local, nil)
+	if err != nil {
+		var nc *NoCapableNodeError
+		if !local && errors.As(err, &nc) && nc.Reason == NoProvider {
+			return TaskID{}, fmt.Errorf("submit task: %w: %w", ErrUnknownSkill, err)
+		}
+		return TaskID{}, fmt.Errorf("submit task: %w", err)
+	}
+	err = c.submitTo(t, cand, now, chosenID)
+	if errors.Is(err, ErrQueueFull) && cand.Local && c.remote != nil {
+		// The local level is full: a peer may take the task instead.
+		if alt, aerr := c.pick(t, false, nil); aerr == nil {
+			err = c.submitTo(t, alt, now, chosenID)
+		}
+	}
+	if err != nil {
+		return TaskID{}, fmt.Errorf("submit task %s: %w", t.ID.Short(), err)
+	}
+	return t.ID, nil
+}
+
+// checkTask checks the fields of a task that the coordinator relies on. A
+// zero Timeout becomes DefaultTimeout.
+func checkTask(t *SkillTask) error {
+	var errs []error
+	if t.Skill == "" {
+		errs = append(errs, errors.New("skill is empty"))
+	}
+	if t.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("timeout is %v; it must be positive", t.Timeout))
+	}
+	if t.MinTrust < 0 || t.MinTrust > 1 || math.IsNaN(t.MinTrust) {
+		errs = append(errs, fmt.Errorf("minimum trust is %v; it must be in [0, 1]", t.MinTrust))
+	}
+	if t.MaxRetries < 0 {
+		errs = append(errs, fmt.Errorf("max retries is %d; it must be 0 or more", t.MaxRetries))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: task: %w", ErrInvalidInput, errors.Join(errs...))
+	}
+	if t.Timeout == 0 {
+		t.Timeout = DefaultTimeout
+	}
+	return nil
+}
+
+// pick returns the best candidate for t. local says whether this node has
+// the skill. Without a Delegator only this node is considered.
+func (c *DelegationCoordinator) pick(t *SkillTask, local bool, exclude []peer.ID) (Candidate, error) {
+	if c.remote != nil {
+		return c.router.best(t, local, exclude)
+	}
+	if local && !slices.Contains(exclude, c.self) {
+		return Candidate{Peer: c.self, Local: true, Connected: true, Trust: 1}, nil
+	}
+	e := &NoCapableNodeError{Skill: string(t.Skill), Reason: NoProvider, MinTrust: t.MinTrust}
+	if local {
+		e.Reason, e.Checked = AllUnreachable, 1
+	}
+	return Candidate{}, e
+}
+
+// submitTo makes the record of t and starts its first attempt on cand.
+// checkDup says that the caller chose t's ID, which must then be checked
+// for a clash with a known task.
+func (c *DelegationCoordinator) submitTo(t *SkillTask, cand Candidate, now time.Time, checkDup bool) error {
+	s := c.tasks.shard(t.ID)
+	r := &record{task: t, updated: now.UnixNano()}
+	s.mu.Lock()
+	switch {
+	case c.closing.Load():
+		s.mu.Unlock()
+		return ErrClosed
+	case checkDup && s.get(t.ID) != nil:
+		s.mu.Unlock()
+		return fmt.Errorf("task ID is in use: %w", grid.ErrDuplicateTask)
+	case !c.tasks.add(s, r):
+		s.mu.Unlock()
+		return fmt.Errorf("%d tasks are unfinished, the most this node tracks: %w", c.cfg.maxTasks, ErrQueueFull)
+	}
+	a := c.beginLocked(r, cand, now)
+	// The event goes out under the lock, before the attempt can end.
+	c.publishUnlock(s, r, now)
+	if a.qt == nil {
+		c.launch(r, a)
+		return nil
+	}
+	if err := c.enqueue(a); err != nil {
+		s.mu.Lock()
+		if r.state.Terminal() {
+			s.mu.Unlock() // canceled meanwhile (its ID was chosen, so known): keep that
+			return err
+		}
+		s.remove(r)
+		// Subscribers saw it queued: tell them it is gone.
+		r.state, r.err = StateFailed, err
+		r.result = SkillResult{TaskID: t.ID, Code: codeRejected, Error: err.Error(), ExecutedBy: c.self, Attempts: 1, FinishedAt: now}
+		c.publishUnlock(s, r, now)
+		return err
+	}
+	return nil
+}
+
+// attempt is an attempt made ready by beginLocked, to be launched.
+type attempt struct {
+	n      int
+	peer   peer.ID
+	qt     *grid.QueuedTask // local
+	ctx    context.Context  // remote
+	cancel context.CancelFunc
+}
+
+// beginLocked records the start of a new attempt of r on cand. The shard
+// lock must be held and c must not be closing. For a remote attempt it
+// reserves a place on c.wg for its goroutine.
+func (c *DelegationCoordinator) beginLocked(r *record, cand Candidate, now time.Time) attempt {
+	if r.attempts > 0 {
+		rs := r.retryState(&c.cfg)
+		rs.prev = append(rs.prev, r.peer)
+	}
+	r.attempts++
+	r.peer = cand.Peer
+	r.updated = now.UnixNano()
+	a := attempt{n: int(r.attempts), peer: cand.Peer}
+	if cand.Local {
+		job, qt := &r.job0, &r.qt0
+		if r.attempts > 1 {
+			job, qt = &Job{}, &grid.QueuedTask{}
+		}
+		job.Task, job.Done = r.task, c.localDone
+		*qt = grid.QueuedTask{ID: r.task.ID, Priority: r.task.Priority, Payload: job, CreatedAt: r.task.CreatedAt, Deadline: r.task.Deadline()}
+		r.state, r.job, r.cancel = StateQueued, job, nil
+		a.qt = qt
+		return a
+	}
+	a.ctx, a.cancel = context.WithDeadline(c.ctx, r.task.Deadline())
+	r.state, r.job, r.cancel = StateDelegated, nil, a.cancel
+	c.wg.Add(1)
+	return a
+}
+
+// enqueue puts a local attempt prepared by beginLocked in the queue.
+func (c *DelegationCoordinator) enqueue(a attempt) error {
+	if err := c.q.Enqueue(a.qt); err != nil {
+		return fmt.Errorf("enqueue on this node: %w", err)
+	}
+	c.metrics.RecordSubmitted(c.self)
+	return nil
+}
+
+// launch starts a remote attempt prepared by beginLocked, without the lock.
+func (c *DelegationCoordinator) launch(r *record, a attempt) {
+	c.metrics.RecordSubmitted(a.peer)
+	go c.runRemote(a.ctx, a.cancel, r, a.n, a.peer)
+}
+
+// runRemote runs one remote attempt. It owns a place on c.wg.
+func (c *DelegationCoordinator) runRemote(ctx context.Context, cancel context.CancelFunc, r *record, n int, p peer.ID) {
+	defer c.wg.Done()
+	defer cancel()
+	t := r.task
+	rt := &grid.RemoteTask{
+		ID: t.ID, Skill: string(t.Skill), Version: t.Version, Input: t.Input.Data, InputKind: t.Input.Kind,
+		Priority: t.Priority, Deadline: r.task.Deadline(), MinTrust: t.MinTrust, Attempt: n, Requester: t.Requester,
+	}
+	start := time.Now()
+	res, err := c.remote.Delegate(ctx, p, rt)
+	c.settle(r, n, classifyRemote(ctx, r, p, res, err, time.Since(start)))
+}

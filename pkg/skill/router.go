@@ -1,0 +1,403 @@
+package skill
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Directory lists the remote peers that offer a skill, as the capability
+// table knows them. The network layer implements it; grid.Node does. The
+// router treats a Directory that returns this node among the providers as
+// if it had not: the local node is always considered through the Registry.
+type Directory interface {
+	Providers(skill reputation.SkillID) []grid.Provider
+}
+
+// TrustSource says how far this node trusts a peer, overall in [0, 1] and
+// for one skill in [-1, 1]. *reputation.Graph implements it.
+type TrustSource interface {
+	Trust(p peer.ID) float64
+	SkillRating(p peer.ID, s reputation.SkillID) float64
+}
+
+// PerfSource reports how a node has performed recently. *grid.MetricsTracker
+// implements it.
+type PerfSource interface {
+	Node(p peer.ID) (grid.NodeMetrics, bool)
+}
+
+var (
+	_ TrustSource = (*reputation.Graph)(nil)
+	_ PerfSource  = (*grid.MetricsTracker)(nil)
+)
+
+// Weights are the weights of the five terms of a candidate's score. They
+// must be non-negative with a positive sum; they need not sum to 1, since
+// the score is divided by their sum.
+type Weights struct {
+	Trust   float64 // the node's global trust in [0, 1]
+	Skill   float64 // its rating for the skill, mapped from [-1, 1] to [0, 1]
+	Success float64 // its recent success rate in [0, 1]
+	Latency float64 // 1 / (1 + recent latency / latency reference)
+	Load    float64 // 1 - min(utilization, 1)
+}
+
+// DefaultWeights returns the weights the router uses unless WithWeights says
+// otherwise: trust 0.35, skill rating 0.15, recent success 0.2, latency 0.1,
+// load 0.2.
+func DefaultWeights() Weights {
+	return Weights{Trust: 0.35, Skill: 0.15, Success: 0.2, Latency: 0.1, Load: 0.2}
+}
+
+func (w Weights) sum() float64 { return w.Trust + w.Skill + w.Success + w.Latency + w.Load }
+
+func (w Weights) validate() error {
+	for _, v := range [...]float64{w.Trust, w.Skill, w.Success, w.Latency, w.Load} {
+		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("weights %+v: each must be a finite number >= 0", w)
+		}
+	}
+	if w.sum() <= 0 {
+		return fmt.Errorf("weights %+v: at least one must be > 0", w)
+	}
+	return nil
+}
+
+// Candidate is a node that may run a task, with its score.
+type Candidate struct {
+	Peer peer.ID
+	// Local is true for this node.
+	Local bool
+	// Connected is true for this node and for peers with a live connection.
+	Connected bool
+	// Score is the weighted score in [0, 1]; see Router.
+	Score float64
+	// Trust is the node's trust in [0, 1]; 1 for this node.
+	Trust float64
+	// Version is the version of the skill the node offers.
+	Version string
+}
+
+// RouterOption configures a Router.
+type RouterOption func(*routerConfig)
+
+type routerConfig struct {
+	weights    Weights
+	latencyRef time.Duration
+}
+
+// DefaultLatencyReference is the latency at which the latency term is 0.5.
+const DefaultLatencyReference = 50 * time.Millisecond
+
+// WithWeights sets the weights of the score. Default: DefaultWeights().
+func WithWeights(w Weights) RouterOption { return func(c *routerConfig) { c.weights = w } }
+
+// WithLatencyReference sets the latency at which the latency term is 0.5.
+// It must be more than 0. Default: DefaultLatencyReference (50 ms).
+func WithLatencyReference(d time.Duration) RouterOption {
+	return func(c *routerConfig) { c.latencyRef = d }
+}
+
+// Neutral values of score terms for a node without history.
+const (
+	neutralTrust   = 0.5 // trust of a peer when the router has no TrustSource
+	neutralSuccess = 1.0 // success term of a node with no outcome yet, as grid.NodeMetrics has it
+	neutralLatency = 0.5 // latency term of a node with no recent latency
+)
+
+// Router chooses the nodes that may run a task and orders them best first.
+//
+// Filter. A node is a candidate if it offers the task's skill (the exact
+// version if the task names one), is not excluded, and its trust is at least
+// the task's MinTrust. This node offers what its Registry holds and has
+// trust 1; remote peers come from the Directory with the trust that the
+// TrustSource gives them.
+//
+// Score. Each candidate gets
+//
+//	score = (wT*trust + wS*(rating+1)/2 + wR*success + wL*1/(1+latency/ref) + wU*(1-min(util,1))) / (wT+wS+wR+wL+wU)
+//
+// where trust is the node's trust in [0, 1]; rating its skill rating in
+// [-1, 1] for this skill; success its recent success rate and latency its
+// recent latency from the PerfSource (for a node with no history yet,
+// success is 1, as the metrics tracker reports an untried node, and the
+// latency term is 0.5); ref the latency reference (WithLatencyReference, 50 ms by
+// default); util its utilization ((queued + in flight) / worker slots): this
+// node's from the load function, a peer's from its last capability
+// announcement. The w are the Weights (DefaultWeights unless WithWeights).
+// The score is in [0, 1].
+//
+// Order. Candidates with a live connection (this node counts as one) come
+// first, then peers without one (they may be reachable through a dial, but
+// a connected peer answers sooner and is known to be up); within each group
+// higher scores come first, ties broken by this node first, then by peer ID.
+//
+// Errors. With no candidate, Route returns a *NoCapableNodeError whose
+// Reason is NoProvider if no node offers the skill (at that version),
+// AllUnreachable if some node that meets MinTrust offers it but each such
+// node is excluded (the coordinator excludes the nodes a task already
+// failed on), and AllBelowTrust otherwise.
+//
+// A Router is safe for concurrent use. With no remote provider for the
+// skill, Route allocates only its one-element result, and the path the
+// coordinator takes per task (best candidate only) neither scores nor
+// allocates: a lone candidate needs no ranking.
+type Router struct {
+	self      peer.ID
+	reg       *Registry
+	dir       Directory
+	trust     TrustSource
+	perf      PerfSource
+	localLoad func() grid.Load
+
+	w          Weights
+	wsum       float64
+	latencyRef float64 // seconds
+}
+
+// NewRouter returns a router for this node (self) and its registry. dir,
+// trust, perf and localLoad may be nil: without a Directory only this node
+// is considered; without a TrustSource every peer has trust 0.5 and rating
+// 0; without a PerfSource every node has no history; without localLoad this
+// node counts as idle.
+func NewRouter(self peer.ID, reg *Registry, dir Directory, trust TrustSource, perf PerfSource, localLoad func() grid.Load, opts ...RouterOption) (*Router, error) {
+	cfg := routerConfig{weights: DefaultWeights(), latencyRef: DefaultLatencyReference}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var errs []error
+	if self == "" {
+		errs = append(errs, errors.New("self peer ID is empty"))
+	}
+	if reg == nil {
+		errs = append(errs, errors.New("registry is nil"))
+	}
+	if err := cfg.weights.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.latencyRef <= 0 {
+		errs = append(errs, fmt.Errorf("latency reference is %v; it must be more than 0", cfg.latencyRef))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("new router: %w", err)
+	}
+	return &Router{
+		self: self, reg: reg, dir: dir, trust: trust, perf: perf, localLoad: localLoad,
+		w: cfg.weights, wsum: cfg.weights.sum(), latencyRef: cfg.latencyRef.Seconds(),
+	}, nil
+}
+
+// Route returns the candidates for t, best first, leaving out the peers in
+// exclude. It returns a *NoCapableNodeError when there is none. See Router
+// for the filter, the score and the order.
+func (r *Router) Route(t *SkillTask, exclude ...peer.ID) ([]Candidate, error) {
+	local, localVersion := r.localOffer(t)
+	return r.route(t, local, localVersion, exclude)
+}
+
+// localOffer reports whether this node offers t's skill, and at which
+// version. It does not allocate when it does.
+func (r *Router) localOffer(t *SkillTask) (bool, string) {
+	e, err := r.reg.lookup(t.Skill, t.Version)
+	if err != nil {
+		return false, ""
+	}
+	return true, e.desc.Version
+}
+
+func (r *Router) providers(s reputation.SkillID) []grid.Provider {
+	if r.dir == nil {
+		return nil
+	}
+	return r.dir.Providers(s)
+}
+
+// route is Route once the local offer is known.
+func (r *Router) route(t *SkillTask, local bool, localVersion string, exclude []peer.ID) ([]Candidate, error) {
+	provs := r.providers(t.Skill)
+	var f filterCount
+	var out []Candidate
+	if len(provs) == 0 {
+		// Fast path: only this node can be a candidate, so there is
+		// nothing to rank, but the score is still reported.
+		if c, ok := r.localCandidate(t, local, localVersion, exclude, &f); ok {
+			return []Candidate{r.scored(t, c, 0)}, nil
+		}
+		return nil, f.err(t)
+	}
+	out = make([]Candidate, 0, len(provs)+1)
+	if c, ok := r.localCandidate(t, local, localVersion, exclude, &f); ok {
+		out = append(out, r.scored(t, c, 0))
+	}
+	for i := range provs {
+		if c, ok := r.remoteCandidate(t, &provs[i], exclude, &f); ok {
+			out = append(out, r.scored(t, c, provs[i].Load.Utilization()))
+		}
+	}
+	if len(out) == 0 {
+		return nil, f.err(t)
+	}
+	slices.SortFunc(out, compareCandidates)
+	return out, nil
+}
+
+// best returns the best candidate for t without building the whole list.
+// It is Route for the coordinator's hot path: with no remote provider it
+// neither scores nor allocates. local says whether this node offers the
+// skill (the caller has looked it up already).
+func (r *Router) best(t *SkillTask, local bool, exclude []peer.ID) (Candidate, error) {
+	provs := r.providers(t.Skill)
+	var f filterCount
+	if len(provs) == 0 {
+		if c, ok := r.localCandidate(t, local, "", exclude, &f); ok {
+			return c, nil
+		}
+		return Candidate{}, f.err(t)
+	}
+	var top Candidate
+	found := false
+	consider := func(c Candidate, util float64) {
+		c = r.scored(t, c, util)
+		if !found || compareCandidates(c, top) < 0 {
+			top, found = c, true
+		}
+	}
+	if c, ok := r.localCandidate(t, local, "", exclude, &f); ok {
+		consider(c, 0)
+	}
+	for i := range provs {
+		if c, ok := r.remoteCandidate(t, &provs[i], exclude, &f); ok {
+			consider(c, provs[i].Load.Utilization())
+		}
+	}
+	if !found {
+		return Candidate{}, f.err(t)
+	}
+	return top, nil
+}
+
+// filterCount counts why nodes were left out, to explain an empty result.
+type filterCount struct {
+	offered  int // nodes that offer the skill at the wanted version
+	excluded int // of those, nodes that meet MinTrust but are excluded
+}
+
+func (f *filterCount) err(t *SkillTask) error {
+	e := &NoCapableNodeError{Skill: string(t.Skill), MinTrust: t.MinTrust, Checked: f.offered}
+	switch {
+	case f.offered == 0:
+		e.Reason = NoProvider
+	case f.excluded > 0:
+		e.Reason = AllUnreachable
+	default:
+		e.Reason = AllBelowTrust
+	}
+	return e
+}
+
+func (r *Router) localCandidate(t *SkillTask, local bool, version string, exclude []peer.ID, f *filterCount) (Candidate, bool) {
+	if !local {
+		return Candidate{}, false
+	}
+	f.offered++
+	// This node's trust is 1, which meets any MinTrust in [0, 1].
+	if t.MinTrust > 1 {
+		return Candidate{}, false
+	}
+	if slices.Contains(exclude, r.self) {
+		f.excluded++
+		return Candidate{}, false
+	}
+	return Candidate{Peer: r.self, Local: true, Connected: true, Trust: 1, Version: version}, true
+}
+
+func (r *Router) remoteCandidate(t *SkillTask, p *grid.Provider, exclude []peer.ID, f *filterCount) (Candidate, bool) {
+	if p.Peer == r.self || p.Peer == "" || (t.Version != "" && p.Version != t.Version) {
+		return Candidate{}, false
+	}
+	f.offered++
+	tr := neutralTrust
+	if r.trust != nil {
+		tr = r.trust.Trust(p.Peer)
+	}
+	if tr < t.MinTrust {
+		return Candidate{}, false
+	}
+	if slices.Contains(exclude, p.Peer) {
+		f.excluded++
+		return Candidate{}, false
+	}
+	return Candidate{Peer: p.Peer, Connected: p.Connected, Trust: tr, Version: p.Version}, true
+}
+
+// scored returns c with its score set. util is a remote candidate's
+// utilization; this node's comes from the load function.
+func (r *Router) scored(t *SkillTask, c Candidate, util float64) Candidate {
+	if c.Local {
+		if r.localLoad != nil {
+			util = r.localLoad().Utilization()
+		}
+	}
+	rating := 0.0
+	if r.trust != nil {
+		rating = r.trust.SkillRating(c.Peer, t.Skill)
+	}
+	success, latency := neutralSuccess, neutralLatency
+	if r.perf != nil {
+		if nm, ok := r.perf.Node(c.Peer); ok {
+			if nm.Completed+nm.Failed+nm.TimedOut > 0 {
+				success = clamp01(nm.RecentSuccess)
+			}
+			if nm.RecentLatency > 0 {
+				latency = 1 / (1 + nm.RecentLatency.Seconds()/r.latencyRef)
+			}
+		}
+	}
+	w := r.w
+	s := w.Trust*clamp01(c.Trust) +
+		w.Skill*(clamp(rating, -1, 1)+1)/2 +
+		w.Success*success +
+		w.Latency*latency +
+		w.Load*(1-min(max(util, 0), 1))
+	c.Score = s / r.wsum
+	return c
+}
+
+// compareCandidates orders candidates best first: connected before not,
+// then higher score, then this node, then peer ID.
+func compareCandidates(a, b Candidate) int {
+	if a.Connected != b.Connected {
+		if a.Connected {
+			return -1
+		}
+		return 1
+	}
+	if c := cmp.Compare(b.Score, a.Score); c != 0 {
+		return c
+	}
+	if a.Local != b.Local {
+		if a.Local {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(string(a.Peer), string(b.Peer))
+}
+
+func clamp(v, lo, hi float64) float64 {
+	if math.IsNaN(v) {
+		return lo
+	}
+	return min(max(v, lo), hi)
+}
+
+func clamp01(v float64) float64 { return clamp(v, 0, 1) }
