@@ -39,11 +39,17 @@ proto: ## regenerate pkg/wire/cortexv1 from proto/ (needs protoc; installs proto
 proto-check: proto ## fail if the committed generated code is stale
 	@git diff --exit-code -- pkg/wire/cortexv1 || { echo "generated code is stale: run 'make proto' and commit"; exit 1; }
 
-run: ## a local grid of $(NODES) nodes you can submit tasks to
-	$(GO) run ./cmd/cortexd devnet --nodes $(NODES)
+run: ## a local grid of $(NODES) nodes on loopback you can submit tasks to (Ctrl-C stops it)
+	$(GO) run -ldflags '-X main.version=$(VERSION)' ./cmd/cortexd devnet --nodes $(NODES)
 
-image: build ## container image $(IMAGE) FROM scratch (no registry needed)
+# The image is FROM scratch, so no base image is pulled: the static binary,
+# /etc/passwd and an empty /data are staged in build/image/ (see Dockerfile).
+image: ## container image $(IMAGE) FROM scratch (no registry needed)
+	rm -rf build/image && mkdir -p build/image/data
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o build/image/cortexd ./cmd/cortexd
+	printf 'cortexd:x:10001:10001:cortexd:/data:/sbin/nologin\n' > build/image/passwd
+	printf 'cortexd:x:10001:\n' > build/image/group
 	docker build -t $(IMAGE) .
 
 clean: ## remove build output
-	rm -rf bin .devnet
+	rm -rf bin build .devnet

@@ -1,0 +1,491 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/time/rate"
+
+	"github.com/cortexgrid/cortexd/cmd/cortexd/internal/config"
+	"github.com/cortexgrid/cortexd/pkg/api"
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/skill"
+)
+
+// builtinNames are the built-in skills skills.enabled may list.
+var builtinNames = func() []string {
+	var out []string
+	for _, s := range skill.Builtins(skill.BuiltinOptions{DebugSleep: true}) {
+		out = append(out, string(s.Descriptor().ID))
+	}
+	return out
+}()
+
+// daemon is one running cortexd node: the grid layer, the skill layer and
+// the API, composed from a config. Build it with newDaemon, run it with
+// start, stop it with shutdown.
+type daemon struct {
+	cfg *config.Config
+	dir string
+	log *slog.Logger
+
+	key      crypto.PrivKey
+	prom     *prometheus.Registry // nil when metrics are off
+	node     *grid.Node
+	metrics  *grid.MetricsTracker
+	trust    *reputation.Graph
+	registry *skill.Registry
+	executor *skill.Executor
+	router   *skill.Router
+	orch     *grid.Orchestrator
+	handler  handlerRef
+	coord    *skill.DelegationCoordinator
+	qopts    []grid.QueueOption // the coordinator builds the queue
+	api      *api.Server
+
+	listener net.Listener
+	url      string
+	served   chan error // Serve's result
+
+	// closers run in reverse order at shutdown; each component adds its
+	// own as it starts, so a failed start tears down what started.
+	closers []namedCloser
+}
+
+type namedCloser struct {
+	name string
+	fn   func() error
+}
+
+// handlerRef forwards tasks from peers to the coordinator once it exists
+// (the orchestrator needs a handler before the coordinator, which needs the
+// orchestrator, can be built), and refuses them while the daemon drains.
+type handlerRef struct {
+	h        atomic.Pointer[grid.TaskHandler]
+	draining atomic.Bool
+	running  atomic.Int64 // peer tasks admitted and not answered yet
+	answered atomic.Int64 // when the last one was answered, in Unix nanoseconds
+}
+
+var _ grid.TaskHandler = (*handlerRef)(nil)
+
+func (r *handlerRef) set(h grid.TaskHandler) { r.h.Store(&h) }
+
+// HandleTask implements grid.TaskHandler.
+func (r *handlerRef) HandleTask(from peer.ID, t *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+	h := r.h.Load()
+	switch {
+	case h == nil:
+		return &grid.RejectError{Reason: grid.RejectShuttingDown, Message: "node is starting", RetryAfter: time.Second}
+	case r.draining.Load():
+		return &grid.RejectError{Reason: grid.RejectShuttingDown, Message: "node is shutting down"}
+	}
+	r.running.Add(1)
+	err := (*h).HandleTask(from, t, func(res *grid.RemoteResult) {
+		reply(res)
+		r.answered.Store(time.Now().UnixNano())
+		r.running.Add(-1)
+	})
+	if err != nil {
+		r.running.Add(-1)
+	}
+	return err
+}
+
+// CancelTask implements grid.TaskHandler.
+func (r *handlerRef) CancelTask(from peer.ID, id grid.TaskID) {
+	if h := r.h.Load(); h != nil {
+		(*h).CancelTask(from, id)
+	}
+}
+
+// newLogger builds the daemon's logger from log.level and log.format.
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(strings.ToLower(c.Level))) // validated
+	opts := &slog.HandlerOptions{Level: lvl}
+	if strings.EqualFold(c.Format, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// newDaemon builds every component from cfg. It reads the identity key and
+// the API token and starts nothing.
+func newDaemon(cfg *config.Config, dir string, log *slog.Logger) (*daemon, error) {
+	d := &daemon{cfg: cfg, dir: dir, log: log, served: make(chan error, 1)}
+	keyPath := repoFile(dir, cfg.Identity.KeyFile)
+	if _, err := os.Stat(keyPath); err != nil {
+		return nil, fmt.Errorf("identity key (identity.key_file): %w; run `cortexd init` or point identity.key_file at the key", err)
+	}
+	key, _, err := grid.LoadOrCreateIdentity(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("load identity (identity.key_file): %w", err)
+	}
+	d.key = key
+	if cfg.Metrics.Enabled {
+		d.prom = prometheus.NewRegistry()
+		d.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if err := d.buildGrid(); err != nil {
+		return nil, err
+	}
+	if err := d.buildSkills(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *daemon) buildGrid() error {
+	c := d.cfg
+	var boot []peer.AddrInfo
+	for _, s := range c.Network.BootstrapPeers {
+		ai, err := config.ParsePeerAddr(s) // validated by config.Load
+		if err != nil {
+			return fmt.Errorf("network.bootstrap_peers: %w", err)
+		}
+		boot = append(boot, *ai)
+	}
+	opts := []grid.NodeOption{
+		grid.WithListenAddrs(c.Network.ListenAddrs...),
+		grid.WithBootstrapPeers(boot...),
+		grid.WithDHTPrefix(protocol.ID(c.DHT.Prefix)),
+		grid.WithDHTMode(c.DHT.Mode),
+		grid.WithRendezvous(c.DHT.Rendezvous),
+		grid.WithMDNS(c.MDNS.Enabled),
+		grid.WithAnnounceInterval(c.PubSub.AnnounceInterval),
+		grid.WithCapabilityTTL(c.PubSub.CapabilityTTL),
+		grid.WithConnManager(c.Network.ConnManager.Low, c.Network.ConnManager.High, c.Network.ConnManager.Grace),
+		grid.WithResourceLimits(grid.ResourceLimits{
+			MaxMemory:  int64(c.Network.Resources.MaxMemoryMB) << 20,
+			MaxFDs:     c.Network.Resources.MaxFDs,
+			MaxConns:   c.Network.Resources.MaxConns,
+			MaxStreams: c.Network.Resources.MaxStreams,
+		}),
+		grid.WithNodeLogger(d.log.With("subsystem", "grid")),
+	}
+	if d.prom != nil {
+		opts = append(opts, grid.WithPrometheusRegisterer(d.prom))
+	}
+	node, err := grid.NewNode(d.key, opts...)
+	if err != nil {
+		return fmt.Errorf("build node: %w", err)
+	}
+	d.node = node
+	d.metrics = grid.NewMetricsTracker()
+
+	var pre []peer.ID
+	for _, s := range c.Trust.PreTrusted {
+		p, err := peer.Decode(s)
+		if err != nil {
+			return fmt.Errorf("trust.pre_trusted: %w", err)
+		}
+		pre = append(pre, p)
+	}
+	d.trust, err = reputation.NewGraph(node.ID(),
+		reputation.WithPreTrusted(pre...),
+		reputation.WithNeutralTrust(c.Trust.Neutral),
+		reputation.WithRecomputeInterval(c.Trust.RecomputeInterval),
+		reputation.WithDecayHalfLife(c.Trust.DecayHalfLife),
+		reputation.WithLogger(d.log.With("subsystem", "trust")),
+	)
+	if err != nil {
+		return fmt.Errorf("build trust graph: %w", err)
+	}
+
+	q := c.Queue
+	qopts := []grid.QueueOption{
+		grid.WithMaxPerLevel(q.MaxPerLevel),
+		grid.WithDefaultTimeout(q.DefaultTimeout),
+		grid.WithAgingStep(q.AgingStep),
+		grid.WithRetryBackoff(q.BackoffBase, q.BackoffMax),
+		grid.WithSweepInterval(q.SweepInterval),
+	}
+	for l, n := range map[grid.Level]int{grid.LevelCritical: q.LevelLimits.Critical, grid.LevelHigh: q.LevelLimits.High,
+		grid.LevelNormal: q.LevelLimits.Normal, grid.LevelLow: q.LevelLimits.Low} {
+		if n > 0 {
+			qopts = append(qopts, grid.WithLevelLimit(l, n))
+		}
+	}
+	d.qopts = qopts
+	return nil
+}
+
+func (d *daemon) buildSkills() error {
+	c := d.cfg
+	d.registry = skill.NewRegistry()
+	enabled := c.Skills.Enabled
+	for _, name := range enabled {
+		if !slices.Contains(builtinNames, name) {
+			return fmt.Errorf("%w: skills.enabled: unknown built-in skill %q (built-ins: %s)",
+				config.ErrInvalid, name, strings.Join(builtinNames, ", "))
+		}
+	}
+	for _, s := range skill.Builtins(skill.BuiltinOptions{DebugSleep: slices.Contains(enabled, "debug.sleep")}) {
+		if !slices.Contains(enabled, string(s.Descriptor().ID)) {
+			continue
+		}
+		if err := d.registry.Register(s); err != nil {
+			return fmt.Errorf("register skill %s: %w", s.Descriptor().ID, err)
+		}
+	}
+	eopts := []skill.ExecutorOption{skill.WithExecLogger(d.log.With("subsystem", "executor"))}
+	if c.Queue.Workers > 0 {
+		eopts = append(eopts, skill.WithWorkers(c.Queue.Workers))
+	}
+	var err error
+	d.executor, err = skill.NewExecutor(d.registry, d.node.ID(), eopts...)
+	if err != nil {
+		return fmt.Errorf("build executor: %w", err)
+	}
+	w := c.Routing.Weights
+	d.router, err = skill.NewRouter(d.node.ID(), d.registry, d.node, d.trust, d.metrics, d.localLoad,
+		skill.WithWeights(skill.Weights{Trust: w.Trust, Skill: w.Skill, Success: w.Success, Latency: w.Latency, Load: w.Load}))
+	if err != nil {
+		return fmt.Errorf("build router: %w", err)
+	}
+	return nil
+}
+
+// localLoad reports this node's load for routing and announcements. It is
+// called only once the coordinator (which owns the queue) exists.
+func (d *daemon) localLoad() grid.Load { return d.coord.LocalLoad() }
+
+// start starts every component in dependency order, then the API, and
+// records the API's URL in DIR/api. On failure it tears down what started.
+func (d *daemon) start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			d.closeAll()
+		}
+	}()
+	if err := d.node.Start(ctx); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	d.addCloser("node", d.node.Close)
+	if err := d.trust.Start(ctx); err != nil {
+		return fmt.Errorf("start trust graph: %w", err)
+	}
+	d.addCloser("trust graph", d.trust.Close)
+	t := d.cfg.Tasks
+	limit := rate.Limit(t.PeerRateLimit)
+	if t.PeerRateLimit == 0 {
+		limit = rate.Inf
+	}
+	d.orch, err = grid.NewOrchestrator(d.node.Host(), &d.handler,
+		grid.WithMaxMessageSize(d.cfg.Network.MaxMessageSize),
+		grid.WithAckTimeout(t.AckTimeout),
+		grid.WithPeerRateLimit(limit, max(t.PeerBurst, 1)),
+		grid.WithMaxInFlightPerPeer(t.MaxInFlightPerPeer),
+		grid.WithOrchLogger(d.log.With("subsystem", "orchestrator")))
+	if err != nil {
+		return fmt.Errorf("build orchestrator: %w", err)
+	}
+	if err := d.orch.Start(ctx); err != nil {
+		return fmt.Errorf("start orchestrator: %w", err)
+	}
+	d.addCloser("orchestrator", d.orch.Close)
+
+	// The coordinator owns the queue (built from d.qopts, with its expiry
+	// handler) and the executor: its Start starts them, its Close closes them.
+	d.coord, err = skill.NewCoordinator(skill.Deps{
+		Self: d.node.ID(), Registry: d.registry, Executor: d.executor, Router: d.router,
+		Metrics: d.metrics, Trust: d.trust, Remote: d.orch,
+	},
+		skill.WithQueueOptions(d.qopts...),
+		skill.WithRetryBackoff(d.cfg.Queue.BackoffBase, d.cfg.Queue.BackoffMax),
+		skill.WithResultRetention(t.ResultRetention),
+		skill.WithMaxTasks(t.MaxTasks),
+		skill.WithAcceptThreshold(d.cfg.Trust.AcceptThreshold),
+		skill.WithLogger(d.log.With("subsystem", "coordinator")),
+	)
+	if err != nil {
+		return fmt.Errorf("build coordinator: %w", err)
+	}
+	if err := d.coord.Start(ctx); err != nil {
+		return fmt.Errorf("start coordinator: %w", err)
+	}
+	d.addCloser("coordinator", d.coord.Close)
+	d.handler.set(d.coord)
+
+	d.node.SetLoadFunc(d.localLoad)
+	d.announceSkills()
+	d.registry.OnChange(d.announceSkills)
+
+	return d.startAPI()
+}
+
+// announceSkills publishes the registry's skills as this node's
+// capabilities.
+func (d *daemon) announceSkills() {
+	ds := d.registry.List()
+	caps := make([]grid.SkillCapability, 0, len(ds))
+	for _, s := range ds {
+		caps = append(caps, grid.SkillCapability{ID: s.ID, Version: s.Version})
+	}
+	d.node.SetCapabilities(caps)
+}
+
+func (d *daemon) startAPI() error {
+	c := d.cfg
+	var opts []api.Option
+	tok, tokErr := readToken(d.dir, c.API.TokenFile)
+	if tokErr == nil && tok != "" {
+		opts = append(opts, api.WithToken(tok))
+	}
+	opts = append(opts,
+		api.WithMaxBodyBytes(c.API.MaxBodyBytes),
+		api.WithLogger(d.log.With("subsystem", "api")),
+		api.WithVersion(version),
+		api.WithDefaults(api.TaskDefaults{Timeout: c.Queue.DefaultTimeout, MinTrust: c.Trust.MinTrustDefault, MaxRetries: c.Queue.MaxRetries}),
+	)
+	deps := api.Deps{Tasks: d.coord, Node: d.node, Skills: d.registry, Trust: d.trust}
+	if d.prom != nil {
+		if err := d.prom.Register(api.NewCollector(d.coord, d.node, d.trust)); err != nil {
+			return fmt.Errorf("register cortex metrics: %w", err)
+		}
+		lat := api.NewTaskLatency(d.coord, d.node.ID())
+		if err := d.prom.Register(lat); err != nil {
+			return fmt.Errorf("register cortex metrics: %w", err)
+		}
+		stop := lat.Start()
+		d.addCloser("task latency metrics", func() error { stop(); return nil })
+		deps.Gatherer = d.prom
+	}
+	srv, err := api.New(deps, opts...)
+	if err != nil {
+		return fmt.Errorf("build API: %w", err)
+	}
+	d.api = srv
+	if !api.IsLoopback(c.API.Listen) && tokErr != nil {
+		return fmt.Errorf("api.listen %s is beyond loopback, which requires a bearer token, but api.token_file %s cannot be read (%v): run `cortexd init` or write a token there",
+			c.API.Listen, repoFile(d.dir, c.API.TokenFile), tokErr)
+	}
+	l, err := net.Listen("tcp", c.API.Listen)
+	if err != nil {
+		return fmt.Errorf("listen for the API on %s (api.listen): %w", c.API.Listen, err)
+	}
+	d.listener = l
+	d.url = apiURL(l.Addr())
+	go func() { d.served <- srv.Serve(l) }()
+	d.addCloser("api", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(ctx)
+	})
+	if err := writeAPIFile(d.dir, d.url); err != nil {
+		return err
+	}
+	d.addCloser("api file", func() error { return removeAPIFile(d.dir, d.url) })
+	return nil
+}
+
+func (d *daemon) addCloser(name string, fn func() error) {
+	d.closers = append(d.closers, namedCloser{name, fn})
+}
+
+// shutdown drains and stops the daemon: the API and the task protocol
+// stop taking tasks, the tasks in flight (ours, wherever they run, and
+// peers' running here) get until ctx is done to finish, then everything
+// closes in reverse order of start; Close cancels what is still running.
+func (d *daemon) shutdown(ctx context.Context) error {
+	if d.api != nil {
+		d.api.Drain()
+	}
+	d.handler.draining.Store(true)
+	if d.coord != nil {
+		if n := d.waitIdle(ctx); n > 0 {
+			d.log.Warn("shutdown grace period over: canceling the tasks still running", "tasks", n, "grace", d.cfg.Shutdown.Grace)
+		} else {
+			d.flushReplies(ctx)
+		}
+	}
+	return d.closeAll()
+}
+
+// liveStates are the states of unfinished tasks.
+var liveStates = []skill.TaskState{skill.StateQueued, skill.StateRunning, skill.StateDelegated, skill.StateRetrying}
+
+// busy returns how many tasks are unfinished: this node's own, and peers'
+// tasks in its queue or running on it.
+func (d *daemon) busy() int {
+	n := len(d.coord.List(skill.ListFilter{States: liveStates, Limit: skill.MaxListLimit}))
+	n += int(d.handler.running.Load())
+	st := d.coord.QueueStats()
+	n += st.InFlight + st.Delayed
+	for _, q := range st.Depth {
+		n += q
+	}
+	return n
+}
+
+// replyFlush is how long after answering a peer the daemon waits before
+// closing the orchestrator, which drops result frames still queued on its
+// streams (grid.Orchestrator.Close resets them without flushing).
+const replyFlush = 100 * time.Millisecond
+
+// flushReplies gives the orchestrator's writers time to send the results
+// answered just before shutdown.
+func (d *daemon) flushReplies(ctx context.Context) {
+	last := d.handler.answered.Load()
+	if last == 0 {
+		return
+	}
+	wait := replyFlush - time.Since(time.Unix(0, last))
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// waitIdle waits until no task is unfinished or ctx is done, and returns
+// how many were still unfinished.
+func (d *daemon) waitIdle(ctx context.Context) int {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n := d.busy()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return n
+		case <-tick.C:
+		}
+	}
+}
+
+// closeAll runs the closers in reverse order, once.
+func (d *daemon) closeAll() error {
+	var errs []error
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		c := d.closers[i]
+		if err := c.fn(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("close %s: %w", c.name, err))
+		}
+	}
+	d.closers = nil
+	return errors.Join(errs...)
+}

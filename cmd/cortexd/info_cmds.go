@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+	"github.com/cortexgrid/cortexd/pkg/client"
+)
+
+func (a *app) idCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "id",
+		Short: "Print the running node's peer ID and addresses",
+		Args:  cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
+				id, err := c.ID(ctx)
+				if err != nil {
+					return err
+				}
+				if a.asJSON {
+					return a.printJSON(id)
+				}
+				fmt.Fprintln(a.stdout, id.ID)
+				for _, ad := range id.Addrs {
+					fmt.Fprintln(a.stdout, "  "+ad)
+				}
+				return nil
+			})
+		}),
+	}
+}
+
+func (a *app) peersCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "peers",
+		Short: "List the peers the node knows: addresses, trust, skills and load",
+		Args:  cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
+				peers, err := c.Peers(ctx)
+				if err != nil {
+					return err
+				}
+				if a.asJSON {
+					return a.printJSON(peers)
+				}
+				rows := make([][]string, 0, len(peers))
+				for _, p := range peers {
+					addr := "-"
+					if len(p.Addrs) > 0 {
+						addr = p.Addrs[0]
+						if len(p.Addrs) > 1 {
+							addr += fmt.Sprintf(" (+%d)", len(p.Addrs)-1)
+						}
+					}
+					rows = append(rows, []string{p.ID, yesNo(p.Connected), fmt.Sprintf("%.2f", p.Trust),
+						joinOr(p.Skills, "-"), formatLoad(p.Load), addr})
+				}
+				return a.table([]string{"PEER", "CONNECTED", "TRUST", "SKILLS", "LOAD", "ADDRESS"}, rows)
+			})
+		}),
+	}
+}
+
+func (a *app) skillsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "skills",
+		Short: "List the skills offered by this node and known on the network",
+		Args:  cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
+				skills, err := c.Skills(ctx)
+				if err != nil {
+					return err
+				}
+				if a.asJSON {
+					return a.printJSON(skills)
+				}
+				rows := make([][]string, 0, len(skills))
+				for _, s := range skills {
+					rows = append(rows, []string{s.ID, orDash(s.Version), yesNo(s.Local),
+						strconv.Itoa(len(s.Providers)), shortPeers(s.Providers)})
+				}
+				return a.table([]string{"SKILL", "VERSION", "LOCAL", "PROVIDERS", "PEERS"}, rows)
+			})
+		}),
+	}
+}
+
+func (a *app) metricsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "metrics",
+		Short: "Show task counts, latencies and queue depth",
+		Args:  cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
+				m, err := c.Metrics(ctx)
+				if err != nil {
+					return err
+				}
+				if a.asJSON {
+					return a.printJSON(m)
+				}
+				return a.printMetrics(m)
+			})
+		}),
+	}
+}
+
+func (a *app) printMetrics(m *apiv1.Metrics) error {
+	t := m.Tasks
+	fmt.Fprintf(a.stdout, "tasks: %d submitted, %d completed, %d failed, %d timed out (success %.1f%%)\n",
+		t.Submitted, t.Completed, t.Failed, t.TimedOut, t.SuccessRate*100)
+	fmt.Fprintf(a.stdout, "execution: min %s, avg %s, p50 %s, p95 %s, p99 %s, max %s\n",
+		ms(t.MinMS), ms(t.AvgMS), ms(t.P50MS), ms(t.P95MS), ms(t.P99MS), ms(t.MaxMS))
+	q := m.Queue
+	fmt.Fprintf(a.stdout, "queue: critical %d, high %d, normal %d, low %d, delayed %d, in flight %d (rejected %d)\n",
+		q.Depth["critical"], q.Depth["high"], q.Depth["normal"], q.Depth["low"], q.Delayed, q.InFlight, q.Rejected)
+	fmt.Fprintf(a.stdout, "peers: %d\n", m.Peers)
+	if len(m.PerNode) == 0 {
+		return nil
+	}
+	fmt.Fprintln(a.stdout)
+	nodes := make([]string, 0, len(m.PerNode))
+	for n := range m.PerNode {
+		nodes = append(nodes, n)
+	}
+	sort.Strings(nodes)
+	rows := make([][]string, 0, len(nodes))
+	for _, n := range nodes {
+		nm := m.PerNode[n]
+		rows = append(rows, []string{n, strconv.FormatUint(nm.Submitted, 10), strconv.FormatUint(nm.Completed, 10),
+			strconv.FormatUint(nm.Failed+nm.TimedOut, 10), fmt.Sprintf("%.1f%%", nm.SuccessRate*100), ms(nm.AvgMS), ms(nm.P99MS)})
+	}
+	return a.table([]string{"NODE", "SUBMITTED", "COMPLETED", "FAILED", "SUCCESS", "AVG", "P99"}, rows)
+}
+
+func (a *app) trustCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "trust [PEER]",
+		Short: "Show the trust this node has in its peers, or in one peer",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
+				var entries []apiv1.TrustEntry
+				if len(args) == 1 {
+					e, err := c.TrustOf(ctx, args[0])
+					if err != nil {
+						return err
+					}
+					if a.asJSON {
+						return a.printJSON(e)
+					}
+					entries = []apiv1.TrustEntry{*e}
+				} else {
+					var err error
+					if entries, err = c.Trust(ctx); err != nil {
+						return err
+					}
+					if a.asJSON {
+						return a.printJSON(entries)
+					}
+				}
+				rows := make([][]string, 0, len(entries))
+				for _, e := range entries {
+					rows = append(rows, []string{e.Peer, fmt.Sprintf("%.3f", e.Trust), fmt.Sprintf("%.3f", e.Global),
+						yesNo(e.PreTrusted), fmt.Sprintf("%d/%d/%d", e.Successes, e.Failures+e.WrongResults, e.Timeouts),
+						formatRatings(e.Ratings)})
+				}
+				return a.table([]string{"PEER", "TRUST", "GLOBAL", "PRE-TRUSTED", "OK/FAILED/TIMED OUT", "RATINGS"}, rows)
+			})
+		}),
+	}
+}
+
+func (a *app) versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of this cortexd binary",
+		Args:  cobra.NoArgs,
+		RunE: a.runE(func(*cobra.Command, []string) error {
+			if a.asJSON {
+				return a.printJSON(map[string]string{"version": version, "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH})
+			}
+			fmt.Fprintf(a.stdout, "cortexd %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			return nil
+		}),
+	}
+}
+
+func (a *app) healthCommand() *cobra.Command {
+	var ready bool
+	cmd := &cobra.Command{
+		Use:   "health",
+		Short: "Exit 0 if the running daemon answers /healthz (or /readyz with --ready)",
+		Long: `health checks the daemon running on the repo dir (or at --api) and exits 0 if
+it is healthy. Container healthchecks use it, since the image has no curl.`,
+		Args: cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
+				ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				if ready {
+					return c.Ready(ctx)
+				}
+				return c.Health(ctx)
+			})
+		}),
+	}
+	cmd.Flags().BoolVar(&ready, "ready", false, "check /readyz: started and not draining")
+	return cmd
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func joinOr(ss []string, empty string) string {
+	if len(ss) == 0 {
+		return empty
+	}
+	return strings.Join(ss, ",")
+}
+
+// shortPeer abbreviates a peer ID for tables: its last 8 characters.
+func shortPeer(id string) string {
+	if len(id) <= 12 {
+		return id
+	}
+	return "…" + id[len(id)-8:]
+}
+
+func shortPeers(ids []string) string {
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, shortPeer(id))
+	}
+	return joinOr(out, "-")
+}
+
+func formatLoad(l apiv1.Load) string {
+	q := 0
+	for _, d := range l.Queued {
+		q += d
+	}
+	if l.Capacity == 0 && q == 0 && l.InFlight == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d queued, %d/%d busy", q, l.InFlight, l.Capacity)
+}
+
+func formatRatings(r map[string]float64) string {
+	if len(r) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(r))
+	for k := range r {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%+.2f", k, r[k]))
+	}
+	return strings.Join(parts, ",")
+}
+
+// ms formats milliseconds for people.
+func ms(v float64) string {
+	d := time.Duration(v * float64(time.Millisecond))
+	switch {
+	case d == 0:
+		return "-"
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(10 * time.Microsecond).String()
+	}
+	return d.Round(time.Millisecond).String()
+}

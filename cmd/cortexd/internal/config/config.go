@@ -1,0 +1,200 @@
+// Package config is the schema of cortexd's config.yaml and its loading:
+// the file, then CORTEXD_* environment variables, then command-line flags.
+// Library packages take options; only the daemon reads this schema.
+package config
+
+import "time"
+
+// Config is the whole configuration of one cortexd node. Keys are the
+// mapstructure tags joined with dots, e.g. "queue.max_per_level"; the
+// environment variable of a key is CORTEXD_ followed by the key in upper
+// case with dots replaced by underscores (CORTEXD_QUEUE_MAX_PER_LEVEL).
+type Config struct {
+	Identity Identity `mapstructure:"identity"`
+	Network  Network  `mapstructure:"network"`
+	DHT      DHT      `mapstructure:"dht"`
+	PubSub   PubSub   `mapstructure:"pubsub"`
+	MDNS     MDNS     `mapstructure:"mdns"`
+	Queue    Queue    `mapstructure:"queue"`
+	Tasks    Tasks    `mapstructure:"tasks"`
+	Routing  Routing  `mapstructure:"routing"`
+	Trust    Trust    `mapstructure:"trust"`
+	Skills   Skills   `mapstructure:"skills"`
+	API      API      `mapstructure:"api"`
+	Metrics  Metrics  `mapstructure:"metrics"`
+	Log      Log      `mapstructure:"log"`
+	Shutdown Shutdown `mapstructure:"shutdown"`
+}
+
+// Identity says where the node's private key is.
+type Identity struct {
+	// KeyFile is the Ed25519 private key, relative to the repo dir unless
+	// absolute. It must have mode 0600.
+	KeyFile string `mapstructure:"key_file"`
+}
+
+// Network configures the libp2p host.
+type Network struct {
+	ListenAddrs    []string    `mapstructure:"listen_addrs"`
+	BootstrapPeers []string    `mapstructure:"bootstrap_peers"` // multiaddrs ending in /p2p/<peer ID>
+	ConnManager    ConnManager `mapstructure:"conn_manager"`
+	Resources      Resources   `mapstructure:"resources"`
+	MaxMessageSize int         `mapstructure:"max_message_size"` // bytes of one task protocol frame
+}
+
+// ConnManager holds the connection manager's watermarks.
+type ConnManager struct {
+	Low   int           `mapstructure:"low"`
+	High  int           `mapstructure:"high"`
+	Grace time.Duration `mapstructure:"grace"`
+}
+
+// Resources bounds what the libp2p resource manager lets the host use.
+// Zero means libp2p's defaults, scaled to the machine.
+type Resources struct {
+	MaxMemoryMB int `mapstructure:"max_memory_mb"`
+	MaxFDs      int `mapstructure:"max_fds"`
+	MaxConns    int `mapstructure:"max_conns"`
+	MaxStreams  int `mapstructure:"max_streams"`
+}
+
+// DHT configures the private Kademlia DHT.
+type DHT struct {
+	Prefix     string `mapstructure:"prefix"`
+	Mode       string `mapstructure:"mode"` // server, client or auto
+	Rendezvous string `mapstructure:"rendezvous"`
+}
+
+// PubSub configures capability gossip.
+type PubSub struct {
+	AnnounceInterval time.Duration `mapstructure:"announce_interval"`
+	CapabilityTTL    time.Duration `mapstructure:"capability_ttl"`
+}
+
+// MDNS configures LAN discovery.
+type MDNS struct {
+	Enabled bool `mapstructure:"enabled"`
+}
+
+// Queue configures the local priority queue and the executor.
+type Queue struct {
+	MaxPerLevel    int           `mapstructure:"max_per_level"`
+	LevelLimits    LevelLimits   `mapstructure:"level_limits"`
+	DefaultTimeout time.Duration `mapstructure:"default_timeout"`
+	Workers        int           `mapstructure:"workers"` // 0: four per CPU
+	MaxRetries     int           `mapstructure:"max_retries"`
+	BackoffBase    time.Duration `mapstructure:"backoff_base"`
+	BackoffMax     time.Duration `mapstructure:"backoff_max"`
+	AgingStep      time.Duration `mapstructure:"aging_step"`
+	SweepInterval  time.Duration `mapstructure:"sweep_interval"`
+}
+
+// LevelLimits overrides MaxPerLevel for single levels; 0 keeps MaxPerLevel.
+type LevelLimits struct {
+	Critical int `mapstructure:"critical"`
+	High     int `mapstructure:"high"`
+	Normal   int `mapstructure:"normal"`
+	Low      int `mapstructure:"low"`
+}
+
+// Tasks configures the delegation coordinator and the task protocol.
+type Tasks struct {
+	ResultRetention    time.Duration `mapstructure:"result_retention"`
+	MaxTasks           int           `mapstructure:"max_tasks"`       // tracked tasks, finished or not
+	PeerRateLimit      float64       `mapstructure:"peer_rate_limit"` // tasks/s one peer may send us; 0: unlimited
+	PeerBurst          int           `mapstructure:"peer_burst"`
+	MaxInFlightPerPeer int           `mapstructure:"max_in_flight_per_peer"`
+	AckTimeout         time.Duration `mapstructure:"ack_timeout"`
+}
+
+// Routing configures how the router scores candidates.
+type Routing struct {
+	Weights Weights `mapstructure:"weights"`
+}
+
+// Weights are the router's score weights (skill.Weights). See pkg/skill's
+// Router for the formula.
+type Weights struct {
+	Trust   float64 `mapstructure:"trust"`
+	Skill   float64 `mapstructure:"skill"`
+	Success float64 `mapstructure:"success"`
+	Latency float64 `mapstructure:"latency"`
+	Load    float64 `mapstructure:"load"`
+}
+
+// Trust configures the reputation graph and admission.
+type Trust struct {
+	PreTrusted      []string `mapstructure:"pre_trusted"` // peer IDs
+	Neutral         float64  `mapstructure:"neutral"`
+	AcceptThreshold float64  `mapstructure:"accept_threshold"`
+	MinTrustDefault float64  `mapstructure:"min_trust_default"`
+	// RecomputeInterval is how often global (EigenTrust) trust is
+	// recomputed; DecayHalfLife how fast evidence fades toward neutral.
+	RecomputeInterval time.Duration `mapstructure:"recompute_interval"`
+	DecayHalfLife     time.Duration `mapstructure:"decay_half_life"`
+}
+
+// Skills says which built-in skills this node offers.
+type Skills struct {
+	Enabled []string `mapstructure:"enabled"`
+}
+
+// API configures the local HTTP API.
+type API struct {
+	Listen       string `mapstructure:"listen"`
+	TokenFile    string `mapstructure:"token_file"`
+	MaxBodyBytes int64  `mapstructure:"max_body_bytes"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Enabled bool `mapstructure:"enabled"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `mapstructure:"level"`  // debug, info, warn, error
+	Format string `mapstructure:"format"` // text or json
+}
+
+// Shutdown configures draining on SIGINT/SIGTERM.
+type Shutdown struct {
+	Grace time.Duration `mapstructure:"grace"`
+}
+
+// Default returns the configuration used for every key that the file, the
+// environment and the flags leave unset.
+func Default() Config {
+	return Config{
+		Identity: Identity{KeyFile: "identity.key"},
+		Network: Network{
+			ListenAddrs:    []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+			BootstrapPeers: []string{},
+			ConnManager:    ConnManager{Low: 100, High: 400, Grace: time.Minute},
+			MaxMessageSize: 16 << 20,
+		},
+		DHT:    DHT{Prefix: "/cortex", Mode: "server", Rendezvous: "cortex/v1"},
+		PubSub: PubSub{AnnounceInterval: 10 * time.Second, CapabilityTTL: 30 * time.Second},
+		Queue: Queue{
+			MaxPerLevel:    1000,
+			DefaultTimeout: 300 * time.Second,
+			MaxRetries:     3,
+			BackoffBase:    100 * time.Millisecond,
+			BackoffMax:     10 * time.Second,
+			AgingStep:      10 * time.Second,
+			SweepInterval:  time.Second,
+		},
+		Tasks: Tasks{ResultRetention: 10 * time.Minute, MaxTasks: 100_000, PeerRateLimit: 20000, PeerBurst: 5000,
+			MaxInFlightPerPeer: 4096, AckTimeout: 10 * time.Second},
+		Routing: Routing{Weights: Weights{Trust: 0.35, Skill: 0.15, Success: 0.2, Latency: 0.1, Load: 0.2}},
+		Trust: Trust{PreTrusted: []string{}, Neutral: 0.5, AcceptThreshold: 0.1, MinTrustDefault: 0.3,
+			RecomputeInterval: 2 * time.Second, DecayHalfLife: time.Hour},
+		Skills:  Skills{Enabled: []string{"echo", "hash.sha256", "image.resize"}},
+		API:     API{Listen: "127.0.0.1:5080", TokenFile: "api-token", MaxBodyBytes: 20 << 20},
+		Metrics: Metrics{Enabled: true},
+		Log:     Log{Level: "info", Format: "text"},
+		Shutdown: Shutdown{
+			Grace: 30 * time.Second,
+		},
+	}
+}

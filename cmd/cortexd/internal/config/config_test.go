@@ -1,0 +1,212 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+func writeConfig(t testing.TB, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), FileName)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigTemplateLoadsToTheDefaults(t *testing.T) {
+	c, err := Load(writeConfig(t, string(Template)), nil)
+	if err != nil {
+		t.Fatalf("Load(template): %v", err)
+	}
+	if want := Default(); !reflect.DeepEqual(*c, want) {
+		t.Fatalf("template differs from Default():\n got %+v\nwant %+v", *c, want)
+	}
+}
+
+func TestConfigTemplateNamesEveryKey(t *testing.T) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(Template)); err != nil {
+		t.Fatal(err)
+	}
+	got := v.AllKeys()
+	for _, k := range Keys() {
+		if !slices.Contains(got, k) {
+			t.Errorf("cortexd.yaml does not document key %s", k)
+		}
+	}
+}
+
+func TestConfigShippedCopyMatchesTemplate(t *testing.T) {
+	shipped, err := os.ReadFile(filepath.Join("..", "..", "..", "..", "configs", "cortexd.yaml"))
+	if err != nil {
+		t.Fatalf("read configs/cortexd.yaml: %v", err)
+	}
+	if !bytes.Equal(shipped, Template) {
+		t.Fatal("configs/cortexd.yaml differs from cmd/cortexd/internal/config/cortexd.yaml; copy the latter over the former")
+	}
+}
+
+func TestConfigDefaultsValidate(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	cases := []struct {
+		name  string
+		file  string
+		env   map[string]string
+		wants []string // each must appear in the error
+	}{
+		{
+			name:  "an unknown key is named with its section",
+			file:  "queue:\n  workrs: 4\n",
+			wants: []string{"queue.workrs: unknown key", "did you mean queue.workers?"},
+		},
+		{
+			name:  "an unknown section is named",
+			file:  "bogus:\n  x: 1\n",
+			wants: []string{"bogus.x: unknown key"},
+		},
+		{
+			name:  "a value of the wrong type names its key",
+			file:  "queue:\n  workers: many\n",
+			wants: []string{"queue.workers"},
+		},
+		{
+			name:  "a bad duration names its key",
+			file:  "queue:\n  default_timeout: soon\n",
+			wants: []string{"queue.default_timeout", "want a duration", `"soon"`},
+		},
+		{
+			name:  "an out-of-range value names its key",
+			file:  "trust:\n  neutral: 1.5\n",
+			wants: []string{"trust.neutral: must be between 0 and 1"},
+		},
+		{
+			name:  "an unknown enum value names its key and the choices",
+			file:  "log:\n  format: xml\n",
+			wants: []string{"log.format: must be one of text, json"},
+		},
+		{
+			name:  "a bootstrap peer without a peer ID names its index",
+			file:  "network:\n  bootstrap_peers: [/ip4/127.0.0.1/tcp/4001]\n",
+			wants: []string{"network.bootstrap_peers[0]", "/p2p/"},
+		},
+		{
+			name:  "every problem is reported at once",
+			file:  "queue:\n  max_per_level: 0\n  workers: -1\napi:\n  listen: nowhere\n",
+			wants: []string{"queue.max_per_level", "queue.workers", "api.listen"},
+		},
+		{
+			name:  "a bad environment variable names the variable",
+			file:  "",
+			env:   map[string]string{"CORTEXD_QUEUE_MAX_RETRIES": "lots"},
+			wants: []string{"queue.max_retries", "$CORTEXD_QUEUE_MAX_RETRIES"},
+		},
+		{
+			name:  "malformed YAML is reported as such",
+			file:  "queue: [\n",
+			wants: []string{"parse config"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, err := Load(writeConfig(t, tc.file), nil)
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid: %v", err)
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigPrecedenceFileThenEnvThenFlags(t *testing.T) {
+	path := writeConfig(t, "queue:\n  workers: 2\n  max_retries: 5\napi:\n  listen: 127.0.0.1:6000\n")
+	t.Setenv("CORTEXD_QUEUE_WORKERS", "3")
+	t.Setenv("CORTEXD_API_LISTEN", "127.0.0.1:7000")
+	t.Setenv("CORTEXD_SKILLS_ENABLED", "echo, debug.sleep")
+
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	fs.String("api", "", "")
+	fs.String("log-level", "info", "")
+	if err := fs.Parse([]string{"--api", "127.0.0.1:8000"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path, map[string]*pflag.Flag{"api.listen": fs.Lookup("api"), "log.level": fs.Lookup("log-level")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Queue.MaxRetries != 5 {
+		t.Errorf("queue.max_retries = %d, want 5 from the file", c.Queue.MaxRetries)
+	}
+	if c.Queue.Workers != 3 {
+		t.Errorf("queue.workers = %d, want 3 from the environment over the file", c.Queue.Workers)
+	}
+	if c.API.Listen != "127.0.0.1:8000" {
+		t.Errorf("api.listen = %q, want the flag's value over env and file", c.API.Listen)
+	}
+	if c.Log.Level != "info" {
+		t.Errorf("log.level = %q, want the default: an unset flag must not override", c.Log.Level)
+	}
+	if want := []string{"echo", "debug.sleep"}; !slices.Equal(c.Skills.Enabled, want) {
+		t.Errorf("skills.enabled = %q, want %q from a comma-separated variable", c.Skills.Enabled, want)
+	}
+	if c.Queue.DefaultTimeout != 300*time.Second {
+		t.Errorf("queue.default_timeout = %s, want the default 300s", c.Queue.DefaultTimeout)
+	}
+}
+
+func TestConfigKeysAndEnvVars(t *testing.T) {
+	keys := Keys()
+	if !slices.Contains(keys, "queue.level_limits.critical") || !slices.Contains(keys, "api.listen") {
+		t.Fatalf("Keys() misses nested keys: %v", keys)
+	}
+	if got := EnvVar("queue.max_per_level"); got != "CORTEXD_QUEUE_MAX_PER_LEVEL" {
+		t.Fatalf("EnvVar = %s", got)
+	}
+}
+
+func TestConfigParseListen(t *testing.T) {
+	for _, s := range []string{"127.0.0.1:0", "localhost:5080", "[::1]:5080", "0.0.0.0:5080"} {
+		if _, err := ParseListen(s); err != nil {
+			t.Errorf("ParseListen(%q): %v", s, err)
+		}
+	}
+	for _, s := range []string{"5080", "example.com:5080", "127.0.0.1:99999"} {
+		if _, err := ParseListen(s); err == nil {
+			t.Errorf("ParseListen(%q) succeeded, want an error", s)
+		}
+	}
+}
+
+func TestConfigUnknownEnvIsNoted(t *testing.T) {
+	got := UnknownEnv([]string{"CORTEXD_QUEUE_WORKRS=4", "CORTEXD_PATH=/x", "CORTEXD_QUEUE_WORKERS=2", "HOME=/root"})
+	if len(got) != 1 || !strings.Contains(got[0], "CORTEXD_QUEUE_WORKRS") || !strings.Contains(got[0], "CORTEXD_QUEUE_WORKERS") {
+		t.Fatalf("UnknownEnv = %q; want one note naming CORTEXD_QUEUE_WORKRS and suggesting CORTEXD_QUEUE_WORKERS", got)
+	}
+}

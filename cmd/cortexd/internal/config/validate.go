@@ -1,0 +1,248 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/skill"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+)
+
+// Validate checks every value and returns a Problems error naming each bad
+// key, or nil.
+func (c *Config) Validate() error {
+	var p problems
+	c.validateNetwork(&p)
+	c.validateQueue(&p)
+	c.validateTrust(&p)
+	c.validateMisc(&p)
+	if len(p) == 0 {
+		return nil
+	}
+	return Problems(p)
+}
+
+type problems []string
+
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, key+": "+fmt.Sprintf(format, args...))
+}
+
+func (p *problems) positive(key string, n int) {
+	if n <= 0 {
+		p.add(key, "must be at least 1, got %d", n)
+	}
+}
+
+func (p *problems) nonNegative(key string, n int) {
+	if n < 0 {
+		p.add(key, "must not be negative, got %d", n)
+	}
+}
+
+func (p *problems) duration(key string, d time.Duration) {
+	if d <= 0 {
+		p.add(key, "must be a positive duration such as 30s or 5m, got %s", d)
+	}
+}
+
+func (p *problems) unit(key string, f float64) {
+	if math.IsNaN(f) || f < 0 || f > 1 {
+		p.add(key, "must be between 0 and 1, got %v", f)
+	}
+}
+
+func (p *problems) oneOf(key, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	p.add(key, "must be one of %s, got %q", strings.Join(allowed, ", "), v)
+}
+
+func (c *Config) validateNetwork(p *problems) {
+	if c.Identity.KeyFile == "" {
+		p.add("identity.key_file", "must not be empty")
+	}
+	if len(c.Network.ListenAddrs) == 0 {
+		p.add("network.listen_addrs", "must list at least one multiaddr, such as /ip4/0.0.0.0/tcp/4001")
+	}
+	for i, a := range c.Network.ListenAddrs {
+		if _, err := multiaddr.NewMultiaddr(a); err != nil {
+			p.add(fmt.Sprintf("network.listen_addrs[%d]", i), "%q is not a multiaddr: %v", a, err)
+		}
+	}
+	for i, a := range c.Network.BootstrapPeers {
+		if _, err := ParsePeerAddr(a); err != nil {
+			p.add(fmt.Sprintf("network.bootstrap_peers[%d]", i), "%v", err)
+		}
+	}
+	cm := c.Network.ConnManager
+	p.nonNegative("network.conn_manager.low", cm.Low)
+	p.positive("network.conn_manager.high", cm.High)
+	if cm.High > 0 && cm.Low > cm.High {
+		p.add("network.conn_manager.low", "must not exceed network.conn_manager.high (%d), got %d", cm.High, cm.Low)
+	}
+	if cm.Grace < 0 {
+		p.add("network.conn_manager.grace", "must not be negative, got %s", cm.Grace)
+	}
+	p.nonNegative("network.resources.max_memory_mb", c.Network.Resources.MaxMemoryMB)
+	p.nonNegative("network.resources.max_fds", c.Network.Resources.MaxFDs)
+	p.nonNegative("network.resources.max_conns", c.Network.Resources.MaxConns)
+	p.nonNegative("network.resources.max_streams", c.Network.Resources.MaxStreams)
+	if mc := c.Network.Resources.MaxConns; mc > 0 && mc < cm.High {
+		p.add("network.resources.max_conns", "must be at least network.conn_manager.high (%d), got %d", cm.High, mc)
+	}
+	if n := c.Network.MaxMessageSize; n < 64<<10 || n > 1<<30 {
+		p.add("network.max_message_size", "must be between 65536 (64 KiB) and 1073741824 (1 GiB), got %d", n)
+	}
+
+	if !strings.HasPrefix(c.DHT.Prefix, "/") || strings.ContainsAny(c.DHT.Prefix, " \t\n") {
+		p.add("dht.prefix", "must be a protocol path such as /cortex, got %q", c.DHT.Prefix)
+	}
+	p.oneOf("dht.mode", c.DHT.Mode, "server", "client", "auto")
+	if c.DHT.Rendezvous == "" {
+		p.add("dht.rendezvous", "must not be empty")
+	}
+	p.duration("pubsub.announce_interval", c.PubSub.AnnounceInterval)
+	p.duration("pubsub.capability_ttl", c.PubSub.CapabilityTTL)
+	if c.PubSub.CapabilityTTL > 0 && c.PubSub.CapabilityTTL < c.PubSub.AnnounceInterval {
+		p.add("pubsub.capability_ttl", "must be at least pubsub.announce_interval (%s), got %s, or every entry expires before it is renewed",
+			c.PubSub.AnnounceInterval, c.PubSub.CapabilityTTL)
+	}
+}
+
+func (c *Config) validateQueue(p *problems) {
+	q := c.Queue
+	p.positive("queue.max_per_level", q.MaxPerLevel)
+	p.nonNegative("queue.level_limits.critical", q.LevelLimits.Critical)
+	p.nonNegative("queue.level_limits.high", q.LevelLimits.High)
+	p.nonNegative("queue.level_limits.normal", q.LevelLimits.Normal)
+	p.nonNegative("queue.level_limits.low", q.LevelLimits.Low)
+	p.duration("queue.default_timeout", q.DefaultTimeout)
+	p.nonNegative("queue.workers", q.Workers)
+	p.nonNegative("queue.max_retries", q.MaxRetries)
+	p.duration("queue.backoff_base", q.BackoffBase)
+	p.duration("queue.backoff_max", q.BackoffMax)
+	if q.BackoffBase > 0 && q.BackoffMax > 0 && q.BackoffMax < q.BackoffBase {
+		p.add("queue.backoff_max", "must be at least queue.backoff_base (%s), got %s", q.BackoffBase, q.BackoffMax)
+	}
+	if q.AgingStep < 0 {
+		p.add("queue.aging_step", "must not be negative (0 turns aging off), got %s", q.AgingStep)
+	}
+	p.duration("queue.sweep_interval", q.SweepInterval)
+
+	p.duration("tasks.result_retention", c.Tasks.ResultRetention)
+	p.positive("tasks.max_tasks", c.Tasks.MaxTasks)
+	if c.Tasks.PeerRateLimit < 0 || math.IsNaN(c.Tasks.PeerRateLimit) {
+		p.add("tasks.peer_rate_limit", "must not be negative (0 is unlimited), got %v", c.Tasks.PeerRateLimit)
+	}
+	p.nonNegative("tasks.peer_burst", c.Tasks.PeerBurst)
+	if c.Tasks.PeerRateLimit > 0 && c.Tasks.PeerBurst == 0 {
+		p.add("tasks.peer_burst", "must be at least 1 when tasks.peer_rate_limit is set")
+	}
+	p.positive("tasks.max_in_flight_per_peer", c.Tasks.MaxInFlightPerPeer)
+	p.duration("tasks.ack_timeout", c.Tasks.AckTimeout)
+
+	w := c.Routing.Weights
+	sum := 0.0
+	for _, kv := range []struct {
+		k string
+		v float64
+	}{{"trust", w.Trust}, {"skill", w.Skill}, {"success", w.Success}, {"latency", w.Latency}, {"load", w.Load}} {
+		if kv.v < 0 || math.IsNaN(kv.v) || math.IsInf(kv.v, 0) {
+			p.add("routing.weights."+kv.k, "must be a finite number not below 0, got %v", kv.v)
+			continue
+		}
+		sum += kv.v
+	}
+	if sum == 0 {
+		p.add("routing.weights", "at least one weight must be above 0")
+	}
+}
+
+func (c *Config) validateTrust(p *problems) {
+	t := c.Trust
+	for i, s := range t.PreTrusted {
+		if _, err := peer.Decode(s); err != nil {
+			p.add(fmt.Sprintf("trust.pre_trusted[%d]", i), "%q is not a peer ID: %v", s, err)
+		}
+	}
+	p.unit("trust.neutral", t.Neutral)
+	p.unit("trust.accept_threshold", t.AcceptThreshold)
+	p.unit("trust.min_trust_default", t.MinTrustDefault)
+	p.duration("trust.recompute_interval", t.RecomputeInterval)
+	p.duration("trust.decay_half_life", t.DecayHalfLife)
+}
+
+func (c *Config) validateMisc(p *problems) {
+	seen := map[string]bool{}
+	for i, s := range c.Skills.Enabled {
+		key := fmt.Sprintf("skills.enabled[%d]", i)
+		switch {
+		case skill.ValidateSkillID(reputation.SkillID(s)) != nil:
+			p.add(key, "%v", skill.ValidateSkillID(reputation.SkillID(s)))
+		case seen[s]:
+			p.add(key, "%q is listed twice", s)
+		}
+		seen[s] = true
+	}
+	if _, err := ParseListen(c.API.Listen); err != nil {
+		p.add("api.listen", "%v", err)
+	}
+	if c.API.TokenFile == "" {
+		p.add("api.token_file", "must not be empty")
+	}
+	if c.API.MaxBodyBytes < 1024 {
+		p.add("api.max_body_bytes", "must be at least 1024, got %d", c.API.MaxBodyBytes)
+	}
+	p.oneOf("log.level", strings.ToLower(c.Log.Level), "debug", "info", "warn", "error")
+	p.oneOf("log.format", strings.ToLower(c.Log.Format), "text", "json")
+	p.duration("shutdown.grace", c.Shutdown.Grace)
+}
+
+// ParsePeerAddr parses a bootstrap peer: a multiaddr that ends in
+// /p2p/<peer ID>.
+func ParsePeerAddr(s string) (*peer.AddrInfo, error) {
+	ma, err := multiaddr.NewMultiaddr(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a multiaddr: %w", s, err)
+	}
+	ai, err := peer.AddrInfoFromP2pAddr(ma)
+	if err != nil {
+		return nil, fmt.Errorf("%q must end in /p2p/<peer ID>, as `cortexd id` prints it: %w", s, err)
+	}
+	return ai, nil
+}
+
+// ParseListen parses an API listen address, host:port, where the host is an
+// IP address or "localhost" and the port may be 0.
+func ParseListen(s string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not host:port, such as 127.0.0.1:5080: %w", s, err)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q has no valid port (0-65535)", s)
+	}
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q: host must be an IP address or localhost", s)
+	}
+	return netip.AddrPortFrom(a, uint16(n)), nil
+}

@@ -1,0 +1,384 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+	"github.com/cortexgrid/cortexd/pkg/client"
+)
+
+func (a *app) taskCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "task",
+		Short: "Submit, follow, cancel and list tasks",
+	}
+	cmd.AddCommand(a.taskSubmitCommand(), a.taskGetCommand(), a.taskWaitCommand(), a.taskCancelCommand(), a.taskListCommand())
+	return cmd
+}
+
+type submitFlags struct {
+	input      string
+	raw        bool
+	version    string
+	priority   string
+	timeout    time.Duration
+	minTrust   float64
+	maxRetries int
+	wait       bool
+	output     string
+}
+
+func (a *app) taskSubmitCommand() *cobra.Command {
+	var f submitFlags
+	cmd := &cobra.Command{
+		Use:   "submit SKILL",
+		Short: "Submit a task for a skill; with --wait, wait for its result",
+		Long: `submit sends a task to the daemon, which runs it here or delegates it to the
+best peer that offers SKILL. It prints the task ID, or with --wait the result
+(the output on stdout, the outcome on stderr).
+
+--input takes a JSON value, @FILE or - (stdin). A file or stdin that holds JSON
+is sent as JSON; anything else, or anything with --raw, as raw bytes.`,
+		Example: `  cortexd task submit echo --input '{"hello":"grid"}' --wait
+  cortexd task submit hash.sha256 --input '{"data":"aGVsbG8="}' --priority high --wait
+  cortexd task submit hash.sha256 --input @photo.jpg --raw --wait`,
+		Args: cobra.ExactArgs(1),
+		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			req, err := a.submitRequest(cmd, args[0], &f)
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			sctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
+			t, err := c.Submit(sctx, req)
+			cancel()
+			if err != nil {
+				return err // the daemon's message names the skill
+			}
+			if !f.wait {
+				if a.asJSON {
+					return a.printJSON(t)
+				}
+				fmt.Fprintln(a.stdout, t.ID)
+				return nil
+			}
+			t, err = a.follow(cmd.Context(), c, t)
+			if err != nil {
+				return err
+			}
+			return a.printResult(t, f.output)
+		}),
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.input, "input", "i", "", "input: a JSON value, @FILE, or - for stdin (default: null)")
+	fl.BoolVar(&f.raw, "raw", false, "send the input as raw bytes even if it is JSON")
+	fl.StringVar(&f.version, "skill-version", "", "require this exact skill version")
+	fl.StringVarP(&f.priority, "priority", "p", "normal", "critical, high, normal, low, or 0-255")
+	fl.DurationVar(&f.timeout, "timeout", 0, "fail the task if it has not finished after this long (default: the node's queue.default_timeout)")
+	fl.Float64Var(&f.minTrust, "min-trust", 0, "minimum trust, 0-1, of the node that runs it (default: the node's trust.min_trust_default)")
+	fl.IntVar(&f.maxRetries, "max-retries", 0, "attempts after a failed one (default: the node's queue.max_retries)")
+	fl.BoolVarP(&f.wait, "wait", "w", false, "wait for the result, showing the task's state meanwhile")
+	fl.StringVarP(&f.output, "output", "o", "", "with --wait: write the output to FILE instead of stdout")
+	return cmd
+}
+
+func (a *app) submitRequest(cmd *cobra.Command, skillID string, f *submitFlags) (apiv1.SubmitRequest, error) {
+	req := apiv1.SubmitRequest{Skill: skillID, Version: f.version, Timeout: apiv1.Duration(f.timeout)}
+	p, err := apiv1.ParsePriority(f.priority)
+	if err != nil {
+		return req, usageErrorf("--priority: %v", err)
+	}
+	req.Priority = &p
+	fl := cmd.Flags()
+	if fl.Changed("min-trust") {
+		if f.minTrust < 0 || f.minTrust > 1 {
+			return req, usageErrorf("--min-trust must be between 0 and 1, got %v", f.minTrust)
+		}
+		req.MinTrust = &f.minTrust
+	}
+	if fl.Changed("max-retries") {
+		if f.maxRetries < 0 {
+			return req, usageErrorf("--max-retries must not be negative, got %d", f.maxRetries)
+		}
+		req.MaxRetries = &f.maxRetries
+	}
+	if f.timeout < 0 {
+		return req, usageErrorf("--timeout must be positive, got %s", f.timeout)
+	}
+	if f.output != "" && !f.wait {
+		return req, usageErrorf("--output needs --wait")
+	}
+	in, fromData, err := a.readInput(f.input)
+	if err != nil {
+		return req, err
+	}
+	switch {
+	case in == nil:
+	case f.raw:
+		req.InputBase64 = in
+	case json.Valid(in):
+		req.Input = json.RawMessage(bytes.TrimSpace(in))
+	case fromData:
+		req.InputBase64 = in
+	default:
+		return req, usageErrorf("--input %q is not valid JSON: quote strings (--input '\"text\"'), or pass @FILE or - for raw bytes", f.input)
+	}
+	return req, nil
+}
+
+// readInput reads --input. fromData is true when the bytes came from a file
+// or stdin, which may hold raw bytes; an inline value must be JSON.
+func (a *app) readInput(s string) (in []byte, fromData bool, err error) {
+	switch {
+	case s == "":
+		return nil, false, nil
+	case s == "-":
+		b, err := io.ReadAll(a.stdin)
+		if err != nil {
+			return nil, false, fmt.Errorf("read input from stdin: %w", err)
+		}
+		return b, true, nil
+	case strings.HasPrefix(s, "@"):
+		b, err := os.ReadFile(s[1:])
+		if err != nil {
+			return nil, false, usageErrorf("--input: %v", err)
+		}
+		return b, true, nil
+	}
+	return []byte(s), false, nil
+}
+
+func (a *app) taskGetCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show a task's state, and its result once it has one",
+		Args:  cobra.ExactArgs(1),
+		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
+				t, err := c.Task(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if a.asJSON {
+					return a.printJSON(t)
+				}
+				if apiv1.Terminal(t.State) {
+					return a.printResult(t, output)
+				}
+				a.printStatus(t)
+				return nil
+			})
+		}),
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write the output to FILE instead of stdout")
+	return cmd
+}
+
+func (a *app) taskWaitCommand() *cobra.Command {
+	var (
+		timeout time.Duration
+		output  string
+	)
+	cmd := &cobra.Command{
+		Use:   "wait ID",
+		Short: "Wait for a task to finish and print its result",
+		Args:  cobra.ExactArgs(1),
+		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			t, err := c.Task(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if t, err = a.follow(ctx, c, t); err != nil {
+				return err
+			}
+			return a.printResult(t, output)
+		}),
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up waiting after this long (exit 4); 0 waits for the task's own deadline")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write the output to FILE instead of stdout")
+	return cmd
+}
+
+func (a *app) taskCancelCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a task",
+		Args:  cobra.ExactArgs(1),
+		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
+				t, err := c.Cancel(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if a.asJSON {
+					return a.printJSON(t)
+				}
+				fmt.Fprintf(a.stdout, "%s %s\n", t.ID, t.State)
+				return nil
+			})
+		}),
+	}
+}
+
+func (a *app) taskListCommand() *cobra.Command {
+	var o client.ListOptions
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List tasks, newest first",
+		Args:  cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			if o.State != "" && !slices.Contains(apiv1.States, o.State) {
+				return usageErrorf("--state %q: want one of %s", o.State, strings.Join(apiv1.States, ", "))
+			}
+			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
+				l, err := c.Tasks(ctx, o)
+				if err != nil {
+					return err
+				}
+				if a.asJSON {
+					return a.printJSON(l)
+				}
+				rows := make([][]string, 0, len(l.Tasks))
+				for _, t := range l.Tasks {
+					rows = append(rows, []string{t.ID, t.Skill, t.State, t.Level, fmt.Sprint(t.Attempts),
+						orDash(shortPeer(t.Node)), t.CreatedAt.Local().Format(time.DateTime)})
+				}
+				if err := a.table([]string{"ID", "SKILL", "STATE", "PRIORITY", "ATTEMPTS", "NODE", "CREATED"}, rows); err != nil {
+					return err
+				}
+				if l.Next != "" {
+					fmt.Fprintf(a.stderr, "more: cortexd task list --after %s\n", l.Next)
+				}
+				return nil
+			})
+		}),
+	}
+	cmd.Flags().StringVar(&o.State, "state", "", "only tasks in this state: "+strings.Join(apiv1.States, ", "))
+	cmd.Flags().IntVar(&o.Limit, "limit", 50, "at most this many tasks")
+	cmd.Flags().StringVar(&o.After, "after", "", "the page after this task ID (as printed after a full page)")
+	return cmd
+}
+
+// printStatus prints a non-terminal task's state.
+func (a *app) printStatus(t *apiv1.Task) {
+	fmt.Fprintf(a.stdout, "%s %s (%s priority, attempt %d", t.ID, t.State, t.Level, t.Attempts)
+	if t.Node != "" {
+		fmt.Fprintf(a.stdout, ", on %s", t.Node)
+	}
+	fmt.Fprintln(a.stdout, ")")
+}
+
+// printResult prints a finished task: the output on stdout (or to a file),
+// the outcome on stderr. It returns the error that sets the exit code.
+func (a *app) printResult(t *apiv1.Task, outFile string) error {
+	code := taskExitCode(t)
+	if a.asJSON {
+		if err := a.printJSON(t); err != nil {
+			return err
+		}
+	} else if t.Result != nil && t.Result.Success {
+		if err := a.writeOutput(t.Result, outFile); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stderr, "task %s succeeded in %s on %s (attempt %d)\n",
+			t.ID, ms(t.Result.DurationMS), shortPeer(t.Result.ExecutedBy), t.Result.Attempts)
+	} else {
+		msg := "no reason given"
+		if t.Error != nil {
+			msg = t.Error.Message + " (" + t.Error.Code + ")"
+		}
+		fmt.Fprintf(a.stderr, "task %s %s: %s\n", t.ID, strings.ReplaceAll(t.State, "_", " "), msg)
+	}
+	if code != exitOK {
+		return &silentError{code}
+	}
+	return nil
+}
+
+func (a *app) writeOutput(r *apiv1.Result, outFile string) error {
+	out := r.OutputBytes()
+	if outFile != "" {
+		if err := os.WriteFile(outFile, out, 0o644); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+		return nil
+	}
+	if r.Output != nil {
+		var buf bytes.Buffer
+		if json.Indent(&buf, r.Output, "", "  ") == nil {
+			out = buf.Bytes()
+		}
+	}
+	if _, err := a.stdout.Write(out); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	if len(out) > 0 && out[len(out)-1] != '\n' {
+		fmt.Fprintln(a.stdout)
+	}
+	return nil
+}
+
+func taskExitCode(t *apiv1.Task) int {
+	switch t.State {
+	case apiv1.StateSucceeded:
+		return exitOK
+	case apiv1.StateTimedOut:
+		return exitTimeout
+	}
+	return exitFailed
+}
+
+// follow waits for t to finish. On a terminal, it shows a one-line status
+// that the task's events update.
+func (a *app) follow(ctx context.Context, c *client.Client, t *apiv1.Task) (*apiv1.Task, error) {
+	if apiv1.Terminal(t.State) {
+		return t, nil
+	}
+	var live *liveStatus
+	if !a.asJSON && isTerminal(a.stderr) {
+		live = startLiveStatus(ctx, c, a.stderr, t)
+		defer live.stop()
+	}
+	done, err := c.Wait(ctx, t.ID)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, &exitError{exitTimeout, fmt.Errorf("task %s has not finished yet (still %s): waiting timed out; `cortexd task wait %s` waits again", t.ID, lastState(done, t), t.ID)}
+		}
+		return nil, err
+	}
+	return done, nil
+}
+
+func lastState(ts ...*apiv1.Task) string {
+	for _, t := range ts {
+		if t != nil {
+			return t.State
+		}
+	}
+	return "unknown"
+}

@@ -1,0 +1,294 @@
+package apiv1
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Task states, as Task.State reports them.
+const (
+	StateQueued    = "queued"    // waiting in this node's queue for a worker
+	StateRunning   = "running"   // a worker of this node runs it
+	StateDelegated = "delegated" // sent to a peer (Task.Node), waiting for its result
+	StateRetrying  = "retrying"  // an attempt failed; the next waits out its backoff
+	StateSucceeded = "succeeded" // finished with a result
+	StateFailed    = "failed"    // finished without one
+	StateCanceled  = "canceled"
+	StateTimedOut  = "timed_out"
+)
+
+// States lists every state, live ones first.
+var States = []string{StateQueued, StateRunning, StateDelegated, StateRetrying, StateSucceeded, StateFailed, StateCanceled, StateTimedOut}
+
+// Terminal reports whether a task in state s will not change any more.
+func Terminal(s string) bool {
+	switch s {
+	case StateSucceeded, StateFailed, StateCanceled, StateTimedOut:
+		return true
+	}
+	return false
+}
+
+// SubmitRequest is the body of POST /v1/tasks. Exactly one of Input and
+// InputBase64 may be set; neither means the JSON input null.
+type SubmitRequest struct {
+	Skill       string          `json:"skill"`
+	Version     string          `json:"version,omitempty"`
+	Input       json.RawMessage `json:"input,omitempty"`        // a JSON value, passed to the skill as JSON
+	InputBase64 []byte          `json:"input_base64,omitempty"` // raw bytes, base64 in JSON
+	Priority    *Priority       `json:"priority,omitempty"`     // 0-255 or a level name; default normal (96)
+	Timeout     Duration        `json:"timeout,omitempty"`      // "60s"; default: the node's queue.default_timeout
+	MinTrust    *float64        `json:"min_trust,omitempty"`    // default: the node's trust.min_trust_default
+	MaxRetries  *int            `json:"max_retries,omitempty"`  // default: the node's queue.max_retries
+}
+
+// Task is a task's status, and its result once it has one.
+type Task struct {
+	ID         string     `json:"id"`
+	Skill      string     `json:"skill"`
+	Version    string     `json:"version,omitempty"`
+	State      string     `json:"state"`
+	Priority   uint8      `json:"priority"`
+	Level      string     `json:"level"`
+	Attempts   int        `json:"attempts"`
+	Node       string     `json:"node,omitempty"`  // node of the current or last attempt
+	Tried      []string   `json:"tried,omitempty"` // node of each attempt, in order
+	CreatedAt  time.Time  `json:"created_at"`
+	Deadline   time.Time  `json:"deadline"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	Error      *Error     `json:"error,omitempty"`  // why it failed, once terminal and not succeeded
+	Result     *Result    `json:"result,omitempty"` // once terminal
+}
+
+// Result is the outcome of a finished task.
+type Result struct {
+	Success      bool            `json:"success"`
+	Output       json.RawMessage `json:"output,omitempty"`        // the output, if it is JSON
+	OutputBase64 []byte          `json:"output_base64,omitempty"` // the output, if it is not JSON
+	DurationMS   float64         `json:"duration_ms"`             // execution time on the node that ran it
+	ExecutedBy   string          `json:"executed_by,omitempty"`
+	Attempts     int             `json:"attempts"`
+}
+
+// OutputBytes returns the output as bytes, whichever field holds it.
+func (r *Result) OutputBytes() []byte {
+	if r.Output != nil {
+		return r.Output
+	}
+	return r.OutputBase64
+}
+
+// TaskList is the body of GET /v1/tasks. Next, if not empty, is the value
+// of the after parameter that fetches the next page.
+type TaskList struct {
+	Tasks []Task `json:"tasks"`
+	Next  string `json:"next,omitempty"`
+}
+
+// Identity is the body of GET /v1/id.
+type Identity struct {
+	ID        string   `json:"id"`
+	Addrs     []string `json:"addrs"`     // multiaddrs ending in /p2p/<id>
+	Version   string   `json:"version"`   // cortexd version
+	Protocols []string `json:"protocols"` // protocols this node speaks
+}
+
+// Peer is one entry of GET /v1/peers.
+type Peer struct {
+	ID        string    `json:"id"`
+	Addrs     []string  `json:"addrs"`
+	Connected bool      `json:"connected"`
+	Trust     float64   `json:"trust"`
+	Skills    []string  `json:"skills"` // "id@version"
+	Load      Load      `json:"load"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
+}
+
+// Load is what a node reported about how busy it is.
+type Load struct {
+	Queued      [4]int  `json:"queued"` // per level: low, normal, high, critical
+	InFlight    int     `json:"in_flight"`
+	Capacity    int     `json:"capacity"`
+	Utilization float64 `json:"utilization"`
+}
+
+// Skill is one entry of GET /v1/skills: a skill offered here, by peers or
+// both.
+type Skill struct {
+	ID          string          `json:"id"`
+	Version     string          `json:"version,omitempty"`
+	Description string          `json:"description,omitempty"`
+	Local       bool            `json:"local"`
+	Providers   []string        `json:"providers"` // peer IDs offering it, this node's included when Local
+	InputSchema json.RawMessage `json:"input_schema,omitempty"`
+}
+
+// TrustEntry is one entry of GET /v1/trust, or the body of GET
+// /v1/trust/{peer}.
+type TrustEntry struct {
+	Peer         string             `json:"peer"`
+	Trust        float64            `json:"trust"`  // in [0, 1]: what routing and admission use
+	Global       float64            `json:"global"` // the peer's share of the EigenTrust vector
+	PreTrusted   bool               `json:"pre_trusted"`
+	Successes    uint64             `json:"successes"`
+	Failures     uint64             `json:"failures"`
+	Timeouts     uint64             `json:"timeouts"`
+	WrongResults uint64             `json:"wrong_results"`
+	LastOutcome  time.Time          `json:"last_outcome,omitzero"`
+	Ratings      map[string]float64 `json:"ratings,omitempty"` // per skill, in [-1, 1]
+}
+
+// Metrics is the body of GET /v1/metrics.
+type Metrics struct {
+	Tasks   TaskMetrics            `json:"tasks"`
+	Queue   QueueStats             `json:"queue"`
+	PerNode map[string]TaskMetrics `json:"per_node"`
+	Peers   int                    `json:"peers"`
+}
+
+// TaskMetrics are task counts and execution times.
+type TaskMetrics struct {
+	Submitted   uint64  `json:"submitted"`
+	Completed   uint64  `json:"completed"`
+	Failed      uint64  `json:"failed"`
+	TimedOut    uint64  `json:"timed_out"`
+	SuccessRate float64 `json:"success_rate"`
+	FailureRate float64 `json:"failure_rate"`
+	MinMS       float64 `json:"min_ms"`
+	MaxMS       float64 `json:"max_ms"`
+	AvgMS       float64 `json:"avg_ms"`
+	P50MS       float64 `json:"p50_ms"`
+	P95MS       float64 `json:"p95_ms"`
+	P99MS       float64 `json:"p99_ms"`
+}
+
+// QueueStats describe the local queue.
+type QueueStats struct {
+	Depth     map[string]int `json:"depth"`   // ready tasks per level name
+	Delayed   int            `json:"delayed"` // retries waiting out their backoff
+	InFlight  int            `json:"in_flight"`
+	Enqueued  uint64         `json:"enqueued"`
+	Completed uint64         `json:"completed"`
+	Failed    uint64         `json:"failed"`
+	Retried   uint64         `json:"retried"`
+	TimedOut  uint64         `json:"timed_out"`
+	Rejected  uint64         `json:"rejected"`
+}
+
+// Event is one server-sent event of GET /v1/events. Type is "task" or
+// "peer"; the SSE event name is the same.
+type Event struct {
+	Type string     `json:"type"`
+	Time time.Time  `json:"time"`
+	Task *Task      `json:"task,omitempty"`
+	Peer *PeerEvent `json:"peer,omitempty"`
+}
+
+// PeerEvent says what happened to a peer: "joined", "left" or
+// "capabilities".
+type PeerEvent struct {
+	ID   string `json:"id"`
+	Kind string `json:"kind"`
+}
+
+// ErrorBody is the body of every 4xx and 5xx answer.
+type ErrorBody struct {
+	Error Error `json:"error"`
+}
+
+// Error is a machine-readable code and a message for people.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error codes.
+const (
+	CodeInvalidRequest = "invalid_request" // malformed JSON, bad parameter
+	CodeInvalidInput   = "invalid_input"   // input does not satisfy the skill's schema
+	CodeUnknownSkill   = "unknown_skill"
+	CodeNotFound       = "not_found" // no such task, peer or endpoint
+	CodeQueueFull      = "queue_full"
+	CodeNoCapableNode  = "no_capable_node"
+	CodeDelegation     = "delegation_failed"
+	CodeTimeout        = "timeout"
+	CodeCanceled       = "canceled"
+	CodeFinished       = "already_finished" // cancel of a finished task
+	CodeExecution      = "execution_failed"
+	CodeTooLarge       = "body_too_large"
+	CodeUnauthorized   = "unauthorized"
+	CodeShuttingDown   = "shutting_down" // draining or not started
+	CodeInternal       = "internal"
+)
+
+// Priority is a 0-255 task priority. In JSON it is a number or one of the
+// level names low (32), normal (96), high (160) and critical (224).
+type Priority uint8
+
+// Level names and the priority each stands for.
+var levelPriorities = map[string]Priority{"low": 32, "normal": 96, "high": 160, "critical": 224}
+
+// ParsePriority parses a number 0-255 or a level name.
+func ParsePriority(s string) (Priority, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if p, ok := levelPriorities[s]; ok {
+		return p, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 8)
+	if err != nil {
+		return 0, fmt.Errorf("priority %q: want critical, high, normal, low or a number 0-255", s)
+	}
+	return Priority(n), nil
+}
+
+// UnmarshalJSON accepts a number or a level name.
+func (p *Priority) UnmarshalJSON(b []byte) error {
+	var s string
+	if len(b) > 0 && b[0] == '"' {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+	} else {
+		s = string(b)
+	}
+	v, err := ParsePriority(s)
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// Duration is a time.Duration that is a Go duration string in JSON ("60s");
+// a number is taken as seconds.
+type Duration time.Duration
+
+// MarshalJSON writes a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads "60s" or 60.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("duration %q: want a Go duration such as 60s or 5m", s)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var secs float64
+	if err := json.Unmarshal(b, &secs); err != nil {
+		return fmt.Errorf("duration %s: want a string such as \"60s\" or a number of seconds", b)
+	}
+	*d = Duration(secs * float64(time.Second))
+	return nil
+}

@@ -1,0 +1,106 @@
+package api
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/skill"
+)
+
+// stateFilter returns the coordinator state behind an API state name; the
+// API uses the coordinator's names.
+func stateFilter(name string) ([]skill.TaskState, bool) {
+	st, err := skill.ParseTaskState(name)
+	if err != nil {
+		return nil, false
+	}
+	return []skill.TaskState{st}, true
+}
+
+// codeOf maps a failed result's error code to an API error code.
+func codeOf(c grid.ErrorCode) string {
+	switch c {
+	case grid.CodeTimeout:
+		return apiv1.CodeTimeout
+	case grid.CodeCanceled:
+		return apiv1.CodeCanceled
+	case grid.CodeInvalidInput:
+		return apiv1.CodeInvalidInput
+	case grid.CodeUnknownSkill:
+		return apiv1.CodeUnknownSkill
+	case grid.CodeInternal:
+		return apiv1.CodeInternal
+	}
+	return apiv1.CodeExecution
+}
+
+// taskOf converts a task status for the API.
+func taskOf(st skill.TaskStatus) apiv1.Task {
+	t := apiv1.Task{
+		ID:        st.ID.String(),
+		Skill:     string(st.Skill),
+		Version:   st.Version,
+		State:     st.State.String(),
+		Priority:  st.Priority,
+		Level:     grid.LevelOf(st.Priority).String(),
+		Attempts:  st.Attempts,
+		CreatedAt: st.CreatedAt,
+		Deadline:  st.Deadline,
+	}
+	if st.Peer != "" {
+		t.Node = st.Peer.String()
+	}
+	for _, p := range st.Tried {
+		t.Tried = append(t.Tried, p.String())
+	}
+	if !st.FinishedAt.IsZero() {
+		fin := st.FinishedAt
+		t.FinishedAt = &fin
+	}
+	if r := st.Result; r != nil && st.State.Terminal() {
+		t.Result = resultOf(r)
+		if r.ExecutedBy != "" {
+			t.Node = r.ExecutedBy.String()
+		}
+	}
+	if st.State.Terminal() && st.State != skill.StateSucceeded {
+		code := apiv1.CodeExecution
+		switch {
+		case st.Err != nil:
+			if _, c := errorStatus(st.Err); c != apiv1.CodeInternal || st.Result == nil {
+				code = c
+			} else {
+				code = codeOf(st.Result.Code)
+			}
+		case st.Result != nil:
+			code = codeOf(st.Result.Code)
+		}
+		msg := st.Error
+		if msg == "" && st.Result != nil {
+			msg = st.Result.Error
+		}
+		t.Error = &apiv1.Error{Code: code, Message: msg}
+	}
+	return t
+}
+
+func resultOf(r *skill.SkillResult) *apiv1.Result {
+	out := &apiv1.Result{
+		Success:    r.Success,
+		DurationMS: float64(r.Duration) / float64(time.Millisecond),
+		Attempts:   r.Attempts,
+	}
+	if r.ExecutedBy != "" {
+		out.ExecutedBy = r.ExecutedBy.String()
+	}
+	switch {
+	case len(r.Output) == 0:
+	case json.Valid(r.Output):
+		out.Output = json.RawMessage(r.Output)
+	default:
+		out.OutputBase64 = r.Output
+	}
+	return out
+}

@@ -1,0 +1,22 @@
+// Package api is cortexd's local HTTP API: JSON under /v1, server-sent
+// events, Prometheus metrics and health checks, served over the engine it
+// is given (the coordinator, the grid node, the skill registry and the
+// trust graph, each through a small interface declared here).
+//
+// Endpoints:
+//
+//	POST   /v1/tasks                submit (apiv1.SubmitRequest) -> 202 apiv1.Task
+//	GET    /v1/tasks?state=&limit=&after=   list, newest first -> apiv1.TaskList
+//	GET    /v1/tasks/{id}           status and result -> apiv1.Task
+//	GET    /v1/tasks/{id}/wait?timeout=30s  wait (at most 10m) -> apiv1.Task
+//	POST   /v1/tasks/{id}/cancel    cancel (also DELETE /v1/tasks/{id})
+//	GET    /v1/id | /v1/peers | /v1/skills | /v1/metrics | /v1/trust[/{peer}]
+//	GET    /v1/events[?task=ID][&types=task,peer]  server-sent events (apiv1.Event)
+//	GET    /metrics                 Prometheus text format
+//	GET    /healthz | /readyz       liveness; readiness (503 while draining)
+//
+// Every 4xx and 5xx answer is an apiv1.ErrorBody with a code from the
+// apiv1.Code* constants. Request bodies are limited (WithMaxBodyBytes).
+// A bearer token, when set, is always accepted, and is required for every
+// endpoint but /healthz and /readyz when the listener is beyond loopback.
+package api

@@ -1,0 +1,188 @@
+package api
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/skill"
+)
+
+// Event stream limits.
+const (
+	eventBuffer   = 256 // events queued per client; more are dropped
+	eventKeepMsg  = 15 * time.Second
+	eventsMaxConn = 64 // concurrent streams
+)
+
+// eventQuery is what a client of /v1/events asked for.
+type eventQuery struct {
+	tasks, peers bool
+	only         *skill.TaskID // just this task's events
+}
+
+func parseEventQuery(r *http.Request) (eventQuery, error) {
+	q := r.URL.Query()
+	eq := eventQuery{tasks: true, peers: true}
+	if v := q.Get("types"); v != "" {
+		eq.tasks, eq.peers = false, false
+		for _, t := range strings.Split(v, ",") {
+			switch strings.TrimSpace(t) {
+			case "task":
+				eq.tasks = true
+			case "peer":
+				eq.peers = true
+			default:
+				return eq, badRequest("types %q: want task, peer or task,peer", v)
+			}
+		}
+	}
+	if v := q.Get("task"); v != "" {
+		id, err := grid.ParseTaskID(v)
+		if err != nil {
+			return eq, badRequest("task %q: want a task ID", v)
+		}
+		eq.only, eq.tasks, eq.peers = &id, true, false
+	}
+	return eq, nil
+}
+
+// eventSink queues events for one stream without ever blocking the
+// publisher: when the client lags, events are dropped and counted.
+type eventSink struct {
+	ch      chan apiv1.Event
+	dropped atomic.Uint64
+}
+
+func (k *eventSink) push(ev apiv1.Event) {
+	select {
+	case k.ch <- ev:
+	default:
+		k.dropped.Add(1)
+	}
+}
+
+// events streams task and peer events as server-sent events: each is
+// "event: task" or "event: peer" and a data line with an apiv1.Event. With
+// ?task=ID only that task's events come, starting with its current status,
+// and the stream ends after its final state. With ?types=task or
+// ?types=peer only that kind comes. A client too slow to keep up loses
+// events; a comment line says how many.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	eq, err := parseEventQuery(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if n := s.streams.Add(1); n > eventsMaxConn {
+		s.streams.Add(-1)
+		s.writeError(w, r, &httpError{http.StatusServiceUnavailable, "too_many_streams", fmt.Sprintf("at most %d event streams at once", eventsMaxConn)})
+		return
+	}
+	defer s.streams.Add(-1)
+
+	sink := &eventSink{ch: make(chan apiv1.Event, eventBuffer)}
+	if eq.tasks {
+		defer s.deps.Tasks.Subscribe(func(e skill.Event) {
+			if eq.only == nil || e.TaskID == *eq.only {
+				t := s.eventTask(e)
+				sink.push(apiv1.Event{Type: "task", Time: e.At, Task: &t})
+			}
+		})()
+	}
+	if eq.peers {
+		defer s.deps.Node.OnPeerEvent(func(e grid.PeerEvent) {
+			sink.push(apiv1.Event{Type: "peer", Time: e.Time, Peer: &apiv1.PeerEvent{ID: e.Peer.String(), Kind: e.Kind.String()}})
+		})()
+	}
+	if eq.only != nil {
+		st, err := s.deps.Tasks.Status(*eq.only)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		t := taskOf(st)
+		sink.push(apiv1.Event{Type: "task", Time: time.Now(), Task: &t})
+	}
+	s.stream(w, r, sink, eq.only != nil)
+}
+
+// stream writes the sink's events until the client goes, the server shuts
+// down or, if untilFinal, a task event with a final state was written.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, sink *eventSink, untilFinal bool) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriter(w)
+	fmt.Fprint(bw, ": cortexd events\n\n")
+	if bw.Flush() != nil || rc.Flush() != nil {
+		return
+	}
+	keep := time.NewTicker(eventKeepMsg)
+	defer keep.Stop()
+	var reported uint64
+	for {
+		final := false
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.life.Done():
+			return
+		case <-keep.C:
+			fmt.Fprint(bw, ": ping\n\n")
+		case ev := <-sink.ch:
+			final = writeEvent(bw, ev)
+			for n := len(sink.ch); n > 0 && !final; n-- { // coalesce what is queued into one flush
+				final = writeEvent(bw, <-sink.ch)
+			}
+		}
+		if d := sink.dropped.Load(); d != reported {
+			fmt.Fprintf(bw, ": dropped %d events: this client reads too slowly\n\n", d-reported)
+			reported = d
+		}
+		if bw.Flush() != nil || rc.Flush() != nil || final && untilFinal {
+			return
+		}
+	}
+}
+
+// writeEvent writes one event and reports whether it is a task's final
+// state.
+func writeEvent(bw *bufio.Writer, ev apiv1.Event) bool {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return false
+	}
+	fmt.Fprintf(bw, "event: %s\ndata: %s\n\n", ev.Type, b)
+	return ev.Task != nil && apiv1.Terminal(ev.Task.State)
+}
+
+// eventTask describes the task of an event: its full status, with the
+// state the event reports (the status may have moved on since).
+func (s *Server) eventTask(e skill.Event) apiv1.Task {
+	st, err := s.deps.Tasks.Status(e.TaskID)
+	if err != nil { // already forgotten
+		st = skill.TaskStatus{ID: e.TaskID, Skill: e.Skill, Peer: e.Peer, Attempts: e.Attempt, Error: e.Error}
+	}
+	st.State = e.State
+	if !e.State.Terminal() {
+		st.Result, st.Err, st.Error, st.FinishedAt = nil, nil, "", time.Time{}
+	}
+	if e.Peer != "" {
+		st.Peer = e.Peer
+	}
+	if e.Attempt > 0 {
+		st.Attempts = e.Attempt
+	}
+	return taskOf(st)
+}

@@ -1,0 +1,277 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/skill"
+)
+
+// errDraining is answered to submissions while the daemon shuts down.
+var errDraining = errors.New("the daemon is shutting down and accepts no new tasks")
+
+// Network is what the API reads from the grid node. *grid.Node implements
+// it.
+type Network interface {
+	ID() peer.ID
+	Addrs() []multiaddr.Multiaddr
+	Peers() []grid.PeerInfo
+	OnPeerEvent(fn func(grid.PeerEvent)) (unsubscribe func())
+}
+
+// SkillLister lists the skills this node offers. *skill.Registry
+// implements it.
+type SkillLister interface {
+	List() []skill.Descriptor
+}
+
+// TrustView reads the trust graph. *reputation.Graph implements it.
+type TrustView interface {
+	Trust(p peer.ID) float64
+	Peers() []reputation.PeerTrust
+}
+
+var (
+	_ Network     = (*grid.Node)(nil)
+	_ SkillLister = (*skill.Registry)(nil)
+	_ TrustView   = (*reputation.Graph)(nil)
+)
+
+// Deps are what the server serves. Every field but Gatherer is required.
+type Deps struct {
+	Tasks  Tasks
+	Node   Network
+	Skills SkillLister
+	Trust  TrustView
+	// Gatherer is served at /metrics in the Prometheus text format; nil
+	// turns /metrics off (404).
+	Gatherer prometheus.Gatherer
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithToken sets the bearer token. Requests that carry a token must carry
+// this one; on a listener beyond loopback every request but /healthz and
+// /readyz must.
+func WithToken(tok string) Option { return func(s *Server) { s.token = []byte(tok) } }
+
+// WithMaxBodyBytes sets the largest request body (default 20 MiB).
+func WithMaxBodyBytes(n int64) Option { return func(s *Server) { s.maxBody = n } }
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// WithVersion sets the version /v1/id reports.
+func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
+
+// WithDefaults sets what a submission that leaves them out gets.
+func WithDefaults(d TaskDefaults) Option { return func(s *Server) { s.defaults = d } }
+
+// TaskDefaults are applied to submissions that leave a field out.
+type TaskDefaults struct {
+	Timeout    time.Duration
+	MinTrust   float64
+	MaxRetries int
+}
+
+// DefaultMaxBodyBytes is the default request body limit.
+const DefaultMaxBodyBytes = 20 << 20
+
+// Server is cortexd's HTTP API. Create it with New, run it with Serve,
+// stop it with Drain and then Shutdown. It is safe for concurrent use.
+type Server struct {
+	deps     Deps
+	token    []byte
+	maxBody  int64
+	log      *slog.Logger
+	version  string
+	defaults TaskDefaults
+
+	handler      http.Handler
+	requireToken atomic.Bool
+	draining     atomic.Bool
+	streams      atomic.Int64 // open event streams
+
+	// life is canceled by Shutdown: long waits and event streams end.
+	life     context.Context
+	stopLife context.CancelFunc
+
+	mu  sync.Mutex
+	srv *http.Server
+}
+
+// New returns a server for deps. It starts nothing.
+func New(deps Deps, opts ...Option) (*Server, error) {
+	s := &Server{
+		deps:     deps,
+		maxBody:  DefaultMaxBodyBytes,
+		log:      slog.Default(),
+		version:  "dev",
+		defaults: TaskDefaults{Timeout: skill.DefaultTimeout, MinTrust: skill.DefaultMinTrust, MaxRetries: skill.DefaultMaxRetries},
+	}
+	s.life, s.stopLife = context.WithCancel(context.Background())
+	for _, o := range opts {
+		o(s)
+	}
+	var errs []error
+	if deps.Tasks == nil {
+		errs = append(errs, errors.New("api: Deps.Tasks is nil"))
+	}
+	if deps.Node == nil {
+		errs = append(errs, errors.New("api: Deps.Node is nil"))
+	}
+	if deps.Skills == nil {
+		errs = append(errs, errors.New("api: Deps.Skills is nil"))
+	}
+	if deps.Trust == nil {
+		errs = append(errs, errors.New("api: Deps.Trust is nil"))
+	}
+	if s.maxBody < 1024 {
+		errs = append(errs, fmt.Errorf("api: body limit %d is below 1024 bytes", s.maxBody))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the API's handler, with authentication. A server that
+// was never given a listener treats every request as coming over loopback.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.deps.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{
+			ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+			ErrorHandling: promhttp.ContinueOnError,
+		}))
+	}
+	mux.HandleFunc("POST /v1/tasks", s.submit)
+	mux.HandleFunc("GET /v1/tasks", s.listTasks)
+	mux.HandleFunc("GET /v1/tasks/{id}", s.getTask)
+	mux.HandleFunc("GET /v1/tasks/{id}/wait", s.waitTask)
+	mux.HandleFunc("POST /v1/tasks/{id}/cancel", s.cancelTask)
+	mux.HandleFunc("DELETE /v1/tasks/{id}", s.cancelTask)
+	mux.HandleFunc("GET /v1/id", s.identity)
+	mux.HandleFunc("GET /v1/peers", s.peers)
+	mux.HandleFunc("GET /v1/skills", s.skills)
+	mux.HandleFunc("GET /v1/metrics", s.metrics)
+	mux.HandleFunc("GET /v1/trust", s.trustAll)
+	mux.HandleFunc("GET /v1/trust/{peer}", s.trustOne)
+	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowed(mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			s.writeError(w, r, &httpError{http.StatusMethodNotAllowed, "method_not_allowed",
+				fmt.Sprintf("%s does not take %s; it takes %s", r.URL.Path, r.Method, strings.Join(allow, ", "))})
+			return
+		}
+		s.writeError(w, r, &httpError{http.StatusNotFound, "not_found", fmt.Sprintf("no endpoint %s %s; see the API reference in the README", r.Method, r.URL.Path)})
+	})
+	return s.authenticate(s.limitBody(mux))
+}
+
+// allowed returns the methods that have a route for r's path.
+func allowed(mux *http.ServeMux, r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host}
+		if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Serve answers requests on l until Shutdown. It requires a token if l
+// listens beyond loopback and returns an error at once if there is none.
+// Like http.Server.Serve it returns http.ErrServerClosed after Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	if !IsLoopback(l.Addr().String()) {
+		if len(s.token) == 0 {
+			return fmt.Errorf("serve API on %s: beyond loopback a bearer token is required, and none is set", l.Addr())
+		}
+		s.requireToken.Store(true)
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		WriteTimeout:      time.Minute, // long waits and event streams lift it
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	if s.life.Err() != nil {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	s.srv = srv
+	s.mu.Unlock()
+	return srv.Serve(l)
+}
+
+// Drain makes the server refuse new tasks (503 shutting_down) and report
+// not ready, while everything else keeps working.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// Shutdown ends long waits and event streams, then stops the server as
+// http.Server.Shutdown does, waiting for requests in progress until ctx is
+// done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.mu.Lock()
+	s.stopLife()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("shut down API: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		s.writeError(w, r, errDraining)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,253 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/skill"
+)
+
+// Tasks is what the API needs from the delegation coordinator.
+// *skill.Coordinator implements it.
+type Tasks interface {
+	SubmitTask(ctx context.Context, t *skill.SkillTask) (skill.TaskID, error)
+	Status(id skill.TaskID) (skill.TaskStatus, error)
+	Wait(ctx context.Context, id skill.TaskID) (*skill.SkillResult, error)
+	Cancel(id skill.TaskID) error
+	List(f skill.ListFilter) []skill.TaskStatus
+	Subscribe(fn func(skill.Event)) (unsubscribe func())
+	StatsSource
+}
+
+var _ Tasks = (*skill.DelegationCoordinator)(nil)
+
+// Limits of the task endpoints.
+const (
+	defaultWait  = 30 * time.Second
+	maxWait      = 10 * time.Minute
+	defaultLimit = 50
+	maxLimit     = skill.MaxListLimit - 1 // one more is asked for, to know whether a next page exists
+)
+
+func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		s.writeError(w, r, errDraining)
+		return
+	}
+	var req apiv1.SubmitRequest
+	if err := decodeBody(r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	t, err := s.buildTask(&req)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id, err := s.deps.Tasks.SubmitTask(r.Context(), t)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	st, err := s.deps.Tasks.Status(id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/tasks/"+id.String())
+	writeJSON(w, http.StatusAccepted, taskOf(st))
+}
+
+// decodeBody reads one JSON object into v, refusing unknown fields and
+// trailing data.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return err
+		case errors.Is(err, io.EOF):
+			return badRequest("the request body is empty: send a JSON object")
+		}
+		return badRequest("the request body is not valid JSON for this endpoint: %v", err)
+	}
+	if dec.More() {
+		return badRequest("the request body has data after the JSON object")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildTask checks a submission and turns it into a SkillTask with this
+// node's defaults for what it leaves out.
+func (s *Server) buildTask(req *apiv1.SubmitRequest) (*skill.SkillTask, error) {
+	if req.Skill == "" {
+		return nil, badRequest(`"skill" is required`)
+	}
+	if err := skill.ValidateSkillID(reputation.SkillID(req.Skill)); err != nil {
+		return nil, badRequest("%v", err)
+	}
+	var in skill.SkillInput
+	switch {
+	case req.Input != nil && req.InputBase64 != nil:
+		return nil, badRequest(`set "input" or "input_base64", not both`)
+	case req.InputBase64 != nil:
+		in = skill.RawInput(req.InputBase64)
+	case req.Input != nil:
+		in = skill.SkillInput{Kind: grid.InputJSON, Data: req.Input}
+	default:
+		in = skill.SkillInput{Kind: grid.InputJSON, Data: []byte("null")}
+	}
+	d := s.defaults
+	t := skill.NewSkillTask(reputation.SkillID(req.Skill), in, s.deps.Node.ID()).
+		WithVersion(req.Version).WithTimeout(d.Timeout).WithMinTrust(d.MinTrust).WithMaxRetries(d.MaxRetries)
+	if req.Priority != nil {
+		t.WithPriority(uint8(*req.Priority))
+	}
+	if req.Timeout != 0 {
+		if req.Timeout < 0 {
+			return nil, badRequest(`"timeout" must be positive, got %s`, time.Duration(req.Timeout))
+		}
+		t.WithTimeout(time.Duration(req.Timeout))
+	}
+	if req.MinTrust != nil {
+		if v := *req.MinTrust; v < 0 || v > 1 {
+			return nil, badRequest(`"min_trust" must be between 0 and 1, got %v`, v)
+		}
+		t.WithMinTrust(*req.MinTrust)
+	}
+	if req.MaxRetries != nil {
+		if v := *req.MaxRetries; v < 0 || v > 100 {
+			return nil, badRequest(`"max_retries" must be between 0 and 100, got %d`, v)
+		}
+		t.WithMaxRetries(*req.MaxRetries)
+	}
+	return t, nil
+}
+
+func (s *Server) taskID(r *http.Request) (skill.TaskID, error) {
+	id, err := grid.ParseTaskID(r.PathValue("id"))
+	if err != nil {
+		return id, &httpError{http.StatusNotFound, apiv1.CodeNotFound, fmt.Sprintf("no task %q: task IDs are 64 hex digits", r.PathValue("id"))}
+	}
+	return id, nil
+}
+
+func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
+	id, err := s.taskID(r)
+	if err == nil {
+		var st skill.TaskStatus
+		if st, err = s.deps.Tasks.Status(id); err == nil {
+			writeJSON(w, http.StatusOK, taskOf(st))
+			return
+		}
+	}
+	s.writeError(w, r, err)
+}
+
+// waitTask waits until the task is finished or the timeout parameter
+// (default 30 s, at most 10 min) has passed, and answers the task's status
+// then: a status that is not terminal means the wait timed out.
+func (s *Server) waitTask(w http.ResponseWriter, r *http.Request) {
+	id, err := s.taskID(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	wait := defaultWait
+	if v := r.URL.Query().Get("timeout"); v != "" {
+		if wait, err = time.ParseDuration(v); err != nil || wait < 0 {
+			s.writeError(w, r, badRequest("timeout %q: want a duration such as 30s", v))
+			return
+		}
+		wait = min(wait, maxWait)
+	}
+	if _, err := s.deps.Tasks.Status(id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + 30*time.Second))
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	stop := context.AfterFunc(s.life, cancel)
+	defer stop()
+	_, _ = s.deps.Tasks.Wait(ctx, id) // the status below says how it ended
+	st, err := s.deps.Tasks.Status(id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, taskOf(st))
+}
+
+func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request) {
+	id, err := s.taskID(r)
+	if err == nil {
+		if err = s.deps.Tasks.Cancel(id); err == nil {
+			var st skill.TaskStatus
+			if st, err = s.deps.Tasks.Status(id); err == nil {
+				writeJSON(w, http.StatusOK, taskOf(st))
+				return
+			}
+		}
+	}
+	s.writeError(w, r, err)
+}
+
+func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := skill.ListFilter{Limit: defaultLimit}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			s.writeError(w, r, badRequest("limit %q: want a number from 1 to %d", v, maxLimit))
+			return
+		}
+		f.Limit = min(n, maxLimit)
+	}
+	if v := q.Get("state"); v != "" {
+		st, ok := stateFilter(v)
+		if !ok {
+			s.writeError(w, r, badRequest("state %q: want one of %s", v, strings.Join(apiv1.States, ", ")))
+			return
+		}
+		f.States = st
+	}
+	if v := q.Get("after"); v != "" {
+		id, err := grid.ParseTaskID(v)
+		if err != nil {
+			s.writeError(w, r, badRequest("after %q: want a task ID", v))
+			return
+		}
+		f.After = id
+	}
+	want := f.Limit
+	f.Limit++ // one more tells whether there is a next page
+	sts := s.deps.Tasks.List(f)
+	out := apiv1.TaskList{Tasks: make([]apiv1.Task, 0, min(len(sts), want))}
+	for i, st := range sts {
+		if i == want {
+			out.Next = sts[i-1].ID.String()
+			break
+		}
+		out.Tasks = append(out.Tasks, taskOf(st))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
