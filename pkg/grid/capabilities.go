@@ -427,6 +427,19 @@ func (t *capTable) apply(author peer.ID, a *capAnnouncement, now time.Time) bool
 	return true
 }
 
+// remove drops p's entry, if any, and emits PeerLeft for it. p's sequence
+// mark stays, so replays of its old announcements stay out.
+func (t *capTable) remove(p peer.ID, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.slots[p]; !ok {
+		return
+	}
+	delete(t.slots, p)
+	t.rebuildLocked()
+	t.emit(PeerEvent{Kind: PeerLeft, Peer: p, Time: now})
+}
+
 // expire removes entries past their expiry and sequence marks past theirs.
 func (t *capTable) expire(now time.Time) {
 	t.mu.Lock()
@@ -602,11 +615,17 @@ func (n *Node) joinGossip(ctx context.Context, rt *nodeRuntime) error {
 func (n *Node) validateMessage(m *nodeMetrics) func(context.Context, peer.ID, *pubsub.Message) pubsub.ValidationResult {
 	return func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 		author := msg.GetFrom()
-		a, err := n.table.check(author, msg.Data)
 		count := m
 		if author == n.id {
 			count = nil // count only what peers send
 		}
+		if author != n.id && !n.gater.allowed(author) {
+			// Relayed by a peer that is not at fault: ignore, do not
+			// penalize it.
+			count.announcement("ignored")
+			return pubsub.ValidationIgnore
+		}
+		a, err := n.table.check(author, msg.Data)
 		switch {
 		case err == nil:
 			msg.ValidatorData = a
@@ -633,7 +652,7 @@ func (n *Node) readLoop(ctx context.Context, rt *nodeRuntime) {
 		}
 		author := msg.GetFrom()
 		a, ok := msg.ValidatorData.(*capAnnouncement)
-		if !ok || author == n.id {
+		if !ok || author == n.id || !n.gater.allowed(author) { // denied since validation
 			continue
 		}
 		if n.table.apply(author, a, time.Now()) && len(a.addrs) > 0 && !hostConnected(rt.host, author) {
@@ -731,6 +750,11 @@ func (n *Node) connEventLoop(ctx context.Context, rt *nodeRuntime) {
 			}
 			switch ev.Connectedness {
 			case network.Connected:
+				if !n.gater.allowed(ev.Peer) {
+					// Denied while its connection was being set up.
+					_ = rt.host.Network().ClosePeer(ev.Peer)
+					continue
+				}
 				n.hub.publish(PeerEvent{Kind: PeerConnected, Peer: ev.Peer, Time: time.Now()})
 			case network.NotConnected:
 				n.hub.publish(PeerEvent{Kind: PeerDisconnected, Peer: ev.Peer, Time: time.Now()})

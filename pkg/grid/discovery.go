@@ -55,9 +55,9 @@ func SkillCID(skill reputation.SkillID) cid.Cid {
 }
 
 // FindProviders looks skill up in the DHT and returns up to max providers
-// other than this node (max <= 0 means 20). It is for skills the gossip
-// table does not know; it blocks until max are found, the lookup ends or
-// ctx is done. Found peers' addresses are kept in the peerstore for a while.
+// other than this node and peers the access lists refuse (max <= 0 means
+// 20). It is for skills the gossip table does not know; it blocks until max
+// are found, the lookup ends or ctx is done. Found peers' addresses are kept in the peerstore for a while.
 func (n *Node) FindProviders(ctx context.Context, skill reputation.SkillID, max int) ([]peer.AddrInfo, error) {
 	if err := checkSkillID(skill); err != nil {
 		return nil, fmt.Errorf("find providers of %q: %w", skill, err)
@@ -73,7 +73,7 @@ func (n *Node) FindProviders(ctx context.Context, skill reputation.SkillID, max 
 	defer cancel() // ends the lookup if we stop reading early
 	var out []peer.AddrInfo
 	for ai := range rt.dht.FindProvidersAsync(ctx, SkillCID(skill), max+1) {
-		if ai.ID == n.id {
+		if ai.ID == n.id || !n.gater.allowed(ai.ID) {
 			continue
 		}
 		out = append(out, ai)
@@ -101,13 +101,18 @@ func (n *Node) newHost() (host.Host, error) {
 		_ = rm.Close()
 		return nil, fmt.Errorf("build connection manager: %w", err)
 	}
+	listen, dropped := n.cfg.splitListenAddrs()
+	if len(dropped) > 0 {
+		n.log.Warn("private network: not listening on QUIC addresses, which a pre-shared key cannot protect; listen on TCP only to silence this",
+			"dropped", dropped)
+	}
 	opts := []libp2p.Option{
 		libp2p.Identity(n.key),
 		// Listening happens below, once the host is built: libp2p leaks
 		// the swarm when listening fails inside New.
 		libp2p.NoListenAddrs,
 		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Transport(quic.NewTransport),
+		libp2p.ConnectionGater(n.gater),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Security(tls.ID, tls.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
@@ -115,6 +120,11 @@ func (n *Node) newHost() (host.Host, error) {
 		libp2p.ConnectionManager(cm),
 		libp2p.DisableRelay(),
 		libp2p.UserAgent("cortexd"),
+	}
+	if len(n.cfg.psk) > 0 {
+		opts = append(opts, libp2p.PrivateNetwork(n.cfg.psk))
+	} else {
+		opts = append(opts, libp2p.Transport(quic.NewTransport))
 	}
 	if n.cfg.registerer != nil {
 		opts = append(opts, libp2p.PrometheusRegisterer(n.cfg.registerer))
@@ -129,7 +139,7 @@ func (n *Node) newHost() (host.Host, error) {
 		_ = rm.Close()
 		return nil, fmt.Errorf("build libp2p host: %w", err)
 	}
-	for _, a := range n.cfg.listenAddrs {
+	for _, a := range listen {
 		ma, err := multiaddr.NewMultiaddr(a)
 		if err == nil {
 			err = h.Network().Listen(ma)
@@ -202,11 +212,12 @@ func (n *Node) newDHT(h host.Host) (*dht.IpfsDHT, error) {
 	return d, nil
 }
 
-// bootstrapPeers returns the configured bootstrap peers without this node.
+// bootstrapPeers returns the configured bootstrap peers without this node
+// and without peers denied at run time.
 func (n *Node) bootstrapPeers() []peer.AddrInfo {
 	out := make([]peer.AddrInfo, 0, len(n.cfg.bootstrap))
 	for _, p := range n.cfg.bootstrap {
-		if p.ID != n.id {
+		if p.ID != n.id && n.gater.allowed(p.ID) {
 			out = append(out, p)
 		}
 	}
@@ -304,7 +315,7 @@ func (n *Node) findRound(ctx context.Context, h host.Host, disc *drouting.Routin
 	sem := make(chan struct{}, maxParallelDials)
 	var wg sync.WaitGroup
 	dial := func(ai peer.AddrInfo) {
-		if ai.ID == n.id || hostConnected(h, ai.ID) || len(h.Network().Peers()) >= n.cfg.connLow {
+		if ai.ID == n.id || hostConnected(h, ai.ID) || !n.gater.allowed(ai.ID) || len(h.Network().Peers()) >= n.cfg.connLow {
 			return
 		}
 		sem <- struct{}{}
@@ -333,7 +344,7 @@ func (n *Node) findRound(ctx context.Context, h host.Host, disc *drouting.Routin
 }
 
 func (n *Node) dial(ctx context.Context, h host.Host, ai peer.AddrInfo) {
-	if ai.ID == n.id || hostConnected(h, ai.ID) {
+	if ai.ID == n.id || hostConnected(h, ai.ID) || !n.gater.allowed(ai.ID) {
 		return
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)

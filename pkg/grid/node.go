@@ -15,7 +15,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,6 +70,9 @@ type nodeConfig struct {
 	limits           ResourceLimits
 	logger           *slog.Logger
 	registerer       prometheus.Registerer
+	psk              pnet.PSK
+	allowPeers       []peer.ID
+	denyPeers        []peer.ID
 
 	// Discovery rounds start at discoveryMin and back off to discoveryMax.
 	// Not exported: tests shorten them.
@@ -172,8 +177,10 @@ func WithNodeLogger(l *slog.Logger) NodeOption {
 
 // WithPrometheusRegisterer registers go-libp2p's metrics and the node's own
 // (cortex_grid_capability_announcements_total{result},
-// cortex_grid_capability_peers) on r; only one started Node may use a given
-// r. With nil (the default) go-libp2p's metrics are off.
+// cortex_grid_capability_peers,
+// cortex_grid_gater_refused_connections_total{direction}) on r; only one
+// started Node may use a given r. With nil (the default) go-libp2p's
+// metrics are off.
 func WithPrometheusRegisterer(r prometheus.Registerer) NodeOption {
 	return func(c *nodeConfig) { c.registerer = r }
 }
@@ -191,8 +198,9 @@ func (c *nodeConfig) ttl() time.Duration {
 	return 3 * c.announceInterval
 }
 
-// validate returns every problem in c joined into one error.
-func (c *nodeConfig) validate() error {
+// validate returns every problem in c joined into one error. self is the
+// node's ID ("" if unknown).
+func (c *nodeConfig) validate(self peer.ID) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if len(c.listenAddrs) == 0 {
@@ -245,6 +253,8 @@ func (c *nodeConfig) validate() error {
 	if c.discoveryMin <= 0 || c.discoveryMax < c.discoveryMin {
 		bad("discovery intervals %s..%s are invalid", c.discoveryMin, c.discoveryMax)
 	}
+	c.validateAccessLists(self, bad)
+	c.validatePrivateNetwork(bad)
 	return errors.Join(errs...)
 }
 
@@ -262,7 +272,8 @@ func parseDHTMode(m string) (dht.ModeOpt, error) {
 
 // Node is this daemon's presence on the grid: a libp2p host, a private
 // Kademlia DHT, rendezvous discovery and the capability gossip. It keeps a
-// table of what every peer offers.
+// table of what every peer offers, and refuses peers its allow and deny
+// lists (a connection gater) or its private network key keep out.
 //
 // All methods are safe for concurrent use. Providers is cheap and takes no
 // lock; it is meant to be called for every task.
@@ -273,6 +284,7 @@ type Node struct {
 	log   *slog.Logger
 	table *capTable
 	hub   *peerEventHub
+	gater *peerGater
 
 	skills      atomic.Pointer[[]SkillCapability] // sorted; never nil after NewNode
 	loadFn      atomic.Pointer[func() Load]
@@ -321,7 +333,7 @@ func NewNode(key crypto.PrivKey, opts ...NodeOption) (*Node, error) {
 			errs = append(errs, fmt.Errorf("derive peer ID from identity key: %w", err))
 		}
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.validate(id); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -342,6 +354,9 @@ func NewNode(key crypto.PrivKey, opts ...NodeOption) (*Node, error) {
 		found:       make(chan peer.AddrInfo, 64),
 	}
 	n.table = newCapTable(id, cfg.ttl(), n.isConnected, n.hub.publish)
+	n.gater = newPeerGater(cfg.allowPeers, cfg.denyPeers, func(dir network.Direction, p peer.ID) {
+		n.log.Debug("connection refused by the access lists", "peer", p, "direction", dir)
+	})
 	empty := []SkillCapability{}
 	n.skills.Store(&empty)
 	// Sequence numbers start at the clock so a restarted node's
@@ -350,8 +365,9 @@ func NewNode(key crypto.PrivKey, opts ...NodeOption) (*Node, error) {
 	return n, nil
 }
 
-// Start builds the host (TCP and QUIC, Noise and TLS, yamux, resource and
-// connection managers), the DHT and gossipsub, joins the capability topic,
+// Start builds the host (TCP and QUIC, or TCP only with a private network
+// key; Noise and TLS, yamux, resource and connection managers, the
+// connection gater), the DHT and gossipsub, joins the capability topic,
 // connects to the bootstrap peers and starts the background loops. ctx
 // bounds the start-up only (bootstrap connections); the node runs until
 // Close. If Start fails it tears down what it started; the Node can then
@@ -399,7 +415,7 @@ func (n *Node) buildRuntime(ctx context.Context, rt *nodeRuntime) error {
 	if rt.host, err = n.newHost(); err != nil {
 		return err
 	}
-	if rt.metrics, err = newNodeMetrics(n.cfg.registerer, n.table); err != nil {
+	if rt.metrics, err = newNodeMetrics(n.cfg.registerer, n.table, n.gater); err != nil {
 		return err
 	}
 	if rt.dht, err = n.newDHT(rt.host); err != nil {
@@ -518,11 +534,12 @@ type nodeMetrics struct {
 	reg           prometheus.Registerer
 	announcements *prometheus.CounterVec
 	peers         prometheus.GaugeFunc
+	refused       []prometheus.Collector
 }
 
 // newNodeMetrics registers the node's metrics on reg; nil reg gives nil.
 // Only one started Node may use a given registerer.
-func newNodeMetrics(reg prometheus.Registerer, t *capTable) (*nodeMetrics, error) {
+func newNodeMetrics(reg prometheus.Registerer, t *capTable, g *peerGater) (*nodeMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
@@ -537,12 +554,21 @@ func newNodeMetrics(reg prometheus.Registerer, t *capTable) (*nodeMetrics, error
 			Help: "Peers in the capability table.",
 		}, func() float64 { return float64(t.size()) }),
 	}
-	if err := reg.Register(m.announcements); err != nil {
-		return nil, fmt.Errorf("register node metrics: %w", err)
+	for dir, n := range map[string]*atomic.Uint64{"outbound": &g.refusedD, "inbound": &g.refusedI} {
+		m.refused = append(m.refused, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "cortex_grid_gater_refused_connections_total",
+			Help:        "Connections the allow and deny lists refused, by direction.",
+			ConstLabels: prometheus.Labels{"direction": dir},
+		}, func() float64 { return float64(n.Load()) }))
 	}
-	if err := reg.Register(m.peers); err != nil {
-		reg.Unregister(m.announcements)
-		return nil, fmt.Errorf("register node metrics: %w", err)
+	all := append([]prometheus.Collector{m.announcements, m.peers}, m.refused...)
+	for i, c := range all {
+		if err := reg.Register(c); err != nil {
+			for _, done := range all[:i] {
+				reg.Unregister(done)
+			}
+			return nil, fmt.Errorf("register node metrics: %w", err)
+		}
 	}
 	return m, nil
 }
@@ -557,5 +583,8 @@ func (m *nodeMetrics) unregister() {
 	if m != nil {
 		m.reg.Unregister(m.announcements)
 		m.reg.Unregister(m.peers)
+		for _, c := range m.refused {
+			m.reg.Unregister(c)
+		}
 	}
 }
