@@ -91,7 +91,9 @@ func NewGraph(self peer.ID, opts ...Option) (*Graph, error) {
 }
 
 // Start recomputes global trust every recompute interval (WithRecomputeInterval)
-// until Close is called or ctx is done. It returns ErrClosed after Close.
+// until Close is called. ctx bounds only the start: canceling it later does
+// not stop the recomputation (the daemon starts components under a short
+// start timeout). It returns ErrClosed after Close.
 func (g *Graph) Start(ctx context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -102,7 +104,7 @@ func (g *Graph) Start(ctx context.Context) error {
 		return errors.New("start trust graph: already started")
 	}
 	g.started = true
-	ctx, g.cancel = context.WithCancel(ctx)
+	ctx, g.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	g.wg.Add(1)
 	go g.loop(ctx)
 	return nil

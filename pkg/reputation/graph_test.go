@@ -356,7 +356,7 @@ func TestRecomputeRunsOnSchedule(t *testing.T) {
 	})
 }
 
-func TestRecomputeStopsWithContext(t *testing.T) {
+func TestRecomputeOutlivesTheStartContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		pre := test.RandPeerIDFatal(t)
 		g, _ := newTestGraph(t, WithPreTrusted(pre), WithRecomputeInterval(time.Second))
@@ -369,8 +369,8 @@ func TestRecomputeStopsWithContext(t *testing.T) {
 		g.SetPeerOpinions(pre, map[peer.ID]float64{vouched: 1})
 		time.Sleep(10 * time.Second)
 		synctest.Wait()
-		if got := g.Trust(vouched); got != 0.5 {
-			t.Errorf("Trust(vouched) changed after the context was canceled: %v", got)
+		if got := g.Trust(vouched); got <= 0.5 {
+			t.Errorf("Trust(vouched) = %v after the start context was canceled, want it recomputed above neutral", got)
 		}
 		if err := g.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
