@@ -22,6 +22,16 @@ import (
 // The task's fate on that peer is unknown; the caller should move on.
 var ErrPeerGone = errors.New("peer gone")
 
+// ErrLeaseExpired is wrapped by Delegate's error when the peer accepted
+// the task and then went quiet about it for the lease (WithLeaseMisses
+// heartbeat intervals) while its connection stayed up. Alone, it means the
+// peer is alive (its heartbeats arrive) but no longer reports the task: it
+// lost or dropped it. Together with ErrPeerGone, it means nothing at all
+// came on the peer's task stream for the lease: the peer is unreachable or
+// hung, and the stream was reset. Either way a TaskCancel went out and the
+// caller should move the task elsewhere.
+var ErrLeaseExpired = errors.New("task lease expired")
+
 // ErrAckTimeout is wrapped by Delegate's error when the peer did not
 // answer the request with a TaskAck within the ack timeout.
 var ErrAckTimeout = errors.New("no ack from peer")
@@ -32,6 +42,17 @@ const (
 	DefaultPeerRate           = rate.Limit(20000)
 	DefaultPeerBurst          = 5000
 	DefaultMaxInFlightPerPeer = 4096
+	DefaultHeartbeatInterval  = 5 * time.Second
+	DefaultLeaseMisses        = 3
+)
+
+// Bounds of the heartbeat options. A peer that declares a longer interval
+// than maxHeartbeatInterval is held to maxHeartbeatInterval.
+const (
+	minHeartbeatInterval = 10 * time.Millisecond
+	maxHeartbeatInterval = time.Minute
+	maxLeaseMisses       = 100
+	minMaxMessageSize    = 1024
 )
 
 // taskServiceName is the resource-manager service of task streams.
@@ -46,6 +67,8 @@ type orchConfig struct {
 	peerRate    rate.Limit
 	peerBurst   int
 	maxInFlight int
+	heartbeat   time.Duration
+	leaseMisses int
 	logger      *slog.Logger
 
 	resultGrace       time.Duration // how long past a task's deadline Delegate still waits for its result
@@ -55,6 +78,7 @@ type orchConfig struct {
 	inIdle            time.Duration // an inbound stream with no task for this long is reset
 	maxStreamsPerPeer int           // inbound task streams one peer may hold open
 	maxQueuedAcks     int           // acks queued on an inbound stream before its reader waits
+	closeFlush        time.Duration // how long Close lets inbound streams' writers send what they hold
 }
 
 func defaultOrchConfig() orchConfig {
@@ -64,6 +88,8 @@ func defaultOrchConfig() orchConfig {
 		peerRate:          DefaultPeerRate,
 		peerBurst:         DefaultPeerBurst,
 		maxInFlight:       DefaultMaxInFlightPerPeer,
+		heartbeat:         DefaultHeartbeatInterval,
+		leaseMisses:       DefaultLeaseMisses,
 		resultGrace:       2 * time.Second,
 		openTimeout:       10 * time.Second,
 		writeTimeout:      10 * time.Second,
@@ -71,6 +97,7 @@ func defaultOrchConfig() orchConfig {
 		inIdle:            5 * time.Minute,
 		maxStreamsPerPeer: 8,
 		maxQueuedAcks:     8192,
+		closeFlush:        time.Second,
 	}
 }
 
@@ -101,6 +128,24 @@ func WithMaxInFlightPerPeer(n int) OrchestratorOption {
 	return func(c *orchConfig) { c.maxInFlight = n }
 }
 
+// WithHeartbeatInterval sets how often this node, as an executor, sends a
+// TaskHeartbeat on each incoming task stream that has tasks it accepted
+// and has not answered, and how often, as a requester, it checks the
+// leases of its pending tasks (default 5 s, 10 ms to 1 min). Nodes of one
+// grid should use the same interval: a requester holds a peer to the
+// longer of its own interval and the one the peer's heartbeats declare,
+// but the first heartbeat must come within the requester's own lease.
+func WithHeartbeatInterval(d time.Duration) OrchestratorOption {
+	return func(c *orchConfig) { c.heartbeat = d }
+}
+
+// WithLeaseMisses sets how many heartbeat intervals a requester waits
+// without hearing about an accepted task (no ack, heartbeat or result)
+// before Delegate gives up with ErrLeaseExpired (default 3, 1 to 100).
+func WithLeaseMisses(k int) OrchestratorOption {
+	return func(c *orchConfig) { c.leaseMisses = k }
+}
+
 // WithOrchLogger sets the logger (default slog.Default()).
 func WithOrchLogger(l *slog.Logger) OrchestratorOption {
 	return func(c *orchConfig) { c.logger = l }
@@ -108,7 +153,7 @@ func WithOrchLogger(l *slog.Logger) OrchestratorOption {
 
 func (c *orchConfig) validate() error {
 	var errs []error
-	if c.maxMsg < 1024 || c.maxMsg > 1<<30 {
+	if c.maxMsg < minMaxMessageSize || c.maxMsg > 1<<30 {
 		errs = append(errs, fmt.Errorf("max message size %d is outside 1 KiB to 1 GiB", c.maxMsg))
 	}
 	if c.ackTimeout <= 0 {
@@ -119,6 +164,12 @@ func (c *orchConfig) validate() error {
 	}
 	if c.maxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("max in-flight per peer %d must be at least 1", c.maxInFlight))
+	}
+	if c.heartbeat < minHeartbeatInterval || c.heartbeat > maxHeartbeatInterval {
+		errs = append(errs, fmt.Errorf("heartbeat interval %s is outside %s to %s", c.heartbeat, minHeartbeatInterval, maxHeartbeatInterval))
+	}
+	if c.leaseMisses < 1 || c.leaseMisses > maxLeaseMisses {
+		errs = append(errs, fmt.Errorf("lease misses %d is outside 1 to %d", c.leaseMisses, maxLeaseMisses))
 	}
 	return errors.Join(errs...)
 }
@@ -136,6 +187,28 @@ func (c *orchConfig) validate() error {
 // acceptance. Frames that cannot be decoded, or that the receiving side
 // never expects (a request on a requester's stream, say), reset the
 // stream; a well-formed request with bad fields is rejected as malformed.
+//
+// Leases. While an executor holds tasks it accepted from a stream and has
+// not answered, it sends a TaskHeartbeat listing them on that stream every
+// heartbeat interval: one ticker per stream, in the stream's writer, and
+// nothing per task. The requester remembers, per pending task, the last
+// time it heard about it (the ack, a heartbeat listing it, the result),
+// counted in lease checks that each outgoing stream's writer runs twice per
+// interval under the stream's own lock. Delegate then tells apart:
+//   - dead: the connection closed or the stream was reset or ended. Every
+//     task pending on it fails at once with ErrPeerGone.
+//   - alive but not working on it: heartbeats arrive on the stream but have
+//     not listed the task for the lease (WithLeaseMisses intervals). The
+//     task fails with ErrLeaseExpired and a TaskCancel goes out; the
+//     stream stays.
+//   - unreachable: the connection is up but nothing at all came on the
+//     stream for the lease while a task waited. The stream is reset and
+//     every task pending on it fails with ErrLeaseExpired and ErrPeerGone.
+//   - slow: the task's heartbeats keep coming. Delegate waits until the
+//     task's deadline (plus a short grace), as before.
+//
+// Each case is logged at Debug. A task not yet acked is bounded by the ack
+// timeout, which is shorter than the lease by default.
 type Orchestrator struct {
 	host      host.Host
 	handler   TaskHandler
@@ -149,6 +222,10 @@ type Orchestrator struct {
 	lifetime context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+
+	// draining is set by Close while inbound streams flush: new requests
+	// are rejected as shutting down.
+	draining atomic.Bool
 
 	mu      sync.RWMutex
 	started bool
@@ -219,10 +296,16 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close removes the stream handler, resets every task stream, fails
-// pending Delegate calls with ErrClosed and waits for the goroutines it
-// owns. It does not wait for tasks running in the TaskHandler; their
-// results are dropped. Close is idempotent.
+// Close removes the stream handler, fails pending Delegate calls with
+// ErrClosed and resets their streams, then gives the writers of incoming
+// streams up to one second, together, to send the acks and results they
+// hold (so a draining daemon delivers the results of the tasks it
+// finished), half-closes those streams so the peers read it all, resets
+// them and waits for the goroutines it owns. Requests arriving meanwhile
+// are rejected as shutting down. Close does not wait for tasks running in
+// the TaskHandler: they are canceled and their results dropped. Nor does
+// it wait for the muxer to put flushed frames on the wire: closing the
+// host right after may still lose them. Close is idempotent.
 func (o *Orchestrator) Close() error {
 	o.mu.Lock()
 	if o.closed {
@@ -248,11 +331,35 @@ func (o *Orchestrator) Close() error {
 	for _, out := range outs {
 		out.fail(ErrClosed)
 	}
+	o.flushIncoming(ins)
 	for _, st := range ins {
 		st.fail(ErrClosed)
 	}
 	o.wg.Wait()
 	return nil
+}
+
+// flushIncoming has the writers of ins send what they hold and waits for
+// them, up to the close flush timeout in all.
+func (o *Orchestrator) flushIncoming(ins []*inStream) {
+	if len(ins) == 0 {
+		return
+	}
+	o.draining.Store(true)
+	by := time.Now().Add(o.cfg.closeFlush)
+	for _, st := range ins {
+		st.fw.startFlush(by)
+	}
+	timer := time.NewTimer(o.cfg.closeFlush)
+	defer timer.Stop()
+	for _, st := range ins {
+		select {
+		case <-st.writerDone:
+		case <-timer.C:
+			o.log.Debug("close: writers did not flush in time", "timeout", o.cfg.closeFlush)
+			return
+		}
+	}
 }
 
 // janitor closes streams that stayed idle for a whole sweep period.

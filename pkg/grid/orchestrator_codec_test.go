@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,8 +43,14 @@ func protoFrame(tb testing.TB, m *cortexv1.Envelope) []byte {
 
 func TestOrchestratorCodecEncodersMatchProtoMarshal(t *testing.T) {
 	requester := orchPeerID(t)
-	id := NewTaskID()
+	id, id2 := NewTaskID(), NewTaskID()
 	deadline := time.UnixMilli(1_900_000_123_456)
+	manyIDs := make([]TaskID, maxHeartbeatIDs)
+	manyIDBytes := make([][]byte, len(manyIDs))
+	for i := range manyIDs {
+		manyIDs[i] = NewTaskID()
+		manyIDBytes[i] = manyIDs[i][:]
+	}
 	cases := []struct {
 		name string
 		fast []byte
@@ -94,6 +101,16 @@ func TestOrchestratorCodecEncodersMatchProtoMarshal(t *testing.T) {
 			&cortexv1.Envelope{Body: &cortexv1.Envelope_Result{Result: &cortexv1.TaskResult{TaskId: id[:], ErrorMessage: "bad\uFFFDbyte"}}}},
 		{"a cancel", appendCancelFrame(nil, &id),
 			&cortexv1.Envelope{Body: &cortexv1.Envelope_Cancel{Cancel: &cortexv1.TaskCancel{TaskId: id[:]}}}},
+		{"a heartbeat for two tasks", appendHeartbeatFrame(nil, []TaskID{id, id2}, 5000),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Heartbeat{Heartbeat: &cortexv1.TaskHeartbeat{
+				TaskIds: [][]byte{id[:], id2[:]}, IntervalMs: 5000,
+			}}}},
+		{"a heartbeat with no interval", appendHeartbeatFrame(nil, []TaskID{id}, 0),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Heartbeat{Heartbeat: &cortexv1.TaskHeartbeat{TaskIds: [][]byte{id[:]}}}}},
+		{"a full heartbeat frame", appendHeartbeatFrame(nil, manyIDs, math.MaxUint32),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Heartbeat{Heartbeat: &cortexv1.TaskHeartbeat{
+				TaskIds: manyIDBytes, IntervalMs: math.MaxUint32,
+			}}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,6 +140,8 @@ func envelopeOf(m *cortexv1.Envelope) envelope {
 			errorMsg: []byte(r.ErrorMessage), execTimeUs: r.ExecTimeUs, executor: r.Executor}
 	case *cortexv1.Envelope_Cancel:
 		e = envelope{kind: envCancel, taskID: b.Cancel.TaskId}
+	case *cortexv1.Envelope_Heartbeat:
+		e = envelope{kind: envHeartbt, ids: b.Heartbeat.TaskIds, intervalMs: b.Heartbeat.IntervalMs}
 	}
 	return e
 }
@@ -137,7 +156,8 @@ func sameEnvelope(a, b *envelope) bool {
 		math.Float64bits(a.minTrust) == math.Float64bits(b.minTrust) && a.attempt == b.attempt &&
 		a.accepted == b.accepted && a.reason == b.reason && eq(a.message, b.message) && a.retryAfterMs == b.retryAfterMs &&
 		a.success == b.success && eq(a.output, b.output) && a.errorCode == b.errorCode && eq(a.errorMsg, b.errorMsg) &&
-		a.execTimeUs == b.execTimeUs && eq(a.executor, b.executor)
+		a.execTimeUs == b.execTimeUs && eq(a.executor, b.executor) &&
+		slices.EqualFunc(a.ids, b.ids, eq) && a.intervalMs == b.intervalMs
 }
 
 // envelopeSeeds are valid and tricky envelope encodings.
@@ -152,13 +172,19 @@ func envelopeSeeds(tb testing.TB) [][]byte {
 	res := body(appendResultFrame(nil, &id, &RemoteResult{Success: true, Output: []byte("hi"), ErrorMessage: "x"}, nil))
 	ack := body(appendAckFrame(nil, &id, &RejectError{Reason: RejectQueueFull, Message: "full", RetryAfter: time.Second}))
 	cancel := body(appendCancelFrame(nil, &id))
+	hb := body(appendHeartbeatFrame(nil, []TaskID{id, NewTaskID()}, 5000))
+	hbShortID := protowire.AppendBytes(protowire.AppendTag(nil, fEnvHeartbt, protowire.BytesType),
+		protowire.AppendBytes(protowire.AppendTag(nil, fHbTaskIDs, protowire.BytesType), []byte{1, 2, 3}))
 	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 5)
 	wrongType := protowire.AppendVarint(protowire.AppendTag(nil, fEnvRequest, protowire.VarintType), 1)
 	group := protowire.AppendTag(protowire.AppendTag(nil, 12, protowire.StartGroupType), 12, protowire.EndGroupType)
 	badUTF8 := protowire.AppendBytes(protowire.AppendTag(nil, fEnvRequest, protowire.BytesType),
 		protowire.AppendString(protowire.AppendTag(nil, fReqSkill, protowire.BytesType), "\xff"))
 	return [][]byte{
-		req, res, ack, cancel, nil,
+		req, res, ack, cancel, hb, hbShortID, nil,
+		append(append([]byte{}, hb...), hb...),       // repeated heartbeats merge: their IDs add up
+		append(append([]byte{}, hb...), cancel...),   // a cancel replaces a heartbeat
+		append(append([]byte{}, req...), hb...),      // a heartbeat replaces a request
 		append(append([]byte{}, req...), req...),     // a repeated body merges
 		append(append([]byte{}, req...), ack...),     // another body replaces it
 		append(append([]byte{}, unknown...), res...), // unknown fields are skipped
@@ -229,6 +255,16 @@ func FuzzOrchestratorDecodeEnvelope(f *testing.F) {
 		case envAck:
 			if _, rej, err := decodeAck(&e); err == nil && rej != nil && (rej.Reason > RejectMalformed || rej.RetryAfter > maxRetryAfter) {
 				t.Fatalf("a decoded rejection is out of range: %+v", rej)
+			}
+		case envHeartbt:
+			out := &outStream{o: &Orchestrator{cfg: defaultOrchConfig()}, pending: map[TaskID]*call{}}
+			err := out.onHeartbeat(&e)
+			allIDs := !slices.ContainsFunc(e.ids, func(b []byte) bool { return len(b) != len(TaskID{}) })
+			if (err == nil) != allIDs {
+				t.Fatalf("onHeartbeat = %v for IDs %x", err, e.ids)
+			}
+			if max := out.o.leaseChecks(maxHeartbeatInterval); out.lease > max {
+				t.Fatalf("a declared interval of %d ms set a lease of %d checks, above the cap %d", e.intervalMs, out.lease, max)
 			}
 		}
 	})

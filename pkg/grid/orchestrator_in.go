@@ -38,6 +38,9 @@ type inStream struct {
 	done chan struct{} // closed by fail: stops the writer
 	msgs atomic.Uint64 // frames read, for the idle check
 
+	writerDone chan struct{} // closed when the writer has returned
+	hbIDs      []TaskID      // the writer's: tasks listed in a heartbeat
+
 	mu    sync.Mutex
 	tasks map[TaskID]*inTask // admitted and not yet replied; nil once dead
 	dead  bool
@@ -109,17 +112,59 @@ func (o *Orchestrator) addInStream(s network.Stream, from peer.ID) (*inStream, e
 		fw:    newFrameWriter(s, o.cfg.writeTimeout),
 		done:  make(chan struct{}),
 		tasks: make(map[TaskID]*inTask),
+
+		writerDone: make(chan struct{}),
 	}
 	o.in[st] = struct{}{}
 	o.wg.Add(2)
 	return st, nil
 }
 
+// writeLoop runs the stream's writer, with the heartbeat ticker. After a
+// flush Close asked for, it half-closes the stream: the peer reads every
+// frame sent, then EOF, even though Close resets the stream right after.
 func (st *inStream) writeLoop() {
 	defer st.o.wg.Done()
-	if err := st.fw.run(st.done); err != nil {
+	defer close(st.writerDone)
+	tick := time.NewTicker(st.o.cfg.heartbeat)
+	defer tick.Stop()
+	err := st.fw.run(st.done, tick.C, st.heartbeat)
+	if err != nil {
 		st.fail(fmt.Errorf("write task stream: %w", err))
+		return
 	}
+	if st.fw.flushing.Load() {
+		_ = st.s.CloseWrite()
+	}
+}
+
+// heartbeat queues TaskHeartbeat frames listing the tasks accepted from
+// this stream and not yet answered; it queues nothing when there are none.
+// Tasks whose HandleTask has not returned are left out: their ack follows.
+// It runs on the writer's goroutine, once per heartbeat interval.
+func (st *inStream) heartbeat() {
+	ids := st.hbIDs[:0]
+	st.mu.Lock()
+	for id, it := range st.tasks {
+		if it.state.Load() == taskAcked {
+			ids = append(ids, id)
+		}
+	}
+	st.mu.Unlock()
+	interval := uint32(st.o.cfg.heartbeat.Milliseconds())
+	for rest := ids; len(rest) > 0; {
+		n := min(len(rest), maxHeartbeatIDs)
+		f := getFrame()
+		*f = appendHeartbeatFrame((*f)[:0], rest[:n], interval)
+		if _, err := st.fw.enqueue(f); err != nil {
+			break
+		}
+		rest = rest[n:]
+	}
+	if cap(ids) > 1024 && cap(ids) > 4*len(ids) {
+		ids = nil // a burst is over: do not pin its memory
+	}
+	st.hbIDs = ids
 }
 
 func (st *inStream) readLoop() {
@@ -162,6 +207,9 @@ func (st *inStream) onRequest(e *envelope) error {
 		return fmt.Errorf("%w: request task ID of %d bytes", errInvalidMessage, len(e.taskID))
 	}
 	o := st.o
+	if o.draining.Load() {
+		return st.reject(&id, &RejectError{Reason: RejectShuttingDown, Message: "node is shutting down"})
+	}
 	if !st.peer.lim.Allow() { // before anything else costs us
 		return st.reject(&id, &RejectError{Reason: RejectRateLimited, Message: "request rate limit", RetryAfter: o.retryAfter()})
 	}

@@ -29,6 +29,7 @@ type call struct {
 	acked atomic.Bool
 	ch    chan callEvent // cap 1: the one terminal event
 	timer *time.Timer
+	heard uint32 // guarded by the stream's mu: the lease check count when last heard of
 }
 
 // callEvent ends a call: a result, or an error (a *RejectError, or a
@@ -74,16 +75,23 @@ type outStream struct {
 	dead      bool
 	calls     uint64 // calls registered, for the idle check
 	idleMark  uint64
-	idleSince int // sweeps without a call
+	idleSince int    // sweeps without a call
+	checks    uint32 // lease checks run so far: the lease clock
+	heard     uint32 // checks when a frame last came from the peer
+	lease     uint32 // lease checks a task may go unheard of
+
+	expired []TaskID // the writer's: tasks whose lease a check found expired
 }
 
 // Delegate sends t to p and waits for its result. It returns a
 // *RejectError if p rejected the task, an error wrapping ErrAckTimeout if
 // p did not ack in time, an error wrapping context.DeadlineExceeded if the
-// result did not come by t.Deadline (plus a short grace for its trip), and
-// an error wrapping ErrPeerGone if p was unreachable or its stream failed.
-// Canceling ctx sends a TaskCancel to p and returns ctx's error. t must not
-// be modified during the call.
+// result did not come by t.Deadline (plus a short grace for its trip), an
+// error wrapping ErrPeerGone if p was unreachable or its stream failed, and
+// one wrapping ErrLeaseExpired if p accepted the task and then stopped
+// reporting it (see the leases in Orchestrator's doc). Canceling ctx sends
+// a TaskCancel to p and returns ctx's error. t must not be modified during
+// the call.
 func (o *Orchestrator) Delegate(ctx context.Context, p peer.ID, t *RemoteTask) (*RemoteResult, error) {
 	if err := validateOutgoing(t); err != nil {
 		return nil, fmt.Errorf("delegate task to %s: %w", p, err)
@@ -188,6 +196,7 @@ func (o *Orchestrator) newOutStream(p peer.ID) (*outStream, error) {
 		ready:   make(chan struct{}),
 		done:    make(chan struct{}),
 		pending: make(map[TaskID]*call),
+		lease:   o.leaseChecks(0),
 	}
 	o.out[p] = out
 	o.wg.Add(1)
@@ -263,6 +272,7 @@ func (out *outStream) send(c *call, f *[]byte) error {
 	}
 	out.pending[c.id] = c
 	out.calls++
+	c.heard = out.checks
 	out.mu.Unlock()
 	// If the stream died after registration, fail has given c its error,
 	// which wait picks up.
@@ -317,9 +327,12 @@ func (out *outStream) abandon(c *call, err error) (*RemoteResult, error) {
 	return nil, err
 }
 
+// writeLoop runs the stream's writer, with the lease checks.
 func (out *outStream) writeLoop() {
 	defer out.o.wg.Done()
-	if err := out.fw.run(out.done); err != nil {
+	tick := time.NewTicker(out.o.leaseCheckPeriod())
+	defer tick.Stop()
+	if err := out.fw.run(out.done, tick.C, out.checkLeases); err != nil {
 		out.fail(fmt.Errorf("%w: write to task stream: %w", ErrPeerGone, err))
 	}
 }
@@ -340,6 +353,8 @@ func (out *outStream) readLoop() {
 				err = out.onAck(&env)
 			case envResult:
 				err = out.onResult(&env)
+			case envHeartbt:
+				err = out.onHeartbeat(&env)
 			default:
 				err = fmt.Errorf("%w: unexpected envelope body %d on an outgoing task stream", errInvalidMessage, env.kind)
 			}
@@ -358,8 +373,10 @@ func (out *outStream) onAck(e *envelope) error {
 		return err
 	}
 	out.mu.Lock()
+	out.heard = out.checks
 	c, ok := out.pending[id]
 	if ok {
+		c.heard = out.checks
 		if rej != nil {
 			delete(out.pending, id)
 			c.ch <- callEvent{err: rej}
@@ -377,6 +394,7 @@ func (out *outStream) onResult(e *envelope) error {
 		return err
 	}
 	out.mu.Lock()
+	out.heard = out.checks
 	c, ok := out.pending[res.ID]
 	if ok {
 		delete(out.pending, res.ID)
@@ -414,6 +432,9 @@ func (out *outStream) fail(cause error) {
 		c.ch <- callEvent{err: cause}
 	}
 	out.mu.Unlock()
+	if len(pending) > 0 && !errors.Is(cause, ErrClosed) {
+		out.o.log.Debug("task stream to peer failed with tasks pending", "peer", out.peer, "tasks", len(pending), "cause", cause)
+	}
 	if wasDead {
 		return
 	}

@@ -22,6 +22,7 @@ const (
 	fEnvAck     = 2
 	fEnvResult  = 3
 	fEnvCancel  = 4
+	fEnvHeartbt = 5
 
 	fReqTaskID     = 1
 	fReqSkill      = 2
@@ -46,6 +47,8 @@ const (
 	fResExecTime   = 6
 	fResExecutor   = 7
 	fCancelTaskID  = 1
+	fHbTaskIDs     = 1
+	fHbInterval    = 2
 )
 
 // envKind says which body an envelope carries; the values are the
@@ -57,6 +60,7 @@ const (
 	envAck     envKind = fEnvAck
 	envResult  envKind = fEnvResult
 	envCancel  envKind = fEnvCancel
+	envHeartbt envKind = fEnvHeartbt
 )
 
 // envelope is a decoded Envelope. Byte slices alias the decoded frame and
@@ -86,6 +90,16 @@ type envelope struct {
 	errorMsg   []byte
 	execTimeUs int64
 	executor   []byte
+
+	// TaskHeartbeat
+	ids        [][]byte // its backing array is reused across decodes
+	intervalMs uint32
+}
+
+// reset empties e for a body of kind, keeping the ids backing array.
+func (e *envelope) reset(kind envKind) {
+	clear(e.ids)
+	*e = envelope{kind: kind, ids: e.ids[:0]}
 }
 
 // errBadEncoding is wrapped when a frame is not a valid Envelope.
@@ -96,21 +110,21 @@ var errBadEncoding = errors.New("bad protobuf encoding")
 // keeps its last value, a repeated body merges, and a different body
 // replaces the one before.
 func decodeEnvelope(b []byte, e *envelope) error {
-	*e = envelope{}
+	e.reset(0)
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return fmt.Errorf("%w: envelope tag: %w", errBadEncoding, protowire.ParseError(n))
 		}
 		b = b[n:]
-		if num >= fEnvRequest && num <= fEnvCancel && typ == protowire.BytesType {
+		if num >= fEnvRequest && num <= fEnvHeartbt && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return fmt.Errorf("%w: envelope body: %w", errBadEncoding, protowire.ParseError(n))
 			}
 			b = b[n:]
 			if e.kind != envKind(num) {
-				*e = envelope{kind: envKind(num)}
+				e.reset(envKind(num))
 			}
 			if err := e.decodeBody(v); err != nil {
 				return err
@@ -224,6 +238,11 @@ func (e *envelope) setVarint(num protowire.Number, v uint64) bool {
 		default:
 			return false
 		}
+	case envHeartbt:
+		if num != fHbInterval {
+			return false
+		}
+		e.intervalMs = uint32(v)
 	default:
 		return false
 	}
@@ -268,6 +287,11 @@ func (e *envelope) setBytes(num protowire.Number, v []byte) (bool, error) {
 	case envCancel:
 		if num == fCancelTaskID {
 			dst = &e.taskID
+		}
+	case envHeartbt:
+		if num == fHbTaskIDs { // repeated: every occurrence counts
+			e.ids = append(e.ids, v)
+			return true, nil
 		}
 	}
 	if dst == nil {
@@ -440,4 +464,24 @@ func appendResultFrame(dst []byte, id *TaskID, r *RemoteResult, executor []byte)
 func appendCancelFrame(dst []byte, id *TaskID) []byte {
 	dst = appendFrameHeader(dst, envCancel, sizeBytesField(fCancelTaskID, len(id)))
 	return appendOptBytes(dst, fCancelTaskID, id[:])
+}
+
+// heartbeatIDSize is the encoded size of one task ID in a TaskHeartbeat.
+var heartbeatIDSize = sizeBytesField(fHbTaskIDs, len(TaskID{}))
+
+// maxHeartbeatIDs is how many task IDs one TaskHeartbeat frame carries at
+// most: few enough for its body to fit the smallest frame cap a peer may
+// set (minMaxMessageSize), so that any peer can read it.
+var maxHeartbeatIDs = (minMaxMessageSize - 16) / heartbeatIDSize
+
+// appendHeartbeatFrame appends a TaskHeartbeat frame listing ids, with the
+// sender's heartbeat interval in milliseconds.
+func appendHeartbeatFrame(dst []byte, ids []TaskID, intervalMs uint32) []byte {
+	n := len(ids)*heartbeatIDSize + sizeVarintField(fHbInterval, uint64(intervalMs))
+	dst = appendFrameHeader(dst, envHeartbt, n)
+	for i := range ids {
+		dst = protowire.AppendTag(dst, fHbTaskIDs, protowire.BytesType)
+		dst = protowire.AppendBytes(dst, ids[i][:])
+	}
+	return appendOptVarint(dst, fHbInterval, uint64(intervalMs))
 }

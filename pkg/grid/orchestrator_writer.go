@@ -3,6 +3,7 @@ package grid
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -51,6 +52,10 @@ type frameWriter struct {
 	deadline time.Time     // owned by run: the write deadline last set
 	wake     chan struct{} // cap 1: frames were pushed onto an empty queue
 	space    chan struct{} // cap 1: a batch left the queue
+
+	flushing  atomic.Bool   // set by startFlush: the deadline is no longer extended
+	flushOnce sync.Once     // guards flushReq
+	flushReq  chan struct{} // closed by startFlush: write what is queued, then return
 }
 
 func newFrameWriter(s network.Stream, writeTimeout time.Duration) *frameWriter {
@@ -60,6 +65,7 @@ func newFrameWriter(s network.Stream, writeTimeout time.Duration) *frameWriter {
 		writeTimeout: writeTimeout,
 		wake:         make(chan struct{}, 1),
 		space:        make(chan struct{}, 1),
+		flushReq:     make(chan struct{}),
 	}
 }
 
@@ -114,12 +120,31 @@ func (fw *frameWriter) close() {
 	}
 }
 
-// run writes queued frames until done is closed or a write fails, and
-// returns the write error (nil when done closed).
-func (fw *frameWriter) run(done <-chan struct{}) error {
+// startFlush asks run to write what is queued and return, all by the
+// given time: the stream's write deadline is moved to it now, so that a
+// write blocked on a peer that does not read gives up then. Frames pushed
+// after run has returned stay queued until close drops them.
+func (fw *frameWriter) startFlush(by time.Time) {
+	fw.flushOnce.Do(func() {
+		fw.flushing.Store(true)
+		_ = fw.s.SetWriteDeadline(by)
+		close(fw.flushReq)
+	})
+}
+
+// run writes queued frames until done is closed, a flush completes, or a
+// write fails, and returns the write error (nil when done closed or the
+// flush completed). Each receive from tick calls onTick on run's goroutine
+// (which may enqueue frames) before the queue is drained; a nil tick never
+// fires.
+func (fw *frameWriter) run(done <-chan struct{}, tick <-chan time.Time, onTick func()) error {
 	for {
 		select {
 		case <-fw.wake:
+		case <-tick:
+			onTick()
+		case <-fw.flushReq:
+			return fw.drain()
 		case <-done:
 			return nil
 		}
@@ -131,8 +156,12 @@ func (fw *frameWriter) run(done <-chan struct{}) error {
 
 // extendDeadline keeps the stream's write deadline between half and all
 // of the write timeout ahead. Setting it costs a timer in the muxer, so it
-// is moved only once it is less than half the timeout away.
+// is moved only once it is less than half the timeout away. During a
+// flush it stays where startFlush put it.
 func (fw *frameWriter) extendDeadline() {
+	if fw.flushing.Load() {
+		return
+	}
 	now := time.Now()
 	if fw.deadline.Sub(now) < fw.writeTimeout/2 {
 		fw.deadline = now.Add(fw.writeTimeout)

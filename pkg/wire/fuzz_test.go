@@ -19,6 +19,10 @@ import (
 func FuzzReadMsg(f *testing.F) {
 	good, _ := wire.AppendFrame(nil, request(20))
 	two := append(append([]byte{}, good...), good...)
+	beat, _ := wire.AppendFrame(nil, &cortexv1.Envelope{Body: &cortexv1.Envelope_Heartbeat{Heartbeat: &cortexv1.TaskHeartbeat{
+		TaskIds: [][]byte{bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)}, IntervalMs: 5000,
+	}}})
+	f.Add(beat)
 	f.Add(good)
 	f.Add(two)
 	f.Add([]byte{})

@@ -534,6 +534,63 @@ func (x *TaskCancel) GetTaskId() []byte {
 	return nil
 }
 
+// TaskHeartbeat tells the requester that the executor is still working on
+// the listed tasks: those it accepted from this stream and has not yet
+// answered. The executor sends one every interval_ms while it has such a
+// task (large sets split over several frames); the requester gives up on a
+// task it has heard nothing about for a few intervals.
+type TaskHeartbeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskIds       [][]byte               `protobuf:"bytes,1,rep,name=task_ids,json=taskIds,proto3" json:"task_ids,omitempty"`
+	IntervalMs    uint32                 `protobuf:"varint,2,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"` // the sender's heartbeat interval
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskHeartbeat) Reset() {
+	*x = TaskHeartbeat{}
+	mi := &file_cortex_v1_task_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskHeartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskHeartbeat) ProtoMessage() {}
+
+func (x *TaskHeartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_v1_task_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskHeartbeat.ProtoReflect.Descriptor instead.
+func (*TaskHeartbeat) Descriptor() ([]byte, []int) {
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TaskHeartbeat) GetTaskIds() [][]byte {
+	if x != nil {
+		return x.TaskIds
+	}
+	return nil
+}
+
+func (x *TaskHeartbeat) GetIntervalMs() uint32 {
+	if x != nil {
+		return x.IntervalMs
+	}
+	return 0
+}
+
 // Envelope is the one frame type on a task stream.
 type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -543,6 +600,7 @@ type Envelope struct {
 	//	*Envelope_Ack
 	//	*Envelope_Result
 	//	*Envelope_Cancel
+	//	*Envelope_Heartbeat
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -550,7 +608,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_cortex_v1_task_proto_msgTypes[4]
+	mi := &file_cortex_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +620,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_v1_task_proto_msgTypes[4]
+	mi := &file_cortex_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +633,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_cortex_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Envelope) GetBody() isEnvelope_Body {
@@ -621,6 +679,15 @@ func (x *Envelope) GetCancel() *TaskCancel {
 	return nil
 }
 
+func (x *Envelope) GetHeartbeat() *TaskHeartbeat {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -641,6 +708,10 @@ type Envelope_Cancel struct {
 	Cancel *TaskCancel `protobuf:"bytes,4,opt,name=cancel,proto3,oneof"`
 }
 
+type Envelope_Heartbeat struct {
+	Heartbeat *TaskHeartbeat `protobuf:"bytes,5,opt,name=heartbeat,proto3,oneof"`
+}
+
 func (*Envelope_Request) isEnvelope_Body() {}
 
 func (*Envelope_Ack) isEnvelope_Body() {}
@@ -648,6 +719,8 @@ func (*Envelope_Ack) isEnvelope_Body() {}
 func (*Envelope_Result) isEnvelope_Body() {}
 
 func (*Envelope_Cancel) isEnvelope_Body() {}
+
+func (*Envelope_Heartbeat) isEnvelope_Body() {}
 
 // SkillCapability is one skill a node offers.
 type SkillCapability struct {
@@ -660,7 +733,7 @@ type SkillCapability struct {
 
 func (x *SkillCapability) Reset() {
 	*x = SkillCapability{}
-	mi := &file_cortex_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +745,7 @@ func (x *SkillCapability) String() string {
 func (*SkillCapability) ProtoMessage() {}
 
 func (x *SkillCapability) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +758,7 @@ func (x *SkillCapability) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SkillCapability.ProtoReflect.Descriptor instead.
 func (*SkillCapability) Descriptor() ([]byte, []int) {
-	return file_cortex_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SkillCapability) GetSkillId() string {
@@ -721,7 +794,7 @@ type CapabilityAnnouncement struct {
 
 func (x *CapabilityAnnouncement) Reset() {
 	*x = CapabilityAnnouncement{}
-	mi := &file_cortex_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +806,7 @@ func (x *CapabilityAnnouncement) String() string {
 func (*CapabilityAnnouncement) ProtoMessage() {}
 
 func (x *CapabilityAnnouncement) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +819,7 @@ func (x *CapabilityAnnouncement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapabilityAnnouncement.ProtoReflect.Descriptor instead.
 func (*CapabilityAnnouncement) Descriptor() ([]byte, []int) {
-	return file_cortex_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CapabilityAnnouncement) GetSkills() []*SkillCapability {
@@ -842,12 +915,17 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\bexecutor\x18\a \x01(\fR\bexecutor\"%\n" +
 	"\n" +
 	"TaskCancel\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\fR\x06taskId\"\xd0\x01\n" +
+	"\atask_id\x18\x01 \x01(\fR\x06taskId\"K\n" +
+	"\rTaskHeartbeat\x12\x19\n" +
+	"\btask_ids\x18\x01 \x03(\fR\ataskIds\x12\x1f\n" +
+	"\vinterval_ms\x18\x02 \x01(\rR\n" +
+	"intervalMs\"\x8a\x02\n" +
 	"\bEnvelope\x122\n" +
 	"\arequest\x18\x01 \x01(\v2\x16.cortex.v1.TaskRequestH\x00R\arequest\x12&\n" +
 	"\x03ack\x18\x02 \x01(\v2\x12.cortex.v1.TaskAckH\x00R\x03ack\x12/\n" +
 	"\x06result\x18\x03 \x01(\v2\x15.cortex.v1.TaskResultH\x00R\x06result\x12/\n" +
-	"\x06cancel\x18\x04 \x01(\v2\x15.cortex.v1.TaskCancelH\x00R\x06cancelB\x06\n" +
+	"\x06cancel\x18\x04 \x01(\v2\x15.cortex.v1.TaskCancelH\x00R\x06cancel\x128\n" +
+	"\theartbeat\x18\x05 \x01(\v2\x18.cortex.v1.TaskHeartbeatH\x00R\theartbeatB\x06\n" +
 	"\x04body\"F\n" +
 	"\x0fSkillCapability\x12\x19\n" +
 	"\bskill_id\x18\x01 \x01(\tR\askillId\x12\x18\n" +
@@ -898,7 +976,7 @@ func file_cortex_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_cortex_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_cortex_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_cortex_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_cortex_v1_task_proto_goTypes = []any{
 	(InputKind)(0),                 // 0: cortex.v1.InputKind
 	(RejectReason)(0),              // 1: cortex.v1.RejectReason
@@ -907,9 +985,10 @@ var file_cortex_v1_task_proto_goTypes = []any{
 	(*TaskAck)(nil),                // 4: cortex.v1.TaskAck
 	(*TaskResult)(nil),             // 5: cortex.v1.TaskResult
 	(*TaskCancel)(nil),             // 6: cortex.v1.TaskCancel
-	(*Envelope)(nil),               // 7: cortex.v1.Envelope
-	(*SkillCapability)(nil),        // 8: cortex.v1.SkillCapability
-	(*CapabilityAnnouncement)(nil), // 9: cortex.v1.CapabilityAnnouncement
+	(*TaskHeartbeat)(nil),          // 7: cortex.v1.TaskHeartbeat
+	(*Envelope)(nil),               // 8: cortex.v1.Envelope
+	(*SkillCapability)(nil),        // 9: cortex.v1.SkillCapability
+	(*CapabilityAnnouncement)(nil), // 10: cortex.v1.CapabilityAnnouncement
 }
 var file_cortex_v1_task_proto_depIdxs = []int32{
 	0, // 0: cortex.v1.TaskRequest.input_kind:type_name -> cortex.v1.InputKind
@@ -919,12 +998,13 @@ var file_cortex_v1_task_proto_depIdxs = []int32{
 	4, // 4: cortex.v1.Envelope.ack:type_name -> cortex.v1.TaskAck
 	5, // 5: cortex.v1.Envelope.result:type_name -> cortex.v1.TaskResult
 	6, // 6: cortex.v1.Envelope.cancel:type_name -> cortex.v1.TaskCancel
-	8, // 7: cortex.v1.CapabilityAnnouncement.skills:type_name -> cortex.v1.SkillCapability
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	7, // 7: cortex.v1.Envelope.heartbeat:type_name -> cortex.v1.TaskHeartbeat
+	9, // 8: cortex.v1.CapabilityAnnouncement.skills:type_name -> cortex.v1.SkillCapability
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_cortex_v1_task_proto_init() }
@@ -932,11 +1012,12 @@ func file_cortex_v1_task_proto_init() {
 	if File_cortex_v1_task_proto != nil {
 		return
 	}
-	file_cortex_v1_task_proto_msgTypes[4].OneofWrappers = []any{
+	file_cortex_v1_task_proto_msgTypes[5].OneofWrappers = []any{
 		(*Envelope_Request)(nil),
 		(*Envelope_Ack)(nil),
 		(*Envelope_Result)(nil),
 		(*Envelope_Cancel)(nil),
+		(*Envelope_Heartbeat)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -944,7 +1025,7 @@ func file_cortex_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_v1_task_proto_rawDesc), len(file_cortex_v1_task_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
