@@ -313,8 +313,11 @@ func TestDaemonGridOfThreeProcesses(t *testing.T) {
 		if code != 1 {
 			t.Fatalf("exit %d, want 1; stderr: %s", code, stderr)
 		}
-		if !strings.Contains(stderr, "invalid") {
-			t.Errorf("stderr %q does not say the input was invalid", stderr)
+		if !strings.Contains(stderr, "invalid") || !strings.Contains(stderr, "node …"+ids[2][len(ids[2])-8:]+" refused the input: ") {
+			t.Errorf("stderr %q does not say node 3 found the input invalid", stderr)
+		}
+		if strings.Contains(stderr, ids[2]) {
+			t.Errorf("stderr %q repeats the delegation's error chain; want node 3's reason alone", stderr)
 		}
 	})
 
@@ -475,6 +478,121 @@ func TestDaemonStartupErrors(t *testing.T) {
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "skills.enabled") || !strings.Contains(string(out), "teleport") {
 			t.Fatalf("exit %v, output %q; want exit 1 naming skills.enabled and the skill", err, out)
+		}
+	})
+}
+
+// privateDaemonConfig is daemonConfig on the private network whose key is
+// DIR/swarm.key.
+func privateDaemonConfig(skills string) string {
+	return strings.Replace(daemonConfig(skills), "network:\n", "network:\n  swarm_key_file: swarm.key\n", 1)
+}
+
+// TestDaemonPrivateNetwork runs two daemons that share a swarm key, made
+// by `cortexd init --swarm-key` and copied with --swarm-key-from, and a
+// third without it that bootstraps from the first: the two delegate tasks
+// to each other, and the third sees neither of them, nor they it.
+func TestDaemonPrivateNetwork(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs cortexd processes")
+	}
+	bin := cortexdBinary(t)
+	base := t.TempDir()
+	repos := []string{filepath.Join(base, "n1"), filepath.Join(base, "n2"), filepath.Join(base, "n3")}
+	inits := [][]string{{"--swarm-key"}, {"--swarm-key-from", filepath.Join(repos[0], "swarm.key")}, nil}
+	configs := []string{privateDaemonConfig("echo"), privateDaemonConfig("hash.sha256"), daemonConfig("image.resize")}
+	for i, r := range repos {
+		if code, _, stderr := runCLI(t, bin, append([]string{"--repo", r, "init"}, inits[i]...)...); code != 0 {
+			t.Fatalf("init node %d: exit %d: %s", i+1, code, stderr)
+		}
+		if err := os.WriteFile(filepath.Join(r, "config.yaml"), []byte(configs[i]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k1, err1 := os.ReadFile(filepath.Join(repos[0], "swarm.key"))
+	k2, err2 := os.ReadFile(filepath.Join(repos[1], "swarm.key"))
+	if err1 != nil || err2 != nil || !bytes.Equal(k1, k2) {
+		t.Fatalf("node 2's swarm.key is not a copy of node 1's (%v, %v)", err1, err2)
+	}
+
+	startDaemon(t, bin, repos[0])
+	c1 := repoClient(t, repos[0])
+	boot := daemonLoopbackAddr(t, c1)
+	startDaemon(t, bin, repos[1], "--bootstrap", boot)
+	outsider := startDaemon(t, bin, repos[2], "--bootstrap", boot)
+	ctx := context.Background()
+	id2, err := repoClient(t, repos[1]).ID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c3 := repoClient(t, repos[2])
+	id3, err := c3.ID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 30*time.Second, "node 1 to learn node 2's skill", func() error {
+		skills, err := c1.Skills(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range skills {
+			if s.ID == "hash.sha256" && len(s.Providers) > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no provider of hash.sha256 yet")
+	})
+
+	t.Run("nodes holding the key delegate tasks to each other", func(t *testing.T) {
+		code, stdout, stderr := runCLI(t, bin, "--repo", repos[0], "task", "submit", "hash.sha256", "--input", `{"data":"aGVsbG8="}`, "--wait")
+		if code != 0 || !strings.Contains(stdout, helloSHA256) || !strings.Contains(stderr, id2.ID[len(id2.ID)-8:]) {
+			t.Fatalf("exit %d, stdout %q, stderr %q; want the hash, computed by node 2 %s", code, stdout, stderr, id2.ID)
+		}
+	})
+
+	t.Run("input the remote node refuses is reported with its reason", func(t *testing.T) {
+		// The schema is on node 2 only: node 1 accepts the task, node 2
+		// refuses it, and --wait says why in one line.
+		code, _, stderr := runCLI(t, bin, "--repo", repos[0], "task", "submit", "hash.sha256", "--input", `{"data":7}`, "--wait")
+		line := strings.TrimSpace(stderr)
+		if code != 1 || strings.Contains(line, "\n") {
+			t.Fatalf("exit %d, stderr %q; want exit 1 and one line", code, stderr)
+		}
+		for _, want := range []string{"failed: node …" + id2.ID[len(id2.ID)-8:] + " refused the input: ", "hash.sha256", "/data"} {
+			if !strings.Contains(line, want) {
+				t.Errorf("stderr %q does not say %q", line, want)
+			}
+		}
+		if strings.Contains(line, "task rejected") || strings.Contains(line, id2.ID) {
+			t.Errorf("stderr %q repeats the delegation's error chain; want the remote's reason alone", line)
+		}
+	})
+
+	t.Run("a node without the key sees neither of them", func(t *testing.T) {
+		if !strings.Contains(outsider.stderr.String(), "no bootstrap peer reachable") {
+			t.Errorf("node 3 did not log that its bootstrap peer was unreachable")
+		}
+		peers, err := c3.Peers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range peers {
+			if p.Connected || len(p.Skills) > 0 {
+				t.Errorf("node 3 knows peer %+v", p)
+			}
+		}
+		peers, err = c1.Peers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range peers {
+			if p.ID == id3.ID {
+				t.Errorf("node 1 knows node 3: %+v", p)
+			}
+		}
+		code, _, stderr := runCLI(t, bin, "--repo", repos[2], "task", "submit", "hash.sha256", "--input", `{"data":"aGVsbG8="}`)
+		if code != 1 || !strings.Contains(stderr, `unknown skill "hash.sha256"`) {
+			t.Errorf("submit on node 3: exit %d, stderr %q; want exit 1, the skill unknown", code, stderr)
 		}
 	})
 }

@@ -46,6 +46,7 @@ type daemon struct {
 	log *slog.Logger
 
 	key      crypto.PrivKey
+	private  bool                 // on a private network (network.swarm_key_file)
 	prom     *prometheus.Registry // nil when metrics are off
 	node     *grid.Node
 	metrics  *grid.MetricsTracker
@@ -183,6 +184,11 @@ func (d *daemon) buildGrid() error {
 	if d.prom != nil {
 		opts = append(opts, grid.WithPrometheusRegisterer(d.prom))
 	}
+	access, err := d.accessOptions()
+	if err != nil {
+		return err
+	}
+	opts = append(opts, access...)
 	node, err := grid.NewNode(d.key, opts...)
 	if err != nil {
 		return fmt.Errorf("build node: %w", err)

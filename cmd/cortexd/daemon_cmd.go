@@ -104,7 +104,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, dir string, a *app) erro
 	if err != nil {
 		return err
 	}
-	log.Info("cortexd running", "peer", d.node.ID(), "api", d.url, "repo", dir, "skills", cfg.Skills.Enabled, "addrs", d.node.Addrs())
+	log.Info("cortexd running", "peer", d.node.ID(), "api", d.url, "repo", dir, "skills", cfg.Skills.Enabled, "addrs", d.node.Addrs(), "private_network", d.private)
 
 	var served error
 	select {

@@ -40,10 +40,17 @@ func (a *app) idCommand() *cobra.Command {
 }
 
 func (a *app) peersCommand() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "peers",
-		Short: "List the peers the node knows: addresses, trust, skills and load",
-		Args:  cobra.NoArgs,
+		Short: "List the peers the node knows: addresses, trust, skills and load; deny or allow one",
+		Long: `peers lists the peers the running node knows, with their addresses, trust,
+skills and load, and whether they may connect (ACCESS: allowed, denied, or
+not_allowed when the node has an allow list without them). Denied peers are
+listed even if the node has never seen them.
+
+'cortexd peers deny PEER' cuts a peer off at once; 'cortexd peers allow PEER'
+lets it back.`,
+		Args: cobra.NoArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
 				peers, err := c.Peers(ctx)
@@ -62,13 +69,15 @@ func (a *app) peersCommand() *cobra.Command {
 							addr += fmt.Sprintf(" (+%d)", len(p.Addrs)-1)
 						}
 					}
-					rows = append(rows, []string{p.ID, yesNo(p.Connected), fmt.Sprintf("%.2f", p.Trust),
+					rows = append(rows, []string{p.ID, yesNo(p.Connected), orDash(p.Access), fmt.Sprintf("%.2f", p.Trust),
 						joinOr(p.Skills, "-"), formatLoad(p.Load), addr})
 				}
-				return a.table([]string{"PEER", "CONNECTED", "TRUST", "SKILLS", "LOAD", "ADDRESS"}, rows)
+				return a.table([]string{"PEER", "CONNECTED", "ACCESS", "TRUST", "SKILLS", "LOAD", "ADDRESS"}, rows)
 			})
 		}),
 	}
+	cmd.AddCommand(a.peersDenyCommand(), a.peersAllowCommand())
+	return cmd
 }
 
 func (a *app) skillsCommand() *cobra.Command {

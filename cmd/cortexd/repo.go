@@ -55,6 +55,11 @@ type initOptions struct {
 	seed string
 	// config is written as config.yaml; nil writes config.Template.
 	config []byte
+	// swarmKey generates a private network key into DIR/swarm.key and
+	// points network.swarm_key_file at it; swarmKeyFrom does the same with
+	// a copy of an existing key file.
+	swarmKey     bool
+	swarmKeyFrom string
 }
 
 // initRepo creates a repo in dir: config.yaml, an Ed25519 identity (mode
@@ -67,7 +72,20 @@ func initRepo(dir string, o initOptions) (peer.ID, error) {
 	keyPath := filepath.Join(dir, config.Default().Identity.KeyFile)
 	tokenPath := filepath.Join(dir, config.Default().API.TokenFile)
 	cfgPath := filepath.Join(dir, config.FileName)
-	existing := presentFiles(cfgPath, keyPath, tokenPath)
+	cfg := o.config
+	if cfg == nil {
+		cfg = config.Template
+	}
+	replace := []string{cfgPath, keyPath, tokenPath}
+	var swarmKey []byte // the swarm.key file to write
+	if o.swarmKey || o.swarmKeyFrom != "" {
+		var err error
+		if swarmKey, cfg, err = swarmKeyForInit(cfg, o); err != nil {
+			return "", err
+		}
+		replace = append(replace, filepath.Join(dir, swarmKeyFileName))
+	}
+	existing := presentFiles(replace...)
 	if len(existing) > 0 {
 		if !o.force {
 			return "", fmt.Errorf("%s already holds %s: %w; pass --force to replace them (the node gets a new identity)",
@@ -78,7 +96,7 @@ func initRepo(dir string, o initOptions) (peer.ID, error) {
 			return "", err
 		}
 		defer unlock()
-		for _, p := range []string{cfgPath, keyPath, tokenPath} {
+		for _, p := range replace {
 			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return "", fmt.Errorf("replace %s: %w", p, err)
 			}
@@ -95,9 +113,10 @@ func initRepo(dir string, o initOptions) (peer.ID, error) {
 	if err := writeFileExcl(tokenPath, []byte(hex.EncodeToString(tok)+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write API token: %w", err)
 	}
-	cfg := o.config
-	if cfg == nil {
-		cfg = config.Template
+	if swarmKey != nil {
+		if err := writeFileExcl(filepath.Join(dir, swarmKeyFileName), swarmKey, 0o600); err != nil {
+			return "", fmt.Errorf("write swarm key: %w", err)
+		}
 	}
 	if err := writeFileExcl(cfgPath, cfg, 0o600); err != nil {
 		return "", fmt.Errorf("write config: %w", err)

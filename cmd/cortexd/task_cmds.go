@@ -67,7 +67,7 @@ is sent as JSON; anything else, or anything with --raw, as raw bytes.`,
 			t, err := c.Submit(sctx, req)
 			cancel()
 			if err != nil {
-				return err // the daemon's message names the skill
+				return submitError(err)
 			}
 			if !f.wait {
 				if a.asJSON {
@@ -308,11 +308,7 @@ func (a *app) printResult(t *apiv1.Task, outFile string) error {
 		fmt.Fprintf(a.stderr, "task %s succeeded in %s on %s (attempt %d)\n",
 			t.ID, ms(t.Result.DurationMS), shortPeer(t.Result.ExecutedBy), t.Result.Attempts)
 	} else {
-		msg := "no reason given"
-		if t.Error != nil {
-			msg = t.Error.Message + " (" + t.Error.Code + ")"
-		}
-		fmt.Fprintf(a.stderr, "task %s %s: %s\n", t.ID, strings.ReplaceAll(t.State, "_", " "), msg)
+		fmt.Fprintf(a.stderr, "task %s %s: %s\n", t.ID, strings.ReplaceAll(t.State, "_", " "), failureMessage(t))
 	}
 	if code != exitOK {
 		return &silentError{code}
@@ -342,6 +338,46 @@ func (a *app) writeOutput(r *apiv1.Result, outFile string) error {
 	}
 	return nil
 }
+
+// failureMessage says why a finished task did not succeed. Input that the
+// node with the skill refused is told as that node's reason alone.
+func failureMessage(t *apiv1.Task) string {
+	e := t.Error
+	switch {
+	case e == nil:
+		return "no reason given"
+	case e.Code == apiv1.CodeInvalidInput && e.Reason != "" && t.Node != "":
+		return fmt.Sprintf("node %s refused the input: %s", shortPeer(t.Node), e.Reason)
+	case e.Code == apiv1.CodeInvalidInput && e.Reason != "":
+		return "the input was refused: " + e.Reason
+	}
+	return e.Message + " (" + e.Code + ")"
+}
+
+// submitError renders the daemon's refusal of a submission as one line. A
+// skill no node offers is named, with where to look.
+func submitError(err error) error {
+	var ce *client.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	switch ce.Code {
+	case apiv1.CodeUnknownSkill:
+		return &renderedError{ce.Message + " (see 'cortexd skills')", err}
+	case apiv1.CodeNoCapableNode:
+		return &renderedError{ce.Message + " (see 'cortexd peers' and 'cortexd trust')", err}
+	}
+	return err
+}
+
+// renderedError shows a message of its own for an error it wraps.
+type renderedError struct {
+	msg string
+	err error
+}
+
+func (e *renderedError) Error() string { return e.msg }
+func (e *renderedError) Unwrap() error { return e.err }
 
 func taskExitCode(t *apiv1.Task) int {
 	switch t.State {

@@ -2,6 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
@@ -81,9 +83,38 @@ func taskOf(st skill.TaskStatus) apiv1.Task {
 		if msg == "" && st.Result != nil {
 			msg = st.Result.Error
 		}
-		t.Error = &apiv1.Error{Code: code, Message: msg}
+		t.Error = &apiv1.Error{Code: code, Message: msg, Reason: failureReason(st, code, msg)}
 	}
 	return t
+}
+
+// invalidInputRejection begins the message of a peer's refusal of input.
+var invalidInputRejection = (&grid.RejectError{Reason: grid.RejectInvalidInput}).Error() + ": "
+
+// failureReason returns the cause of a failed task alone, for
+// apiv1.Error.Reason. For invalid input that is what the node that checked
+// the input said: the message of the peer's rejection, or of the failed
+// result, without what the coordinator wrapped around it. Other failures
+// have no reason apart from the message.
+func failureReason(st skill.TaskStatus, code, msg string) string {
+	if code != apiv1.CodeInvalidInput {
+		return ""
+	}
+	var rej *grid.RejectError
+	if errors.As(st.Err, &rej) && rej.Message != "" {
+		return rej.Message
+	}
+	// A failed result carries the peer's message as text only (as does a
+	// task read back from the store): the coordinator words it "task T:
+	// invalid input: peer P: <the peer's message>", or without the peer
+	// for a local run. The reason is what follows the last of those marks.
+	reason := msg
+	if i := strings.Index(reason, "peer "+st.Peer.String()+": "); st.Peer != "" && i >= 0 {
+		reason = reason[i+len("peer "+st.Peer.String()+": "):]
+	} else if i := strings.Index(reason, skill.ErrInvalidInput.Error()+": "); i >= 0 {
+		reason = reason[i+len(skill.ErrInvalidInput.Error()+": "):]
+	}
+	return strings.TrimPrefix(reason, invalidInputRejection)
 }
 
 func resultOf(r *skill.SkillResult) *apiv1.Result {

@@ -11,6 +11,8 @@
 //	GET    /v1/tasks/{id}/wait?timeout=30s  wait (at most 10m) -> apiv1.Task
 //	POST   /v1/tasks/{id}/cancel    cancel (also DELETE /v1/tasks/{id})
 //	GET    /v1/id | /v1/peers | /v1/skills | /v1/metrics | /v1/trust[/{peer}]
+//	POST   /v1/peers/{peer}/deny    cut a peer off until restart -> apiv1.PeerAccess
+//	POST   /v1/peers/{peer}/allow   undo a deny (or extend the allow list) -> apiv1.PeerAccess
 //	GET    /v1/events[?task=ID][&types=task,peer]  server-sent events (apiv1.Event)
 //	GET    /metrics                 Prometheus text format
 //	GET    /healthz | /readyz       liveness; readiness (503 while draining)

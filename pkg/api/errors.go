@@ -60,10 +60,31 @@ func errorStatus(err error) (int, string) {
 	return http.StatusInternalServerError, apiv1.CodeInternal
 }
 
+// errorMessage is the message an error is answered with: err's own, but
+// for ErrNoCapableNode one built from the skill and the reason, without the
+// chain of what was being done:
+//
+//	unknown skill "nope.skill": no node on the grid offers it
+func errorMessage(err error) string {
+	var nc *skill.NoCapableNodeError
+	if !errors.As(err, &nc) {
+		return err.Error()
+	}
+	switch nc.Reason {
+	case skill.NoProvider:
+		return fmt.Sprintf("unknown skill %q: no node on the grid offers it", nc.Skill)
+	case skill.AllBelowTrust:
+		return fmt.Sprintf("no node may run %q: every node that offers it (%d) is below the minimum trust %.2f", nc.Skill, nc.Checked, nc.MinTrust)
+	case skill.AllUnreachable:
+		return fmt.Sprintf("no node may run %q: every node that offers it with enough trust is unreachable", nc.Skill)
+	}
+	return fmt.Sprintf("no node may run %q: %s", nc.Skill, nc.Reason)
+}
+
 // writeError answers with err as an apiv1.ErrorBody.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code := errorStatus(err)
-	msg := err.Error()
+	msg := errorMessage(err)
 	if status == http.StatusInternalServerError {
 		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	} else {

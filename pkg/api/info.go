@@ -31,24 +31,6 @@ func (s *Server) identity(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) peers(w http.ResponseWriter, _ *http.Request) {
-	infos := s.deps.Node.Peers()
-	out := make([]apiv1.Peer, 0, len(infos))
-	for _, pi := range infos {
-		out = append(out, apiv1.Peer{
-			ID:        pi.Peer.String(),
-			Addrs:     addrStrings(pi.Addrs),
-			Connected: pi.Connected,
-			Trust:     s.deps.Trust.Trust(pi.Peer),
-			Skills:    capStrings(pi.Skills),
-			Load:      loadOf(pi.Load),
-			LastSeen:  pi.LastSeen,
-		})
-	}
-	slices.SortFunc(out, func(a, b apiv1.Peer) int { return cmp.Compare(a.ID, b.ID) })
-	writeJSON(w, http.StatusOK, out)
-}
-
 func addrStrings(as []multiaddr.Multiaddr) []string {
 	out := make([]string, 0, len(as))
 	for _, a := range as {

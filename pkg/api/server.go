@@ -46,7 +46,16 @@ type TrustView interface {
 	Peers() []reputation.PeerTrust
 }
 
+// PeerGate is the node's connection gater: its allow and deny lists.
+// *grid.Node implements it.
+type PeerGate interface {
+	DenyPeer(p peer.ID) error
+	AllowPeer(p peer.ID) error
+	AccessLists() (allow, deny []peer.ID)
+}
+
 var (
+	_ PeerGate    = (*grid.Node)(nil)
 	_ Network     = (*grid.Node)(nil)
 	_ SkillLister = (*skill.Registry)(nil)
 	_ TrustView   = (*reputation.Graph)(nil)
@@ -61,6 +70,11 @@ type Deps struct {
 	// Gatherer is served at /metrics in the Prometheus text format; nil
 	// turns /metrics off (404).
 	Gatherer prometheus.Gatherer
+	// Gate serves POST /v1/peers/{peer}/deny and /allow and the access
+	// column of /v1/peers. If nil, Node is used when it implements
+	// PeerGate; without one those endpoints answer 404 and every peer is
+	// reported allowed.
+	Gate PeerGate
 }
 
 // Option configures a Server.
@@ -125,6 +139,9 @@ func New(deps Deps, opts ...Option) (*Server, error) {
 		version:  "dev",
 		defaults: TaskDefaults{Timeout: skill.DefaultTimeout, MinTrust: skill.DefaultMinTrust, MaxRetries: skill.DefaultMaxRetries},
 	}
+	if s.deps.Gate == nil {
+		s.deps.Gate, _ = deps.Node.(PeerGate)
+	}
 	s.life, s.stopLife = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(s)
@@ -141,6 +158,9 @@ func New(deps Deps, opts ...Option) (*Server, error) {
 	}
 	if deps.Trust == nil {
 		errs = append(errs, errors.New("api: Deps.Trust is nil"))
+	}
+	if err := checkDefaults(&s.defaults); err != nil {
+		errs = append(errs, err)
 	}
 	if s.maxBody < 1024 {
 		errs = append(errs, fmt.Errorf("api: body limit %d is below 1024 bytes", s.maxBody))
@@ -174,6 +194,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("DELETE /v1/tasks/{id}", s.cancelTask)
 	mux.HandleFunc("GET /v1/id", s.identity)
 	mux.HandleFunc("GET /v1/peers", s.peers)
+	if s.deps.Gate != nil {
+		mux.HandleFunc("POST /v1/peers/{peer}/deny", s.denyPeer)
+		mux.HandleFunc("POST /v1/peers/{peer}/allow", s.allowPeer)
+	}
 	mux.HandleFunc("GET /v1/skills", s.skills)
 	mux.HandleFunc("GET /v1/metrics", s.metrics)
 	mux.HandleFunc("GET /v1/trust", s.trustAll)

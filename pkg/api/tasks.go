@@ -2,10 +2,7 @@ package api
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,7 +10,6 @@ import (
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/grid"
-	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
 )
 
@@ -44,12 +40,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errDraining)
 		return
 	}
-	var req apiv1.SubmitRequest
-	if err := decodeBody(r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	t, err := s.buildTask(&req)
+	t, err := parseSubmit(r.Body, s.defaults, s.deps.Node.ID())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -66,80 +57,6 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/v1/tasks/"+id.String())
 	writeJSON(w, http.StatusAccepted, taskOf(st))
-}
-
-// decodeBody reads one JSON object into v, refusing unknown fields and
-// trailing data.
-func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.As(err, &mbe):
-			return err
-		case errors.Is(err, io.EOF):
-			return badRequest("the request body is empty: send a JSON object")
-		}
-		return badRequest("the request body is not valid JSON for this endpoint: %v", err)
-	}
-	if dec.More() {
-		return badRequest("the request body has data after the JSON object")
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-	}
-	return nil
-}
-
-// buildTask checks a submission and turns it into a SkillTask with this
-// node's defaults for what it leaves out.
-func (s *Server) buildTask(req *apiv1.SubmitRequest) (*skill.SkillTask, error) {
-	if req.Skill == "" {
-		return nil, badRequest(`"skill" is required`)
-	}
-	if err := skill.ValidateSkillID(reputation.SkillID(req.Skill)); err != nil {
-		return nil, badRequest("%v", err)
-	}
-	var in skill.SkillInput
-	switch {
-	case req.Input != nil && req.InputBase64 != nil:
-		return nil, badRequest(`set "input" or "input_base64", not both`)
-	case req.InputBase64 != nil:
-		in = skill.RawInput(req.InputBase64)
-	case req.Input != nil:
-		in = skill.SkillInput{Kind: grid.InputJSON, Data: req.Input}
-	default:
-		in = skill.SkillInput{Kind: grid.InputJSON, Data: []byte("null")}
-	}
-	d := s.defaults
-	t := skill.NewSkillTask(reputation.SkillID(req.Skill), in, s.deps.Node.ID()).
-		WithVersion(req.Version).WithTimeout(d.Timeout).WithMinTrust(d.MinTrust).WithMaxRetries(d.MaxRetries)
-	if req.Priority != nil {
-		t.WithPriority(uint8(*req.Priority))
-	}
-	if req.Timeout != 0 {
-		if req.Timeout < 0 {
-			return nil, badRequest(`"timeout" must be positive, got %s`, time.Duration(req.Timeout))
-		}
-		t.WithTimeout(time.Duration(req.Timeout))
-	}
-	if req.MinTrust != nil {
-		if v := *req.MinTrust; v < 0 || v > 1 {
-			return nil, badRequest(`"min_trust" must be between 0 and 1, got %v`, v)
-		}
-		t.WithMinTrust(*req.MinTrust)
-	}
-	if req.MaxRetries != nil {
-		if v := *req.MaxRetries; v < 0 || v > 100 {
-			return nil, badRequest(`"max_retries" must be between 0 and 100, got %d`, v)
-		}
-		t.WithMaxRetries(*req.MaxRetries)
-	}
-	return t, nil
 }
 
 func (s *Server) taskID(r *http.Request) (skill.TaskID, error) {

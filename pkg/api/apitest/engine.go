@@ -25,7 +25,7 @@ type Engine struct {
 
 // Deps returns the API dependencies of the engine.
 func (e *Engine) Deps() api.Deps {
-	return api.Deps{Tasks: e.Coordinator, Node: e.Node, Skills: e.Registry, Trust: e.Trust}
+	return api.Deps{Tasks: e.Coordinator, Node: e.Node, Skills: e.Registry, Trust: e.Trust, Gate: e.Node}
 }
 
 // NewEngine starts an engine and registers its teardown with t.Cleanup.

@@ -3,6 +3,7 @@ package apiv1
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -37,12 +38,12 @@ func Terminal(s string) bool {
 type SubmitRequest struct {
 	Skill       string          `json:"skill"`
 	Version     string          `json:"version,omitempty"`
-	Input       json.RawMessage `json:"input,omitempty"`        // a JSON value, passed to the skill as JSON
-	InputBase64 []byte          `json:"input_base64,omitempty"` // raw bytes, base64 in JSON
-	Priority    *Priority       `json:"priority,omitempty"`     // 0-255 or a level name; default normal (96)
-	Timeout     Duration        `json:"timeout,omitempty"`      // "60s"; default: the node's queue.default_timeout
-	MinTrust    *float64        `json:"min_trust,omitempty"`    // default: the node's trust.min_trust_default
-	MaxRetries  *int            `json:"max_retries,omitempty"`  // default: the node's queue.max_retries
+	Input       json.RawMessage `json:"input,omitempty"`       // a JSON value, passed to the skill as JSON
+	InputBase64 []byte          `json:"input_base64,omitzero"` // raw bytes, base64 in JSON; empty but not nil: no bytes
+	Priority    *Priority       `json:"priority,omitempty"`    // 0-255 or a level name; default normal (96)
+	Timeout     Duration        `json:"timeout,omitempty"`     // "60s"; default: the node's queue.default_timeout
+	MinTrust    *float64        `json:"min_trust,omitempty"`   // default: the node's trust.min_trust_default
+	MaxRetries  *int            `json:"max_retries,omitempty"` // default: the node's queue.max_retries
 }
 
 // Task is a task's status, and its result once it has one.
@@ -105,6 +106,29 @@ type Peer struct {
 	Skills    []string  `json:"skills"` // "id@version"
 	Load      Load      `json:"load"`
 	LastSeen  time.Time `json:"last_seen,omitzero"`
+	// Access is AccessAllowed, or AccessDenied for a peer on the deny list
+	// (listed even if the node has never seen it), or AccessNotAllowed for
+	// a peer missing from the node's allow list.
+	Access string `json:"access"`
+}
+
+// Access values of Peer and PeerAccess.
+const (
+	AccessAllowed    = "allowed"     // may connect
+	AccessDenied     = "denied"      // on the deny list
+	AccessNotAllowed = "not_allowed" // the node has an allow list and the peer is not on it
+)
+
+// PeerAccess is the answer of POST /v1/peers/{peer}/deny and
+// /v1/peers/{peer}/allow: the peer's access afterwards. The change lasts
+// until the daemon stops; network.allow_peers and network.deny_peers in
+// the config are not rewritten.
+type PeerAccess struct {
+	Peer   string `json:"peer"`
+	Access string `json:"access"`
+	// AllowList is true when the node has an allow list: then only peers
+	// on it (and not denied) may connect.
+	AllowList bool `json:"allow_list"`
 }
 
 // Load is what a node reported about how busy it is.
@@ -203,6 +227,10 @@ type ErrorBody struct {
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Reason, in a failed task's error, is the cause alone, without the
+	// chain of what was being done: for invalid_input, what the node that
+	// checked the input (Task.Node) found wrong with it.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Error codes.
@@ -239,7 +267,7 @@ func ParsePriority(s string) (Priority, error) {
 	}
 	n, err := strconv.ParseUint(s, 10, 8)
 	if err != nil {
-		return 0, fmt.Errorf("priority %q: want critical, high, normal, low or a number 0-255", s)
+		return 0, fmt.Errorf("priority %.40q: want critical, high, normal, low or a number 0-255", s)
 	}
 	return Priority(n), nil
 }
@@ -262,6 +290,10 @@ func (p *Priority) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// MaxTimeout is the longest timeout a task may have: the task protocol
+// refuses deadlines more than a day ahead.
+const MaxTimeout = 24 * time.Hour
+
 // Duration is a time.Duration that is a Go duration string in JSON ("60s");
 // a number is taken as seconds.
 type Duration time.Duration
@@ -280,14 +312,18 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		}
 		v, err := time.ParseDuration(s)
 		if err != nil {
-			return fmt.Errorf("duration %q: want a Go duration such as 60s or 5m", s)
+			return fmt.Errorf("duration %.40q: want a Go duration such as 60s or 5m", s)
 		}
 		*d = Duration(v)
 		return nil
 	}
 	var secs float64
 	if err := json.Unmarshal(b, &secs); err != nil {
-		return fmt.Errorf("duration %s: want a string such as \"60s\" or a number of seconds", b)
+		return fmt.Errorf("duration %.40s: want a string such as \"60s\" or a number of seconds", b)
+	}
+	// Beyond ±292 years a time.Duration overflows.
+	if ns := secs * float64(time.Second); ns >= math.MaxInt64 || ns <= math.MinInt64 {
+		return fmt.Errorf("duration %.40s seconds is out of range", b)
 	}
 	*d = Duration(secs * float64(time.Second))
 	return nil

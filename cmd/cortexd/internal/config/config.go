@@ -35,8 +35,17 @@ type Identity struct {
 
 // Network configures the libp2p host.
 type Network struct {
-	ListenAddrs    []string    `mapstructure:"listen_addrs"`
-	BootstrapPeers []string    `mapstructure:"bootstrap_peers"` // multiaddrs ending in /p2p/<peer ID>
+	ListenAddrs    []string `mapstructure:"listen_addrs"`
+	BootstrapPeers []string `mapstructure:"bootstrap_peers"` // multiaddrs ending in /p2p/<peer ID>
+	// AllowPeers, if not empty, are the only peers this node connects to,
+	// either way (peer IDs); DenyPeers are peers it never connects to. A
+	// peer may be on one of them only.
+	AllowPeers []string `mapstructure:"allow_peers"`
+	DenyPeers  []string `mapstructure:"deny_peers"`
+	// SwarmKeyFile, if not empty, makes the node part of a private network:
+	// only nodes holding the same pre-shared key (in the IPFS swarm.key
+	// format) can connect to it. Relative to the repo dir unless absolute.
+	SwarmKeyFile   string      `mapstructure:"swarm_key_file"`
 	ConnManager    ConnManager `mapstructure:"conn_manager"`
 	Resources      Resources   `mapstructure:"resources"`
 	MaxMessageSize int         `mapstructure:"max_message_size"` // bytes of one task protocol frame
@@ -170,6 +179,8 @@ func Default() Config {
 		Network: Network{
 			ListenAddrs:    []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
 			BootstrapPeers: []string{},
+			AllowPeers:     []string{},
+			DenyPeers:      []string{},
 			ConnManager:    ConnManager{Low: 100, High: 400, Grace: time.Minute},
 			MaxMessageSize: 16 << 20,
 		},

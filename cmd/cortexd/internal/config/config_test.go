@@ -119,6 +119,46 @@ func TestConfigErrors(t *testing.T) {
 			wants: []string{"queue.max_retries", "$CORTEXD_QUEUE_MAX_RETRIES"},
 		},
 		{
+			name:  "a deny list entry that is not a peer ID is named with its index",
+			file:  "network:\n  deny_peers: [" + peerA + ", not-a-peer]\n",
+			wants: []string{"network.deny_peers[1]", `"not-a-peer" is not a peer ID`},
+		},
+		{
+			name:  "an allow list entry that is not a peer ID is named with its index",
+			file:  "network:\n  allow_peers: [QmBogus]\n",
+			wants: []string{"network.allow_peers[0]", "not a peer ID"},
+		},
+		{
+			name:  "a peer on both lists is named",
+			file:  "network:\n  allow_peers: [" + peerB + ", " + peerA + "]\n  deny_peers: [" + peerA + "]\n",
+			wants: []string{"network.deny_peers[0]", "network.allow_peers[1]", peerA},
+		},
+		{
+			name:  "a denied bootstrap peer is named",
+			file:  "network:\n  bootstrap_peers: [/ip4/127.0.0.1/tcp/4001/p2p/" + peerA + "]\n  deny_peers: [" + peerA + "]\n",
+			wants: []string{"network.bootstrap_peers[0]", "network.deny_peers[0]"},
+		},
+		{
+			name:  "an allow list without a bootstrap peer is named",
+			file:  "network:\n  bootstrap_peers: [/ip4/127.0.0.1/tcp/4001/p2p/" + peerA + "]\n  allow_peers: [" + peerB + "]\n",
+			wants: []string{"network.allow_peers", "bootstrap peer " + peerA},
+		},
+		{
+			name:  "a private network with only QUIC listen addresses is named",
+			file:  "network:\n  swarm_key_file: swarm.key\n  listen_addrs: [/ip4/0.0.0.0/udp/4001/quic-v1]\n",
+			wants: []string{"network.listen_addrs", "network.swarm_key_file", "/tcp"},
+		},
+		{
+			name:  "a deny list from the environment names the variable's key",
+			env:   map[string]string{"CORTEXD_NETWORK_DENY_PEERS": peerA + ",nope"},
+			wants: []string{"network.deny_peers[1]", `"nope"`},
+		},
+		{
+			name:  "a default timeout beyond a day is refused",
+			file:  "queue:\n  default_timeout: 25h\n",
+			wants: []string{"queue.default_timeout: must be at most 24h"},
+		},
+		{
 			name:  "malformed YAML is reported as such",
 			file:  "queue: [\n",
 			wants: []string{"parse config"},
@@ -142,6 +182,33 @@ func TestConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Peer IDs for the tests.
+const (
+	peerA = "12D3KooWJpPHJ3gu91QYVxBVfGWa7nGF3Qz3Q6zScHkpfrBCiAai"
+	peerB = "12D3KooWKMU7oXdsZLYbPbvzwSKT1rWsB9SSZT9vhubpopCyMzNe"
+)
+
+func TestConfigAccessKeys(t *testing.T) {
+	c, err := Load(writeConfig(t, "network:\n  allow_peers: ["+peerA+", "+peerB+"]\n  swarm_key_file: keys/swarm.key\n"+
+		"  bootstrap_peers: [/ip4/10.0.0.1/tcp/4001/p2p/"+peerB+"]\n"), nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if !slices.Equal(c.Network.AllowPeers, []string{peerA, peerB}) || c.Network.SwarmKeyFile != "keys/swarm.key" || len(c.Network.DenyPeers) != 0 {
+		t.Fatalf("network = %+v", c.Network)
+	}
+	ids, err := ParsePeerIDs("network.allow_peers", c.Network.AllowPeers)
+	if err != nil || len(ids) != 2 || ids[0].String() != peerA {
+		t.Fatalf("ParsePeerIDs = %v, %v", ids, err)
+	}
+	if _, err := ParsePeerIDs("network.deny_peers", []string{peerA, "x"}); err == nil || !strings.Contains(err.Error(), "network.deny_peers[1]") {
+		t.Fatalf("ParsePeerIDs of a bad entry: %v; want an error naming network.deny_peers[1]", err)
+	}
+	if d := Default(); d.Network.SwarmKeyFile != "" || len(d.Network.AllowPeers)+len(d.Network.DenyPeers) != 0 {
+		t.Errorf("the default network is not public and open: %+v", d.Network)
 	}
 }
 

@@ -85,6 +85,7 @@ func (c *Config) validateNetwork(p *problems) {
 			p.add(fmt.Sprintf("network.bootstrap_peers[%d]", i), "%v", err)
 		}
 	}
+	c.validateAccess(p)
 	cm := c.Network.ConnManager
 	p.nonNegative("network.conn_manager.low", cm.Low)
 	p.positive("network.conn_manager.high", cm.High)
@@ -128,6 +129,9 @@ func (c *Config) validateQueue(p *problems) {
 	p.nonNegative("queue.level_limits.normal", q.LevelLimits.Normal)
 	p.nonNegative("queue.level_limits.low", q.LevelLimits.Low)
 	p.duration("queue.default_timeout", q.DefaultTimeout)
+	if q.DefaultTimeout > MaxTaskTimeout {
+		p.add("queue.default_timeout", "must be at most %s (the task protocol refuses deadlines further ahead), got %s", MaxTaskTimeout, q.DefaultTimeout)
+	}
 	p.nonNegative("queue.workers", q.Workers)
 	p.nonNegative("queue.max_retries", q.MaxRetries)
 	p.duration("queue.backoff_base", q.BackoffBase)

@@ -1,0 +1,161 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+	"unicode/utf8"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/skill"
+)
+
+// Limits of a submission.
+const (
+	maxRetriesLimit = 100
+	maxVersionLen   = 64  // as the task protocol allows
+	maxErrorDetail  = 200 // bytes of a decoder's message quoted in an error
+)
+
+// parseSubmit reads the body of POST /v1/tasks, an apiv1.SubmitRequest,
+// checks it and returns the task it asks for, with d's values for what it
+// leaves out and self as the requester. A task it returns has a valid
+// skill ID, a version of at most 64 bytes, a timeout in (0, MaxTimeout], a
+// minimum trust in [0, 1], 0 to 100 retries and, for a JSON input, valid
+// JSON. Its errors are 400 invalid_request answers whose messages are at
+// most a few hundred bytes, whatever the body, or the *http.MaxBytesError
+// of a body over the limit. Input schemas are checked later, by the node
+// that has the skill.
+func parseSubmit(body io.Reader, d TaskDefaults, self peer.ID) (*skill.SkillTask, error) {
+	var req apiv1.SubmitRequest
+	if err := decodeBody(body, &req); err != nil {
+		return nil, err
+	}
+	return buildTask(&req, d, self)
+}
+
+// decodeBody reads one JSON object into v, refusing unknown fields and
+// trailing data.
+func decodeBody(body io.Reader, v any) error {
+	var mbe *http.MaxBytesError
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		switch {
+		case errors.As(err, &mbe):
+			return err
+		case errors.Is(err, io.EOF):
+			return badRequest("the request body is empty: send a JSON object")
+		}
+		return badRequest("the request body is not valid JSON for this endpoint: %s", clip(err.Error(), maxErrorDetail))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return badRequest("the request body has data after the JSON object")
+	}
+	return nil
+}
+
+// buildTask checks a submission and turns it into a SkillTask with d's
+// values for what it leaves out.
+func buildTask(req *apiv1.SubmitRequest, d TaskDefaults, self peer.ID) (*skill.SkillTask, error) {
+	if req.Skill == "" {
+		return nil, badRequest(`"skill" is required`)
+	}
+	if err := skill.ValidateSkillID(reputation.SkillID(req.Skill)); err != nil {
+		return nil, badRequest("%s", clip(err.Error(), maxErrorDetail))
+	}
+	if err := checkVersion(req.Version); err != nil {
+		return nil, err
+	}
+	var in skill.SkillInput
+	switch {
+	case req.Input != nil && req.InputBase64 != nil:
+		return nil, badRequest(`set "input" or "input_base64", not both`)
+	case req.InputBase64 != nil:
+		in = skill.RawInput(req.InputBase64)
+	case req.Input != nil:
+		in = skill.SkillInput{Kind: grid.InputJSON, Data: req.Input}
+	default:
+		in = skill.SkillInput{Kind: grid.InputJSON, Data: []byte("null")}
+	}
+	t := skill.NewSkillTask(reputation.SkillID(req.Skill), in, self).
+		WithVersion(req.Version).WithTimeout(d.Timeout).WithMinTrust(d.MinTrust).WithMaxRetries(d.MaxRetries)
+	if req.Priority != nil {
+		t.WithPriority(uint8(*req.Priority))
+	}
+	switch to := time.Duration(req.Timeout); {
+	case to < 0:
+		return nil, badRequest(`"timeout" must be positive, got %s`, to)
+	case to > apiv1.MaxTimeout:
+		return nil, badRequest(`"timeout" must be at most %s, got %s`, apiv1.MaxTimeout, to)
+	case to > 0:
+		t.WithTimeout(to)
+	}
+	if req.MinTrust != nil {
+		if v := *req.MinTrust; !(v >= 0 && v <= 1) {
+			return nil, badRequest(`"min_trust" must be between 0 and 1, got %v`, v)
+		}
+		t.WithMinTrust(*req.MinTrust)
+	}
+	if req.MaxRetries != nil {
+		if v := *req.MaxRetries; v < 0 || v > maxRetriesLimit {
+			return nil, badRequest(`"max_retries" must be between 0 and %d, got %d`, maxRetriesLimit, v)
+		}
+		t.WithMaxRetries(*req.MaxRetries)
+	}
+	return t, nil
+}
+
+// checkVersion accepts an empty version (any) or one of at most 64 bytes
+// of [0-9A-Za-z.+-], as skill versions are written ("1.0.0", "2.1-rc.1").
+func checkVersion(v string) error {
+	if len(v) > maxVersionLen {
+		return badRequest(`"version" is %d bytes, more than %d`, len(v), maxVersionLen)
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '.' || c == '+' || c == '-') {
+			return badRequest(`"version" %q: byte %d is not allowed; versions look like "1.0.0"`, v, i)
+		}
+	}
+	return nil
+}
+
+// checkDefaults fills and checks the defaults given to WithDefaults.
+func checkDefaults(d *TaskDefaults) error {
+	var errs []error
+	if d.Timeout == 0 {
+		d.Timeout = skill.DefaultTimeout
+	}
+	if d.Timeout < 0 || d.Timeout > apiv1.MaxTimeout {
+		errs = append(errs, fmt.Errorf("api: default timeout %s is not in (0, %s]", d.Timeout, apiv1.MaxTimeout))
+	}
+	if !(d.MinTrust >= 0 && d.MinTrust <= 1) {
+		errs = append(errs, fmt.Errorf("api: default minimum trust %v is not in [0, 1]", d.MinTrust))
+	}
+	if d.MaxRetries < 0 || d.MaxRetries > maxRetriesLimit {
+		errs = append(errs, fmt.Errorf("api: default retries %d is not in [0, %d]", d.MaxRetries, maxRetriesLimit))
+	}
+	return errors.Join(errs...)
+}
+
+// clip shortens s to at most n bytes, on a rune boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
