@@ -6,7 +6,7 @@ VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || ech
 LDFLAGS       := -s -w -X main.version=$(VERSION)
 PROTOC_GEN_GO := v1.36.12
 GOBIN         ?= $(shell $(GO) env GOPATH)/bin
-IMAGE         ?= cortexd:dev
+IMAGE         ?= cortexd:latest
 NODES         ?= 3
 BENCHTIME     ?= 2s
 
