@@ -297,6 +297,8 @@ func (d *daemon) start(ctx context.Context) (err error) {
 	d.orch, err = grid.NewOrchestrator(d.node.Host(), &d.handler,
 		grid.WithMaxMessageSize(d.cfg.Network.MaxMessageSize),
 		grid.WithAckTimeout(t.AckTimeout),
+		grid.WithHeartbeatInterval(t.HeartbeatInterval),
+		grid.WithLeaseMisses(t.LeaseMisses),
 		grid.WithPeerRateLimit(limit, max(t.PeerBurst, 1)),
 		grid.WithMaxInFlightPerPeer(t.MaxInFlightPerPeer),
 		grid.WithOrchLogger(d.log.With("subsystem", "orchestrator")))

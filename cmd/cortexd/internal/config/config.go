@@ -114,6 +114,8 @@ type Tasks struct {
 	PeerBurst          int           `mapstructure:"peer_burst"`
 	MaxInFlightPerPeer int           `mapstructure:"max_in_flight_per_peer"`
 	AckTimeout         time.Duration `mapstructure:"ack_timeout"`
+	HeartbeatInterval  time.Duration `mapstructure:"heartbeat_interval"` // executor -> requester, per stream
+	LeaseMisses        int           `mapstructure:"lease_misses"`       // missed heartbeats before a task moves on
 }
 
 // Routing configures how the router scores candidates.
@@ -196,7 +198,8 @@ func Default() Config {
 			SweepInterval:  time.Second,
 		},
 		Tasks: Tasks{ResultRetention: 10 * time.Minute, MaxTasks: 100_000, PeerRateLimit: 20000, PeerBurst: 5000,
-			MaxInFlightPerPeer: 4096, AckTimeout: 10 * time.Second},
+			MaxInFlightPerPeer: 4096, AckTimeout: 10 * time.Second,
+			HeartbeatInterval: 5 * time.Second, LeaseMisses: 3},
 		Routing: Routing{Weights: Weights{Trust: 0.35, Skill: 0.15, Success: 0.2, Latency: 0.1, Load: 0.2}},
 		Trust: Trust{PreTrusted: []string{}, Neutral: 0.5, AcceptThreshold: 0.1, MinTrustDefault: 0.3,
 			RecomputeInterval: 2 * time.Second, DecayHalfLife: time.Hour},

@@ -155,6 +155,12 @@ func (c *Config) validateQueue(p *problems) {
 	}
 	p.positive("tasks.max_in_flight_per_peer", c.Tasks.MaxInFlightPerPeer)
 	p.duration("tasks.ack_timeout", c.Tasks.AckTimeout)
+	if d := c.Tasks.HeartbeatInterval; d < 10*time.Millisecond || d > time.Minute {
+		p.add("tasks.heartbeat_interval", "must be between 10ms and 1m, got %s", d)
+	}
+	if n := c.Tasks.LeaseMisses; n < 1 || n > 100 {
+		p.add("tasks.lease_misses", "must be between 1 and 100, got %d", n)
+	}
 
 	w := c.Routing.Weights
 	sum := 0.0
