@@ -94,6 +94,30 @@ func BenchmarkQueueEnqueueDequeue(b *testing.B)         { benchQueueSerial(b, fa
 func BenchmarkQueueEnqueueDequeueStamped(b *testing.B)  { benchQueueSerial(b, true) }
 func BenchmarkQueueEnqueueDequeueParallel(b *testing.B) { benchQueueParallel(b, false) }
 
+// BenchmarkQueueEnqueueSettleTryDequeue is the cycle of an executor worker
+// under load: each iteration enqueues a task, then completes the previous
+// one and takes the next with one SettleTryDequeue (one lock round trip
+// where Complete then Dequeue take two).
+func BenchmarkQueueEnqueueSettleTryDequeue(b *testing.B) {
+	q := prefilledQueue(b)
+	spare := benchTask(queueBenchDepth + 1)
+	cur, ok := q.TryDequeue()
+	if !ok {
+		b.Fatal("nothing queued")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := q.Enqueue(spare); err != nil {
+			b.Fatal(err)
+		}
+		next, settled := q.SettleTryDequeue(cur.ID, true)
+		if !settled || next == nil {
+			b.Fatal("SettleTryDequeue did not settle and take")
+		}
+		spare, cur = cur, next
+	}
+}
+
 func BenchmarkChanSendRecv(b *testing.B) {
 	ch := prefilledChan()
 	spare := benchTask(queueBenchDepth + 1)

@@ -199,6 +199,27 @@ func (q *TaskQueue) dispatchLocked(now int64, expired *[]queueExpired) {
 	}
 }
 
+// handOffLocked gives it, a task being enqueued (ready since readyAt)
+// while Dequeue calls are blocked, straight to the first of them without
+// going through its level's FIFO, and reports whether it did. While a
+// Dequeue is blocked no task is ready (dispatchLocked hands every ready
+// task to a waiter), so it is next in the queue's order, unless a delayed
+// retry has come due or it is past its deadline: then it declines, and the
+// caller queues it and dispatches as usual.
+func (q *TaskQueue) handOffLocked(it *queueItem, readyAt int64) bool {
+	now := q.nowLocked()
+	if it.deadline <= now || q.live != [NumLevels]int{} || (len(q.delayed) > 0 && q.delayed[0].notBefore <= now) {
+		return false
+	}
+	it.state = stateInFlight
+	it.readyAt = readyAt // as pushReadyLocked would, should it come back
+	q.inFlight++
+	w := q.waiters[0]
+	q.unlistWaiterLocked(w)
+	w.ch <- it.task
+	return true
+}
+
 // takeLocked is pickLocked for Dequeue and TryDequeue. If picking promoted
 // more due retries than it took while other Dequeue calls are blocked, it
 // hands those the rest.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -241,6 +242,9 @@ type DelegationCoordinator struct {
 	running atomic.Bool // between Start and Close
 	closing atomic.Bool // set first thing in Close
 
+	// waiters recycles the resultWaiters of Wait calls.
+	waiters sync.Pool
+
 	limMu    sync.Mutex
 	limiters map[peer.ID]*peerLimiter
 
@@ -287,6 +291,7 @@ func NewCoordinator(d Deps, opts ...CoordinatorOption) (*DelegationCoordinator, 
 		tasks: newTaskTable(cfg.maxTasks), in: newIncomingTable(), salt: grid.NewTaskID(),
 		limiters: make(map[peer.ID]*peerLimiter),
 	}
+	c.waiters.New = newResultWaiter
 	c.localDone, c.incomingDone = c.onLocalDone, c.onIncomingDone
 	if c.metrics == nil {
 		c.metrics = grid.NewMetricsTracker()
@@ -451,23 +456,55 @@ func (c *DelegationCoordinator) Wait(ctx context.Context, id TaskID) (*SkillResu
 		s.mu.Unlock()
 		return res, err
 	}
-	if r.done == nil {
-		r.done = make(chan struct{})
+	if r.job != nil {
+		// A local attempt: yield once before blocking, so that this node's
+		// workers, which may be waiting for this processor, can run it; a
+		// quick skill is often done by the time this goroutine runs again,
+		// and parking and waking cost more than the yield.
+		s.mu.Unlock()
+		runtime.Gosched()
+		s.mu.Lock()
+		if r.state.Terminal() {
+			res, err := &r.result, r.err
+			s.mu.Unlock()
+			return res, err
+		}
 	}
-	done := r.done
+	w := c.waiters.Get().(*resultWaiter)
+	w.next, r.waiters = r.waiters, w
 	s.mu.Unlock()
 	if ctx.Done() == nil { // a context that never ends: a plain receive is cheaper
-		<-done
+		<-w.ch
+		c.waiters.Put(w)
 		return &r.result, r.err
 	}
 	select {
-	case <-done:
-		// result and err are final once done is closed.
+	case <-w.ch:
+		// result and err are final once w is woken.
+		c.waiters.Put(w)
 		return &r.result, r.err
 	case <-ctx.Done():
+		s.mu.Lock()
+		if !r.unlistWaiter(w) {
+			<-w.ch // woken meanwhile, under the lock we now hold
+		}
+		s.mu.Unlock()
+		c.waiters.Put(w)
 		return nil, fmt.Errorf("wait for task %s: %w", id.Short(), ctx.Err())
 	}
 }
+
+// resultWaiter is a blocked Wait. Whoever takes it off its record's list,
+// under the shard lock, sends it one value; ch has room for it, so the
+// send never blocks. resultWaiters are recycled through the coordinator's
+// pool, which is per coordinator so that channels made in a synctest
+// bubble stay in it.
+type resultWaiter struct {
+	ch   chan struct{}
+	next *resultWaiter
+}
+
+func newResultWaiter() any { return &resultWaiter{ch: make(chan struct{}, 1)} }
 
 // sweepLoop drops expired results, times out overdue tasks and forgets
 // idle rate limiters, every sweep interval until ctx ends.

@@ -61,17 +61,15 @@ func BenchmarkLocalEcho(b *testing.B) {
 	})
 	b.Run("queue and executor alone", func(b *testing.B) {
 		// What the coordinator is built on, without it: each call enqueues
-		// a Job whose Done completes it and wakes the caller.
+		// a Job whose Done (called once the worker has completed the entry)
+		// wakes the caller.
 		e := newCoEnv(b, coEnvConfig{workers: coBenchWorkers()})
 		q := e.c.q
 		coRunSubmitters(b, func(context.Context) error {
 			t := NewSkillTask("echo", coBenchInput, e.self)
 			t.ID, t.CreatedAt = grid.NewTaskID(), time.Now()
 			ch := make(chan SkillResult, 1)
-			job := &Job{Task: t, Done: func(qt *grid.QueuedTask, res SkillResult) {
-				q.Complete(qt.ID)
-				ch <- res
-			}}
+			job := &Job{Task: t, Done: func(_ *grid.QueuedTask, res SkillResult) { ch <- res }}
 			if err := q.Enqueue(&grid.QueuedTask{ID: t.ID, Priority: t.Priority, Payload: job, CreatedAt: t.CreatedAt, Deadline: t.Deadline()}); err != nil {
 				return err
 			}
@@ -108,7 +106,7 @@ func BenchmarkLocalEcho(b *testing.B) {
 
 // BenchmarkOneTaskCycle measures the CPU cost of one local task from
 // submission to result on one goroutine, with no contention: the worker's
-// part (TryDequeue, Run, Done) runs inline. "coordinator" goes through
+// part (TryDequeue, run, settle, Done) runs inline. "coordinator" goes through
 // SubmitTask and Wait; "queue and executor alone" does the same queue and
 // executor work without the coordinator. The difference is what the
 // coordinator adds per task.
@@ -122,7 +120,11 @@ func BenchmarkOneTaskCycle(b *testing.B) {
 			b.Fatal("nothing queued")
 		}
 		job := qt.Payload.(*Job)
-		job.Done(qt, e.c.exec.Run(ctx, job.Task))
+		res := e.c.exec.runJob(ctx, job)
+		if next, _ := e.c.q.SettleTryDequeue(qt.ID, res.Success); next != nil {
+			b.Fatal("a second task was queued")
+		}
+		job.Done(qt, res)
 	}
 	b.Run("coordinator", func(b *testing.B) {
 		b.ReportAllocs()
@@ -140,7 +142,7 @@ func BenchmarkOneTaskCycle(b *testing.B) {
 	b.Run("queue and executor alone", func(b *testing.B) {
 		b.ReportAllocs()
 		q := e.c.q
-		done := func(qt *grid.QueuedTask, _ SkillResult) { q.Complete(qt.ID) }
+		done := func(*grid.QueuedTask, SkillResult) {}
 		for b.Loop() {
 			t := NewSkillTask("echo", coBenchInput, e.self)
 			t.ID, t.CreatedAt = grid.NewTaskID(), time.Now()

@@ -168,11 +168,6 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 
 // onIncomingDone is the Done of admitted peer tasks.
 func (c *DelegationCoordinator) onIncomingDone(qt *grid.QueuedTask, res SkillResult) {
-	if res.Success {
-		c.q.Complete(qt.ID)
-	} else {
-		c.q.Fail(qt.ID, false)
-	}
 	job, _ := qt.Payload.(*Job)
 	in, reply := c.in.take(qt.ID, job)
 	if in == nil {

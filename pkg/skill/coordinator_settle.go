@@ -108,18 +108,16 @@ func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteR
 }
 
 // onLocalDone is the Done of local jobs: an executor worker calls it with
-// the result of the job it ran.
+// the result of the job it ran, once it has settled the job's queue entry.
 func (c *DelegationCoordinator) onLocalDone(qt *grid.QueuedTask, res SkillResult) {
-	if res.Success {
-		c.q.Complete(qt.ID)
-	} else {
-		c.q.Fail(qt.ID, false)
-	}
 	job, _ := qt.Payload.(*Job)
-	s := c.tasks.shard(qt.ID)
+	if job == nil || job.rec == nil {
+		return
+	}
+	r := job.rec // no lookup: the record is found from the job
+	s := c.tasks.shard(r.task.ID)
 	s.mu.Lock()
-	r := s.get(qt.ID)
-	if r == nil || job == nil || r.job != job || r.state.Terminal() {
+	if r.job != job || r.state.Terminal() {
 		s.mu.Unlock() // a result for an attempt that is over: drop it
 		return
 	}
@@ -317,9 +315,8 @@ func (c *DelegationCoordinator) announceLocked(r *record, now time.Time) {
 	if c.hasSubscribers() {
 		c.publish(eventOf(r, now))
 	}
-	if r.state.Terminal() && r.done != nil {
-		close(r.done)
-		r.done = nil // Wait looks at the state first from now on
+	if r.state.Terminal() {
+		r.wakeWaiters()
 	}
 }
 

@@ -133,7 +133,7 @@ type record struct {
 	peer     peer.ID // node of the current or last attempt
 	result   SkillResult
 	err      error         // nil on success
-	done     chan struct{} // made by the first Wait; closed when terminal
+	waiters  *resultWaiter // blocked Wait calls, woken when terminal
 
 	// The current attempt: job for a local one, cancel for a remote one.
 	job    *Job
@@ -161,6 +161,30 @@ func (r *record) retryState(c *coordinatorConfig) *retryState {
 		}}
 	}
 	return r.retry
+}
+
+// wakeWaiters wakes every blocked Wait of r and empties its list. The
+// shard lock must be held.
+func (r *record) wakeWaiters() {
+	for w := r.waiters; w != nil; {
+		next := w.next
+		w.next = nil
+		w.ch <- struct{}{}
+		w = next
+	}
+	r.waiters = nil
+}
+
+// unlistWaiter takes w off r's list of waiters and reports whether it was
+// there (if not, it has been woken). The shard lock must be held.
+func (r *record) unlistWaiter(w *resultWaiter) bool {
+	for p := &r.waiters; *p != nil; p = &(*p).next {
+		if *p == w {
+			*p, w.next = w.next, nil
+			return true
+		}
+	}
+	return false
 }
 
 func (r *record) updatedAt() time.Time { return time.Unix(0, r.updated) }

@@ -41,8 +41,8 @@ func WithExecLogger(l *slog.Logger) ExecutorOption { return func(c *executorConf
 // jobQueue is what the workers need from a grid.TaskQueue.
 type jobQueue interface {
 	Dequeue(ctx context.Context) (*grid.QueuedTask, error)
-	Complete(id grid.TaskID) bool
-	Fail(id grid.TaskID, retry bool) bool
+	TryDequeue() (*grid.QueuedTask, bool)
+	SettleTryDequeue(id grid.TaskID, done bool) (next *grid.QueuedTask, settled bool)
 }
 
 var _ jobQueue = (*grid.TaskQueue)(nil)
@@ -104,20 +104,26 @@ func (e *Executor) Busy() int { return int(e.busy.Load()) }
 // Run waits for the skill to return: a skill that ignores ctx runs past the
 // deadline, and its result is then whatever it returned.
 func (e *Executor) Run(ctx context.Context, t *SkillTask) SkillResult {
-	res := SkillResult{TaskID: t.ID, ExecutedBy: e.self}
 	ent, err := e.reg.lookup(t.Skill, t.Version)
 	if err != nil {
-		return e.finish(res, grid.CodeUnknownSkill, err)
+		return e.finish(SkillResult{TaskID: t.ID, ExecutedBy: e.self}, grid.CodeUnknownSkill, err)
 	}
-	if err := ent.validate(t.Input); err != nil {
-		return e.finish(res, grid.CodeInvalidInput, err)
-	}
-	hasDeadline := !t.CreatedAt.IsZero()
-	if hasDeadline && !ent.ctxFree {
+	if !t.CreatedAt.IsZero() && !ent.ctxFree {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, t.Deadline())
 		defer cancel()
 	}
+	return e.runEntry(ctx, t, ent)
+}
+
+// runEntry is Run once the skill is looked up and, unless it is context
+// free, ctx carries the task's deadline.
+func (e *Executor) runEntry(ctx context.Context, t *SkillTask, ent *entry) SkillResult {
+	res := SkillResult{TaskID: t.ID, ExecutedBy: e.self}
+	if err := ent.validate(t.Input); err != nil {
+		return e.finish(res, grid.CodeInvalidInput, err)
+	}
+	hasDeadline := !t.CreatedAt.IsZero()
 	start := time.Now()
 	if err := ctx.Err(); err != nil {
 		return e.finish(res, ctxCode(err), fmt.Errorf("run skill %q: %w", t.Skill, err))
@@ -208,12 +214,16 @@ func (e *Executor) finishAt(res SkillResult, code grid.ErrorCode, err error) Ski
 
 // Start starts the worker pool: Capacity workers, each taking tasks from q
 // with Dequeue and running them one at a time. Each task's Payload must be
-// a *Job: the worker runs job.Task with Run, unless the job was canceled
+// a *Job: the worker runs job.Task as Run does, unless the job was canceled
 // before it started (then the result is a CodeCanceled failure and the
-// skill does not run), and hands the result to job.Done, which must
-// Complete or Fail the task on q. If Done is nil the worker Completes a
-// success and Fails (without retry) anything else. A payload that is not a
-// *Job is logged and Failed without retry.
+// skill does not run). It then settles the task on q, Complete for a
+// success and Fail without retry for anything else, and hands the result to
+// job.Done, if set. A payload that is not a *Job is logged and Failed
+// without retry.
+//
+// A worker settles a task and takes its next one in one call
+// (SettleTryDequeue) before it calls Done, so that a busy worker takes the
+// queue's lock once per task for both.
 //
 // Workers stop when ctx is done, when q is closed, or at Close. Start may
 // be called once.
@@ -237,7 +247,11 @@ func (e *Executor) start(ctx context.Context, q jobQueue) error {
 	ctx, e.cancel = context.WithCancel(ctx)
 	e.wg.Add(e.workers)
 	for range e.workers {
-		go e.worker(ctx, q)
+		// Each worker has a context of its own, so that the contexts of its
+		// jobs hang off it rather than off one parent that every worker
+		// locks for each job it starts and ends.
+		wctx, cancel := context.WithCancel(ctx)
+		go e.worker(wctx, cancel, q)
 	}
 	return nil
 }
@@ -260,46 +274,71 @@ func (e *Executor) Close() error {
 	return nil
 }
 
-func (e *Executor) worker(ctx context.Context, q jobQueue) {
+func (e *Executor) worker(ctx context.Context, cancel context.CancelFunc, q jobQueue) {
 	defer e.wg.Done()
+	defer cancel()
+	var next *grid.QueuedTask // taken when the previous task was settled
 	for {
-		qt, err := q.Dequeue(ctx)
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, grid.ErrClosed) {
-				e.log.Error("dequeue failed; worker stops", "err", err)
+		qt := next
+		next = nil
+		if qt == nil {
+			// Nothing was ready: before blocking, let the goroutines that
+			// are ready to run (often the submitters this worker has just
+			// woken) go first, and look again. Under load they queue more
+			// tasks meanwhile, and the worker takes them without parking,
+			// which costs far more than a yield: a blocking Dequeue, a
+			// hand-over through a channel and a wake-up per task.
+			runtime.Gosched()
+			qt, _ = q.TryDequeue()
+		}
+		if qt == nil {
+			var err error
+			if qt, err = q.Dequeue(ctx); err != nil {
+				if ctx.Err() == nil && !errors.Is(err, grid.ErrClosed) {
+					e.log.Error("dequeue failed; worker stops", "err", err)
+				}
+				return
 			}
-			return
 		}
 		job, ok := qt.Payload.(*Job)
 		if !ok || job == nil || job.Task == nil {
 			e.log.Error("queued task is not a *Job with a Task; failing it", "task", qt.ID.Short(), "payload", fmt.Sprintf("%T", qt.Payload))
-			q.Fail(qt.ID, false)
+			next, _ = q.SettleTryDequeue(qt.ID, false)
 			continue
 		}
 		e.busy.Add(1)
-		e.runJob(ctx, q, qt, job)
+		res := e.runJob(ctx, job)
+		next, _ = q.SettleTryDequeue(qt.ID, res.Success)
+		if job.Done != nil {
+			job.Done(qt, res)
+		}
 		e.busy.Add(-1)
 	}
 }
 
-// runJob runs one job and reports it through Done.
-func (e *Executor) runJob(ctx context.Context, q jobQueue, qt *grid.QueuedTask, job *Job) {
-	jctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var res SkillResult
-	if job.begin(cancel) {
-		res = e.Run(jctx, job.Task)
-	} else {
-		res = e.finish(SkillResult{TaskID: job.Task.ID, ExecutedBy: e.self}, grid.CodeCanceled,
-			fmt.Errorf("run skill %q: canceled before it started: %w", job.Task.Skill, ErrCanceled))
+// runJob runs one job under the worker's ctx and returns its result. A
+// skill that takes no context (see contextFree) runs without one of its
+// own: the job's cancel flag and ctx are checked before it starts. Any
+// other gets one that ends at the task's deadline or when the job is
+// canceled.
+func (e *Executor) runJob(ctx context.Context, job *Job) SkillResult {
+	t := job.Task
+	ent, err := e.reg.lookup(t.Skill, t.Version)
+	var cancel context.CancelFunc
+	if err == nil && !ent.ctxFree {
+		if !t.CreatedAt.IsZero() {
+			ctx, cancel = context.WithDeadline(ctx, t.Deadline())
+		} else {
+			ctx, cancel = context.WithCancel(ctx)
+		}
+		defer cancel()
 	}
-	if job.Done != nil {
-		job.Done(qt, res)
-		return
+	res := SkillResult{TaskID: t.ID, ExecutedBy: e.self}
+	switch {
+	case !job.begin(cancel):
+		return e.finish(res, grid.CodeCanceled, fmt.Errorf("run skill %q: canceled before it started: %w", t.Skill, ErrCanceled))
+	case err != nil:
+		return e.finish(res, grid.CodeUnknownSkill, err)
 	}
-	if res.Success {
-		q.Complete(qt.ID)
-	} else {
-		q.Fail(qt.ID, false)
-	}
+	return e.runEntry(ctx, t, ent)
 }

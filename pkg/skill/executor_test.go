@@ -216,22 +216,31 @@ func (b *blockingSkill) Execute(ctx context.Context, in SkillInput) ([]byte, err
 	}
 }
 
-// jobResults collects the results that jobs' Done report.
+// jobResults collects the results that jobs' Done report, and checks that
+// the worker settled each job's queue entry before it called Done.
 type jobResults struct {
 	q  *grid.TaskQueue
 	mu sync.Mutex
 	m  map[TaskID]SkillResult
+	// unsettled counts Done calls for an entry still in flight on q.
+	unsettled int
 }
 
 func (r *jobResults) done(qt *grid.QueuedTask, res SkillResult) {
+	// Complete must find nothing: the worker has settled the entry.
+	settled := !r.q.Complete(qt.ID)
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.m[res.TaskID] = res
-	r.mu.Unlock()
-	if res.Success {
-		r.q.Complete(qt.ID)
-	} else {
-		r.q.Fail(qt.ID, false)
+	if !settled {
+		r.unsettled++
 	}
+}
+
+func (r *jobResults) unsettledDone() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.unsettled
 }
 
 func (r *jobResults) get(id TaskID) (SkillResult, bool) {
@@ -293,6 +302,12 @@ func TestExecutorPoolNeverRunsMoreThanItsWorkers(t *testing.T) {
 		if b.peak.Load() != workers || r.len() != jobs || e.Busy() != 0 {
 			t.Fatalf("peak %d, results %d, busy %d; want %d, %d, 0", b.peak.Load(), r.len(), e.Busy(), workers, jobs)
 		}
+		if n := r.unsettledDone(); n != 0 {
+			t.Fatalf("%d jobs reached Done still in flight on the queue; want each settled first", n)
+		}
+		if s := q.Stats(); s.Completed != jobs || s.InFlight != 0 {
+			t.Fatalf("queue stats %+v; want %d completed, none in flight", s, jobs)
+		}
 	})
 }
 
@@ -320,8 +335,8 @@ func TestExecutorPoolDoesNotRunACanceledJob(t *testing.T) {
 		if b.runs.Load() != 1 {
 			t.Fatalf("the skill ran %d times, want once (the canceled job must not run)", b.runs.Load())
 		}
-		if s := q.Stats(); s.InFlight != 0 {
-			t.Fatalf("queue stats %+v: jobs left in flight", s)
+		if s := q.Stats(); s.InFlight != 0 || s.Failed != 2 || r.unsettledDone() != 0 {
+			t.Fatalf("queue stats %+v, %d unsettled at Done: want both jobs failed and settled before Done", s, r.unsettledDone())
 		}
 	})
 }
@@ -375,7 +390,8 @@ func TestExecutorWorkersStopWhenTheQueueCloses(t *testing.T) {
 	})
 }
 
-// fakeQueue hands out fixed tasks and records Fail and Complete.
+// fakeQueue hands out fixed tasks and records the tasks settled as
+// completed and as failed.
 type fakeQueue struct {
 	tasks    chan *grid.QueuedTask
 	mu       sync.Mutex
@@ -392,18 +408,25 @@ func (f *fakeQueue) Dequeue(ctx context.Context) (*grid.QueuedTask, error) {
 	}
 }
 
-func (f *fakeQueue) Complete(id grid.TaskID) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.complete = append(f.complete, id)
-	return true
+func (f *fakeQueue) TryDequeue() (*grid.QueuedTask, bool) {
+	select {
+	case t := <-f.tasks:
+		return t, true
+	default:
+		return nil, false
+	}
 }
 
-func (f *fakeQueue) Fail(id grid.TaskID, retry bool) bool {
+func (f *fakeQueue) SettleTryDequeue(id grid.TaskID, done bool) (*grid.QueuedTask, bool) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.failed = append(f.failed, id)
-	return true
+	if done {
+		f.complete = append(f.complete, id)
+	} else {
+		f.failed = append(f.failed, id)
+	}
+	f.mu.Unlock()
+	t, _ := f.TryDequeue()
+	return t, true
 }
 
 func TestExecutorPoolFailsPayloadsThatAreNotJobs(t *testing.T) {

@@ -13,17 +13,28 @@ import (
 type Job struct {
 	Task *SkillTask
 	// Done is called exactly once by the executor worker that ran the job,
-	// with the queue entry and the result. Done must call Complete or Fail
-	// on the queue for qt.ID.
+	// with the queue entry and the result, after the worker has settled the
+	// entry on the queue: completed if the result is a success, failed
+	// without retry if not. Done must not Complete or Fail qt.ID itself (a
+	// later attempt may have enqueued the same ID by then). It runs on the
+	// worker, so it should be quick.
 	Done func(qt *grid.QueuedTask, res SkillResult)
 
+	// rec is the coordinator's record of the task, for a local attempt of
+	// a task submitted to a DelegationCoordinator; set before the job is
+	// enqueued and not changed after.
+	rec *record
+
 	mu       sync.Mutex
-	cancel   context.CancelFunc
+	cancel   context.CancelFunc // of the running skill's context; nil for a skill that takes none
+	started  bool
 	canceled bool
 }
 
 // Cancel stops the job: if it runs, its context is canceled; if it has not
-// started, it will not start (the worker reports it canceled).
+// started, it will not start (the worker reports it canceled). A skill that
+// ignores its context (one that returns at once, such as echo) runs
+// without a context of its own: Cancel cannot stop it once it has started.
 func (j *Job) Cancel() {
 	j.mu.Lock()
 	j.canceled = true
@@ -41,14 +52,16 @@ func (j *Job) Canceled() bool {
 	return j.canceled
 }
 
-// begin records the cancel func of a starting run. It returns false if the
-// job was canceled before it started.
+// begin marks the job started and records the cancel func of its run, nil
+// if the run has no context of its own. It returns false if the job was
+// canceled before it started.
 func (j *Job) begin(cancel context.CancelFunc) bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.canceled {
 		return false
 	}
+	j.started = true
 	j.cancel = cancel
 	return true
 }
@@ -57,5 +70,5 @@ func (j *Job) begin(cancel context.CancelFunc) bool {
 func (j *Job) Started() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.cancel != nil
+	return j.started
 }
