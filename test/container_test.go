@@ -48,10 +48,10 @@ func TestContainerComposeBootstrapIDMatchesSeed(t *testing.T) {
 
 // TestContainerComposeGrid builds the image as `make image` does and runs
 // the compose grid: a task submitted on node1 runs on node2 and node3.
-// It runs only where Docker works and CORTEXD_CONTAINER_TEST=1.
+// It runs only where Docker works and CORTEX_CONTAINER_TEST=1.
 func TestContainerComposeGrid(t *testing.T) {
-	if os.Getenv("CORTEXD_CONTAINER_TEST") != "1" {
-		t.Skip("set CORTEXD_CONTAINER_TEST=1 to build the image and run the compose grid (needs docker and docker-compose)")
+	if os.Getenv("CORTEX_CONTAINER_TEST") != "1" {
+		t.Skip("set CORTEX_CONTAINER_TEST=1 to build the image and run the compose grid (needs docker and docker-compose)")
 	}
 	for _, tool := range []string{"docker", "docker-compose"} {
 		if _, err := exec.LookPath(tool); err != nil {
