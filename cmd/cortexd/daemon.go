@@ -26,6 +26,7 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
+	"github.com/cortexgrid/cortexd/pkg/store"
 )
 
 // builtinNames are the built-in skills skills.enabled may list.
@@ -59,6 +60,7 @@ type daemon struct {
 	coord    *skill.DelegationCoordinator
 	qopts    []grid.QueueOption // the coordinator builds the queue
 	api      *api.Server
+	store    *store.Store // persistent state (issue 5); closes last
 
 	listener net.Listener
 	url      string
@@ -281,6 +283,9 @@ func (d *daemon) start(ctx context.Context) (err error) {
 			d.closeAll()
 		}
 	}()
+	if err := d.openStore(ctx); err != nil {
+		return err
+	}
 	if err := d.node.Start(ctx); err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
@@ -289,6 +294,8 @@ func (d *daemon) start(ctx context.Context) (err error) {
 		return fmt.Errorf("start trust graph: %w", err)
 	}
 	d.addCloser("trust graph", d.trust.Close)
+	d.restoreState()
+	d.startStateSaver()
 	t := d.cfg.Tasks
 	limit := rate.Limit(t.PeerRateLimit)
 	if t.PeerRateLimit == 0 {
@@ -321,7 +328,9 @@ func (d *daemon) start(ctx context.Context) (err error) {
 		skill.WithResultRetention(t.ResultRetention),
 		skill.WithMaxTasks(t.MaxTasks),
 		skill.WithAcceptThreshold(d.cfg.Trust.AcceptThreshold),
+		skill.WithCircuitBreaker(d.cfg.Breaker.Failures, d.cfg.Breaker.OpenFor),
 		skill.WithLogger(d.log.With("subsystem", "coordinator")),
+		skill.WithStore(d.store),
 	)
 	if err != nil {
 		return fmt.Errorf("build coordinator: %w", err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/skill"
 )
 
 // peers answers GET /v1/peers: every peer the node knows, and every
@@ -17,6 +18,7 @@ import (
 func (s *Server) peers(w http.ResponseWriter, _ *http.Request) {
 	infos := s.deps.Node.Peers()
 	acc := s.accessLists()
+	circuits := s.circuits()
 	out := make([]apiv1.Peer, 0, len(infos)+len(acc.deny))
 	listed := make(map[peer.ID]bool, len(infos))
 	for _, pi := range infos {
@@ -31,15 +33,46 @@ func (s *Server) peers(w http.ResponseWriter, _ *http.Request) {
 			LastSeen:  pi.LastSeen,
 			Access:    acc.of(pi.Peer),
 		})
+		circuits.fill(&out[len(out)-1], pi.Peer)
 	}
 	for p := range acc.deny {
 		if !listed[p] {
 			out = append(out, apiv1.Peer{ID: p.String(), Addrs: []string{}, Skills: []string{},
 				Trust: s.deps.Trust.Trust(p), Access: apiv1.AccessDenied})
+			circuits.fill(&out[len(out)-1], p)
 		}
 	}
 	slices.SortFunc(out, func(a, b apiv1.Peer) int { return cmp.Compare(a.ID, b.ID) })
 	writeJSON(w, http.StatusOK, out)
+}
+
+// breakerLister is what Deps.Tasks implements when it keeps per-peer
+// circuit breakers; *skill.DelegationCoordinator does.
+type breakerLister interface {
+	Breakers() []skill.BreakerState
+}
+
+// circuitMap holds the peers whose breaker is not plainly closed.
+type circuitMap map[peer.ID]skill.BreakerState
+
+func (s *Server) circuits() circuitMap {
+	bl, ok := s.deps.Tasks.(breakerLister)
+	if !ok {
+		return nil
+	}
+	st := bl.Breakers()
+	m := make(circuitMap, len(st))
+	for _, b := range st {
+		m[b.Peer] = b
+	}
+	return m
+}
+
+// fill sets the circuit fields of out for p; a peer without a breaker
+// entry is closed.
+func (m circuitMap) fill(out *apiv1.Peer, p peer.ID) {
+	b := m[p]
+	out.Circuit, out.CircuitFailures = b.State.String(), b.Failures
 }
 
 // access is one snapshot of the allow and deny lists.

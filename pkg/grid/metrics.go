@@ -2,6 +2,7 @@ package grid
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -116,6 +117,29 @@ func (s MetricsSnapshot) MarshalJSON() ([]byte, error) {
 		plain
 		PerNode map[string]NodeMetrics `json:"per_node"`
 	}{plain(s), perNode})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes, with PerNode keyed by
+// base58 peer IDs.
+func (s *MetricsSnapshot) UnmarshalJSON(b []byte) error {
+	type plain MetricsSnapshot // without this method
+	var v struct {
+		plain
+		PerNode map[string]NodeMetrics `json:"per_node"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = MetricsSnapshot(v.plain)
+	s.PerNode = make(map[peer.ID]NodeMetrics, len(v.PerNode))
+	for k, nm := range v.PerNode {
+		p, err := peer.Decode(k)
+		if err != nil {
+			return fmt.Errorf("decode metrics of node %q: %w", k, err)
+		}
+		s.PerNode[p] = nm
+	}
+	return nil
 }
 
 // MetricsTracker records task outcomes and execution times, globally and per
@@ -406,4 +430,86 @@ func (g *metricsSum) metrics() Metrics {
 		setExecFields(&m, g.lo, g.hi, g.sum, m.Completed, p50, p95, p99)
 	}
 	return m
+}
+
+// Restore adds the figures of snap, as Snapshot returned them (say before a
+// restart, read back from disk), to the tracker: counts, execution-time
+// bounds and averages, the recent success rate and latency, and when each
+// node was last seen. A snapshot holds percentiles, not histograms, so each
+// node's histogram is rebuilt from its P50, P95 and P99 (half of its
+// completions at P50, 45% at P95, 5% at P99): percentiles stay close to
+// what they were and move with the new completions. Counts recorded with
+// an empty node ID are restored to the global figures only. Call it before
+// recording starts: a node's recent averages are replaced, not merged.
+func (m *MetricsTracker) Restore(snap MetricsSnapshot) {
+	var sum Metrics
+	for p, nm := range snap.PerNode {
+		if p == "" {
+			continue
+		}
+		m.restoreNode(m.state(p), nm)
+		sum.Submitted += nm.Submitted
+		sum.Completed += nm.Completed
+		sum.Failed += nm.Failed
+		sum.TimedOut += nm.TimedOut
+	}
+	// Completions without a node carry no execution times worth keeping.
+	m.unassigned.submitted.Add(sub0(snap.Submitted, sum.Submitted))
+	m.unassigned.failed.Add(sub0(snap.Failed, sum.Failed))
+	m.unassigned.timedOut.Add(sub0(snap.TimedOut, sum.TimedOut))
+}
+
+func sub0(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return 0
+}
+
+// restoreNode adds nm to s.
+func (m *MetricsTracker) restoreNode(s *trackedNode, nm NodeMetrics) {
+	s.submitted.Add(nm.Submitted)
+	s.failed.Add(nm.Failed)
+	s.timedOut.Add(nm.TimedOut)
+	if !math.IsNaN(nm.RecentSuccess) && nm.RecentSuccess >= 0 && nm.RecentSuccess <= 1 {
+		s.recentSuccess.Store(math.Float64bits(nm.RecentSuccess))
+	}
+	if nm.RecentLatency > 0 {
+		s.recentLatency.Store(math.Float64bits(float64(nm.RecentLatency)))
+	}
+	if !nm.LastSeen.IsZero() {
+		ls := int64(nm.LastSeen.Sub(m.epoch))
+		if cur := s.lastSeen.Load(); cur == notSeen || ls > cur {
+			s.lastSeen.Store(ls)
+		}
+	}
+	n := nm.Completed
+	if n == 0 {
+		return
+	}
+	lo, hi := int64(max(nm.MinExec, 0)), int64(max(nm.MaxExec, nm.MinExec, 0))
+	s.completed.Add(n)
+	s.execSum.Add(int64(max(nm.AvgExec, 0)) * int64(n))
+	for cur := s.execMin.Load(); lo < cur && !s.execMin.CompareAndSwap(cur, lo); cur = s.execMin.Load() {
+	}
+	for cur := s.execMax.Load(); hi > cur && !s.execMax.CompareAndSwap(cur, hi); cur = s.execMax.Load() {
+	}
+	p50, p95, p99 := int64(nm.P50), int64(nm.P95), int64(nm.P99)
+	if p50 <= 0 {
+		p50 = int64(max(nm.AvgExec, 0))
+	}
+	p95, p99 = max(p95, p50), max(p99, p95, p50)
+	half, most := int64(n)/2, int64(n)*45/100
+	s.mu.Lock()
+	if s.hist == nil {
+		s.hist = newExecHistogram()
+	}
+	_ = s.hist.RecordValues(min(max(p50, histLowest), histHighest), max(half, 1))
+	if most > 0 {
+		_ = s.hist.RecordValues(min(max(p95, histLowest), histHighest), most)
+	}
+	if rest := int64(n) - half - most; rest > 0 {
+		_ = s.hist.RecordValues(min(max(p99, histLowest), histHighest), rest)
+	}
+	s.mu.Unlock()
 }

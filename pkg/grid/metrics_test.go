@@ -289,3 +289,59 @@ func TestMetricsSnapshotJSONKeysNodesByPeerID(t *testing.T) {
 }
 
 func metricsNear(got, want, tol float64) bool { return math.Abs(got-want) <= tol }
+
+func TestMetricsRestore(t *testing.T) {
+	a, b := test.RandPeerIDFatal(t), test.RandPeerIDFatal(t)
+	old := NewMetricsTracker()
+	for i := range 100 {
+		old.RecordSubmitted(a)
+		old.RecordCompleted(a, time.Duration(i+1)*time.Millisecond)
+	}
+	old.RecordSubmitted(b)
+	old.RecordFailed(b)
+	old.RecordSubmitted(b)
+	old.RecordTimedOut(b)
+	old.RecordSubmitted("")
+	want := old.Snapshot()
+	// As the daemon saves and loads it.
+	b64, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loaded MetricsSnapshot
+	if err := json.Unmarshal(b64, &loaded); err != nil {
+		t.Fatalf("decode snapshot: %v", err)
+	}
+
+	m := NewMetricsTracker()
+	m.Restore(loaded)
+	got := m.Snapshot()
+	if got.Submitted != want.Submitted || got.Completed != want.Completed || got.Failed != want.Failed || got.TimedOut != want.TimedOut {
+		t.Fatalf("restored counts %+v, want %+v", got.Metrics, want.Metrics)
+	}
+	ga, wa := got.PerNode[a], want.PerNode[a]
+	if ga.Completed != 100 || ga.MinExec != wa.MinExec || ga.MaxExec != wa.MaxExec || ga.AvgExec != wa.AvgExec {
+		t.Fatalf("node a restored as %+v, want %+v", ga.Metrics, wa.Metrics)
+	}
+	for _, q := range []struct {
+		name      string
+		got, want time.Duration
+	}{{"p50", ga.P50, wa.P50}, {"p95", ga.P95, wa.P95}, {"p99", ga.P99, wa.P99}} {
+		if d := q.got - q.want; d < -q.want/20 || d > q.want/20 {
+			t.Errorf("%s restored as %v, want %v within 5%%", q.name, q.got, q.want)
+		}
+	}
+	if ga.RecentSuccess != wa.RecentSuccess || ga.RecentLatency != wa.RecentLatency || ga.LastSeen.Round(0).Sub(wa.LastSeen.Round(0)).Abs() > time.Millisecond {
+		t.Errorf("node a recent figures %v %v %v, want %v %v %v", ga.RecentSuccess, ga.RecentLatency, ga.LastSeen, wa.RecentSuccess, wa.RecentLatency, wa.LastSeen)
+	}
+	gb := got.PerNode[b]
+	if gb.Failed != 1 || gb.TimedOut != 1 || gb.RecentSuccess != want.PerNode[b].RecentSuccess {
+		t.Errorf("node b restored as %+v, want %+v", gb, want.PerNode[b])
+	}
+	// Recording goes on from the restored figures.
+	m.RecordSubmitted(a)
+	m.RecordCompleted(a, time.Millisecond)
+	if n, _ := m.Node(a); n.Completed != 101 {
+		t.Errorf("after one more completion node a has %d, want 101", n.Completed)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/store"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
 )
@@ -80,8 +81,10 @@ type coordinatorConfig struct {
 	peerRate            rate.Limit
 	peerBurst           int
 	sweepInterval       time.Duration
+	breaker             breakerConfig
 	queueOpts           []grid.QueueOption
 	logger              *slog.Logger
+	store               *store.Store // nil: in memory only (see WithStore)
 }
 
 func defaultCoordinatorConfig() coordinatorConfig {
@@ -90,6 +93,7 @@ func defaultCoordinatorConfig() coordinatorConfig {
 		retention: DefaultResultRetention, maxTasks: DefaultMaxTasks,
 		acceptThreshold: DefaultAcceptThreshold, peerRate: rate.Inf,
 		sweepInterval: DefaultSweepInterval, logger: slog.Default(),
+		breaker: defaultBreakerConfig(),
 	}
 }
 
@@ -116,6 +120,7 @@ func (c *coordinatorConfig) validate() error {
 	if c.logger == nil {
 		errs = append(errs, errors.New("logger is nil"))
 	}
+	errs = append(errs, c.breaker.validate())
 	return errors.Join(errs...)
 }
 
@@ -181,16 +186,39 @@ func WithLogger(l *slog.Logger) CoordinatorOption { return func(c *coordinatorCo
 // attempt is one goroutine calling Deps.Remote.Delegate, under the task's
 // deadline.
 //
-// Retries. A failed attempt is retried while attempts <= MaxRetries and
-// the deadline allows: after a backoff (cenkalti/backoff/v5, see
-// WithRetryBackoff), on the best candidate not tried yet for this task;
+// Retries. A failed attempt is retried while the task's attempts are
+// fewer than its Retry.MaxAttempts (MaxRetries + 1 when that is 0), its
+// Retry.RetryOn lists the failure's code (or is empty), and the deadline
+// allows: after a backoff (cenkalti/backoff/v5; the task's
+// Retry.BaseBackoff and MaxBackoff, else WithRetryBackoff's), on the best
+// candidate not tried yet for this task;
 // when every candidate has been tried, on the best other than the last
 // one; when that is the only one, on it again. A peer that rejected the
 // attempt (queue full, rate limited, shutting down, ...) is left at once
 // for a different candidate, without backoff and without blame in trust;
 // a rejection still uses up an attempt. Input that a node refuses as
 // invalid fails the task with ErrInvalidInput without a retry. When
-// attempts run out the task fails with ErrDelegationFailed.
+// attempts run out, or the policy does not retry the failure's code, the
+// task fails with ErrDelegationFailed.
+//
+// Circuit breakers. Each peer has a circuit breaker (WithCircuitBreaker),
+// fed from the accounting below: consecutive failed or timed-out attempts
+// open it (rejections, refused input, cancellations and a lost skill do
+// not count), and while it is open the router leaves the peer out; after
+// the open period one probe attempt at a time may go to it, whose success
+// closes the breaker and whose failure opens it again. This node has no
+// breaker. Breakers reports their state.
+//
+// Waiting for a provider. With no peer usable, a task for a skill this
+// node has runs here. A task for a skill only peers offer is refused at
+// submission with ErrUnknownSkill if the Directory lists no provider at
+// all; if providers are listed but none is usable now (every one's
+// breaker is open) or, after a failed attempt, the Directory no longer
+// lists any, the task waits in StateRetrying without using an attempt,
+// looking again after each backoff, and runs as soon as a provider is
+// usable. If none is by its deadline it fails with an error wrapping both
+// ErrTimeout and the *NoCapableNodeError that says why (errors.As gives
+// its Reason, such as AllCircuitOpen).
 //
 // Deadline. A task fails with ErrTimeout at CreatedAt + Timeout: through
 // the queue's expiry handler or the executor's deadline for a local
@@ -230,6 +258,9 @@ type DelegationCoordinator struct {
 	remote  grid.Delegator
 	cfg     coordinatorConfig
 	log     *slog.Logger
+
+	// breakers are the per-peer circuit breakers; nil if disabled.
+	breakers *breakerSet
 
 	// localDone and incomingDone are the Done funcs of local jobs, made
 	// once so that a job costs no closure.
@@ -290,6 +321,7 @@ func NewCoordinator(d Deps, opts ...CoordinatorOption) (*DelegationCoordinator, 
 		log:   cfg.logger.With("subsystem", "coordinator"),
 		tasks: newTaskTable(cfg.maxTasks), in: newIncomingTable(), salt: grid.NewTaskID(),
 		limiters: make(map[peer.ID]*peerLimiter),
+		breakers: newBreakerSet(cfg.breaker),
 	}
 	c.waiters.New = newResultWaiter
 	c.localDone, c.incomingDone = c.onLocalDone, c.onIncomingDone
@@ -304,7 +336,11 @@ func NewCoordinator(d Deps, opts ...CoordinatorOption) (*DelegationCoordinator, 
 		c.q = q
 	}
 	if c.router == nil {
-		r, err := NewRouter(d.Self, d.Registry, d.Directory, d.Trust, c.metrics, c.LocalLoad)
+		var ropts []RouterOption
+		if c.breakers != nil {
+			ropts = append(ropts, WithPeerGate(c.breakers))
+		}
+		r, err := NewRouter(d.Self, d.Registry, d.Directory, d.Trust, c.metrics, c.LocalLoad, ropts...)
 		if err != nil {
 			return nil, fmt.Errorf("new coordinator: %w", err)
 		}
@@ -345,6 +381,11 @@ func (c *DelegationCoordinator) Start(ctx context.Context) error {
 		return fmt.Errorf("start coordinator: %w", err)
 	}
 	c.started = true
+	if c.cfg.store != nil {
+		if err := c.recoverStored(); err != nil {
+			c.log.Error("cannot resume the tasks of the previous run", "err", err)
+		}
+	}
 	c.wg.Add(1)
 	go c.sweepLoop(c.ctx)
 	c.running.Store(true)
@@ -413,7 +454,10 @@ func (c *DelegationCoordinator) GetResult(id TaskID) (*SkillResult, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.get(id)
-	if r == nil || !r.state.Terminal() {
+	if r == nil && c.cfg.store != nil {
+		return c.resultFromStore(id)
+	}
+	if r == nil || !r.finished() {
 		return nil, false
 	}
 	return &r.result, true
@@ -427,6 +471,9 @@ func (c *DelegationCoordinator) Status(id TaskID) (TaskStatus, error) {
 	defer s.mu.Unlock()
 	r := s.get(id)
 	if r == nil {
+		if st, ok := c.statusFromStore(id); ok {
+			return st, nil
+		}
 		return TaskStatus{}, fmt.Errorf("status of task %s: %w", id.Short(), ErrTaskNotFound)
 	}
 	return r.status(), nil
@@ -435,7 +482,12 @@ func (c *DelegationCoordinator) Status(id TaskID) (TaskStatus, error) {
 // List returns the statuses of the tasks that f selects, newest first, one
 // page at a time; see ListFilter. It is meant for the API, not for a hot
 // path: it sorts every retained task.
-func (c *DelegationCoordinator) List(f ListFilter) []TaskStatus { return c.tasks.list(f) }
+func (c *DelegationCoordinator) List(f ListFilter) []TaskStatus {
+	if c.cfg.store != nil {
+		return c.listStored(f)
+	}
+	return c.tasks.list(f)
+}
 
 // Wait blocks until the task finishes or ctx is done. For a finished task
 // it returns the result and nil if it succeeded, or the result and an
@@ -449,9 +501,12 @@ func (c *DelegationCoordinator) Wait(ctx context.Context, id TaskID) (*SkillResu
 	r := s.get(id)
 	if r == nil {
 		s.mu.Unlock()
+		if res, err, ok := c.waitFromStore(id); ok {
+			return res, err
+		}
 		return nil, fmt.Errorf("wait for task %s: %w", id.Short(), ErrTaskNotFound)
 	}
-	if r.state.Terminal() {
+	if r.finished() {
 		res, err := &r.result, r.err
 		s.mu.Unlock()
 		return res, err
@@ -464,7 +519,7 @@ func (c *DelegationCoordinator) Wait(ctx context.Context, id TaskID) (*SkillResu
 		s.mu.Unlock()
 		runtime.Gosched()
 		s.mu.Lock()
-		if r.state.Terminal() {
+		if r.finished() {
 			res, err := &r.result, r.err
 			s.mu.Unlock()
 			return res, err

@@ -106,6 +106,9 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 	if tr := c.trust.Trust(from); tr < c.cfg.acceptThreshold {
 		return reject(grid.RejectTrustTooLow, 0, "requester trust %.2f is below this node's threshold %.2f", tr, c.cfg.acceptThreshold)
 	}
+	if c.cfg.store != nil && c.answerStored(from, rt.ID, reply) {
+		return nil
+	}
 	if ok, after := c.allow(from); !ok {
 		return reject(grid.RejectRateLimited, after, "more than %.4g tasks/s", float64(c.cfg.peerRate))
 	}
@@ -153,6 +156,9 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 	}
 	s.m[qid] = inc
 	s.mu.Unlock()
+	if c.cfg.store != nil {
+		c.storeAdmitted(inc, rt.Attempt)
+	}
 	if err := c.q.Enqueue(&inc.qt); err != nil {
 		c.in.take(qid, &inc.job)
 		switch {
@@ -173,10 +179,14 @@ func (c *DelegationCoordinator) onIncomingDone(qt *grid.QueuedTask, res SkillRes
 	if in == nil {
 		return // canceled, expired or closed: answered already
 	}
-	reply(&grid.RemoteResult{
+	rr := &grid.RemoteResult{
 		ID: in.id, Success: res.Success, Output: res.Output, ErrorCode: res.Code,
 		ErrorMessage: res.Error, ExecTime: res.Duration, Executor: c.self,
-	})
+	}
+	if c.cfg.store != nil {
+		c.storeAnswered(in, rr)
+	}
+	reply(rr)
 }
 
 // CancelTask stops a task that from sent earlier, if it is still known
@@ -201,7 +211,11 @@ func (c *DelegationCoordinator) CancelTask(from peer.ID, id grid.TaskID) {
 func (c *DelegationCoordinator) stopIncoming(qid TaskID, in *incoming, reply func(*grid.RemoteResult), code grid.ErrorCode, msg string) {
 	c.q.Remove(qid)
 	in.job.Cancel()
-	reply(&grid.RemoteResult{ID: in.id, ErrorCode: code, ErrorMessage: msg, Executor: c.self})
+	rr := &grid.RemoteResult{ID: in.id, ErrorCode: code, ErrorMessage: msg, Executor: c.self}
+	if c.cfg.store != nil {
+		c.storeAnswered(in, rr)
+	}
+	reply(rr)
 }
 
 // expire answers an admitted task whose queue entry expired.

@@ -167,7 +167,10 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 		switch {
 		case c.closing.Load():
 			c.finishLocked(s, r, StateCanceled, failure(grid.CodeCanceled, o.peer), c.canceledError(r))
-		case int(r.attempts) > r.task.MaxRetries:
+		case o.kind == kindRetry && !r.task.Retry.retries(o.code):
+			c.finishLocked(s, r, StateFailed, failure(o.code, o.peer),
+				fmt.Errorf("task %s: %w: its retry policy does not retry code %v: %w", id, ErrDelegationFailed, o.code, o.err))
+		case int(r.attempts) >= r.task.maxAttempts():
 			c.finishLocked(s, r, StateFailed, failure(o.code, o.peer),
 				fmt.Errorf("task %s: %w after %d attempts: %w", id, ErrDelegationFailed, r.attempts, o.err))
 		case !now.Before(r.task.Deadline()):
@@ -175,6 +178,9 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 		default:
 			r.state, r.job, r.cancel, r.updated = StateRetrying, nil, nil, now.UnixNano()
 			exclude, retry = r.tried(), true
+			if c.cfg.store != nil {
+				c.storeRetryLocked(r)
+			}
 		}
 	}
 	c.publishUnlock(s, r, now)
@@ -185,6 +191,7 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 
 // account records the outcome of a started attempt in metrics and trust.
 func (c *DelegationCoordinator) account(skill reputation.SkillID, o outcome) {
+	c.feedBreaker(o)
 	if o.unstarted {
 		return
 	}
@@ -231,6 +238,10 @@ func (c *DelegationCoordinator) retry(r *record, n int, o outcome, tried []peer.
 	s.mu.Lock()
 	if r.state != StateRetrying || int(r.attempts) != n {
 		s.mu.Unlock()
+		return
+	}
+	if err != nil && !c.closing.Load() && waitable(err) && now.Before(t.Deadline()) {
+		c.waitForProviderLocked(s, r, n, err, now) // no usable provider now: wait for one
 		return
 	}
 	if err != nil || c.closing.Load() {
@@ -312,10 +323,13 @@ func (c *DelegationCoordinator) publishUnlock(s *taskShard, r *record, now time.
 // as the state changes; waiters wake after the terminal event, so that
 // whatever a waiter does next comes after it. The lock must be held.
 func (c *DelegationCoordinator) announceLocked(r *record, now time.Time) {
+	if r.unsaved {
+		return // saved publishes the terminal event and wakes the waiters
+	}
 	if c.hasSubscribers() {
 		c.publish(eventOf(r, now))
 	}
-	if r.state.Terminal() {
+	if r.finished() {
 		r.wakeWaiters()
 	}
 }
@@ -327,6 +341,9 @@ func failure(code grid.ErrorCode, p peer.ID) SkillResult {
 }
 
 func timeoutError(r *record, cause error) error {
+	if err := waitTimeoutError(r, cause); err != nil {
+		return err
+	}
 	if cause == nil {
 		return fmt.Errorf("task %s: %w: its %v timeout passed", r.task.ID.Short(), ErrTimeout, r.task.Timeout)
 	}
@@ -361,4 +378,7 @@ func (c *DelegationCoordinator) finishLocked(s *taskShard, r *record, state Task
 		r.retry.timer = nil
 	}
 	s.finished(r)
+	if c.cfg.store != nil {
+		c.storeFinishLocked(r)
+	}
 }

@@ -134,6 +134,7 @@ type record struct {
 	result   SkillResult
 	err      error         // nil on success
 	waiters  *resultWaiter // blocked Wait calls, woken when terminal
+	unsaved  bool          // terminal, but not yet on disk (with a store)
 
 	// The current attempt: job for a local one, cancel for a remote one.
 	job    *Job
@@ -152,12 +153,16 @@ type retryState struct {
 	prev  []peer.ID   // nodes of earlier attempts
 	timer *time.Timer // while the next attempt waits out its backoff; pending on c.wg
 	bo    backoff.ExponentialBackOff
+	// waitErr, while the task waits for a usable provider, says why none
+	// is (a *NoCapableNodeError); nil otherwise.
+	waitErr error
 }
 
 func (r *record) retryState(c *coordinatorConfig) *retryState {
 	if r.retry == nil {
+		base, most := r.task.Retry.backoff(c.retryBase, c.retryMax)
 		r.retry = &retryState{bo: backoff.ExponentialBackOff{
-			InitialInterval: c.retryBase, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: c.retryMax,
+			InitialInterval: base, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: most,
 		}}
 	}
 	return r.retry

@@ -20,7 +20,9 @@ import (
 // not be changed afterwards. It returns an error wrapping ErrInvalidInput
 // if the task or, when this node has the skill, its input is not valid;
 // ErrUnknownSkill (together with a *NoCapableNodeError) if no node offers
-// the skill; a *NoCapableNodeError if none may take it; ErrQueueFull if
+// the skill; a *NoCapableNodeError if none may take it (but a task whose
+// providers are only unusable for now, their circuit breakers open, is
+// accepted and waits for one: see DelegationCoordinator); ErrQueueFull if
 // the local queue level is full (and no peer may take the task instead) or
 // the coordinator tracks WithMaxTasks unfinished tasks; ErrNotStarted
 // before Start and ErrClosed after Close.
@@ -64,7 +66,15 @@ func (c *DelegationCoordinator) SubmitTask(ctx context.Context, t *SkillTask) (T
 		if !local && errors.As(err, &nc) && nc.Reason == NoProvider {
 			return TaskID{}, fmt.Errorf("submit task: %w: %w", ErrUnknownSkill, err)
 		}
+		if c.remote != nil && waitable(err) {
+			return c.submitWaiting(ctx, t, err, now, chosenID) // providers known, none usable now
+		}
 		return TaskID{}, fmt.Errorf("submit task: %w", err)
+	}
+	if c.cfg.store != nil {
+		if err := c.acceptStored(ctx, t, cand.Local); err != nil {
+			return TaskID{}, fmt.Errorf("submit task %s: %w", t.ID.Short(), err)
+		}
 	}
 	err = c.submitTo(t, cand, now, chosenID)
 	if errors.Is(err, ErrQueueFull) && cand.Local && c.remote != nil {
@@ -74,6 +84,9 @@ func (c *DelegationCoordinator) SubmitTask(ctx context.Context, t *SkillTask) (T
 		}
 	}
 	if err != nil {
+		if c.cfg.store != nil {
+			c.failStored(t, err)
+		}
 		return TaskID{}, fmt.Errorf("submit task %s: %w", t.ID.Short(), err)
 	}
 	return t.ID, nil
@@ -114,6 +127,9 @@ func checkTask(t *SkillTask) error {
 	if t.MaxRetries < 0 {
 		errs = append(errs, fmt.Errorf("max retries is %d; it must be 0 or more", t.MaxRetries))
 	}
+	if err := t.Retry.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: task: %w", ErrInvalidInput, errors.Join(errs...))
 	}
@@ -127,7 +143,7 @@ func checkTask(t *SkillTask) error {
 // the skill. Without a Delegator only this node is considered.
 func (c *DelegationCoordinator) pick(t *SkillTask, local bool, exclude []peer.ID) (Candidate, error) {
 	if c.remote != nil {
-		return c.router.best(t, local, exclude)
+		return c.pickRemote(t, local, exclude)
 	}
 	if local && !slices.Contains(exclude, c.self) {
 		return Candidate{Peer: c.self, Local: true, Connected: true, Trust: 1}, nil
@@ -210,11 +226,17 @@ func (c *DelegationCoordinator) beginLocked(r *record, cand Candidate, now time.
 		*qt = grid.QueuedTask{ID: r.task.ID, Priority: r.task.Priority, Payload: job, CreatedAt: r.task.CreatedAt, Deadline: r.task.Deadline()}
 		r.state, r.job, r.cancel = StateQueued, job, nil
 		a.qt = qt
+		if c.cfg.store != nil {
+			c.storeBeginLocked(r)
+		}
 		return a
 	}
 	a.ctx, a.cancel = context.WithDeadline(c.ctx, r.task.Deadline())
 	r.state, r.job, r.cancel = StateDelegated, nil, a.cancel
 	c.wg.Add(1)
+	if c.cfg.store != nil {
+		c.storeBeginLocked(r)
+	}
 	return a
 }
 
@@ -230,19 +252,46 @@ func (c *DelegationCoordinator) enqueue(a attempt) error {
 // launch starts a remote attempt prepared by beginLocked, without the lock.
 func (c *DelegationCoordinator) launch(r *record, a attempt) {
 	c.metrics.RecordSubmitted(a.peer)
+	if ad, ok := c.remote.(asyncDelegator); ok {
+		c.startRemote(ad, a.ctx, a.cancel, r, a.n, a.peer)
+		return
+	}
 	go c.runRemote(a.ctx, a.cancel, r, a.n, a.peer)
 }
 
-// runRemote runs one remote attempt. It owns a place on c.wg.
+// asyncDelegator is a grid.Delegator that can also report an attempt's
+// end through a callback, so that no goroutine waits per attempt (the
+// orchestrator is one).
+type asyncDelegator interface {
+	DelegateAsync(ctx context.Context, p peer.ID, t *grid.RemoteTask, done func(*grid.RemoteResult, error))
+}
+
+// remoteTask returns attempt n of r as sent to a peer.
+func remoteTask(r *record, n int) *grid.RemoteTask {
+	t := r.task
+	return &grid.RemoteTask{
+		ID: t.ID, Skill: string(t.Skill), Version: t.Version, Input: t.Input.Data, InputKind: t.Input.Kind,
+		Priority: t.Priority, Deadline: t.Deadline(), MinTrust: t.MinTrust, Attempt: n, Requester: t.Requester,
+	}
+}
+
+// startRemote starts one remote attempt through ad and settles it from
+// ad's callback, which owns the attempt's place on c.wg.
+func (c *DelegationCoordinator) startRemote(ad asyncDelegator, ctx context.Context, cancel context.CancelFunc, r *record, n int, p peer.ID) {
+	start := time.Now()
+	ad.DelegateAsync(ctx, p, remoteTask(r, n), func(res *grid.RemoteResult, err error) {
+		c.settle(r, n, classifyRemote(ctx, r, p, res, err, time.Since(start)))
+		cancel()
+		c.wg.Done()
+	})
+}
+
+// runRemote runs one remote attempt through a Delegator that only blocks.
+// It owns a place on c.wg.
 func (c *DelegationCoordinator) runRemote(ctx context.Context, cancel context.CancelFunc, r *record, n int, p peer.ID) {
 	defer c.wg.Done()
 	defer cancel()
-	t := r.task
-	rt := &grid.RemoteTask{
-		ID: t.ID, Skill: string(t.Skill), Version: t.Version, Input: t.Input.Data, InputKind: t.Input.Kind,
-		Priority: t.Priority, Deadline: r.task.Deadline(), MinTrust: t.MinTrust, Attempt: n, Requester: t.Requester,
-	}
 	start := time.Now()
-	res, err := c.remote.Delegate(ctx, p, rt)
+	res, err := c.remote.Delegate(ctx, p, remoteTask(r, n))
 	c.settle(r, n, classifyRemote(ctx, r, p, res, err, time.Since(start)))
 }

@@ -38,6 +38,7 @@ const (
 	NoProvider     NoCapableReason = iota + 1 // no node offers the skill
 	AllBelowTrust                             // providers exist, none meets the minimum trust
 	AllUnreachable                            // providers that meet it cannot be reached
+	AllCircuitOpen                            // the circuit breaker of every trusted provider is open
 )
 
 func (r NoCapableReason) String() string {
@@ -48,6 +49,8 @@ func (r NoCapableReason) String() string {
 		return "every provider is below the minimum trust"
 	case AllUnreachable:
 		return "every trusted provider is unreachable"
+	case AllCircuitOpen:
+		return "the circuit breaker of every trusted provider is open (recent failures)"
 	}
 	return "unknown reason"
 }

@@ -35,7 +35,14 @@ type PerfSource interface {
 	Node(p peer.ID) (grid.NodeMetrics, bool)
 }
 
+// PeerGate says whether a peer may be given a task now; the coordinator's
+// per-peer circuit breakers implement it.
+type PeerGate interface {
+	Allow(p peer.ID) bool
+}
+
 var (
+	_ PeerGate    = (*breakerSet)(nil)
 	_ TrustSource = (*reputation.Graph)(nil)
 	_ PerfSource  = (*grid.MetricsTracker)(nil)
 )
@@ -93,6 +100,7 @@ type RouterOption func(*routerConfig)
 type routerConfig struct {
 	weights    Weights
 	latencyRef time.Duration
+	gate       PeerGate
 }
 
 // DefaultLatencyReference is the latency at which the latency term is 0.5.
@@ -106,6 +114,11 @@ func WithWeights(w Weights) RouterOption { return func(c *routerConfig) { c.weig
 func WithLatencyReference(d time.Duration) RouterOption {
 	return func(c *routerConfig) { c.latencyRef = d }
 }
+
+// WithPeerGate makes the router leave out the remote peers that g does not
+// allow (this node is never asked). The coordinator sets its circuit
+// breakers here when it builds the router. Default: every peer allowed.
+func WithPeerGate(g PeerGate) RouterOption { return func(c *routerConfig) { c.gate = g } }
 
 // Neutral values of score terms for a node without history.
 const (
@@ -145,7 +158,8 @@ const (
 // Reason is NoProvider if no node offers the skill (at that version),
 // AllUnreachable if some node that meets MinTrust offers it but each such
 // node is excluded (the coordinator excludes the nodes a task already
-// failed on), and AllBelowTrust otherwise.
+// failed on), AllCircuitOpen if none is excluded but the PeerGate (the
+// circuit breakers) refuses each, and AllBelowTrust otherwise.
 //
 // A Router is safe for concurrent use. With no remote provider for the
 // skill, Route allocates only its one-element result, and the path the
@@ -158,6 +172,7 @@ type Router struct {
 	trust     TrustSource
 	perf      PerfSource
 	localLoad func() grid.Load
+	gate      PeerGate // nil: every peer allowed
 
 	w          Weights
 	wsum       float64
@@ -192,7 +207,7 @@ func NewRouter(self peer.ID, reg *Registry, dir Directory, trust TrustSource, pe
 	}
 	return &Router{
 		self: self, reg: reg, dir: dir, trust: trust, perf: perf, localLoad: localLoad,
-		w: cfg.weights, wsum: cfg.weights.sum(), latencyRef: cfg.latencyRef.Seconds(),
+		w: cfg.weights, wsum: cfg.weights.sum(), latencyRef: cfg.latencyRef.Seconds(), gate: cfg.gate,
 	}, nil
 }
 
@@ -239,7 +254,7 @@ func (r *Router) route(t *SkillTask, local bool, localVersion string, exclude []
 		out = append(out, r.scored(t, c, 0))
 	}
 	for i := range provs {
-		if c, ok := r.remoteCandidate(t, &provs[i], exclude, &f); ok {
+		if c, ok := r.remoteCandidate(t, &provs[i], exclude, r.gate, &f); ok {
 			out = append(out, r.scored(t, c, provs[i].Load.Utilization()))
 		}
 	}
@@ -255,6 +270,13 @@ func (r *Router) route(t *SkillTask, local bool, localVersion string, exclude []
 // neither scores nor allocates. local says whether this node offers the
 // skill (the caller has looked it up already).
 func (r *Router) best(t *SkillTask, local bool, exclude []peer.ID) (Candidate, error) {
+	return r.bestWith(t, local, exclude, r.gate)
+}
+
+// bestWith is best with gate in place of the router's PeerGate (nil: every
+// peer allowed): the coordinator passes its circuit breakers, also to a
+// Router it did not build.
+func (r *Router) bestWith(t *SkillTask, local bool, exclude []peer.ID, gate PeerGate) (Candidate, error) {
 	provs := r.providers(t.Skill)
 	var f filterCount
 	if len(provs) == 0 {
@@ -275,7 +297,7 @@ func (r *Router) best(t *SkillTask, local bool, exclude []peer.ID) (Candidate, e
 		consider(c, 0)
 	}
 	for i := range provs {
-		if c, ok := r.remoteCandidate(t, &provs[i], exclude, &f); ok {
+		if c, ok := r.remoteCandidate(t, &provs[i], exclude, gate, &f); ok {
 			consider(c, provs[i].Load.Utilization())
 		}
 	}
@@ -289,6 +311,7 @@ func (r *Router) best(t *SkillTask, local bool, exclude []peer.ID) (Candidate, e
 type filterCount struct {
 	offered  int // nodes that offer the skill at the wanted version
 	excluded int // of those, nodes that meet MinTrust but are excluded
+	gated    int // of those, nodes that meet MinTrust but the PeerGate refuses
 }
 
 func (f *filterCount) err(t *SkillTask) error {
@@ -298,6 +321,8 @@ func (f *filterCount) err(t *SkillTask) error {
 		e.Reason = NoProvider
 	case f.excluded > 0:
 		e.Reason = AllUnreachable
+	case f.gated > 0:
+		e.Reason = AllCircuitOpen
 	default:
 		e.Reason = AllBelowTrust
 	}
@@ -320,7 +345,7 @@ func (r *Router) localCandidate(t *SkillTask, local bool, version string, exclud
 	return Candidate{Peer: r.self, Local: true, Connected: true, Trust: 1, Version: version}, true
 }
 
-func (r *Router) remoteCandidate(t *SkillTask, p *grid.Provider, exclude []peer.ID, f *filterCount) (Candidate, bool) {
+func (r *Router) remoteCandidate(t *SkillTask, p *grid.Provider, exclude []peer.ID, gate PeerGate, f *filterCount) (Candidate, bool) {
 	if p.Peer == r.self || p.Peer == "" || (t.Version != "" && p.Version != t.Version) {
 		return Candidate{}, false
 	}
@@ -334,6 +359,10 @@ func (r *Router) remoteCandidate(t *SkillTask, p *grid.Provider, exclude []peer.
 	}
 	if slices.Contains(exclude, p.Peer) {
 		f.excluded++
+		return Candidate{}, false
+	}
+	if gate != nil && !gate.Allow(p.Peer) {
+		f.gated++
 		return Candidate{}, false
 	}
 	return Candidate{Peer: p.Peer, Connected: p.Connected, Trust: tr, Version: p.Version}, true

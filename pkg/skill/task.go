@@ -58,7 +58,10 @@ type SkillTask struct {
 	Timeout    time.Duration
 	MinTrust   float64
 	MaxRetries int
-	CreatedAt  time.Time
+	// Retry refines how failed attempts are retried; its zero value keeps
+	// MaxRetries and the coordinator's defaults.
+	Retry     RetryPolicy
+	CreatedAt time.Time
 }
 
 // NewSkillTask returns a task with the default priority (96, Normal),

@@ -110,6 +110,12 @@ type Peer struct {
 	// (listed even if the node has never seen it), or AccessNotAllowed for
 	// a peer missing from the node's allow list.
 	Access string `json:"access"`
+	// Circuit is the state of the node's circuit breaker for the peer:
+	// "closed" (tasks go to it), "open" (it failed too often: no task goes
+	// to it for a while) or "half_open" (one probe task may go to it).
+	// CircuitFailures counts its consecutive failed or timed-out attempts.
+	Circuit         string `json:"circuit"`
+	CircuitFailures int    `json:"circuit_failures,omitempty"`
 }
 
 // Access values of Peer and PeerAccess.

@@ -17,6 +17,7 @@ type Config struct {
 	MDNS     MDNS     `mapstructure:"mdns"`
 	Queue    Queue    `mapstructure:"queue"`
 	Tasks    Tasks    `mapstructure:"tasks"`
+	Breaker  Breaker  `mapstructure:"breaker"`
 	Routing  Routing  `mapstructure:"routing"`
 	Trust    Trust    `mapstructure:"trust"`
 	Skills   Skills   `mapstructure:"skills"`
@@ -118,6 +119,16 @@ type Tasks struct {
 	LeaseMisses        int           `mapstructure:"lease_misses"`       // missed heartbeats before a task moves on
 }
 
+// Breaker configures the per-peer circuit breaker (skill.WithCircuitBreaker).
+type Breaker struct {
+	// Failures is how many consecutive failed or timed-out attempts on a
+	// peer open its breaker; 0 turns the breakers off.
+	Failures int `mapstructure:"failures"`
+	// OpenFor is how long an open breaker keeps its peer out before one
+	// probe attempt may go to it.
+	OpenFor time.Duration `mapstructure:"open_for"`
+}
+
 // Routing configures how the router scores candidates.
 type Routing struct {
 	Weights Weights `mapstructure:"weights"`
@@ -200,6 +211,7 @@ func Default() Config {
 		Tasks: Tasks{ResultRetention: 10 * time.Minute, MaxTasks: 100_000, PeerRateLimit: 20000, PeerBurst: 5000,
 			MaxInFlightPerPeer: 4096, AckTimeout: 10 * time.Second,
 			HeartbeatInterval: 5 * time.Second, LeaseMisses: 3},
+		Breaker: Breaker{Failures: 5, OpenFor: 10 * time.Second},
 		Routing: Routing{Weights: Weights{Trust: 0.35, Skill: 0.15, Success: 0.2, Latency: 0.1, Load: 0.2}},
 		Trust: Trust{PreTrusted: []string{}, Neutral: 0.5, AcceptThreshold: 0.1, MinTrustDefault: 0.3,
 			RecomputeInterval: 2 * time.Second, DecayHalfLife: time.Hour},

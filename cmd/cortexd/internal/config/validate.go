@@ -162,6 +162,11 @@ func (c *Config) validateQueue(p *problems) {
 		p.add("tasks.lease_misses", "must be between 1 and 100, got %d", n)
 	}
 
+	p.nonNegative("breaker.failures", c.Breaker.Failures)
+	if c.Breaker.Failures > 0 {
+		p.duration("breaker.open_for", c.Breaker.OpenFor)
+	}
+
 	w := c.Routing.Weights
 	sum := 0.0
 	for _, kv := range []struct {
