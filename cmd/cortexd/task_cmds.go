@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/client"
@@ -35,6 +36,10 @@ type submitFlags struct {
 	timeout    time.Duration
 	minTrust   float64
 	maxRetries int
+	attempts   int
+	backoff    time.Duration
+	maxBackoff time.Duration
+	retryOn    string
 	wait       bool
 	output     string
 }
@@ -52,7 +57,8 @@ best peer that offers SKILL. It prints the task ID, or with --wait the result
 is sent as JSON; anything else, or anything with --raw, as raw bytes.`,
 		Example: `  cortexd task submit echo --input '{"hello":"grid"}' --wait
   cortexd task submit hash.sha256 --input '{"data":"aGVsbG8="}' --priority high --wait
-  cortexd task submit hash.sha256 --input @photo.jpg --raw --wait`,
+  cortexd task submit hash.sha256 --input @photo.jpg --raw --wait
+  cortexd task submit image.resize --input @req.json --attempts 5 --backoff 200ms --max-backoff 10s --retry-on execution_failed,timeout`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			req, err := a.submitRequest(cmd, args[0], &f)
@@ -91,6 +97,10 @@ is sent as JSON; anything else, or anything with --raw, as raw bytes.`,
 	fl.DurationVar(&f.timeout, "timeout", 0, "fail the task if it has not finished after this long (default: the node's queue.default_timeout)")
 	fl.Float64Var(&f.minTrust, "min-trust", 0, "minimum trust, 0-1, of the node that runs it (default: the node's trust.min_trust_default)")
 	fl.IntVar(&f.maxRetries, "max-retries", 0, "attempts after a failed one (default: the node's queue.max_retries)")
+	fl.IntVar(&f.attempts, "attempts", 0, "at most this many attempts, the first included, 1-101; overrides --max-retries (default: --max-retries + 1)")
+	fl.DurationVar(&f.backoff, "backoff", 0, "wait before the first retry, doubling per retry (default: the node's)")
+	fl.DurationVar(&f.maxBackoff, "max-backoff", 0, "longest wait between attempts, not below --backoff (default: the node's)")
+	fl.StringVar(&f.retryOn, "retry-on", "", "retry only failures with these error codes, comma-separated: "+strings.Join(apiv1.RetryCodes, ", ")+" (default: all)")
 	fl.BoolVarP(&f.wait, "wait", "w", false, "wait for the result, showing the task's state meanwhile")
 	fl.StringVarP(&f.output, "output", "o", "", "with --wait: write the output to FILE instead of stdout")
 	return cmd
@@ -119,6 +129,11 @@ func (a *app) submitRequest(cmd *cobra.Command, skillID string, f *submitFlags) 
 	if f.timeout < 0 {
 		return req, usageErrorf("--timeout must be positive, got %s", f.timeout)
 	}
+	retry, err := retryFlags(fl, f)
+	if err != nil {
+		return req, err
+	}
+	req.Retry = retry
 	if f.output != "" && !f.wait {
 		return req, usageErrorf("--output needs --wait")
 	}
@@ -138,6 +153,50 @@ func (a *app) submitRequest(cmd *cobra.Command, skillID string, f *submitFlags) 
 		return req, usageErrorf("--input %q is not valid JSON: quote strings (--input '\"text\"'), or pass @FILE or - for raw bytes", f.input)
 	}
 	return req, nil
+}
+
+// retryFlags returns the retry policy that --attempts, --backoff,
+// --max-backoff and --retry-on ask for, nil if none is set.
+func retryFlags(fl *pflag.FlagSet, f *submitFlags) (*apiv1.RetryPolicy, error) {
+	if !fl.Changed("attempts") && !fl.Changed("backoff") && !fl.Changed("max-backoff") && !fl.Changed("retry-on") {
+		return nil, nil
+	}
+	p := &apiv1.RetryPolicy{BaseBackoff: apiv1.Duration(f.backoff), MaxBackoff: apiv1.Duration(f.maxBackoff)}
+	if fl.Changed("attempts") {
+		if f.attempts < 1 || f.attempts > apiv1.MaxAttempts {
+			return nil, usageErrorf("--attempts must be between 1 and %d, got %d", apiv1.MaxAttempts, f.attempts)
+		}
+		p.MaxAttempts = f.attempts
+	}
+	for _, d := range [...]struct {
+		flag string
+		v    time.Duration
+	}{{"--backoff", f.backoff}, {"--max-backoff", f.maxBackoff}} {
+		if d.v < 0 || d.v > apiv1.MaxTimeout {
+			return nil, usageErrorf("%s must be between 0 and %s, got %s", d.flag, apiv1.MaxTimeout, d.v)
+		}
+	}
+	if f.maxBackoff > 0 && f.maxBackoff < f.backoff {
+		return nil, usageErrorf("--max-backoff %s is below --backoff %s", f.maxBackoff, f.backoff)
+	}
+	if fl.Changed("retry-on") {
+		for name := range strings.SplitSeq(f.retryOn, ",") {
+			name = strings.TrimSpace(name)
+			if name == "" {
+				continue
+			}
+			if err := apiv1.CheckRetryCode(name); err != nil {
+				return nil, usageErrorf("--retry-on: %v", err)
+			}
+			if !slices.Contains(p.RetryOn, name) {
+				p.RetryOn = append(p.RetryOn, name)
+			}
+		}
+		if len(p.RetryOn) == 0 {
+			return nil, usageErrorf("--retry-on is empty: leave it out to retry every code, or use --attempts 1 for no retries")
+		}
+	}
+	return p, nil
 }
 
 // readInput reads --input. fromData is true when the bytes came from a file

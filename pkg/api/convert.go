@@ -38,6 +38,22 @@ func codeOf(c grid.ErrorCode) string {
 	return apiv1.CodeExecution
 }
 
+// retryCode returns the grid error code behind one of apiv1.RetryCodes,
+// the inverse of codeOf for those codes.
+func retryCode(name string) grid.ErrorCode {
+	switch name {
+	case apiv1.CodeTimeout:
+		return grid.CodeTimeout
+	case apiv1.CodeCanceled:
+		return grid.CodeCanceled
+	case apiv1.CodeUnknownSkill:
+		return grid.CodeUnknownSkill
+	case apiv1.CodeInternal:
+		return grid.CodeInternal
+	}
+	return grid.CodeExecutionFailed
+}
+
 // taskOf converts a task status for the API.
 func taskOf(st skill.TaskStatus) apiv1.Task {
 	t := apiv1.Task{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -28,8 +29,8 @@ const (
 // checks it and returns the task it asks for, with d's values for what it
 // leaves out and self as the requester. A task it returns has a valid
 // skill ID, a version of at most 64 bytes, a timeout in (0, MaxTimeout], a
-// minimum trust in [0, 1], 0 to 100 retries and, for a JSON input, valid
-// JSON. Its errors are 400 invalid_request answers whose messages are at
+// minimum trust in [0, 1], 0 to 100 retries, a retry policy as
+// retryPolicy returns and, for a JSON input, valid JSON. Its errors are 400 invalid_request answers whose messages are at
 // most a few hundred bytes, whatever the body, or the *http.MaxBytesError
 // of a body over the limit. Input schemas are checked later, by the node
 // that has the skill.
@@ -113,7 +114,52 @@ func buildTask(req *apiv1.SubmitRequest, d TaskDefaults, self peer.ID) (*skill.S
 		}
 		t.WithMaxRetries(*req.MaxRetries)
 	}
+	if req.Retry != nil {
+		p, err := retryPolicy(req.Retry)
+		if err != nil {
+			return nil, err
+		}
+		t.WithRetry(p)
+	}
 	return t, nil
+}
+
+// retryPolicy checks the "retry" of a submission and converts it. A policy
+// it returns has 0 to apiv1.MaxAttempts attempts, backoffs in [0,
+// MaxTimeout] with the maximum, if set, not below the base, and a RetryOn
+// of distinct retryable codes that is nil or not empty.
+func retryPolicy(r *apiv1.RetryPolicy) (skill.RetryPolicy, error) {
+	p := skill.RetryPolicy{MaxAttempts: r.MaxAttempts, BaseBackoff: time.Duration(r.BaseBackoff), MaxBackoff: time.Duration(r.MaxBackoff)}
+	if p.MaxAttempts < 0 || p.MaxAttempts > apiv1.MaxAttempts {
+		return p, badRequest(`"retry.max_attempts" must be between 1 and %d (0 or left out: "max_retries" + 1), got %d`, apiv1.MaxAttempts, p.MaxAttempts)
+	}
+	for _, f := range [...]struct {
+		name string
+		d    time.Duration
+	}{{"base_backoff", p.BaseBackoff}, {"max_backoff", p.MaxBackoff}} {
+		if f.d < 0 || f.d > apiv1.MaxTimeout {
+			return p, badRequest(`"retry.%s" must be between 0 and %s, got %s`, f.name, apiv1.MaxTimeout, f.d)
+		}
+	}
+	if p.MaxBackoff > 0 && p.MaxBackoff < p.BaseBackoff {
+		return p, badRequest(`"retry.max_backoff" %s is below "retry.base_backoff" %s`, p.MaxBackoff, p.BaseBackoff)
+	}
+	if r.RetryOn == nil {
+		return p, nil
+	}
+	if len(r.RetryOn) == 0 {
+		return p, badRequest(`"retry.retry_on" is empty: leave it out to retry every retryable code, or set "retry.max_attempts" to 1 for no retries`)
+	}
+	p.RetryOn = make([]grid.ErrorCode, 0, min(len(r.RetryOn), len(apiv1.RetryCodes)))
+	for _, name := range r.RetryOn {
+		if err := apiv1.CheckRetryCode(name); err != nil {
+			return p, badRequest(`"retry.retry_on": %v`, err)
+		}
+		if c := retryCode(name); !slices.Contains(p.RetryOn, c) {
+			p.RetryOn = append(p.RetryOn, c)
+		}
+	}
+	return p, nil
 }
 
 // checkVersion accepts an empty version (any) or one of at most 64 bytes

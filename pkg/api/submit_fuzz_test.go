@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,15 @@ func FuzzSubmitRequest(f *testing.F) {
 		`{"skill":"Echo"}`,
 		`{"skill":"echo"} {}`,
 		`[{"skill":"echo"}]`,
+		`{"skill":"echo","retry":{"max_attempts":3,"base_backoff":"200ms","max_backoff":"10s","retry_on":["execution_failed","timeout"]}}`,
+		`{"skill":"echo","max_retries":4,"retry":{"retry_on":["internal","internal","unknown_skill","canceled"]}}`,
+		`{"skill":"echo","retry":{"max_attempts":1,"base_backoff":0.25,"max_backoff":0}}`,
+		`{"skill":"echo","retry":{"retry_on":[]}}`,
+		`{"skill":"echo","retry":{"retry_on":["invalid_input"]}}`,
+		`{"skill":"echo","retry":{"base_backoff":"10s","max_backoff":"1s"}}`,
+		`{"skill":"echo","retry":{"max_attempts":-1,"colour":1}}`,
+		`{"skill":"echo","retry":null}`,
+		`{"skill":"echo","retry":"3"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -110,6 +120,29 @@ func checkTask(t *testing.T, body []byte, task *skill.SkillTask) {
 	if task.MaxRetries < 0 || task.MaxRetries > maxRetriesLimit {
 		fail("retries %d not in [0, %d]", task.MaxRetries, maxRetriesLimit)
 	}
+	rp := task.Retry
+	if rp.MaxAttempts < 0 || rp.MaxAttempts > apiv1.MaxAttempts {
+		fail("max attempts %d not in [0, %d]", rp.MaxAttempts, apiv1.MaxAttempts)
+	}
+	if rp.BaseBackoff < 0 || rp.BaseBackoff > apiv1.MaxTimeout || rp.MaxBackoff < 0 || rp.MaxBackoff > apiv1.MaxTimeout {
+		fail("backoff %s, max %s not in [0, %s]", rp.BaseBackoff, rp.MaxBackoff, apiv1.MaxTimeout)
+	}
+	if rp.MaxBackoff > 0 && rp.MaxBackoff < rp.BaseBackoff {
+		fail("max backoff %s below base %s", rp.MaxBackoff, rp.BaseBackoff)
+	}
+	if rp.RetryOn != nil && len(rp.RetryOn) == 0 {
+		fail("an empty, non-nil retry_on (which would mean every code)")
+	}
+	for i, c := range rp.RetryOn {
+		switch c {
+		case grid.CodeExecutionFailed, grid.CodeTimeout, grid.CodeCanceled, grid.CodeUnknownSkill, grid.CodeInternal:
+		default:
+			fail("retry_on has code %v, which cannot be retried", c)
+		}
+		if slices.Contains(rp.RetryOn[:i], c) {
+			fail("retry_on has code %v twice", c)
+		}
+	}
 	switch task.Input.Kind {
 	case grid.InputJSON:
 		if !json.Valid(task.Input.Data) {
@@ -134,6 +167,12 @@ func encodeTask(t *testing.T, task *skill.SkillTask) []byte {
 	trust, retries := task.MinTrust, task.MaxRetries
 	req := apiv1.SubmitRequest{Skill: string(task.Skill), Version: task.Version, Priority: &p,
 		Timeout: apiv1.Duration(task.Timeout), MinTrust: &trust, MaxRetries: &retries}
+	if rp := task.Retry; rp.MaxAttempts != 0 || rp.BaseBackoff != 0 || rp.MaxBackoff != 0 || rp.RetryOn != nil {
+		req.Retry = &apiv1.RetryPolicy{MaxAttempts: rp.MaxAttempts, BaseBackoff: apiv1.Duration(rp.BaseBackoff), MaxBackoff: apiv1.Duration(rp.MaxBackoff)}
+		for _, c := range rp.RetryOn {
+			req.Retry.RetryOn = append(req.Retry.RetryOn, codeOf(c))
+		}
+	}
 	if task.Input.Kind == grid.InputRaw {
 		req.InputBase64 = append([]byte{}, task.Input.Data...)
 	} else {
@@ -158,6 +197,8 @@ func sameTask(a, b *skill.SkillTask) bool {
 	}
 	return a.Skill == b.Skill && a.Version == b.Version && a.Priority == b.Priority && a.Timeout == b.Timeout &&
 		a.MinTrust == b.MinTrust && a.MaxRetries == b.MaxRetries && a.Input.Kind == b.Input.Kind &&
+		a.Retry.MaxAttempts == b.Retry.MaxAttempts && a.Retry.BaseBackoff == b.Retry.BaseBackoff &&
+		a.Retry.MaxBackoff == b.Retry.MaxBackoff && slices.Equal(a.Retry.RetryOn, b.Retry.RetryOn) &&
 		bytes.Equal(ca.Bytes(), cb.Bytes()) && a.Requester == b.Requester
 }
 
@@ -186,6 +227,33 @@ func TestParseSubmit(t *testing.T) {
 		{"trailing data is refused", `{"skill":"echo"} {}`, nil, "after the JSON object"},
 		{"a stray closing brace is refused", `{"skill":"echo"}}`, nil, "after the JSON object"},
 		{"an array is refused", `[{"skill":"echo"}]`, nil, "not valid JSON"},
+		{"a full retry policy is read", `{"skill":"echo","retry":{"max_attempts":3,"base_backoff":"200ms","max_backoff":"10s","retry_on":["execution_failed","timeout","internal"]}}`,
+			func(k *skill.SkillTask) bool {
+				return k.Retry.MaxAttempts == 3 && k.Retry.BaseBackoff == 200*time.Millisecond && k.Retry.MaxBackoff == 10*time.Second &&
+					slices.Equal(k.Retry.RetryOn, []grid.ErrorCode{grid.CodeExecutionFailed, grid.CodeTimeout, grid.CodeInternal}) && k.MaxRetries == 7
+			}, ""},
+		{"no retry policy keeps the zero policy", `{"skill":"echo","retry":null}`, func(k *skill.SkillTask) bool {
+			return k.Retry.MaxAttempts == 0 && k.Retry.BaseBackoff == 0 && k.Retry.MaxBackoff == 0 && k.Retry.RetryOn == nil
+		}, ""},
+		{"every retryable code is read, duplicates once", `{"skill":"echo","retry":{"retry_on":["canceled","unknown_skill","canceled"]}}`, func(k *skill.SkillTask) bool {
+			return slices.Equal(k.Retry.RetryOn, []grid.ErrorCode{grid.CodeCanceled, grid.CodeUnknownSkill})
+		}, ""},
+		{"a backoff in seconds is read", `{"skill":"echo","retry":{"base_backoff":0.5}}`, func(k *skill.SkillTask) bool { return k.Retry.BaseBackoff == 500*time.Millisecond }, ""},
+		{"a max backoff alone is kept", `{"skill":"echo","retry":{"max_backoff":"1s"}}`, func(k *skill.SkillTask) bool { return k.Retry.MaxBackoff == time.Second }, ""},
+		{"negative max_attempts is refused", `{"skill":"echo","retry":{"max_attempts":-1}}`, nil, `"retry.max_attempts" must be between 1 and 101`},
+		{"too many attempts are refused", `{"skill":"echo","retry":{"max_attempts":102}}`, nil, `"retry.max_attempts"`},
+		{"fractional max_attempts is refused", `{"skill":"echo","retry":{"max_attempts":1.5}}`, nil, "retry.max_attempts: "},
+		{"a negative base_backoff is refused", `{"skill":"echo","retry":{"base_backoff":"-1s"}}`, nil, `"retry.base_backoff" must be between 0 and 24h`},
+		{"a max_backoff over a day is refused", `{"skill":"echo","retry":{"max_backoff":"25h"}}`, nil, `"retry.max_backoff" must be between 0 and 24h`},
+		{"an unreadable base_backoff is named", `{"skill":"echo","retry":{"base_backoff":"soon"}}`, nil, `retry.base_backoff: duration "soon"`},
+		{"an unreadable max_backoff is named", `{"skill":"echo","retry":{"max_backoff":true}}`, nil, "retry.max_backoff: "},
+		{"max_backoff below base_backoff is refused", `{"skill":"echo","retry":{"base_backoff":"10s","max_backoff":"1s"}}`, nil, `"retry.max_backoff" 1s is below "retry.base_backoff" 10s`},
+		{"an empty retry_on is refused", `{"skill":"echo","retry":{"retry_on":[]}}`, nil, `"retry.retry_on" is empty`},
+		{"invalid_input in retry_on is refused", `{"skill":"echo","retry":{"retry_on":["invalid_input"]}}`, nil, `"retry.retry_on": invalid_input is never retried`},
+		{"an unknown code in retry_on is refused", `{"skill":"echo","retry":{"retry_on":["execution_failed","flaky"]}}`, nil, `"retry.retry_on": unknown error code "flaky": want execution_failed, timeout`},
+		{"a retry_on that is not a list is named", `{"skill":"echo","retry":{"retry_on":"timeout"}}`, nil, "retry.retry_on: "},
+		{"an unknown retry field is refused", `{"skill":"echo","retry":{"attempts":3}}`, nil, `retry: json: unknown field "attempts"`},
+		{"a retry that is not an object is refused", `{"skill":"echo","retry":3}`, nil, "retry: \"3\" is not an object"},
 		{"a huge unknown field is named briefly", `{"` + strings.Repeat("x", 5000) + `":1}`, nil, "unknown field"},
 	}
 	for _, tc := range cases {

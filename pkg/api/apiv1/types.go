@@ -1,9 +1,11 @@
 package apiv1
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +46,82 @@ type SubmitRequest struct {
 	Timeout     Duration        `json:"timeout,omitempty"`     // "60s"; default: the node's queue.default_timeout
 	MinTrust    *float64        `json:"min_trust,omitempty"`   // default: the node's trust.min_trust_default
 	MaxRetries  *int            `json:"max_retries,omitempty"` // default: the node's queue.max_retries
+	Retry       *RetryPolicy    `json:"retry,omitempty"`       // default: max_retries, the node's backoff, every retryable code
+}
+
+// RetryPolicy is how a task's failed attempts are retried, the "retry" of
+// a SubmitRequest. Each field left out (zero) keeps the node's default.
+type RetryPolicy struct {
+	// MaxAttempts bounds the attempts, the first one included, 1 to
+	// MaxAttempts; 0: max_retries + 1. It overrides max_retries.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// BaseBackoff is the wait before the first retry, doubling per retry up
+	// to MaxBackoff, each wait drawn from ±50% around it; at most MaxTimeout.
+	BaseBackoff Duration `json:"base_backoff,omitempty"`
+	// MaxBackoff caps the wait; if set, not below BaseBackoff.
+	MaxBackoff Duration `json:"max_backoff,omitempty"`
+	// RetryOn lists the error codes (of RetryCodes) whose failed attempts
+	// are retried; a failure with another code fails the task at once.
+	// Left out: all of them. Refused input (invalid_input) is never
+	// retried, whatever it says.
+	RetryOn []string `json:"retry_on,omitempty"`
+}
+
+// MaxAttempts is the most RetryPolicy.MaxAttempts may be.
+const MaxAttempts = 101
+
+// RetryCodes are the error codes RetryPolicy.RetryOn may list.
+var RetryCodes = []string{CodeExecution, CodeTimeout, CodeCanceled, CodeUnknownSkill, CodeInternal}
+
+// CheckRetryCode returns nil if name may be listed in RetryPolicy.RetryOn,
+// or an error that says why not.
+func CheckRetryCode(name string) error {
+	if slices.Contains(RetryCodes, name) {
+		return nil
+	}
+	if name == CodeInvalidInput {
+		return fmt.Errorf("%s is never retried: the same input fails again; want %s", name, strings.Join(RetryCodes, ", "))
+	}
+	return fmt.Errorf("unknown error code %.40q: want %s", name, strings.Join(RetryCodes, ", "))
+}
+
+// UnmarshalJSON reads a retry policy, naming the field of a value it cannot
+// read ("retry.base_backoff: ...") and refusing unknown fields.
+func (p *RetryPolicy) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		MaxAttempts json.RawMessage `json:"max_attempts"`
+		BaseBackoff json.RawMessage `json:"base_backoff"`
+		MaxBackoff  json.RawMessage `json:"max_backoff"`
+		RetryOn     json.RawMessage `json:"retry_on"`
+	}
+	if len(b) == 0 || b[0] != '{' {
+		return fmt.Errorf("retry: %.40q is not an object: want {\"max_attempts\": 3, ...}", b)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("retry: %w", err)
+	}
+	var out RetryPolicy
+	for _, f := range [...]struct {
+		name string
+		raw  json.RawMessage
+		v    any
+	}{
+		{"max_attempts", raw.MaxAttempts, &out.MaxAttempts},
+		{"base_backoff", raw.BaseBackoff, &out.BaseBackoff},
+		{"max_backoff", raw.MaxBackoff, &out.MaxBackoff},
+		{"retry_on", raw.RetryOn, &out.RetryOn},
+	} {
+		if f.raw == nil {
+			continue
+		}
+		if err := json.Unmarshal(f.raw, f.v); err != nil {
+			return fmt.Errorf("retry.%s: %w", f.name, err)
+		}
+	}
+	*p = out
+	return nil
 }
 
 // Task is a task's status, and its result once it has one.
