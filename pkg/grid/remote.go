@@ -66,6 +66,16 @@ const (
 	CodeInternal
 )
 
+var codeNames = [...]string{"none", "execution_failed", "timeout", "canceled", "invalid_input", "unknown_skill", "internal"}
+
+// String returns the code's name as the API spells it, e.g. "execution_failed".
+func (c ErrorCode) String() string {
+	if c >= 0 && int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return fmt.Sprintf("code(%d)", int32(c))
+}
+
 // RemoteResult is the outcome of a RemoteTask.
 type RemoteResult struct {
 	ID           TaskID
