@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -242,25 +241,7 @@ func (p *benchPair) delegate(ctx context.Context, t *grid.RemoteTask) error {
 }
 
 // latency runs op serially and reports its p50 and p99 in microseconds.
-func latency(b *testing.B, op func() error) {
-	for range 200 { // warm up streams and pools
-		if err := op(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	hist := hdrhistogram.New(1, int64(10*time.Second), 3)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		start := time.Now()
-		if err := op(); err != nil {
-			b.Fatal(err)
-		}
-		_ = hist.RecordValue(int64(time.Since(start)))
-	}
-	b.ReportMetric(float64(hist.ValueAtQuantile(50))/1e3, "p50-us")
-	b.ReportMetric(float64(hist.ValueAtQuantile(99))/1e3, "p99-us")
-}
+func latency(b *testing.B, op func() error) { _, _ = latencyOf(b, op) }
 
 // throughput runs op from benchCallers goroutines, each with the state
 // newCaller gives it, and reports operations per second as unit.
