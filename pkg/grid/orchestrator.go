@@ -44,6 +44,7 @@ const (
 	DefaultMaxInFlightPerPeer = 4096
 	DefaultHeartbeatInterval  = 5 * time.Second
 	DefaultLeaseMisses        = 3
+	DefaultAckDelay           = time.Millisecond
 )
 
 // Bounds of the heartbeat options. A peer that declares a longer interval
@@ -64,6 +65,7 @@ type OrchestratorOption func(*orchConfig)
 type orchConfig struct {
 	maxMsg      int
 	ackTimeout  time.Duration
+	ackDelay    time.Duration
 	peerRate    rate.Limit
 	peerBurst   int
 	maxInFlight int
@@ -85,6 +87,7 @@ func defaultOrchConfig() orchConfig {
 	return orchConfig{
 		maxMsg:            wire.DefaultMaxMessageSize,
 		ackTimeout:        DefaultAckTimeout,
+		ackDelay:          DefaultAckDelay,
 		peerRate:          DefaultPeerRate,
 		peerBurst:         DefaultPeerBurst,
 		maxInFlight:       DefaultMaxInFlightPerPeer,
@@ -128,6 +131,17 @@ func WithMaxInFlightPerPeer(n int) OrchestratorOption {
 	return func(c *orchConfig) { c.maxInFlight = n }
 }
 
+// WithAckDelay sets how long this node, as an executor, may hold back the
+// accepting TaskAck of a task it admitted (default 1 ms; 0 sends it at
+// once). A result ready within the delay answers the request by itself, so
+// that a short task costs one frame each way instead of two; a task still
+// running then is acked, together with the others held back meanwhile. It
+// must be less than half the ack timeout and less than the heartbeat
+// interval.
+func WithAckDelay(d time.Duration) OrchestratorOption {
+	return func(c *orchConfig) { c.ackDelay = d }
+}
+
 // WithHeartbeatInterval sets how often this node, as an executor, sends a
 // TaskHeartbeat on each incoming task stream that has tasks it accepted
 // and has not answered, and how often, as a requester, it checks the
@@ -165,6 +179,9 @@ func (c *orchConfig) validate() error {
 	if c.maxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("max in-flight per peer %d must be at least 1", c.maxInFlight))
 	}
+	if c.ackDelay < 0 || c.ackDelay >= c.ackTimeout/2 || c.ackDelay >= c.heartbeat {
+		errs = append(errs, fmt.Errorf("ack delay %s must be 0 or more, less than half the ack timeout %s and less than the heartbeat interval %s", c.ackDelay, c.ackTimeout, c.heartbeat))
+	}
 	if c.heartbeat < minHeartbeatInterval || c.heartbeat > maxHeartbeatInterval {
 		errs = append(errs, fmt.Errorf("heartbeat interval %s is outside %s to %s", c.heartbeat, minHeartbeatInterval, maxHeartbeatInterval))
 	}
@@ -180,11 +197,16 @@ func (c *orchConfig) validate() error {
 // after a failure. Incoming, it admits tasks from peers' streams (rate and
 // in-flight limits per peer), hands them to its TaskHandler and sends
 // their results back. All methods are safe for concurrent use.
+// DelegateAsync is Delegate without a goroutine waiting per task: the
+// outcome is handed to a callback on the goroutine that learns it.
 //
 // On the wire, each request is answered by a TaskAck and, if accepted, a
 // TaskResult later. An executor that already holds the result when it
 // would send the accepting ack sends only the result: a result implies
-// acceptance. Frames that cannot be decoded, or that the receiving side
+// acceptance. It holds the accepting ack back for up to the ack delay
+// (WithAckDelay), so that a short task costs one frame each way: the ack
+// is only sent for a task still running then, and always before its
+// result. Frames that cannot be decoded, or that the receiving side
 // never expects (a request on a requester's stream, say), reset the
 // stream; a well-formed request with bad fields is rejected as malformed.
 //
@@ -348,6 +370,7 @@ func (o *Orchestrator) flushIncoming(ins []*inStream) {
 	o.draining.Store(true)
 	by := time.Now().Add(o.cfg.closeFlush)
 	for _, st := range ins {
+		st.flushAcks() // the acks held back go first
 		st.fw.startFlush(by)
 	}
 	timer := time.NewTimer(o.cfg.closeFlush)

@@ -44,6 +44,11 @@ type inStream struct {
 	mu    sync.Mutex
 	tasks map[TaskID]*inTask // admitted and not yet replied; nil once dead
 	dead  bool
+	// Admitted tasks whose ack is held back, until ackTimer fires.
+	deferred []*inTask
+	ackSpare []*inTask // a spent deferred list, for reuse
+	ackArmed bool
+	ackTimer *time.Timer
 
 	idleMark  uint64 // janitor only
 	idleSince int
@@ -58,6 +63,8 @@ const (
 	taskAcked                 // accepting ack queued; reply sends the result
 	taskRejected              // rejecting ack queued; a result is dropped
 	taskEarly                 // reply came first; the reader sends it (without an ack if it can)
+	taskDeferred              // admitted, its ack held back (see WithAckDelay)
+	taskAnswered              // reply came while the ack was held back: the result went alone
 )
 
 // inTask is one admitted task; its reply method is what HandleTask gets.
@@ -237,15 +244,80 @@ func (st *inStream) onRequest(e *envelope) error {
 	}
 	// A result that is ready already answers the request by itself.
 	if it.state.Load() != taskEarly {
-		if err := st.pushAck(&id, nil); err != nil {
-			return err
-		}
-		if it.state.CompareAndSwap(taskHandling, taskAcked) {
-			return nil
+		if o.cfg.ackDelay > 0 {
+			if it.state.CompareAndSwap(taskHandling, taskDeferred) {
+				return st.deferAck(it)
+			}
+		} else {
+			if err := st.pushAck(&id, nil); err != nil {
+				return err
+			}
+			if it.state.CompareAndSwap(taskHandling, taskAcked) {
+				return nil
+			}
 		}
 	}
 	_, err = st.fw.push(it.early)
 	return err
+}
+
+// deferAck holds back the ack of it, which is in taskDeferred, for up to
+// the ack delay: a result that comes first answers the request alone. If
+// the peer is not reading what we send, the reader waits, as in pushAck.
+func (st *inStream) deferAck(it *inTask) error {
+	st.mu.Lock()
+	if st.dead {
+		st.mu.Unlock()
+		return errWriterClosed
+	}
+	st.deferred = append(st.deferred, it)
+	if !st.ackArmed {
+		st.ackArmed = true
+		if st.ackTimer == nil {
+			st.ackTimer = time.AfterFunc(st.o.cfg.ackDelay, st.flushAcks)
+		} else {
+			st.ackTimer.Reset(st.o.cfg.ackDelay)
+		}
+	}
+	st.mu.Unlock()
+	if st.fw.queued() <= st.o.cfg.maxQueuedAcks {
+		return nil
+	}
+	return st.awaitSpace()
+}
+
+// flushAcks queues the acks held back for tasks that have not been
+// answered meanwhile. A task is marked acked in the same critical section
+// of the writer's queue that takes its ack, so that its result, which its
+// reply pushes once it sees taskAcked, always follows its ack.
+func (st *inStream) flushAcks() {
+	st.mu.Lock()
+	list := st.deferred
+	st.deferred, st.ackSpare = st.ackSpare[:0], nil
+	st.ackArmed = false
+	st.mu.Unlock()
+	queued := false
+	for i, it := range list {
+		list[i] = nil
+		if it.state.Load() != taskDeferred {
+			continue
+		}
+		f := getFrame()
+		*f = appendAckFrame((*f)[:0], &it.id, nil)
+		ok, err := st.fw.enqueueIf(f, func() bool { return it.state.CompareAndSwap(taskDeferred, taskAcked) })
+		if err != nil {
+			break // the stream is gone
+		}
+		queued = queued || ok
+	}
+	if queued {
+		st.fw.signal()
+	}
+	st.mu.Lock()
+	if st.ackSpare == nil {
+		st.ackSpare = list[:0]
+	}
+	st.mu.Unlock()
 }
 
 // rejected handles HandleTask's refusal of it.
@@ -288,6 +360,12 @@ func (st *inStream) pushAck(id *TaskID, rej *RejectError) error {
 	if err != nil || n <= st.o.cfg.maxQueuedAcks {
 		return err
 	}
+	return st.awaitSpace()
+}
+
+// awaitSpace waits until at most maxQueuedAcks frames are queued, up to
+// the write timeout.
+func (st *inStream) awaitSpace() error {
 	timer := time.NewTimer(st.o.cfg.writeTimeout)
 	defer timer.Stop()
 	for st.fw.queued() > st.o.cfg.maxQueuedAcks {
@@ -353,7 +431,8 @@ func (it *inTask) reply(r *RemoteResult) {
 	if it.state.CompareAndSwap(taskHandling, taskEarly) {
 		return
 	}
-	if it.state.Load() != taskAcked {
+	// Its ack held back: the result answers the request alone.
+	if !it.state.CompareAndSwap(taskDeferred, taskAnswered) && it.state.Load() != taskAcked {
 		putFrame(f)
 		return
 	}
@@ -374,6 +453,10 @@ func (st *inStream) fail(cause error) {
 	st.dead = true
 	tasks := st.tasks
 	st.tasks = nil
+	st.deferred = nil
+	if st.ackTimer != nil {
+		st.ackTimer.Stop()
+	}
 	st.mu.Unlock()
 
 	o := st.o

@@ -82,24 +82,23 @@ func (out *outStream) checkLeases() {
 		out.failUnresponsive(time.Duration(silent) * period)
 		return
 	}
-	ids := out.expired[:0]
+	calls := out.expired[:0]
 	for id, c := range out.pending {
 		if now-c.heard > out.lease {
 			delete(out.pending, id)
-			c.ch <- callEvent{err: fmt.Errorf("%w: the peer's heartbeats have not listed the task for %s", ErrLeaseExpired, lease)}
-			ids = append(ids, id) // c is the caller's again: keep only its ID
+			calls = append(calls, c)
 		}
 	}
 	out.mu.Unlock()
-	for i := range ids {
-		out.o.log.Debug("task lease expired: peer alive but no longer reports the task", "peer", out.peer, "task", ids[i].Short(), "lease", lease)
+	for i, c := range calls {
+		out.o.log.Debug("task lease expired: peer alive but no longer reports the task", "peer", out.peer, "task", c.id.Short(), "lease", lease)
 		f := getFrame()
-		*f = appendCancelFrame((*f)[:0], &ids[i])
-		if _, err := out.fw.enqueue(f); err != nil {
-			break
-		}
+		*f = appendCancelFrame((*f)[:0], &c.id)
+		_, _ = out.fw.enqueue(f) // fails only once the stream is closed
+		c.finish(nil, fmt.Errorf("%w: the peer's heartbeats have not listed the task for %s", ErrLeaseExpired, lease))
+		calls[i] = nil
 	}
-	out.expired = ids[:0]
+	out.expired = calls[:0]
 }
 
 // failUnresponsive fails the stream of a peer that sent nothing on it for

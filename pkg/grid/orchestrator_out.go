@@ -21,41 +21,64 @@ var errStale = errors.New("stream went away")
 // errDuplicate is wrapped when a task ID is already pending with a peer.
 var errDuplicate = errors.New("task already pending with this peer")
 
-// call is one pending Delegate. Calls are pooled: the reader only reaches
-// a call through its stream's pending map, and Delegate takes it out of
-// the map before it returns the call to the pool.
+// call is one pending delegation. Whoever takes it out of its stream's
+// pending map (the reader with a result or a rejection, its timer, its
+// context, the lease check, or fail) owns its end and calls finish, once,
+// outside the stream's lock. Calls are not pooled: their timer and
+// context callbacks may fire after they ended, and they tell a stale fire
+// by the call's identity in the pending map.
 type call struct {
 	id    TaskID
+	peer  peer.ID
 	acked atomic.Bool
-	ch    chan callEvent // cap 1: the one terminal event
-	timer *time.Timer
 	heard uint32 // guarded by the stream's mu: the lease check count when last heard of
+	done  func(*RemoteResult, error)
+
+	ackBy    time.Time
+	resultBy time.Time
+	// Set under the stream's mu when c is registered, read by finish once
+	// c has left the pending map.
+	out     *outStream
+	timer   *time.Timer
+	stopCtx func() bool
 }
 
-// callEvent ends a call: a result, or an error (a *RejectError, or a
-// failure wrapping ErrPeerGone or ErrClosed).
-type callEvent struct {
+// finish ends c with res or err: it stops c's timer and context watch and
+// calls done. Only the goroutine that took c out of the pending map (or
+// never put it there) calls it.
+func (c *call) finish(res *RemoteResult, err error) {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	if c.stopCtx != nil {
+		c.stopCtx()
+	}
+	if err != nil {
+		res, err = nil, fmt.Errorf("delegate task %s to %s: %w", c.id.Short(), c.peer, err)
+	}
+	c.done(res, err)
+}
+
+// ended is a call taken out of the pending map with its terminal event,
+// to be finished once the stream's lock is released.
+type ended struct {
+	c   *call
 	res *RemoteResult
 	err error
 }
 
-var callPool = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return &call{ch: make(chan callEvent, 1), timer: t}
+// syncWait turns DelegateAsync's callback into Delegate's return. Pooled:
+// its callback is called exactly once and received before it is put back.
+type syncWait struct {
+	ch chan ended
+	fn func(*RemoteResult, error)
+}
+
+var syncWaitPool = sync.Pool{New: func() any {
+	w := &syncWait{ch: make(chan ended, 1)}
+	w.fn = func(res *RemoteResult, err error) { w.ch <- ended{res: res, err: err} }
+	return w
 }}
-
-func getCall(id TaskID) *call {
-	c := callPool.Get().(*call)
-	c.id = id
-	c.acked.Store(false)
-	return c
-}
-
-func putCall(c *call) {
-	c.timer.Stop()
-	callPool.Put(c)
-}
 
 // outStream is this node's one task stream to a peer: requests and
 // cancels go out, acks and results come back and are matched to pending
@@ -80,7 +103,7 @@ type outStream struct {
 	heard     uint32 // checks when a frame last came from the peer
 	lease     uint32 // lease checks a task may go unheard of
 
-	expired []TaskID // the writer's: tasks whose lease a check found expired
+	expired []*call // the writer's: calls whose lease a check found expired
 }
 
 // Delegate sends t to p and waits for its result. It returns a
@@ -91,51 +114,110 @@ type outStream struct {
 // one wrapping ErrLeaseExpired if p accepted the task and then stopped
 // reporting it (see the leases in Orchestrator's doc). Canceling ctx sends
 // a TaskCancel to p and returns ctx's error. t must not be modified during
-// the call.
+// the call. It is DelegateAsync, waited for.
 func (o *Orchestrator) Delegate(ctx context.Context, p peer.ID, t *RemoteTask) (*RemoteResult, error) {
+	w := syncWaitPool.Get().(*syncWait)
+	o.DelegateAsync(ctx, p, t, w.fn)
+	ev := <-w.ch
+	syncWaitPool.Put(w)
+	return ev.res, ev.err
+}
+
+// DelegateAsync sends t to p and returns without waiting: done is called
+// exactly once with what Delegate would return. done runs on the
+// goroutine that learns the outcome: the caller's, before DelegateAsync
+// returns, if the task cannot be sent (invalid, ctx already done, this
+// orchestrator closed, the stream failed to open); else the stream's
+// reader (a result or a rejection), a timer's (ack timeout, deadline),
+// ctx's AfterFunc, the stream's writer (lease expiry) or whichever
+// goroutine fails the stream. done must not block for long: it may hold up
+// the stream's reader. It may call DelegateAsync again. t is not used
+// after DelegateAsync returns. Waiting for a stream that is still opening
+// happens on a goroutine of its own, not the caller's.
+func (o *Orchestrator) DelegateAsync(ctx context.Context, p peer.ID, t *RemoteTask, done func(*RemoteResult, error)) {
+	c := &call{id: t.ID, peer: p, done: done}
 	if err := validateOutgoing(t); err != nil {
-		return nil, fmt.Errorf("delegate task to %s: %w", p, err)
+		done(nil, fmt.Errorf("delegate task to %s: %w", p, err))
+		return
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("delegate task %s to %s: %w", t.ID.Short(), p, err)
+		c.finish(nil, err)
+		return
 	}
 	f := getFrame()
 	*f = appendRequestFrame((*f)[:0], t, o.requesterBytes(t.Requester))
 	if len(*f) > o.cfg.maxMsg {
 		err := fmt.Errorf("request frame of %d bytes (max %d): %w", len(*f), o.cfg.maxMsg, wire.ErrMessageTooLarge)
 		putFrame(f)
-		return nil, fmt.Errorf("delegate task %s to %s: %w", t.ID.Short(), p, err)
+		c.finish(nil, err)
+		return
 	}
-	c := getCall(t.ID)
-	out, err := o.send(ctx, p, c, f)
+	c.resultBy = t.Deadline.Add(o.cfg.resultGrace)
+	// The fast path: the stream is open.
+	o.mu.RLock()
+	out, ok := o.out[p]
+	o.mu.RUnlock()
+	if ok {
+		select {
+		case <-out.ready:
+			if out.openErr == nil {
+				err := out.send(ctx, c, f)
+				if err == nil {
+					return
+				}
+				if !errors.Is(err, errStale) {
+					c.finish(nil, err)
+					return
+				}
+			}
+		default:
+		}
+	}
+	if err := o.sendOpening(ctx, c, f); err != nil {
+		c.finish(nil, err)
+	}
+}
+
+// sendOpening registers c and queues f with p's stream when that stream
+// is open, or fails at once if it cannot be. While it is being opened,
+// the wait and the rest are left to a goroutine, which finishes c on
+// failure.
+func (o *Orchestrator) sendOpening(ctx context.Context, c *call, f *[]byte) error {
+	out, err := o.lookupStream(c.peer)
 	if err != nil {
-		putCall(c)
-		return nil, fmt.Errorf("delegate task %s to %s: %w", t.ID.Short(), p, err)
+		putFrame(f)
+		return err
 	}
-	res, err := out.wait(ctx, c, t.Deadline)
-	putCall(c)
-	if err != nil {
-		return nil, fmt.Errorf("delegate task %s to %s: %w", t.ID.Short(), p, err)
+	select {
+	case <-out.ready:
+		return o.send(ctx, c.peer, c, f)
+	default:
 	}
-	return res, nil
+	go func() {
+		if err := o.send(ctx, c.peer, c, f); err != nil {
+			c.finish(nil, err)
+		}
+	}()
+	return nil
 }
 
 // send registers c with the stream to p and queues its request frame f,
-// taking ownership of f. A stream that dies in between is replaced.
-func (o *Orchestrator) send(ctx context.Context, p peer.ID, c *call, f *[]byte) (*outStream, error) {
+// taking ownership of f. A stream that dies in between is replaced. It
+// waits for a stream that is opening.
+func (o *Orchestrator) send(ctx context.Context, p peer.ID, c *call, f *[]byte) error {
 	for try := 0; ; try++ {
 		out, err := o.stream(ctx, p)
 		if err != nil {
 			putFrame(f)
-			return nil, err
+			return err
 		}
-		err = out.send(c, f)
+		err = out.send(ctx, c, f)
 		if !errors.Is(err, errStale) {
-			return out, err
+			return err
 		}
 		if try == 2 {
 			putFrame(f)
-			return nil, fmt.Errorf("%w: %w", ErrPeerGone, err)
+			return fmt.Errorf("%w: %w", ErrPeerGone, err)
 		}
 	}
 }
@@ -149,8 +231,9 @@ func (o *Orchestrator) requesterBytes(p peer.ID) []byte {
 	return []byte(p)
 }
 
-// stream returns the live stream to p, opening one if there is none.
-func (o *Orchestrator) stream(ctx context.Context, p peer.ID) (*outStream, error) {
+// lookupStream returns the stream to p, starting to open one if there is
+// none; it may not be ready yet.
+func (o *Orchestrator) lookupStream(p peer.ID) (*outStream, error) {
 	o.mu.RLock()
 	out, ok := o.out[p]
 	closed := o.closed
@@ -159,10 +242,16 @@ func (o *Orchestrator) stream(ctx context.Context, p peer.ID) (*outStream, error
 		return nil, ErrClosed
 	}
 	if !ok {
-		var err error
-		if out, err = o.newOutStream(p); err != nil {
-			return nil, err
-		}
+		return o.newOutStream(p)
+	}
+	return out, nil
+}
+
+// stream returns the live stream to p, opening one if there is none.
+func (o *Orchestrator) stream(ctx context.Context, p peer.ID) (*outStream, error) {
+	out, err := o.lookupStream(p)
+	if err != nil {
+		return nil, err
 	}
 	select {
 	case <-out.ready:
@@ -258,8 +347,9 @@ func (out *outStream) markDead() {
 }
 
 // send registers c and queues its request frame f, taking ownership of f
-// unless it returns errStale.
-func (out *outStream) send(c *call, f *[]byte) error {
+// unless it returns errStale. Once c is registered, its timer (the ack
+// timeout and the result deadline) and the watch on ctx run.
+func (out *outStream) send(ctx context.Context, c *call, f *[]byte) error {
 	out.mu.Lock()
 	if out.dead {
 		out.mu.Unlock()
@@ -273,58 +363,71 @@ func (out *outStream) send(c *call, f *[]byte) error {
 	out.pending[c.id] = c
 	out.calls++
 	c.heard = out.checks
+	c.out = out
+	now := time.Now()
+	c.ackBy = now.Add(out.o.cfg.ackTimeout)
+	c.timer = time.AfterFunc(min(c.ackBy.Sub(now), c.resultBy.Sub(now)), c.onTimer)
+	if ctx.Done() != nil {
+		c.stopCtx = context.AfterFunc(ctx, func() { c.onCtx(ctx) })
+	}
 	out.mu.Unlock()
-	// If the stream died after registration, fail has given c its error,
-	// which wait picks up.
+	// If the stream died after registration, fail has finished c.
 	_, _ = out.fw.push(f)
 	return nil
 }
 
-// wait waits for c's terminal event, ctx, the ack timeout, or the task's
-// deadline plus the grace for the result's trip back, whichever is first.
-func (out *outStream) wait(ctx context.Context, c *call, deadline time.Time) (*RemoteResult, error) {
-	now := time.Now()
-	ackBy := now.Add(out.o.cfg.ackTimeout)
-	resultBy := deadline.Add(out.o.cfg.resultGrace)
-	c.timer.Reset(min(ackBy.Sub(now), resultBy.Sub(now)))
-	for {
-		select {
-		case ev := <-c.ch:
-			return ev.res, ev.err
-		case <-ctx.Done():
-			return out.abandon(c, ctx.Err())
-		case <-c.timer.C:
-			now = time.Now()
-			if !now.Before(resultBy) {
-				return out.abandon(c, fmt.Errorf("no result by the task deadline: %w", context.DeadlineExceeded))
-			}
-			if !c.acked.Load() {
-				return out.abandon(c, ErrAckTimeout)
-			}
-			c.timer.Reset(resultBy.Sub(now))
-		}
+// onTimer gives up on c at its ack timeout or its result deadline. A fire
+// for a call that has ended is ignored.
+func (c *call) onTimer() {
+	out := c.out
+	out.mu.Lock()
+	if out.pending[c.id] != c {
+		out.mu.Unlock()
+		return
 	}
+	now := time.Now()
+	var err error
+	switch {
+	case !now.Before(c.resultBy):
+		err = fmt.Errorf("no result by the task deadline: %w", context.DeadlineExceeded)
+	case !c.acked.Load() && !now.Before(c.ackBy):
+		err = ErrAckTimeout
+	default:
+		next := c.resultBy.Sub(now)
+		if !c.acked.Load() {
+			next = min(next, c.ackBy.Sub(now))
+		}
+		c.timer.Reset(next)
+		out.mu.Unlock()
+		return
+	}
+	delete(out.pending, c.id)
+	out.mu.Unlock()
+	out.sendCancel(c.id)
+	c.finish(nil, err)
 }
 
-// abandon gives up on c with err and tells the peer to cancel the task.
-// If c's terminal event won the race, abandon returns that instead.
-func (out *outStream) abandon(c *call, err error) (*RemoteResult, error) {
+// onCtx gives up on c when ctx, its context, ends.
+func (c *call) onCtx(ctx context.Context) {
+	out := c.out
 	out.mu.Lock()
-	_, ok := out.pending[c.id]
-	if ok {
-		delete(out.pending, c.id)
+	if out.pending[c.id] != c {
+		out.mu.Unlock()
+		return
 	}
+	delete(out.pending, c.id)
 	out.mu.Unlock()
-	if !ok {
-		ev := <-c.ch
-		return ev.res, ev.err
-	}
+	out.sendCancel(c.id)
+	c.finish(nil, ctx.Err())
+}
+
+// sendCancel tells the peer to cancel task id.
+func (out *outStream) sendCancel(id TaskID) {
 	f := getFrame()
-	*f = appendCancelFrame((*f)[:0], &c.id)
+	*f = appendCancelFrame((*f)[:0], &id)
 	if _, pushErr := out.fw.push(f); pushErr != nil {
-		out.o.log.Debug("cannot send task cancel", "peer", out.peer, "task", c.id.Short(), "err", pushErr)
+		out.o.log.Debug("cannot send task cancel", "peer", out.peer, "task", id.Short(), "err", pushErr)
 	}
-	return nil, err
 }
 
 // writeLoop runs the stream's writer, with the lease checks.
@@ -379,12 +482,15 @@ func (out *outStream) onAck(e *envelope) error {
 		c.heard = out.checks
 		if rej != nil {
 			delete(out.pending, id)
-			c.ch <- callEvent{err: rej}
 		} else {
 			c.acked.Store(true)
+			c = nil
 		}
 	}
 	out.mu.Unlock()
+	if ok && c != nil {
+		c.finish(nil, rej)
+	}
 	return nil
 }
 
@@ -398,10 +504,11 @@ func (out *outStream) onResult(e *envelope) error {
 	c, ok := out.pending[res.ID]
 	if ok {
 		delete(out.pending, res.ID)
-		c.ch <- callEvent{res: res}
 	}
 	out.mu.Unlock()
-	if !ok {
+	if ok {
+		c.finish(res, nil)
+	} else {
 		out.o.log.Debug("dropping result for an unknown or finished task", "peer", out.peer, "task", res.ID.Short())
 	}
 	return nil
@@ -428,10 +535,10 @@ func (out *outStream) fail(cause error) {
 	out.dead = true
 	pending := out.pending
 	out.pending = make(map[TaskID]*call)
-	for _, c := range pending {
-		c.ch <- callEvent{err: cause}
-	}
 	out.mu.Unlock()
+	for _, c := range pending {
+		c.finish(nil, cause)
+	}
 	if len(pending) > 0 && !errors.Is(cause, ErrClosed) {
 		out.o.log.Debug("task stream to peer failed with tasks pending", "peer", out.peer, "tasks", len(pending), "cause", cause)
 	}

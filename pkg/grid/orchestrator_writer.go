@@ -83,6 +83,28 @@ func (fw *frameWriter) enqueue(f *[]byte) (int, error) {
 	return n, nil
 }
 
+// enqueueIf queues f, taking ownership of it, if ok returns true when
+// called under the queue's lock: a frame queued with a state change made
+// by ok comes before any frame pushed by a goroutine that saw that change.
+// It does not wake the writer (see signal). It returns whether f was
+// queued, and errWriterClosed (recycling f) after close.
+func (fw *frameWriter) enqueueIf(f *[]byte, ok func() bool) (bool, error) {
+	fw.mu.Lock()
+	if fw.closed {
+		fw.mu.Unlock()
+		putFrame(f)
+		return false, errWriterClosed
+	}
+	if !ok() {
+		fw.mu.Unlock()
+		putFrame(f)
+		return false, nil
+	}
+	fw.frames = append(fw.frames, f)
+	fw.mu.Unlock()
+	return true, nil
+}
+
 func (fw *frameWriter) signal() {
 	select {
 	case fw.wake <- struct{}{}:

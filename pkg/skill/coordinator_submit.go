@@ -266,6 +266,8 @@ type asyncDelegator interface {
 	DelegateAsync(ctx context.Context, p peer.ID, t *grid.RemoteTask, done func(*grid.RemoteResult, error))
 }
 
+var _ asyncDelegator = (*grid.Orchestrator)(nil)
+
 // remoteTask returns attempt n of r as sent to a peer.
 func remoteTask(r *record, n int) *grid.RemoteTask {
 	t := r.task
