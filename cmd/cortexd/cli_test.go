@@ -98,9 +98,21 @@ func TestCLIInitCreatesRepoAndRefusesToOverwrite(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "--force") {
 		t.Fatalf("second init: exit %d, stderr %q; want a failure that mentions --force", code, stderr)
 	}
-	code, stdout, _ = cli(t, "--repo", repo, "init", "--force")
+	if err := os.WriteFile(filepath.Join(repo, "state.db"), []byte("old identity's state"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = cli(t, "--repo", repo, "init", "--force")
 	if code != 0 || strings.TrimSpace(stdout) == id {
 		t.Fatalf("init --force: exit %d, printed %q; want success with a new peer ID", code, stdout)
+	}
+	if _, err := os.Stat(filepath.Join(repo, "state.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("init --force left the old identity's state.db in place (stat: %v)", err)
+	}
+	baks, _ := filepath.Glob(filepath.Join(repo, "state.db.bak-*"))
+	if len(baks) != 1 || !strings.Contains(stderr, baks[0]) {
+		t.Errorf("init --force: backups %q, stderr %q; want one state.db.bak-<time>, named on stderr", baks, stderr)
+	} else if b, _ := os.ReadFile(baks[0]); string(b) != "old identity's state" {
+		t.Errorf("backup holds %q", b)
 	}
 	t.Setenv("CORTEXD_PATH", repo)
 	if code, _, stderr := cli(t, "peers"); code != exitUnreachable || !strings.Contains(stderr, repo) {

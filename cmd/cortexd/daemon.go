@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -82,8 +84,6 @@ type namedCloser struct {
 type handlerRef struct {
 	h        atomic.Pointer[grid.TaskHandler]
 	draining atomic.Bool
-	running  atomic.Int64 // peer tasks admitted and not answered yet
-	answered atomic.Int64 // when the last one was answered, in Unix nanoseconds
 }
 
 var _ grid.TaskHandler = (*handlerRef)(nil)
@@ -99,16 +99,7 @@ func (r *handlerRef) HandleTask(from peer.ID, t *grid.RemoteTask, reply func(*gr
 	case r.draining.Load():
 		return &grid.RejectError{Reason: grid.RejectShuttingDown, Message: "node is shutting down"}
 	}
-	r.running.Add(1)
-	err := (*h).HandleTask(from, t, func(res *grid.RemoteResult) {
-		reply(res)
-		r.answered.Store(time.Now().UnixNano())
-		r.running.Add(-1)
-	})
-	if err != nil {
-		r.running.Add(-1)
-	}
-	return err
+	return (*h).HandleTask(from, t, reply)
 }
 
 // CancelTask implements grid.TaskHandler.
@@ -133,13 +124,9 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 // the API token and starts nothing.
 func newDaemon(cfg *config.Config, dir string, log *slog.Logger) (*daemon, error) {
 	d := &daemon{cfg: cfg, dir: dir, log: log, served: make(chan error, 1)}
-	keyPath := repoFile(dir, cfg.Identity.KeyFile)
-	if _, err := os.Stat(keyPath); err != nil {
-		return nil, fmt.Errorf("identity key (identity.key_file): %w; run `cortexd init` or point identity.key_file at the key", err)
-	}
-	key, _, err := grid.LoadOrCreateIdentity(keyPath)
+	key, err := loadKey(dir, cfg.Identity.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("load identity (identity.key_file): %w", err)
+		return nil, err
 	}
 	d.key = key
 	if cfg.Metrics.Enabled {
@@ -275,14 +262,47 @@ func (d *daemon) buildSkills() error {
 // called only once the coordinator (which owns the queue) exists.
 func (d *daemon) localLoad() grid.Load { return d.coord.LocalLoad() }
 
-// start starts every component in dependency order, then the API, and
-// records the API's URL in DIR/api. On failure it tears down what started.
+// loadKey reads the identity key at keyFile (relative to dir). It never
+// creates one: a repo without its key is refused, so that a node cannot
+// silently come up as a new peer. A key file that group or others may
+// access is refused on Unix.
+func loadKey(dir, keyFile string) (crypto.PrivKey, error) {
+	path := repoFile(dir, keyFile)
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("no identity in %s (identity.key_file %s): %w; run `cortexd init` (or `cortexd init --force` to replace the repo)", dir, path, err)
+	case err != nil:
+		return nil, fmt.Errorf("read identity key (identity.key_file): %w", err)
+	case runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0:
+		return nil, fmt.Errorf("identity key %s has mode %04o: %w; run chmod 600 %s", path, st.Mode().Perm(), grid.ErrInsecureIdentityFile, path)
+	case st.Size() > 64<<10:
+		return nil, fmt.Errorf("identity key %s is larger than 64 KiB: not a key file", path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read identity key (identity.key_file): %w", err)
+	}
+	k, err := grid.UnmarshalIdentity(b)
+	if err != nil {
+		return nil, fmt.Errorf("identity key %s (identity.key_file): %w", path, err)
+	}
+	return k, nil
+}
+
+// start checks the API's token and opens its listener, then starts every
+// component in dependency order, serves the API last, and records its URL
+// in DIR/api. On failure it tears down what started.
 func (d *daemon) start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			d.closeAll()
 		}
 	}()
+	tok, err := d.listenAPI()
+	if err != nil {
+		return err
+	}
 	if err := d.openStore(ctx); err != nil {
 		return err
 	}
@@ -345,7 +365,7 @@ func (d *daemon) start(ctx context.Context) (err error) {
 	d.announceSkills()
 	d.registry.OnChange(d.announceSkills)
 
-	return d.startAPI()
+	return d.startAPI(tok)
 }
 
 // announceSkills publishes the registry's skills as this node's
@@ -359,11 +379,46 @@ func (d *daemon) announceSkills() {
 	d.node.SetCapabilities(caps)
 }
 
-func (d *daemon) startAPI() error {
+// listenAPI reads the API token, checks that a listener beyond loopback
+// has one, and opens the API's listener, so that a bad token file or a
+// port in use fails before anything else starts. It returns the token
+// ("" if none).
+func (d *daemon) listenAPI() (string, error) {
+	c := d.cfg
+	tok, tokErr := readToken(d.dir, c.API.TokenFile)
+	if !api.IsLoopback(c.API.Listen) {
+		switch {
+		case tokErr != nil:
+			return "", fmt.Errorf("api.listen %s is beyond loopback, which requires a bearer token, but api.token_file %s cannot be read (%v): run `cortexd init` or write a token there",
+				c.API.Listen, repoFile(d.dir, c.API.TokenFile), tokErr)
+		case tok == "":
+			return "", fmt.Errorf("api.listen %s is beyond loopback, which requires a bearer token, but api.token_file %s is empty: write a token there (e.g. `openssl rand -hex 32`)",
+				c.API.Listen, repoFile(d.dir, c.API.TokenFile))
+		}
+	}
+	l, err := net.Listen("tcp", c.API.Listen)
+	if err != nil {
+		return "", fmt.Errorf("listen for the API on %s (api.listen): %w; is another daemon running, or set api.listen to a free port", c.API.Listen, err)
+	}
+	d.listener = l
+	d.addCloser("api listener", func() error {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	})
+	if tokErr != nil {
+		tok = ""
+	}
+	return tok, nil
+}
+
+// startAPI builds the API server, serves it on the listener listenAPI
+// opened, and writes DIR/api.
+func (d *daemon) startAPI(tok string) error {
 	c := d.cfg
 	var opts []api.Option
-	tok, tokErr := readToken(d.dir, c.API.TokenFile)
-	if tokErr == nil && tok != "" {
+	if tok != "" {
 		opts = append(opts, api.WithToken(tok))
 	}
 	opts = append(opts,
@@ -390,15 +445,7 @@ func (d *daemon) startAPI() error {
 		return fmt.Errorf("build API: %w", err)
 	}
 	d.api = srv
-	if !api.IsLoopback(c.API.Listen) && tokErr != nil {
-		return fmt.Errorf("api.listen %s is beyond loopback, which requires a bearer token, but api.token_file %s cannot be read (%v): run `cortexd init` or write a token there",
-			c.API.Listen, repoFile(d.dir, c.API.TokenFile), tokErr)
-	}
-	l, err := net.Listen("tcp", c.API.Listen)
-	if err != nil {
-		return fmt.Errorf("listen for the API on %s (api.listen): %w", c.API.Listen, err)
-	}
-	d.listener = l
+	l := d.listener
 	d.url = apiURL(l.Addr())
 	go func() { d.served <- srv.Serve(l) }()
 	d.addCloser("api", func() error {
@@ -427,53 +474,31 @@ func (d *daemon) shutdown(ctx context.Context) error {
 	}
 	d.handler.draining.Store(true)
 	if d.coord != nil {
+		// Orchestrator.Close, below, flushes the results still queued
+		// for peers.
 		if n := d.waitIdle(ctx); n > 0 {
 			d.log.Warn("shutdown grace period over: canceling the tasks still running", "tasks", n, "grace", d.cfg.Shutdown.Grace)
-		} else {
-			d.flushReplies(ctx)
 		}
 	}
 	return d.closeAll()
 }
 
-// liveStates are the states of unfinished tasks.
-var liveStates = []skill.TaskState{skill.StateQueued, skill.StateRunning, skill.StateDelegated, skill.StateRetrying}
+// awayStates are the states of this node's unfinished tasks that are not
+// in its queue: running on a peer, or waiting out a backoff.
+var awayStates = []skill.TaskState{skill.StateDelegated, skill.StateRetrying}
 
-// busy returns how many tasks are unfinished: this node's own, and peers'
-// tasks in its queue or running on it.
+// busy returns how many tasks are unfinished: those in the queue (this
+// node's own and peers', ready, delayed or running here) and this node's
+// own that run elsewhere or wait to retry. The coordinator has no count of
+// the latter, so they are listed, at most skill.MaxListLimit of them:
+// enough to tell busy from idle.
 func (d *daemon) busy() int {
-	n := len(d.coord.List(skill.ListFilter{States: liveStates, Limit: skill.MaxListLimit}))
-	n += int(d.handler.running.Load())
 	st := d.coord.QueueStats()
-	n += st.InFlight + st.Delayed
+	n := st.InFlight + st.Delayed
 	for _, q := range st.Depth {
 		n += q
 	}
-	return n
-}
-
-// replyFlush is how long after answering a peer the daemon waits before
-// closing the orchestrator, which drops result frames still queued on its
-// streams (grid.Orchestrator.Close resets them without flushing).
-const replyFlush = 100 * time.Millisecond
-
-// flushReplies gives the orchestrator's writers time to send the results
-// answered just before shutdown.
-func (d *daemon) flushReplies(ctx context.Context) {
-	last := d.handler.answered.Load()
-	if last == 0 {
-		return
-	}
-	wait := replyFlush - time.Since(time.Unix(0, last))
-	if wait <= 0 {
-		return
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
+	return n + len(d.coord.List(skill.ListFilter{States: awayStates, Limit: skill.MaxListLimit}))
 }
 
 // waitIdle waits until no task is unfinished or ctx is done, and returns

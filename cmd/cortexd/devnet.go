@@ -105,14 +105,11 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) (err error) {
 		return fmt.Errorf("devnet dir: %w", err)
 	}
 	log := newLogger(config.Log{Level: o.logLevel, Format: "text"}, a.stderr)
-	var nodes []*daemon
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for i := len(nodes) - 1; i >= 0; i-- {
-			err = errors.Join(err, nodes[i].shutdown(ctx))
-		}
-	}()
+	var (
+		nodes   []*daemon
+		running []devnetNode
+	)
+	defer func() { err = errors.Join(err, stopDevnet(running)) }()
 	for i := range o.nodes {
 		dir := filepath.Join(base, fmt.Sprintf("node%d", i+1))
 		if !initialized(dir) {
@@ -124,9 +121,9 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) (err error) {
 		if err != nil {
 			return err
 		}
-		defer unlock()
 		cfg, err := config.Load(filepath.Join(dir, config.FileName), nil)
 		if err != nil {
+			unlock()
 			return err
 		}
 		cfg.Log.Level = o.logLevel
@@ -138,15 +135,18 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) (err error) {
 		}
 		d, err := newDaemon(cfg, dir, log.With("node", i+1))
 		if err != nil {
+			unlock()
 			return fmt.Errorf("node %d: %w", i+1, err)
 		}
 		sctx, cancel := context.WithTimeout(ctx, startTimeout)
 		err = d.start(sctx)
 		cancel()
 		if err != nil {
+			unlock() // start tore down what it started
 			return fmt.Errorf("start node %d: %w", i+1, err)
 		}
 		nodes = append(nodes, d)
+		running = append(running, devnetNode{name: fmt.Sprintf("node %d", i+1), grace: cfg.Shutdown.Grace, shutdown: d.shutdown, unlock: unlock})
 	}
 	if err := waitDevnetReady(ctx, nodes); err != nil {
 		fmt.Fprintf(a.stderr, "cortexd devnet: %v (the nodes run anyway)\n", err)
@@ -155,6 +155,32 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) (err error) {
 	<-ctx.Done()
 	fmt.Fprintln(a.stderr, "\ncortexd devnet: stopping")
 	return nil
+}
+
+// devnetNode is a started devnet node: how to stop it and release its
+// repo.
+type devnetNode struct {
+	name     string
+	grace    time.Duration // its shutdown.grace
+	shutdown func(context.Context) error
+	unlock   func()
+}
+
+// stopDevnet stops the nodes in reverse order of start. Each gets its own
+// grace period, and its repo lock is released right after its own
+// shutdown, never while it still runs.
+func stopDevnet(nodes []devnetNode) error {
+	var errs []error
+	for i := len(nodes) - 1; i >= 0; i-- {
+		n := nodes[i]
+		ctx, cancel := context.WithTimeout(context.Background(), n.grace)
+		if err := n.shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop %s: %w", n.name, err))
+		}
+		cancel()
+		n.unlock()
+	}
+	return errors.Join(errs...)
 }
 
 // waitDevnetReady waits until every node sees a provider for every skill
@@ -205,7 +231,7 @@ func (a *app) printDevnet(base string, nodes []*daemon, o devnetOptions) {
 	if len(nodes) >= 3 {
 		fmt.Fprintf(w, "  cortexd task submit debug.sleep --input '{\"ms\":3000}' --priority high --wait\n")
 	}
-	fmt.Fprintf(w, "  curl -s %s/v1/tasks -d '{\"skill\":\"hash.sha256\",\"input\":{\"data\":\"aGVsbG8=\"}}'\n", first.url)
+	fmt.Fprintf(w, "  curl -s %s/v1/tasks -H 'Content-Type: application/json' -d '{\"skill\":\"hash.sha256\",\"input\":{\"data\":\"aGVsbG8=\"}}'\n", first.url)
 	fmt.Fprintf(w, "  cortexd metrics; cortexd trust\n")
 	if o.dir == "" && !o.keep {
 		fmt.Fprintf(w, "\nThe repos in %s are removed when devnet stops (--keep keeps them).\n", base)

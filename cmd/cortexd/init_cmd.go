@@ -15,7 +15,9 @@ func (a *app) initCommand() *cobra.Command {
 		Long: `init creates the repo dir (--repo, else $CORTEXD_PATH, else ~/.cortexd) with
 an Ed25519 identity (identity.key, mode 0600), a commented config.yaml and an
 API token (api-token, mode 0600), and prints the node's peer ID. It refuses a
-repo that exists unless --force, which replaces all three (a new peer ID).
+repo that exists unless --force, which replaces all three (a new peer ID)
+and moves the old identity's state (DIR/state.db: tasks, trust, metrics)
+aside to DIR/state.db.bak-<time>.
 
 --swarm-key makes the node the first of a private network: it generates a
 pre-shared key into DIR/swarm.key (mode 0600) and sets network.swarm_key_file,
@@ -32,6 +34,7 @@ join: share it as you would a password.`,
 			if err != nil {
 				return err
 			}
+			o.out = a.stderr
 			id, err := initRepo(dir, o)
 			if err != nil {
 				return err

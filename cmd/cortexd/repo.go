@@ -7,12 +7,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -20,6 +22,7 @@ import (
 	"github.com/cortexgrid/cortexd/cmd/cortexd/internal/config"
 	"github.com/cortexgrid/cortexd/pkg/client"
 	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/store"
 )
 
 // lockFileName is the file a running daemon holds an exclusive lock on.
@@ -60,6 +63,8 @@ type initOptions struct {
 	// a copy of an existing key file.
 	swarmKey     bool
 	swarmKeyFrom string
+	// out, if not nil, is told what force moved aside.
+	out io.Writer
 }
 
 // initRepo creates a repo in dir: config.yaml, an Ed25519 identity (mode
@@ -101,6 +106,9 @@ func initRepo(dir string, o initOptions) (peer.ID, error) {
 				return "", fmt.Errorf("replace %s: %w", p, err)
 			}
 		}
+		if err := moveStateAside(dir, o.out); err != nil {
+			return "", err
+		}
 	}
 	id, err := writeIdentity(keyPath, o.seed)
 	if err != nil {
@@ -122,6 +130,24 @@ func initRepo(dir string, o initOptions) (peer.ID, error) {
 		return "", fmt.Errorf("write config: %w", err)
 	}
 	return id, nil
+}
+
+// moveStateAside renames the old identity's state (its tasks, trust and
+// metrics, DIR/state.db) to DIR/state.db.bak-<UTC time>, so that a new
+// identity does not resume them, and tells out.
+func moveStateAside(dir string, out io.Writer) error {
+	old := filepath.Join(dir, store.FileName)
+	if _, err := os.Lstat(old); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	bak := old + ".bak-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+	if err := os.Rename(old, bak); err != nil {
+		return fmt.Errorf("move the old identity's state aside: %w", err)
+	}
+	if out != nil {
+		fmt.Fprintf(out, "moved the old identity's state (tasks, trust, metrics) to %s\n", bak)
+	}
+	return nil
 }
 
 func presentFiles(paths ...string) []string {

@@ -97,7 +97,7 @@ is sent as JSON; anything else, or anything with --raw, as raw bytes.`,
 	fl.DurationVar(&f.timeout, "timeout", 0, "fail the task if it has not finished after this long (default: the node's queue.default_timeout)")
 	fl.Float64Var(&f.minTrust, "min-trust", 0, "minimum trust, 0-1, of the node that runs it (default: the node's trust.min_trust_default)")
 	fl.IntVar(&f.maxRetries, "max-retries", 0, "attempts after a failed one (default: the node's queue.max_retries)")
-	fl.IntVar(&f.attempts, "attempts", 0, "at most this many attempts, the first included, 1-101; overrides --max-retries (default: --max-retries + 1)")
+	fl.IntVar(&f.attempts, "attempts", 0, "at most this many attempts, the first included, 1-101; overrides --max-retries (0, the default: --max-retries + 1)")
 	fl.DurationVar(&f.backoff, "backoff", 0, "wait before the first retry, doubling per retry (default: the node's)")
 	fl.DurationVar(&f.maxBackoff, "max-backoff", 0, "longest wait between attempts, not below --backoff (default: the node's)")
 	fl.StringVar(&f.retryOn, "retry-on", "", "retry only failures with these error codes, comma-separated: "+strings.Join(apiv1.RetryCodes, ", ")+" (default: all)")
@@ -163,8 +163,8 @@ func retryFlags(fl *pflag.FlagSet, f *submitFlags) (*apiv1.RetryPolicy, error) {
 	}
 	p := &apiv1.RetryPolicy{BaseBackoff: apiv1.Duration(f.backoff), MaxBackoff: apiv1.Duration(f.maxBackoff)}
 	if fl.Changed("attempts") {
-		if f.attempts < 1 || f.attempts > apiv1.MaxAttempts {
-			return nil, usageErrorf("--attempts must be between 1 and %d, got %d", apiv1.MaxAttempts, f.attempts)
+		if f.attempts < 0 || f.attempts > apiv1.MaxAttempts {
+			return nil, usageErrorf("--attempts must be between 0 and %d (0: --max-retries + 1), got %d", apiv1.MaxAttempts, f.attempts)
 		}
 		p.MaxAttempts = f.attempts
 	}

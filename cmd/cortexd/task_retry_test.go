@@ -51,6 +51,7 @@ func TestCLISubmitRetryFlags(t *testing.T) {
 			&apiv1.RetryPolicy{MaxAttempts: 5, BaseBackoff: apiv1.Duration(200 * time.Millisecond), MaxBackoff: apiv1.Duration(10 * time.Second),
 				RetryOn: []string{apiv1.CodeExecution, apiv1.CodeTimeout}}},
 		{"attempts alone", []string{"--attempts", "1"}, &apiv1.RetryPolicy{MaxAttempts: 1}},
+		{"attempts 0 is the default, as in the API", []string{"--attempts", "0", "--backoff", "1s"}, &apiv1.RetryPolicy{BaseBackoff: apiv1.Duration(time.Second)}},
 		{"retry-on alone", []string{"--retry-on", "internal"}, &apiv1.RetryPolicy{RetryOn: []string{apiv1.CodeInternal}}},
 	}
 	for _, tc := range cases {
@@ -92,8 +93,8 @@ func TestCLISubmitRetryFlagErrors(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		{[]string{"--attempts", "0"}, "--attempts must be between 1 and 101, got 0"},
-		{[]string{"--attempts", "102"}, "--attempts must be between 1 and 101"},
+		{[]string{"--attempts", "-1"}, "--attempts must be between 0 and 101 (0: --max-retries + 1), got -1"},
+		{[]string{"--attempts", "102"}, "--attempts must be between 0 and 101"},
 		{[]string{"--attempts", "many"}, "--attempts"},
 		{[]string{"--backoff", "soon"}, "--backoff"},
 		{[]string{"--backoff", "-1s"}, "--backoff must be between 0 and 24h"},

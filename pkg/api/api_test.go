@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +85,9 @@ func request(t testing.TB, h http.Handler, method, path, body string, hdr ...str
 		rd = strings.NewReader(body)
 	}
 	req := httptest.NewRequest(method, path, rd)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
@@ -133,6 +137,9 @@ func TestAPIErrors(t *testing.T) {
 			}
 			if got := a.errorCode(t); got != tc.code {
 				t.Errorf("code %q, want %q", got, tc.code)
+			}
+			if strings.Contains(string(a.body), `"message":"submit task: `) {
+				t.Errorf("the message leaks the coordinator's prefix: %s", a.body)
 			}
 			if ct := a.header.Get("Content-Type"); ct != "application/json" {
 				t.Errorf("Content-Type %q", ct)
@@ -266,6 +273,12 @@ func TestAPITaskLifecycle(t *testing.T) {
 	if canceled.State != apiv1.StateCanceled || canceled.Error == nil {
 		t.Errorf("after cancel: %s; want state canceled with an error", a.body)
 	}
+	a = request(t, h, "POST", "/v1/tasks/"+slow.ID+"/cancel", "")
+	var eb apiv1.ErrorBody
+	json.Unmarshal(a.body, &eb)
+	if want := "task " + slow.ID + " was already canceled"; a.status != 409 || eb.Error.Code != apiv1.CodeFinished || eb.Error.Message != want {
+		t.Errorf("second cancel: %d %s; want 409 %s %q", a.status, a.body, apiv1.CodeFinished, want)
+	}
 
 	a = request(t, h, "GET", "/v1/tasks?limit=2", "")
 	var page apiv1.TaskList
@@ -336,8 +349,8 @@ func TestAPIDrainRefusesNewTasks(t *testing.T) {
 func TestAPIEventStreamFollowsATask(t *testing.T) {
 	e := newEngine(t)
 	s := server(t, e)
-	base := serve(t, s, loopbackListener(t))
 	task := submit(t, s.Handler(), `{"skill":"debug.sleep","input":{"ms":200}}`)
+	base := serve(t, s, loopbackListener(t))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -455,6 +468,33 @@ func TestAPITaskLatencyHistogram(t *testing.T) {
 					t.Errorf("label %s=%s", l.GetName(), l.GetValue())
 				}
 			}
+		}
+	}
+}
+
+// TestCollectorMetricNames checks that every metric the collector exports
+// follows cortex_<subsystem>_<what>[_<unit>].
+func TestCollectorMetricNames(t *testing.T) {
+	e := newEngine(t)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(api.NewCollector(e.Coordinator, e.Node, e.Trust))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	subsystems := []string{"queue", "tasks", "task", "grid", "trust"}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		names[name] = true
+		parts := strings.Split(name, "_")
+		if len(parts) < 3 || parts[0] != "cortex" || !slices.Contains(subsystems, parts[1]) {
+			t.Errorf("metric %s is not named cortex_<subsystem>_<what>_<unit>", name)
+		}
+	}
+	for _, want := range []string{"cortex_grid_peers", "cortex_trust_peers_score"} {
+		if !names[want] {
+			t.Errorf("no metric %s among %v", want, names)
 		}
 	}
 }

@@ -2,9 +2,12 @@ package api
 
 import (
 	"crypto/subtle"
+	"fmt"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
@@ -34,7 +37,17 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		if err := s.checkBrowser(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		got, ok := bearer(r)
+		if !ok && !s.requireToken.Load() { // beyond loopback: 401 below
+			if err := s.checkHost(r); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
 		switch {
 		case ok && len(s.token) > 0 && subtle.ConstantTimeCompare([]byte(got), s.token) == 1:
 		case ok:
@@ -46,6 +59,55 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// checkBrowser refuses what a web page could make a browser send: a
+// request from another origin (the Origin header is not this API's own,
+// http://<Host>), and a body that is not JSON (an HTML form or a
+// text/plain fetch needs no CORS preflight, application/json does). A
+// request with a body must say Content-Type: application/json; one
+// without a body (POST /v1/tasks/{id}/cancel) may leave it out.
+func (s *Server) checkBrowser(r *http.Request) error {
+	if o := r.Header.Get("Origin"); o != "" && !strings.EqualFold(o, "http://"+r.Host) {
+		return &httpError{http.StatusForbidden, apiv1.CodeForbiddenOrigin,
+			fmt.Sprintf("requests from origin %q are refused: the API answers only its own clients, not web pages", clip(o, 100))}
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return nil
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" && r.ContentLength == 0 {
+		return nil
+	}
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		return &httpError{http.StatusUnsupportedMediaType, apiv1.CodeUnsupportedType,
+			fmt.Sprintf("Content-Type %q is refused: send the body as JSON with Content-Type: application/json (curl: -H 'Content-Type: application/json')", clip(ct, 100))}
+	}
+	return nil
+}
+
+// checkHost guards a request without a token against DNS rebinding: once
+// the server has a listener, its Host header must name loopback
+// (localhost, 127.0.0.1, [::1]) and the listener's port.
+func (s *Server) checkHost(r *http.Request) error {
+	port := s.port.Load()
+	if port == 0 { // no listener: Handler used directly
+		return nil
+	}
+	host, p, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host, p = r.Host, "80"
+	}
+	ok := host == "localhost"
+	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil && a.IsLoopback() {
+		ok = true
+	}
+	if !ok || p != strconv.Itoa(int(port)) {
+		return &httpError{http.StatusForbidden, apiv1.CodeForbiddenHost,
+			fmt.Sprintf("Host %q is refused: without a bearer token the API answers only localhost:%d, 127.0.0.1:%d or [::1]:%d", clip(r.Host, 100), port, port, port)}
+	}
+	return nil
 }
 
 func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request, msg string) {

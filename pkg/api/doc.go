@@ -21,4 +21,8 @@
 // apiv1.Code* constants. Request bodies are limited (WithMaxBodyBytes).
 // A bearer token, when set, is always accepted, and is required for every
 // endpoint but /healthz and /readyz when the listener is beyond loopback.
+// Web pages cannot drive the API: a request whose Origin is not the API's
+// own is refused (403), a body must come with Content-Type:
+// application/json (415), and a request without a token must name a
+// loopback Host with the listener's port (403; DNS rebinding).
 package api

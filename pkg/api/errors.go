@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/grid"
@@ -61,14 +62,17 @@ func errorStatus(err error) (int, string) {
 }
 
 // errorMessage is the message an error is answered with: err's own, but
-// for ErrNoCapableNode one built from the skill and the reason, without the
+// without the coordinator's "submit task: " prefix, and for
+// ErrNoCapableNode one built from the skill and the reason, without the
 // chain of what was being done:
 //
 //	unknown skill "nope.skill": no node on the grid offers it
 func errorMessage(err error) string {
 	var nc *skill.NoCapableNodeError
 	if !errors.As(err, &nc) {
-		return err.Error()
+		// The coordinator's "doing what" prefix says nothing to a client
+		// that has just submitted.
+		return strings.TrimPrefix(err.Error(), "submit task: ")
 	}
 	switch nc.Reason {
 	case skill.NoProvider:

@@ -54,16 +54,34 @@ func parseEventQuery(r *http.Request) (eventQuery, error) {
 }
 
 // eventSink queues events for one stream without ever blocking the
-// publisher: when the client lags, events are dropped and counted.
+// publisher: when the client lags, events are dropped and counted. A
+// task's final event is never dropped: it waits in final, since a
+// single-task stream ends only after writing it.
 type eventSink struct {
 	ch      chan apiv1.Event
 	dropped atomic.Uint64
+	final   atomic.Pointer[apiv1.Event]
+	gotFin  chan struct{} // signaled when final is set
+}
+
+func newEventSink(n int) *eventSink {
+	return &eventSink{ch: make(chan apiv1.Event, n), gotFin: make(chan struct{}, 1)}
 }
 
 func (k *eventSink) push(ev apiv1.Event) {
 	select {
 	case k.ch <- ev:
 	default:
+		if ev.Task != nil && apiv1.Terminal(ev.Task.State) {
+			if k.final.Swap(&ev) != nil { // another task's, in a stream of all tasks
+				k.dropped.Add(1)
+			}
+			select {
+			case k.gotFin <- struct{}{}:
+			default:
+			}
+			return
+		}
 		k.dropped.Add(1)
 	}
 }
@@ -87,7 +105,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.streams.Add(-1)
 
-	sink := &eventSink{ch: make(chan apiv1.Event, eventBuffer)}
+	sink := newEventSink(eventBuffer)
 	if eq.tasks {
 		defer s.deps.Tasks.Subscribe(func(e skill.Event) {
 			if eq.only == nil || e.TaskID == *eq.only {
@@ -144,6 +162,13 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, sink *eventSink,
 			final = writeEvent(bw, ev)
 			for n := len(sink.ch); n > 0 && !final; n-- { // coalesce what is queued into one flush
 				final = writeEvent(bw, <-sink.ch)
+			}
+		case <-sink.gotFin:
+			for n := len(sink.ch); n > 0 && !final; n-- { // what came before it
+				final = writeEvent(bw, <-sink.ch)
+			}
+			if ev := sink.final.Swap(nil); ev != nil && !final {
+				final = writeEvent(bw, *ev)
 			}
 		}
 		if d := sink.dropped.Load(); d != reported {

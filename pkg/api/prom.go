@@ -15,7 +15,7 @@ type StatsSource interface {
 	QueueStats() grid.QueueStats
 }
 
-// trustBuckets are the upper bounds of the cortex_trust_peers histogram.
+// trustBuckets are the upper bounds of the cortex_trust_peers_score histogram.
 var trustBuckets = []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1}
 
 // Collector exports the node's figures as cortex_* Prometheus metrics,
@@ -58,9 +58,9 @@ func NewCollector(stats StatsSource, node Network, trust TrustView) *Collector {
 			"Task attempts finished, by outcome: completed, failed, timed_out.", []string{"outcome"}, nil),
 		execSeconds: prometheus.NewDesc("cortex_task_execution_seconds",
 			"Execution time of completed task attempts on the node that ran them (quantiles within 1%).", nil, nil),
-		peers: prometheus.NewDesc("cortex_peers",
+		peers: prometheus.NewDesc("cortex_grid_peers",
 			"Peers this node knows, by state: connected (a live connection) or known (announced skills recently).", []string{"state"}, nil),
-		trustPeers: prometheus.NewDesc("cortex_trust_peers",
+		trustPeers: prometheus.NewDesc("cortex_trust_peers_score",
 			"Distribution of this node's trust in the peers it holds evidence about (0 to 1).", nil, nil),
 	}
 }

@@ -119,6 +119,7 @@ type Server struct {
 
 	handler      http.Handler
 	requireToken atomic.Bool
+	port         atomic.Uint32 // the listener's port, 0 before Serve
 	draining     atomic.Bool
 	streams      atomic.Int64 // open event streams
 
@@ -172,8 +173,9 @@ func New(deps Deps, opts ...Option) (*Server, error) {
 	return s, nil
 }
 
-// Handler returns the API's handler, with authentication. A server that
-// was never given a listener treats every request as coming over loopback.
+// Handler returns the API's handler, with authentication and the browser
+// guard. A server that was never given a listener treats every request as
+// coming over loopback and does not check the Host header.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() http.Handler {
@@ -245,6 +247,9 @@ func (s *Server) Serve(l net.Listener) error {
 			return fmt.Errorf("serve API on %s: beyond loopback a bearer token is required, and none is set", l.Addr())
 		}
 		s.requireToken.Store(true)
+	}
+	if ta, ok := l.Addr().(*net.TCPAddr); ok {
+		s.port.Store(uint32(ta.Port))
 	}
 	srv := &http.Server{
 		Handler:           s.handler,

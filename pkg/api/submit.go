@@ -131,7 +131,7 @@ func buildTask(req *apiv1.SubmitRequest, d TaskDefaults, self peer.ID) (*skill.S
 func retryPolicy(r *apiv1.RetryPolicy) (skill.RetryPolicy, error) {
 	p := skill.RetryPolicy{MaxAttempts: r.MaxAttempts, BaseBackoff: time.Duration(r.BaseBackoff), MaxBackoff: time.Duration(r.MaxBackoff)}
 	if p.MaxAttempts < 0 || p.MaxAttempts > apiv1.MaxAttempts {
-		return p, badRequest(`"retry.max_attempts" must be between 1 and %d (0 or left out: "max_retries" + 1), got %d`, apiv1.MaxAttempts, p.MaxAttempts)
+		return p, badRequest(`"retry.max_attempts" must be between 0 and %d (0 or left out: "max_retries" + 1), got %d`, apiv1.MaxAttempts, p.MaxAttempts)
 	}
 	for _, f := range [...]struct {
 		name string

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -122,6 +123,11 @@ func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request) {
 			if st, err = s.deps.Tasks.Status(id); err == nil {
 				writeJSON(w, http.StatusOK, taskOf(st))
 				return
+			}
+		} else if errors.Is(err, skill.ErrTaskFinished) {
+			if st, serr := s.deps.Tasks.Status(id); serr == nil {
+				err = &httpError{http.StatusConflict, apiv1.CodeFinished,
+					fmt.Sprintf("task %s was already %s", id, strings.ReplaceAll(taskOf(st).State, "_", " "))}
 			}
 		}
 	}

@@ -31,6 +31,17 @@ const DefaultTokenFile = "api-token"
 // none is running for the repo, or its address does not answer.
 var ErrUnreachable = errors.New("daemon unreachable")
 
+// unreachableError wraps ErrUnreachable with a message that says it all,
+// without the sentinel's text appended.
+type unreachableError struct{ msg string }
+
+func (e *unreachableError) Error() string { return e.msg }
+func (e *unreachableError) Unwrap() error { return ErrUnreachable }
+
+func unreachablef(format string, args ...any) error {
+	return &unreachableError{fmt.Sprintf(format, args...)}
+}
+
 // Error is an error answer from the API.
 type Error struct {
 	Status  int    // HTTP status
@@ -86,7 +97,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 func FromRepo(dir, tokenFile string, opts ...Option) (*Client, error) {
 	raw, err := os.ReadFile(filepath.Join(dir, APIFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no daemon is running on repo %s (it has no %s file): start one with `cortexd daemon`: %w", dir, APIFile, ErrUnreachable)
+		return nil, unreachablef("no daemon is running on repo %s (it has no %s file): start one with `cortexd daemon`", dir, APIFile)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read API address: %w", err)
@@ -161,7 +172,7 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, ctxErr)
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || isDialError(err) {
-		return nil, fmt.Errorf("daemon at %s does not answer (%v): is `cortexd daemon` running? %w", c.base, rootCause(err), ErrUnreachable)
+		return nil, unreachablef("daemon at %s does not answer (%v): is `cortexd daemon` running?", c.base, rootCause(err))
 	}
 	return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 }

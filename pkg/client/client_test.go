@@ -53,6 +53,9 @@ func TestClientFromRepoWithoutDaemonIsUnreachable(t *testing.T) {
 	if !errors.Is(err, client.ErrUnreachable) || !strings.Contains(err.Error(), "cortexd daemon") {
 		t.Fatalf("FromRepo on a repo with no api file: %v; want ErrUnreachable with advice", err)
 	}
+	if strings.Contains(err.Error(), client.ErrUnreachable.Error()) {
+		t.Errorf("the message repeats the sentinel: %v", err)
+	}
 }
 
 func TestClientRefusedConnectionIsUnreachable(t *testing.T) {
@@ -68,6 +71,8 @@ func TestClientRefusedConnectionIsUnreachable(t *testing.T) {
 	}
 	if _, err := c.ID(context.Background()); !errors.Is(err, client.ErrUnreachable) {
 		t.Fatalf("ID against a closed port: %v; want ErrUnreachable", err)
+	} else if strings.Contains(err.Error(), client.ErrUnreachable.Error()) {
+		t.Errorf("the message repeats the sentinel: %v", err)
 	}
 }
 

@@ -319,21 +319,24 @@ type Error struct {
 
 // Error codes.
 const (
-	CodeInvalidRequest = "invalid_request" // malformed JSON, bad parameter
-	CodeInvalidInput   = "invalid_input"   // input does not satisfy the skill's schema
-	CodeUnknownSkill   = "unknown_skill"
-	CodeNotFound       = "not_found" // no such task, peer or endpoint
-	CodeQueueFull      = "queue_full"
-	CodeNoCapableNode  = "no_capable_node"
-	CodeDelegation     = "delegation_failed"
-	CodeTimeout        = "timeout"
-	CodeCanceled       = "canceled"
-	CodeFinished       = "already_finished" // cancel of a finished task
-	CodeExecution      = "execution_failed"
-	CodeTooLarge       = "body_too_large"
-	CodeUnauthorized   = "unauthorized"
-	CodeShuttingDown   = "shutting_down" // draining or not started
-	CodeInternal       = "internal"
+	CodeInvalidRequest  = "invalid_request" // malformed JSON, bad parameter
+	CodeInvalidInput    = "invalid_input"   // input does not satisfy the skill's schema
+	CodeUnknownSkill    = "unknown_skill"
+	CodeNotFound        = "not_found" // no such task, peer or endpoint
+	CodeQueueFull       = "queue_full"
+	CodeNoCapableNode   = "no_capable_node"
+	CodeDelegation      = "delegation_failed"
+	CodeTimeout         = "timeout"
+	CodeCanceled        = "canceled"
+	CodeFinished        = "already_finished" // cancel of a finished task
+	CodeExecution       = "execution_failed"
+	CodeTooLarge        = "body_too_large"
+	CodeUnauthorized    = "unauthorized"
+	CodeForbiddenOrigin = "forbidden_origin"       // a web page's request (Origin is not the API's own)
+	CodeForbiddenHost   = "forbidden_host"         // no token and a Host that is not loopback (DNS rebinding)
+	CodeUnsupportedType = "unsupported_media_type" // a body without Content-Type: application/json
+	CodeShuttingDown    = "shutting_down"          // draining or not started
+	CodeInternal        = "internal"
 )
 
 // Priority is a 0-255 task priority. In JSON it is a number or one of the

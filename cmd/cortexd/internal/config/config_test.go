@@ -151,7 +151,12 @@ func TestConfigErrors(t *testing.T) {
 		{
 			name:  "a deny list from the environment names the variable's key",
 			env:   map[string]string{"CORTEXD_NETWORK_DENY_PEERS": peerA + ",nope"},
-			wants: []string{"network.deny_peers[1]", `"nope"`},
+			wants: []string{"network.deny_peers[1]", `"nope"`, "(set by $CORTEXD_NETWORK_DENY_PEERS)"},
+		},
+		{
+			name:  "a value out of range from the environment names the variable",
+			env:   map[string]string{"CORTEXD_QUEUE_WORKERS": "-1"},
+			wants: []string{"queue.workers: must not be negative", "(set by $CORTEXD_QUEUE_WORKERS)"},
 		},
 		{
 			name:  "a default timeout beyond a day is refused",

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -31,8 +32,15 @@ func (c *Config) Validate() error {
 
 type problems []string
 
+// add records a problem with key; if an environment variable set the
+// key, the problem says so, as decode errors do.
 func (p *problems) add(key, format string, args ...any) {
-	*p = append(*p, key+": "+fmt.Sprintf(format, args...))
+	msg := key + ": " + fmt.Sprintf(format, args...)
+	base, _, _ := strings.Cut(key, "[") // network.deny_peers[1]
+	if _, ok := os.LookupEnv(EnvVar(base)); ok {
+		msg += " (set by $" + EnvVar(base) + ")"
+	}
+	*p = append(*p, msg)
 }
 
 func (p *problems) positive(key string, n int) {
