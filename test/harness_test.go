@@ -310,6 +310,13 @@ func (f *forwardingHandler) CancelTask(from peer.ID, id grid.TaskID) {
 	}
 }
 
+// AbandonTask implements grid.TaskAbandoner.
+func (f *forwardingHandler) AbandonTask(from peer.ID, t *grid.RemoteTask) {
+	if c := f.h.Load(); c != nil {
+		c.AbandonTask(from, t)
+	}
+}
+
 // funcSkill is a skill made of a descriptor and a function, for skills
 // that only a test offers.
 type funcSkill struct {

@@ -109,6 +109,21 @@ func (r *handlerRef) CancelTask(from peer.ID, id grid.TaskID) {
 	}
 }
 
+var _ grid.TaskAbandoner = (*handlerRef)(nil)
+
+// AbandonTask implements grid.TaskAbandoner: the requester's stream died.
+func (r *handlerRef) AbandonTask(from peer.ID, t *grid.RemoteTask) {
+	h := r.h.Load()
+	if h == nil {
+		return
+	}
+	if ab, ok := (*h).(grid.TaskAbandoner); ok {
+		ab.AbandonTask(from, t)
+		return
+	}
+	(*h).CancelTask(from, t.ID)
+}
+
 // newLogger builds the daemon's logger from log.level and log.format.
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	var lvl slog.Level

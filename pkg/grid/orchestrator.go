@@ -196,8 +196,10 @@ func (c *orchConfig) validate() error {
 // for a peer over one long-lived stream, opened on first use and reopened
 // after a failure. Incoming, it admits tasks from peers' streams (rate and
 // in-flight limits per peer), hands them to its TaskHandler and sends
-// their results back. All methods are safe for concurrent use.
-// DelegateAsync is Delegate without a goroutine waiting per task: the
+// their results back; when an incoming stream fails, the tasks still
+// running for it are stopped through the handler, with AbandonTask if it
+// is a TaskAbandoner, else CancelTask. All methods are safe for concurrent
+// use. DelegateAsync is Delegate without a goroutine waiting per task: the
 // outcome is handed to a callback on the goroutine that learns it.
 //
 // On the wire, each request is answered by a TaskAck and, if accepted, a

@@ -442,8 +442,8 @@ func (it *inTask) reply(r *RemoteResult) {
 }
 
 // fail ends the stream: it is reset, and tasks still running for it are
-// canceled in the handler, since their results can no longer be sent.
-// It is idempotent.
+// stopped in the handler (see TaskAbandoner), since their results can no
+// longer be sent. It is idempotent.
 func (st *inStream) fail(cause error) {
 	st.mu.Lock()
 	if st.dead {
@@ -468,11 +468,34 @@ func (st *inStream) fail(cause error) {
 	close(st.done)
 	resetStream(st.s)
 	if len(tasks) > 0 && o.handler != nil {
-		o.log.Debug("task stream ended with tasks running; canceling them", "peer", st.from, "tasks", len(tasks), "cause", cause)
-		for id := range tasks {
-			o.handler.CancelTask(st.from, id)
+		o.log.Debug("task stream ended with tasks running; abandoning them", "peer", st.from, "tasks", len(tasks), "cause", cause)
+		ab, _ := o.handler.(TaskAbandoner)
+		for id, it := range tasks {
+			switch {
+			case it.replied.Load():
+				// Answered, or superseded by a request on another stream.
+			case ab != nil:
+				ab.AbandonTask(st.from, &it.task)
+			default:
+				o.handler.CancelTask(st.from, id)
+			}
 		}
 	}
+}
+
+// TaskAbandoner is implemented by a TaskHandler that tells a task whose
+// requester's connection was lost apart from one its requester canceled.
+// When a task stream fails with tasks still running for it, the
+// orchestrator calls AbandonTask for each of them if the handler
+// implements it, and CancelTask otherwise.
+type TaskAbandoner interface {
+	// AbandonTask stops the task that request t (the one HandleTask got
+	// from peer from) started: its result can no longer be delivered. It
+	// leaves the task alone if it now answers a newer request for the same
+	// ID (from re-sent it on another stream meanwhile). The stop must not
+	// be remembered as the task's result: a later request for the same ID
+	// runs it again.
+	AbandonTask(from peer.ID, t *RemoteTask)
 }
 
 // idle reports whether the stream has had no frame and no running task

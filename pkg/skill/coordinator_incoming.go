@@ -22,6 +22,7 @@ type incoming struct {
 	id       TaskID // the ID the peer uses
 	deadline time.Time
 	reply    func(*grid.RemoteResult) // guarded by the shard lock
+	rt       *grid.RemoteTask         // the request reply answers; guarded by the shard lock
 
 	task SkillTask
 	job  Job
@@ -129,7 +130,7 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 		return reject(grid.RejectMalformed, 0, "deadline %s has passed", deadline.Format(time.RFC3339Nano))
 	}
 	qid := saltID(rt.ID, c.salt)
-	inc := &incoming{from: from, id: rt.ID, deadline: deadline, reply: reply}
+	inc := &incoming{from: from, id: rt.ID, deadline: deadline, reply: reply, rt: rt}
 	inc.task = SkillTask{
 		ID: rt.ID, Skill: reputation.SkillID(rt.Skill), Version: rt.Version, Input: in, Requester: from,
 		Priority: rt.Priority, Timeout: deadline.Sub(now), MinTrust: rt.MinTrust, CreatedAt: now,
@@ -145,7 +146,7 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 			return reject(grid.RejectMalformed, 0, "task ID %s is in use", rt.ID.Short())
 		}
 		prev := old.reply
-		old.reply = reply
+		old.reply, old.rt = reply, rt
 		s.mu.Unlock()
 		prev(&grid.RemoteResult{ID: rt.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: "superseded by a newer request for the same task", Executor: c.self})
 		return nil
@@ -204,6 +205,42 @@ func (c *DelegationCoordinator) CancelTask(from peer.ID, id grid.TaskID) {
 	reply := in.reply
 	s.mu.Unlock()
 	c.stopIncoming(qid, in, reply, grid.CodeCanceled, "canceled by the requester")
+}
+
+var _ grid.TaskAbandoner = (*DelegationCoordinator)(nil)
+
+// connLostMessage is the failure of a peer's task stopped because the
+// connection it came on was lost (see AbandonTask). Nobody receives it: it
+// shows in logs, and it is never stored.
+const connLostMessage = "requester connection lost"
+
+// AbandonTask stops a task whose requester's connection was lost (see
+// grid.TaskAbandoner): the work is dropped, and so is its record in the
+// store, so that when from asks again for the same task ID, after
+// reconnecting or restarting, the task runs again rather than being
+// answered with a cancellation it never asked for. The task is left alone
+// if it answers a newer request than t (from re-sent it meanwhile).
+func (c *DelegationCoordinator) AbandonTask(from peer.ID, t *grid.RemoteTask) {
+	if t == nil {
+		return
+	}
+	qid := saltID(t.ID, c.salt)
+	s := c.in.shard(qid)
+	s.mu.Lock()
+	in := s.m[qid]
+	if in == nil || in.from != from || in.rt != t {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.m, qid)
+	reply := in.reply
+	s.mu.Unlock()
+	c.q.Remove(qid)
+	in.job.Cancel()
+	if c.cfg.store != nil {
+		c.cfg.store.ForgetRemoteAsync(in.from, in.id, nil)
+	}
+	reply(&grid.RemoteResult{ID: in.id, ErrorCode: grid.CodeCanceled, ErrorMessage: connLostMessage, Executor: c.self})
 }
 
 // stopIncoming takes a taken entry out of the queue, stops its job and

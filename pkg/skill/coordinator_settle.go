@@ -151,14 +151,13 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 	if o.kind != kindSuccess && c.log.Enabled(context.Background(), slog.LevelDebug) {
 		c.log.Debug("attempt failed", "task", r.task.ID.Short(), "attempt", n, "node", o.peer, "err", o.err)
 	}
-	id := r.task.ID.Short()
 	retry := false
 	var exclude []peer.ID
 	switch o.kind {
 	case kindSuccess:
 		c.finishLocked(s, r, StateSucceeded, o.res, nil)
 	case kindFatal:
-		c.finishLocked(s, r, StateFailed, failure(o.code, o.peer), fmt.Errorf("task %s: %w", id, o.err))
+		c.finishLocked(s, r, StateFailed, failure(o.code, o.peer), fmt.Errorf("task %s: %w", r.task.ID.Short(), o.err))
 	case kindTimeout:
 		c.finishLocked(s, r, StateTimedOut, failure(grid.CodeTimeout, o.peer), timeoutError(r, o.err))
 	case kindCanceled:
@@ -169,10 +168,10 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 			c.finishLocked(s, r, StateCanceled, failure(grid.CodeCanceled, o.peer), c.canceledError(r))
 		case o.kind == kindRetry && !r.task.Retry.retries(o.code):
 			c.finishLocked(s, r, StateFailed, failure(o.code, o.peer),
-				fmt.Errorf("task %s: %w: its retry policy does not retry code %v: %w", id, ErrDelegationFailed, o.code, o.err))
+				fmt.Errorf("task %s: %w: its retry policy does not retry code %v: %w", r.task.ID.Short(), ErrDelegationFailed, o.code, o.err))
 		case int(r.attempts) >= r.task.maxAttempts():
 			c.finishLocked(s, r, StateFailed, failure(o.code, o.peer),
-				fmt.Errorf("task %s: %w after %d attempts: %w", id, ErrDelegationFailed, r.attempts, o.err))
+				fmt.Errorf("task %s: %w after %d attempts: %w", r.task.ID.Short(), ErrDelegationFailed, r.attempts, o.err))
 		case !now.Before(r.task.Deadline()):
 			c.finishLocked(s, r, StateTimedOut, failure(grid.CodeTimeout, o.peer), timeoutError(r, o.err))
 		default:

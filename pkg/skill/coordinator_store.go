@@ -347,18 +347,33 @@ func (c *DelegationCoordinator) resume(rec *store.TaskRecord) {
 }
 
 // answerStored answers a repeated request for a task this node finished
-// for from, from the store. It reports false if the store does not know
-// the task as finished, and the request is then handled as usual.
+// for from, from the store, and records that from has the result. It
+// reports false if the store does not know the task as finished, and the
+// request is then handled as usual. A task that ended canceled is not
+// answered but forgotten, and runs again: a requester asking again for a
+// task wants its result, and the cancellation may not even be its own (a
+// connection lost before AbandonTask existed, or through a handler that
+// does not forward it). The reply is called before HandleTask returns,
+// which the orchestrator accepts, so that nothing outlives Close.
 func (c *DelegationCoordinator) answerStored(from peer.ID, id TaskID, reply func(*grid.RemoteResult)) bool {
 	rr, err := c.cfg.store.Remote(from, id)
 	if err != nil || !rr.State.Terminal() || rr.Result == nil {
 		return false
 	}
+	if rr.State == store.StateCanceled {
+		if err := c.cfg.store.ForgetRemote(context.Background(), from, id); err != nil {
+			c.log.Warn("cannot forget a canceled peer task", "task", id.Short(), "peer", from, "err", err)
+		}
+		return false
+	}
 	res := rr.Result
-	go reply(&grid.RemoteResult{
+	reply(&grid.RemoteResult{
 		ID: id, Success: res.Success, Output: res.Output, ErrorCode: res.Code, ErrorMessage: res.Error,
 		ExecTime: res.Duration, Executor: c.self,
 	})
+	if !rr.Delivered {
+		c.cfg.store.MarkDeliveredAsync(from, id, nil)
+	}
 	return true
 }
 

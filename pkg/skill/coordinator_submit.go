@@ -53,12 +53,12 @@ func (c *DelegationCoordinator) SubmitTask(ctx context.Context, t *SkillTask) (T
 	if t.Requester == "" {
 		t.Requester = c.self
 	}
-	local := true
-	if err := c.reg.Validate(t.Skill, t.Version, t.Input); err != nil {
-		if !errors.Is(err, ErrUnknownSkill) {
+	e := c.reg.find(t.Skill, t.Version) // nil: not here, no error built
+	local := e != nil
+	if local {
+		if err := e.validate(t.Input); err != nil {
 			return TaskID{}, fmt.Errorf("submit task: %w", err)
 		}
-		local = false
 	}
 	cand, err := c.pick(t, local, nil)
 	if err != nil {
@@ -76,13 +76,7 @@ func (c *DelegationCoordinator) SubmitTask(ctx context.Context, t *SkillTask) (T
 			return TaskID{}, fmt.Errorf("submit task %s: %w", t.ID.Short(), err)
 		}
 	}
-	err = c.submitTo(t, cand, now, chosenID)
-	if errors.Is(err, ErrQueueFull) && cand.Local && c.remote != nil {
-		// The local level is full: a peer may take the task instead.
-		if alt, aerr := c.pick(t, false, nil); aerr == nil {
-			err = c.submitTo(t, alt, now, chosenID)
-		}
-	}
+	err = c.submitTo(t, cand, now, chosenID, cand.Local && c.remote != nil)
 	if err != nil {
 		if c.cfg.store != nil {
 			c.failStored(t, err)
@@ -157,8 +151,12 @@ func (c *DelegationCoordinator) pick(t *SkillTask, local bool, exclude []peer.ID
 
 // submitTo makes the record of t and starts its first attempt on cand.
 // checkDup says that the caller chose t's ID, which must then be checked
-// for a clash with a known task.
-func (c *DelegationCoordinator) submitTo(t *SkillTask, cand Candidate, now time.Time, checkDup bool) error {
+// for a clash with a known task. fallback says that, if cand is this node
+// and its queue level is full, a peer may take the task instead: the
+// record then moves on to that peer without a terminal event, which would
+// tell subscribers (and the API's latency histogram) of a failure that did
+// not happen.
+func (c *DelegationCoordinator) submitTo(t *SkillTask, cand Candidate, now time.Time, checkDup, fallback bool) error {
 	s := c.tasks.shard(t.ID)
 	r := &record{task: t, updated: now.UnixNano()}
 	s.mu.Lock()
@@ -187,6 +185,15 @@ func (c *DelegationCoordinator) submitTo(t *SkillTask, cand Candidate, now time.
 			return err
 		}
 		s.remove(r)
+		if fallback && errors.Is(err, ErrQueueFull) {
+			s.mu.Unlock()
+			if alt, aerr := c.pick(t, false, nil); aerr == nil {
+				if err = c.submitTo(t, alt, now, checkDup, false); err == nil {
+					return nil // subscribers saw it queued, then delegated
+				}
+			}
+			s.mu.Lock()
+		}
 		// Subscribers saw it queued: tell them it is gone.
 		r.state, r.err = StateFailed, err
 		r.result = SkillResult{TaskID: t.ID, Code: codeRejected, Error: err.Error(), ExecutedBy: c.self, Attempts: 1, FinishedAt: now}
@@ -252,6 +259,7 @@ func (c *DelegationCoordinator) enqueue(a attempt) error {
 // launch starts a remote attempt prepared by beginLocked, without the lock.
 func (c *DelegationCoordinator) launch(r *record, a attempt) {
 	c.metrics.RecordSubmitted(a.peer)
+	c.router.attemptStarted(a.peer) // ended by startRemote or runRemote
 	if ad, ok := c.remote.(asyncDelegator); ok {
 		c.startRemote(ad, a.ctx, a.cancel, r, a.n, a.peer)
 		return
@@ -282,6 +290,7 @@ func remoteTask(r *record, n int) *grid.RemoteTask {
 func (c *DelegationCoordinator) startRemote(ad asyncDelegator, ctx context.Context, cancel context.CancelFunc, r *record, n int, p peer.ID) {
 	start := time.Now()
 	ad.DelegateAsync(ctx, p, remoteTask(r, n), func(res *grid.RemoteResult, err error) {
+		c.router.attemptEnded(p)
 		c.settle(r, n, classifyRemote(ctx, r, p, res, err, time.Since(start)))
 		cancel()
 		c.wg.Done()
@@ -295,5 +304,6 @@ func (c *DelegationCoordinator) runRemote(ctx context.Context, cancel context.Ca
 	defer cancel()
 	start := time.Now()
 	res, err := c.remote.Delegate(ctx, p, remoteTask(r, n))
+	c.router.attemptEnded(p)
 	c.settle(r, n, classifyRemote(ctx, r, p, res, err, time.Since(start)))
 }

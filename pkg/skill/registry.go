@@ -339,6 +339,17 @@ func notify(fns []func()) {
 
 // lookup returns the entry for id, which must have the given version
 // unless version is empty. It does not allocate when the skill is found.
+// find returns the entry of skill id at version (any version if empty),
+// or nil; unlike lookup it does not allocate an error on a miss, for the
+// hot path of a task whose skill this node does not have.
+func (r *Registry) find(id reputation.SkillID, version string) *entry {
+	e, ok := r.state.Load().byID[id]
+	if !ok || (version != "" && version != e.desc.Version) {
+		return nil
+	}
+	return e
+}
+
 func (r *Registry) lookup(id reputation.SkillID, version string) (*entry, error) {
 	e, ok := r.state.Load().byID[id]
 	if !ok {

@@ -7,6 +7,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
@@ -92,6 +94,8 @@ type Candidate struct {
 	Trust float64
 	// Version is the version of the skill the node offers.
 	Version string
+
+	util float64 // the utilization the score used, before its cap at 1
 }
 
 // RouterOption configures a Router.
@@ -146,13 +150,19 @@ const (
 // latency term is 0.5); ref the latency reference (WithLatencyReference, 50 ms by
 // default); util its utilization ((queued + in flight) / worker slots): this
 // node's from the load function, a peer's from its last capability
-// announcement. The w are the Weights (DefaultWeights unless WithWeights).
-// The score is in [0, 1].
+// announcement plus the attempts this node's coordinator has sent the peer
+// and not yet seen end (announcements come every few seconds: without
+// them a burst of tasks would all go to the peer that looked idlest at the
+// last one). The count may include tasks the announcement already counts;
+// it errs towards spreading. The w are the Weights (DefaultWeights unless
+// WithWeights). The score is in [0, 1].
 //
 // Order. Candidates with a live connection (this node counts as one) come
 // first, then peers without one (they may be reachable through a dial, but
 // a connected peer answers sooner and is known to be up); within each group
-// higher scores come first, ties broken by this node first, then by peer ID.
+// higher scores come first, ties broken by this node first, then by the
+// lower utilization (which the score caps at 1: past full load it still
+// spreads tasks), then by peer ID.
 //
 // Errors. With no candidate, Route returns a *NoCapableNodeError whose
 // Reason is NoProvider if no node offers the skill (at that version),
@@ -177,6 +187,37 @@ type Router struct {
 	w          Weights
 	wsum       float64
 	latencyRef float64 // seconds
+
+	// outstanding counts, per peer, the remote attempts the coordinator
+	// using this router has started and not yet seen end: peer.ID ->
+	// *atomic.Int32. Entries are kept (one per peer ever delegated to).
+	outstanding sync.Map
+}
+
+// attemptStarted counts a remote attempt started on p.
+func (r *Router) attemptStarted(p peer.ID) {
+	v, ok := r.outstanding.Load(p)
+	if !ok {
+		v, _ = r.outstanding.LoadOrStore(p, new(atomic.Int32))
+	}
+	v.(*atomic.Int32).Add(1)
+}
+
+// attemptEnded counts the end of an attempt counted by attemptStarted.
+func (r *Router) attemptEnded(p peer.ID) {
+	if v, ok := r.outstanding.Load(p); ok {
+		v.(*atomic.Int32).Add(-1)
+	}
+}
+
+// remoteUtil is the utilization the score uses for provider p: its
+// announced load plus this node's attempts outstanding on it.
+func (r *Router) remoteUtil(p *grid.Provider) float64 {
+	l := p.Load
+	if v, ok := r.outstanding.Load(p.Peer); ok && l.Capacity > 0 {
+		l.InFlight += max(int(v.(*atomic.Int32).Load()), 0)
+	}
+	return l.Utilization()
 }
 
 // NewRouter returns a router for this node (self) and its registry. dir,
@@ -222,8 +263,8 @@ func (r *Router) Route(t *SkillTask, exclude ...peer.ID) ([]Candidate, error) {
 // localOffer reports whether this node offers t's skill, and at which
 // version. It does not allocate when it does.
 func (r *Router) localOffer(t *SkillTask) (bool, string) {
-	e, err := r.reg.lookup(t.Skill, t.Version)
-	if err != nil {
+	e := r.reg.find(t.Skill, t.Version)
+	if e == nil {
 		return false, ""
 	}
 	return true, e.desc.Version
@@ -255,7 +296,7 @@ func (r *Router) route(t *SkillTask, local bool, localVersion string, exclude []
 	}
 	for i := range provs {
 		if c, ok := r.remoteCandidate(t, &provs[i], exclude, r.gate, &f); ok {
-			out = append(out, r.scored(t, c, provs[i].Load.Utilization()))
+			out = append(out, r.scored(t, c, r.remoteUtil(&provs[i])))
 		}
 	}
 	if len(out) == 0 {
@@ -298,7 +339,7 @@ func (r *Router) bestWith(t *SkillTask, local bool, exclude []peer.ID, gate Peer
 	}
 	for i := range provs {
 		if c, ok := r.remoteCandidate(t, &provs[i], exclude, gate, &f); ok {
-			consider(c, provs[i].Load.Utilization())
+			consider(c, r.remoteUtil(&provs[i]))
 		}
 	}
 	if !found {
@@ -391,6 +432,7 @@ func (r *Router) scored(t *SkillTask, c Candidate, util float64) Candidate {
 			}
 		}
 	}
+	c.util = util
 	w := r.w
 	s := w.Trust*clamp01(c.Trust) +
 		w.Skill*(clamp(rating, -1, 1)+1)/2 +
@@ -402,7 +444,7 @@ func (r *Router) scored(t *SkillTask, c Candidate, util float64) Candidate {
 }
 
 // compareCandidates orders candidates best first: connected before not,
-// then higher score, then this node, then peer ID.
+// then higher score, then this node, then lower utilization, then peer ID.
 func compareCandidates(a, b Candidate) int {
 	if a.Connected != b.Connected {
 		if a.Connected {
@@ -418,6 +460,9 @@ func compareCandidates(a, b Candidate) int {
 			return -1
 		}
 		return 1
+	}
+	if c := cmp.Compare(a.util, b.util); c != 0 {
+		return c // equal scores past full load: the less loaded
 	}
 	return strings.Compare(string(a.Peer), string(b.Peer))
 }

@@ -116,10 +116,15 @@
 //     executor answers from what it knows (below), and an unreachable P
 //     turns into an ordinary retry.
 //  5. HandleTask (executing side): Remote(from, id) first; a terminal
-//     record is answered at once with its Result (then MarkDelivered), a
-//     live one takes the running task's reply as today. Otherwise admit
-//     and AcceptRemoteAsync(record, nil). On the result:
-//     FinishRemoteAsync(from, id, result, delivered, nil).
+//     record is answered at once with its Result (then
+//     MarkDeliveredAsync), except a canceled one, which ForgetRemote drops
+//     so that the task runs again; a live one takes the running task's
+//     reply as today. Otherwise admit and AcceptRemoteAsync(record, nil).
+//     On the result: FinishRemoteAsync(from, id, result, delivered, nil).
+//     A task stopped because the requester's connection was lost
+//     (grid.TaskAbandoner) is not finished but forgotten
+//     (ForgetRemoteAsync): a canceled record would otherwise answer the
+//     requester's next request for it.
 //  6. Start (executing side): RecoverRemote(), and FinishRemote each with
 //     a CodeInternal "executor restarted" failure, not delivered: the
 //     requester gets it when it asks again and retries elsewhere.

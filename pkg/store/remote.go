@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -97,6 +98,38 @@ func (s *Store) MarkDelivered(ctx context.Context, from peer.ID, id grid.TaskID)
 		return fmt.Errorf("mark task %s delivered to %s: %w", id.Short(), from, err)
 	}
 	return nil
+}
+
+// ForgetRemote deletes what is known of task id sent by peer from, and
+// returns once that is on disk: a later AcceptRemote of the same (from,
+// id) succeeds, and the task runs again. It is for a task whose record
+// must not be replayed, such as one stopped because its requester's
+// connection was lost. Forgetting an unknown task is not an error.
+func (s *Store) ForgetRemote(ctx context.Context, from peer.ID, id grid.TaskID) error {
+	if err := s.do(ctx, s.forgetRemoteOp(from, id)); err != nil {
+		return fmt.Errorf("forget task %s from %s: %w", id.Short(), from, err)
+	}
+	return nil
+}
+
+// ForgetRemoteAsync queues what ForgetRemote writes and returns at once;
+// done, if not nil, is called as UpdateAsync describes.
+func (s *Store) ForgetRemoteAsync(from peer.ID, id grid.TaskID, done func(error)) {
+	s.doAsync(s.forgetRemoteOp(from, id), done)
+}
+
+func (s *Store) forgetRemoteOp(from peer.ID, id grid.TaskID) *op {
+	o := s.getOp(opForgetRemote)
+	o.from, o.id = from, id
+	return o
+}
+
+// MarkDeliveredAsync queues what MarkDelivered writes and returns at once;
+// done, if not nil, is called as UpdateAsync describes.
+func (s *Store) MarkDeliveredAsync(from peer.ID, id grid.TaskID, done func(error)) {
+	o := s.getOp(opMarkDelivered)
+	o.from, o.id = from, id
+	s.doAsync(o, done)
 }
 
 // stateOfResult is the terminal state a result puts a task in.
@@ -221,6 +254,30 @@ func (w *writeTx) markDelivered(from peer.ID, id grid.TaskID) error {
 	}
 	if err := w.b.rpending.Delete(key); err != nil {
 		return fmt.Errorf("delete pending delivery: %w", err)
+	}
+	return nil
+}
+
+func (w *writeTx) forgetRemote(from peer.ID, id grid.TaskID) error {
+	var kb [1 + maxPeerLen + idLen]byte
+	key := remoteKey(kb[:0], from, id)
+	var r RemoteRecord
+	if err := getRemote(w.b, key, &r); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	for _, bk := range []*bolt.Bucket{w.b.remote, w.b.rlive, w.b.rpending} {
+		if err := bk.Delete(key); err != nil {
+			return fmt.Errorf("delete remote record: %w", err)
+		}
+	}
+	if r.State.Terminal() && r.Result != nil {
+		var tk [timeLen + 1 + maxPeerLen + idLen]byte
+		if err := w.b.rdone.Delete(timeKey(tk[:0], r.Result.FinishedAt, key)); err != nil {
+			return fmt.Errorf("delete remote finished index: %w", err)
+		}
 	}
 	return nil
 }

@@ -126,3 +126,36 @@ func TestAcceptRemoteRefusesBadRecords(t *testing.T) {
 		})
 	}
 }
+
+func TestForgetRemoteLetsTheTaskBeAcceptedAgain(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	ctx := context.Background()
+	alice, self := newPeer(t), newPeer(t)
+	if err := s.AcceptRemote(ctx, remoteTask(alice, 1)); err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	if err := s.AcceptRemote(ctx, remoteTask(alice, 2)); err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	res := Result{Code: grid.CodeCanceled, Error: "requester connection lost", ExecutedBy: self}
+	if err := s.FinishRemote(ctx, alice, taskID(1), res, false); err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	for _, n := range []int{1, 2, 9} { // finished, live, unknown
+		if err := s.ForgetRemote(ctx, alice, taskID(n)); err != nil {
+			t.Fatalf("forget %d: %v", n, err)
+		}
+		if _, err := s.Remote(alice, taskID(n)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("task %d after ForgetRemote: %v, want ErrNotFound", n, err)
+		}
+	}
+	if p, err := s.PendingDeliveries(alice); err != nil || len(p) != 0 {
+		t.Fatalf("pending deliveries after forgetting: %v, %v; want none", ids(p), err)
+	}
+	if live, err := s.RecoverRemote(); err != nil || len(live) != 0 {
+		t.Fatalf("live remote tasks after forgetting: %v, %v; want none", ids(live), err)
+	}
+	if err := s.AcceptRemote(ctx, remoteTask(alice, 1)); err != nil {
+		t.Fatalf("accept a forgotten task again: %v", err)
+	}
+}

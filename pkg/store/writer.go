@@ -29,6 +29,7 @@ const (
 	opAcceptRemote
 	opFinishRemote
 	opMarkDelivered
+	opForgetRemote
 	opPutBlob
 	opSync
 )
@@ -294,6 +295,8 @@ func (w *writeTx) apply(o *op) error {
 		return w.finishRemote(o.from, o.id, &o.result, o.delivered)
 	case opMarkDelivered:
 		return w.markDelivered(o.from, o.id)
+	case opForgetRemote:
+		return w.forgetRemote(o.from, o.id)
 	case opPutBlob:
 		return w.b.blobs.Put(o.name, o.blob)
 	case opSync:
