@@ -26,7 +26,7 @@ test-short: ## quick tests without the race detector
 	$(GO) test -short -count=1 ./...
 
 bench: ## benchmarks with their in-run baselines (set BENCHTIME to change)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/grid/ ./pkg/skill/ ./pkg/reputation/ ./test/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/grid/ ./pkg/skill/ ./pkg/reputation/ ./pkg/store/ ./test/
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
