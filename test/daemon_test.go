@@ -386,6 +386,19 @@ func TestDaemonGridOfThreeProcesses(t *testing.T) {
 			}
 			return nil
 		})
+		// Delegated means sent, not yet running there: under load the
+		// SIGTERM could otherwise reach node 3 before the task does.
+		c3 := repoClient(t, repos[2])
+		pollUntil(t, 10*time.Second, "node 3 to run the task", func() error {
+			m, err := c3.Metrics(ctx)
+			if err != nil {
+				return err
+			}
+			if m.Queue.InFlight < 1 {
+				return fmt.Errorf("node 3 has %d tasks in flight", m.Queue.InFlight)
+			}
+			return nil
+		})
 		if err := procs[2].cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
