@@ -274,23 +274,34 @@ func (c *DelegationCoordinator) fireRetry(r *record, n int, cand Candidate) {
 	defer c.wg.Done()
 	s := c.tasks.shard(r.task.ID)
 	now := time.Now()
+	if !c.wakeLocked(s, r, n, now) {
+		return
+	}
+	c.startRetryLocked(s, r, cand, now)
+}
+
+// wakeLocked takes s's lock for a timer of r that fired after attempt n.
+// It returns true with the lock held and the timer cleared if r still
+// waits on that timer; otherwise it returns false with the lock released,
+// after ending r if the coordinator is closing or r is past its deadline.
+func (c *DelegationCoordinator) wakeLocked(s *taskShard, r *record, n int, now time.Time) bool {
 	s.mu.Lock()
 	if r.state != StateRetrying || int(r.attempts) != n {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	r.retry.timer = nil
 	switch {
 	case c.closing.Load():
 		c.finishLocked(s, r, StateCanceled, failure(grid.CodeCanceled, r.peer), c.canceledError(r))
 		c.publishUnlock(s, r, now)
-		return
+		return false
 	case !now.Before(r.task.Deadline()):
 		c.finishLocked(s, r, StateTimedOut, failure(grid.CodeTimeout, r.peer), timeoutError(r, nil))
 		c.publishUnlock(s, r, now)
-		return
+		return false
 	}
-	c.startRetryLocked(s, r, cand, now)
+	return true
 }
 
 // startRetryLocked begins the attempt after a retry wait on cand and

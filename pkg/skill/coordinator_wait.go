@@ -96,20 +96,7 @@ func (c *DelegationCoordinator) fireWait(r *record, n int) {
 	t := r.task
 	s := c.tasks.shard(t.ID)
 	now := time.Now()
-	s.mu.Lock()
-	if r.state != StateRetrying || int(r.attempts) != n {
-		s.mu.Unlock()
-		return
-	}
-	r.retry.timer = nil
-	switch {
-	case c.closing.Load():
-		c.finishLocked(s, r, StateCanceled, failure(grid.CodeCanceled, r.peer), c.canceledError(r))
-		c.publishUnlock(s, r, now)
-		return
-	case !now.Before(t.Deadline()):
-		c.finishLocked(s, r, StateTimedOut, failure(grid.CodeTimeout, r.peer), timeoutError(r, nil))
-		c.publishUnlock(s, r, now)
+	if !c.wakeLocked(s, r, n, now) {
 		return
 	}
 	s.mu.Unlock()
