@@ -21,19 +21,12 @@ func stateFilter(name string) ([]skill.TaskState, bool) {
 	return []skill.TaskState{st}, true
 }
 
-// codeOf maps a failed result's error code to an API error code.
+// codeOf maps a failed result's error code to an API error code. The API
+// spells codes as grid.ErrorCode.String does; a missing or unknown code
+// reads as execution_failed.
 func codeOf(c grid.ErrorCode) string {
-	switch c {
-	case grid.CodeTimeout:
-		return apiv1.CodeTimeout
-	case grid.CodeCanceled:
-		return apiv1.CodeCanceled
-	case grid.CodeInvalidInput:
-		return apiv1.CodeInvalidInput
-	case grid.CodeUnknownSkill:
-		return apiv1.CodeUnknownSkill
-	case grid.CodeInternal:
-		return apiv1.CodeInternal
+	if _, ok := grid.ParseErrorCode(c.String()); ok {
+		return c.String()
 	}
 	return apiv1.CodeExecution
 }
@@ -41,15 +34,8 @@ func codeOf(c grid.ErrorCode) string {
 // retryCode returns the grid error code behind one of apiv1.RetryCodes,
 // the inverse of codeOf for those codes.
 func retryCode(name string) grid.ErrorCode {
-	switch name {
-	case apiv1.CodeTimeout:
-		return grid.CodeTimeout
-	case apiv1.CodeCanceled:
-		return grid.CodeCanceled
-	case apiv1.CodeUnknownSkill:
-		return grid.CodeUnknownSkill
-	case apiv1.CodeInternal:
-		return grid.CodeInternal
+	if c, ok := grid.ParseErrorCode(name); ok {
+		return c
 	}
 	return grid.CodeExecutionFailed
 }

@@ -76,6 +76,17 @@ func (c ErrorCode) String() string {
 	return fmt.Sprintf("code(%d)", int32(c))
 }
 
+// ParseErrorCode returns the code String names, and false for an unknown
+// name or "none".
+func ParseErrorCode(name string) (ErrorCode, bool) {
+	for i, n := range codeNames {
+		if n == name && i > 0 {
+			return ErrorCode(i), true
+		}
+	}
+	return CodeNone, false
+}
+
 // RemoteResult is the outcome of a RemoteTask.
 type RemoteResult struct {
 	ID           TaskID
