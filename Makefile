@@ -5,6 +5,7 @@ PKG           := github.com/cortexgrid/cortexd
 VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS       := -s -w -X main.version=$(VERSION)
 PROTOC_GEN_GO := v1.36.12
+STATICCHECK   := v0.8.2
 GOBIN         ?= $(shell $(GO) env GOPATH)/bin
 IMAGE         ?= cortexd:latest
 NODES         ?= 3
@@ -28,9 +29,11 @@ test-short: ## quick tests without the race detector
 bench: ## benchmarks with their in-run baselines (set BENCHTIME to change)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/grid/ ./pkg/skill/ ./pkg/reputation/ ./pkg/store/ ./test/
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and staticcheck $(STATICCHECK) (installed into GOBIN if missing)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@test -x $(GOBIN)/staticcheck && $(GOBIN)/staticcheck -version | grep -q '$(STATICCHECK:v%=%)' || GOBIN=$(GOBIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK)
+	$(GOBIN)/staticcheck ./...
 
 proto: ## regenerate pkg/wire/cortexv1 from proto/ (needs protoc; installs protoc-gen-go $(PROTOC_GEN_GO))
 	GOBIN=$(GOBIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO)

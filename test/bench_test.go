@@ -36,10 +36,11 @@ import (
 // Latency rows report p50-us and p99-us; concurrent rows report req/s or
 // tasks/s.
 
+const echoProtocol protocol.ID = "/cortex/bench/echo/1.0.0"
+
 const (
-	echoProtocol protocol.ID = "/cortex/bench/echo/1.0.0"
-	benchInput               = 200
-	benchCallers             = 64
+	benchInput   = 200
+	benchCallers = 64
 )
 
 // echoHandler is a grid.TaskHandler whose reply returns the input.

@@ -72,7 +72,7 @@ func buildTask(req *apiv1.SubmitRequest, d TaskDefaults, self peer.ID) (*skill.S
 	if req.Skill == "" {
 		return nil, badRequest(`"skill" is required`)
 	}
-	if err := skill.ValidateSkillID(reputation.SkillID(req.Skill)); err != nil {
+	if err := reputation.SkillID(req.Skill).Validate(); err != nil {
 		return nil, badRequest("%s", clip(err.Error(), maxErrorDetail))
 	}
 	if err := checkVersion(req.Version); err != nil {

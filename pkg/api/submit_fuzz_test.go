@@ -105,7 +105,7 @@ func checkTask(t *testing.T, body []byte, task *skill.SkillTask) {
 		t.Helper()
 		t.Fatalf("accepted %q as %+v: "+format, append([]any{body, task}, args...)...)
 	}
-	if err := skill.ValidateSkillID(task.Skill); err != nil {
+	if err := task.Skill.Validate(); err != nil {
 		fail("invalid skill ID: %v", err)
 	}
 	if len(task.Version) > maxVersionLen {

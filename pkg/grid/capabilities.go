@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,16 +28,15 @@ const CapabilityTopic = "/cortex/capabilities/1.0.0"
 const (
 	MaxAnnouncementSize = 64 << 10
 	MaxAnnouncedSkills  = 256
-	MaxSkillIDLen       = 128
+	MaxSkillIDLen       = reputation.MaxSkillIDLen
 	MaxSkillVersionLen  = 64
 	maxAnnouncedAddrs   = 32
 	maxAnnouncedTTL     = time.Hour
 )
 
-var skillIDPattern = regexp.MustCompile(`^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$`)
-
-// ErrBadSkillID is wrapped by the errors for a malformed skill ID.
-var ErrBadSkillID = errors.New("skill ID must be lowercase dotted words such as hash.sha256, at most 128 bytes")
+// ErrBadSkillID is wrapped by the errors for a malformed skill ID. It is
+// reputation.ErrInvalidSkillID: the rule lives with the SkillID type.
+var ErrBadSkillID = reputation.ErrInvalidSkillID
 
 // Errors from validating an announcement. errAnnStale is not a fault: a
 // replay or a late copy, ignored rather than rejected.
@@ -53,12 +51,7 @@ var (
 // are ignored while it is full.
 const maxCapPeers = 10000
 
-func checkSkillID(id reputation.SkillID) error {
-	if len(id) == 0 || len(id) > MaxSkillIDLen || !skillIDPattern.MatchString(string(id)) {
-		return fmt.Errorf("skill ID %q: %w", id, ErrBadSkillID)
-	}
-	return nil
-}
+func checkSkillID(id reputation.SkillID) error { return id.Validate() }
 
 // SkillCapability is one skill a node offers, at one version.
 type SkillCapability struct {

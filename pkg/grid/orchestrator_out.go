@@ -62,7 +62,6 @@ func (c *call) finish(res *RemoteResult, err error) {
 // ended is a call taken out of the pending map with its terminal event,
 // to be finished once the stream's lock is released.
 type ended struct {
-	c   *call
 	res *RemoteResult
 	err error
 }

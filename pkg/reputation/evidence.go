@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Outcome is how a task delegated to a peer ended.
@@ -189,10 +187,4 @@ func (st *peerState) refresh(now time.Duration, cfg *config) (empty bool) {
 		return true
 	})
 	return empty
-}
-
-// peerEntry pairs a state with its peer, for iteration.
-type peerEntry struct {
-	id peer.ID
-	st *peerState
 }

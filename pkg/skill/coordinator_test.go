@@ -631,13 +631,11 @@ func TestCoordinatorDropsResultsAfterTheirRetention(t *testing.T) {
 
 func TestCoordinatorMaxTasksDropsTheOldestFinishedTasks(t *testing.T) {
 	e := newCoEnv(t, coEnvConfig{workers: 1, opts: []CoordinatorOption{WithMaxTasks(3)}})
-	var ids []TaskID
 	for range 5 {
 		id := e.submit(t, NewSkillTask("echo", RawInput(nil), ""))
 		if _, err := e.wait(t, id); err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, id)
 	}
 	if n := len(e.c.List(ListFilter{})); n != 3 {
 		t.Errorf("%d tasks kept, want 3", n)

@@ -22,10 +22,11 @@ import (
 	"golang.org/x/text/message"
 )
 
-// Errors returned by Register and ValidateSkillID.
+// Errors returned by Register.
 var (
-	// ErrInvalidSkillID: the ID is not a lowercase dotted name.
-	ErrInvalidSkillID = errors.New("invalid skill ID")
+	// ErrInvalidSkillID: the ID is not a lowercase dotted name. It is
+	// reputation.ErrInvalidSkillID: the rule lives with the SkillID type.
+	ErrInvalidSkillID = reputation.ErrInvalidSkillID
 	// ErrInvalidVersion: the version is empty or not semver-like.
 	ErrInvalidVersion = errors.New("invalid skill version")
 	// ErrInvalidSchema: the input schema is not valid JSON Schema.
@@ -34,43 +35,8 @@ var (
 	ErrDuplicateSkill = errors.New("skill already registered")
 )
 
-// MaxSkillIDLen is the longest skill ID, in bytes.
-const MaxSkillIDLen = 128
-
 // maxVersionLen is the longest version string, in bytes.
 const maxVersionLen = 64
-
-const idRule = `skill IDs are lowercase dotted names such as "hash.sha256": ` +
-	`each dot-separated part starts with a-z and continues with a-z, 0-9, '_' or '-'`
-
-// ValidateSkillID reports whether id is a valid skill ID: a lowercase dotted
-// name matching ^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$, at most 128 bytes.
-// The error wraps ErrInvalidSkillID and says what is wrong.
-func ValidateSkillID(id reputation.SkillID) error {
-	if id == "" {
-		return fmt.Errorf("skill ID is empty (%s): %w", idRule, ErrInvalidSkillID)
-	}
-	if len(id) > MaxSkillIDLen {
-		return fmt.Errorf("skill ID is %d bytes, more than %d: %w", len(id), MaxSkillIDLen, ErrInvalidSkillID)
-	}
-	partStart := true
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		ok := c >= 'a' && c <= 'z'
-		if !partStart {
-			ok = ok || c >= '0' && c <= '9' || c == '_' || c == '-'
-		}
-		if c == '.' && !partStart && i != len(id)-1 {
-			partStart = true
-			continue
-		}
-		if !ok {
-			return fmt.Errorf("skill ID %q: byte %d (%q) is not allowed there (%s): %w", string(id), i, c, idRule, ErrInvalidSkillID)
-		}
-		partStart = false
-	}
-	return nil
-}
 
 // validateVersion accepts semver-like versions: 1 to 3 dot-separated
 // numbers without leading zeros, then optional pre-release ("-rc.1") and
@@ -256,7 +222,7 @@ func NewRegistry() *Registry {
 	return r
 }
 
-// Register adds s. It checks the skill's ID (see ValidateSkillID), that its
+// Register adds s. It checks the skill's ID (see reputation.SkillID.Validate), that its
 // version is semver-like ("1.0.0"), and compiles its input schema (JSON
 // Schema, draft 2020-12 unless the schema says otherwise; external $refs
 // are refused). It fails with ErrDuplicateSkill if the ID is taken;
@@ -266,7 +232,7 @@ func (r *Registry) Register(s Skill) error {
 		return errors.New("register skill: skill is nil")
 	}
 	d := s.Descriptor()
-	if err := ValidateSkillID(d.ID); err != nil {
+	if err := d.ID.Validate(); err != nil {
 		return fmt.Errorf("register skill: %w", err)
 	}
 	if err := validateVersion(d.Version); err != nil {

@@ -46,7 +46,7 @@ func newTestRegistry(tb testing.TB, skills ...Skill) *Registry {
 	return r
 }
 
-func TestRegistryValidateSkillIDAcceptsLowercaseDottedNamesOnly(t *testing.T) {
+func TestSkillIDValidateAcceptsLowercaseDottedNamesOnly(t *testing.T) {
 	tests := []struct {
 		name string
 		id   reputation.SkillID
@@ -70,12 +70,12 @@ func TestRegistryValidateSkillIDAcceptsLowercaseDottedNamesOnly(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := ValidateSkillID(tt.id)
+			err := tt.id.Validate()
 			if tt.ok && err != nil {
-				t.Fatalf("ValidateSkillID(%q) = %v, want nil", tt.id, err)
+				t.Fatalf("Validate(%q) = %v, want nil", tt.id, err)
 			}
 			if !tt.ok && !errors.Is(err, ErrInvalidSkillID) {
-				t.Fatalf("ValidateSkillID(%q) = %v, want ErrInvalidSkillID", tt.id, err)
+				t.Fatalf("Validate(%q) = %v, want ErrInvalidSkillID", tt.id, err)
 			}
 		})
 	}

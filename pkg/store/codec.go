@@ -26,15 +26,14 @@ const recordV1 = 1
 var errDecode = errors.New("malformed record")
 
 type status struct {
-	state     State
-	attempt   int
-	created   time.Time
-	updated   time.Time
-	peer      peer.ID
-	tried     []peer.ID
-	err       string
-	result    *Result
-	delivered bool // remote records only
+	state   State
+	attempt int
+	created time.Time
+	updated time.Time
+	peer    peer.ID
+	tried   []peer.ID
+	err     string
+	result  *Result
 }
 
 func appendTime(b []byte, t time.Time) []byte {

@@ -26,13 +26,6 @@ func timeBits(t time.Time) uint64 {
 	return uint64(t.UnixNano()) ^ (1 << 63)
 }
 
-func bitsTime(u uint64) time.Time {
-	if u == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, int64(u^(1<<63)))
-}
-
 // createdKey is created + ^id: walked backwards, newest first and, among
 // equal times, by ID ascending (the order of skill's List).
 func createdKey(buf *[timeLen + idLen]byte, created time.Time, id grid.TaskID) []byte {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/reputation"
-	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 )
@@ -211,8 +210,8 @@ func (c *Config) validateMisc(p *problems) {
 	for i, s := range c.Skills.Enabled {
 		key := fmt.Sprintf("skills.enabled[%d]", i)
 		switch {
-		case skill.ValidateSkillID(reputation.SkillID(s)) != nil:
-			p.add(key, "%v", skill.ValidateSkillID(reputation.SkillID(s)))
+		case reputation.SkillID(s).Validate() != nil:
+			p.add(key, "%v", reputation.SkillID(s).Validate())
 		case seen[s]:
 			p.add(key, "%q is listed twice", s)
 		}
