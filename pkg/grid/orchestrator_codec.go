@@ -26,7 +26,7 @@ const (
 )
 
 // The wire enums must keep the values of the grid enums they carry.
-var _ = [1]struct{}{}[int(cortexv1.RejectReason_REJECT_REASON_MALFORMED)-int(RejectMalformed)]
+var _ = [1]struct{}{}[int(cortexv1.RejectReason_REJECT_REASON_OVER_BUDGET)-int(RejectOverBudget)]
 var _ = [1]struct{}{}[int(cortexv1.ErrorCode_ERROR_CODE_INTERNAL)-int(CodeInternal)]
 var _ = [1]struct{}{}[int(cortexv1.InputKind_INPUT_KIND_RAW)-int(InputRaw)]
 

@@ -111,9 +111,13 @@ const (
 	RejectRateLimited
 	RejectShuttingDown
 	RejectMalformed
+	RejectDeadlinePassed // the deadline was past when the request arrived
+	RejectDuplicate      // the same task ID and attempt is already running there
+	RejectTooLarge       // the input exceeds the executor's per-task cap
+	RejectOverBudget     // the sender's or the executor's byte budget is spent for now
 )
 
-var rejectNames = [...]string{"unspecified", "queue full", "unknown skill", "invalid input", "trust too low", "rate limited", "shutting down", "malformed request"}
+var rejectNames = [...]string{"unspecified", "queue full", "unknown skill", "invalid input", "trust too low", "rate limited", "shutting down", "malformed request", "deadline passed", "duplicate task", "input too large", "over budget"}
 
 func (r RejectReason) String() string {
 	if r >= 0 && int(r) < len(rejectNames) {
@@ -121,6 +125,13 @@ func (r RejectReason) String() string {
 	}
 	return fmt.Sprintf("reject(%d)", int32(r))
 }
+
+// ErrInvalidResult is wrapped by Delegate's error when the peer answered
+// with a result this node cannot accept: malformed, for another attempt
+// than the one asked, or failing the skill's output checks. Unlike a lost
+// peer it is a fault of the peer's own making, and the skill layer records
+// it as a wrong result against that peer.
+var ErrInvalidResult = errors.New("invalid result from peer")
 
 // ErrRejected is wrapped by every *RejectError.
 var ErrRejected = errors.New("task rejected")

@@ -79,37 +79,49 @@ func (InputKind) EnumDescriptor() ([]byte, []int) {
 type RejectReason int32
 
 const (
-	RejectReason_REJECT_REASON_UNSPECIFIED   RejectReason = 0
-	RejectReason_REJECT_REASON_QUEUE_FULL    RejectReason = 1
-	RejectReason_REJECT_REASON_UNKNOWN_SKILL RejectReason = 2
-	RejectReason_REJECT_REASON_INVALID_INPUT RejectReason = 3
-	RejectReason_REJECT_REASON_TRUST_TOO_LOW RejectReason = 4
-	RejectReason_REJECT_REASON_RATE_LIMITED  RejectReason = 5
-	RejectReason_REJECT_REASON_SHUTTING_DOWN RejectReason = 6
-	RejectReason_REJECT_REASON_MALFORMED     RejectReason = 7
+	RejectReason_REJECT_REASON_UNSPECIFIED     RejectReason = 0
+	RejectReason_REJECT_REASON_QUEUE_FULL      RejectReason = 1
+	RejectReason_REJECT_REASON_UNKNOWN_SKILL   RejectReason = 2
+	RejectReason_REJECT_REASON_INVALID_INPUT   RejectReason = 3
+	RejectReason_REJECT_REASON_TRUST_TOO_LOW   RejectReason = 4
+	RejectReason_REJECT_REASON_RATE_LIMITED    RejectReason = 5
+	RejectReason_REJECT_REASON_SHUTTING_DOWN   RejectReason = 6
+	RejectReason_REJECT_REASON_MALFORMED       RejectReason = 7
+	RejectReason_REJECT_REASON_DEADLINE_PASSED RejectReason = 8  // the deadline was past on arrival
+	RejectReason_REJECT_REASON_DUPLICATE       RejectReason = 9  // this task ID and attempt is already running here
+	RejectReason_REJECT_REASON_TOO_LARGE       RejectReason = 10 // the input exceeds this node's per-task cap
+	RejectReason_REJECT_REASON_OVER_BUDGET     RejectReason = 11 // the sender's or this node's byte budget is spent; see retry_after_ms
 )
 
 // Enum value maps for RejectReason.
 var (
 	RejectReason_name = map[int32]string{
-		0: "REJECT_REASON_UNSPECIFIED",
-		1: "REJECT_REASON_QUEUE_FULL",
-		2: "REJECT_REASON_UNKNOWN_SKILL",
-		3: "REJECT_REASON_INVALID_INPUT",
-		4: "REJECT_REASON_TRUST_TOO_LOW",
-		5: "REJECT_REASON_RATE_LIMITED",
-		6: "REJECT_REASON_SHUTTING_DOWN",
-		7: "REJECT_REASON_MALFORMED",
+		0:  "REJECT_REASON_UNSPECIFIED",
+		1:  "REJECT_REASON_QUEUE_FULL",
+		2:  "REJECT_REASON_UNKNOWN_SKILL",
+		3:  "REJECT_REASON_INVALID_INPUT",
+		4:  "REJECT_REASON_TRUST_TOO_LOW",
+		5:  "REJECT_REASON_RATE_LIMITED",
+		6:  "REJECT_REASON_SHUTTING_DOWN",
+		7:  "REJECT_REASON_MALFORMED",
+		8:  "REJECT_REASON_DEADLINE_PASSED",
+		9:  "REJECT_REASON_DUPLICATE",
+		10: "REJECT_REASON_TOO_LARGE",
+		11: "REJECT_REASON_OVER_BUDGET",
 	}
 	RejectReason_value = map[string]int32{
-		"REJECT_REASON_UNSPECIFIED":   0,
-		"REJECT_REASON_QUEUE_FULL":    1,
-		"REJECT_REASON_UNKNOWN_SKILL": 2,
-		"REJECT_REASON_INVALID_INPUT": 3,
-		"REJECT_REASON_TRUST_TOO_LOW": 4,
-		"REJECT_REASON_RATE_LIMITED":  5,
-		"REJECT_REASON_SHUTTING_DOWN": 6,
-		"REJECT_REASON_MALFORMED":     7,
+		"REJECT_REASON_UNSPECIFIED":     0,
+		"REJECT_REASON_QUEUE_FULL":      1,
+		"REJECT_REASON_UNKNOWN_SKILL":   2,
+		"REJECT_REASON_INVALID_INPUT":   3,
+		"REJECT_REASON_TRUST_TOO_LOW":   4,
+		"REJECT_REASON_RATE_LIMITED":    5,
+		"REJECT_REASON_SHUTTING_DOWN":   6,
+		"REJECT_REASON_MALFORMED":       7,
+		"REJECT_REASON_DEADLINE_PASSED": 8,
+		"REJECT_REASON_DUPLICATE":       9,
+		"REJECT_REASON_TOO_LARGE":       10,
+		"REJECT_REASON_OVER_BUDGET":     11,
 	}
 )
 
@@ -326,7 +338,8 @@ type TaskAck struct {
 	Accepted      bool                   `protobuf:"varint,2,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	Reason        RejectReason           `protobuf:"varint,3,opt,name=reason,proto3,enum=cortex.v1.RejectReason" json:"reason,omitempty"`
 	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	RetryAfterMs  uint32                 `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // a hint for QUEUE_FULL and RATE_LIMITED
+	RetryAfterMs  uint32                 `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // a hint for QUEUE_FULL, RATE_LIMITED and OVER_BUDGET
+	Attempt       uint32                 `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`                                 // the request's attempt; 0 from senders older than this field
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -396,6 +409,13 @@ func (x *TaskAck) GetRetryAfterMs() uint32 {
 	return 0
 }
 
+func (x *TaskAck) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 // TaskResult carries the outcome of an accepted TaskRequest.
 type TaskResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -406,6 +426,7 @@ type TaskResult struct {
 	ErrorMessage  string                 `protobuf:"bytes,5,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
 	ExecTimeUs    int64                  `protobuf:"varint,6,opt,name=exec_time_us,json=execTimeUs,proto3" json:"exec_time_us,omitempty"`
 	Executor      []byte                 `protobuf:"bytes,7,opt,name=executor,proto3" json:"executor,omitempty"` // peer ID bytes of the node that ran it
+	Attempt       uint32                 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`  // the request's attempt; 0 from senders older than this field
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -489,10 +510,18 @@ func (x *TaskResult) GetExecutor() []byte {
 	return nil
 }
 
+func (x *TaskResult) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 // TaskCancel asks the executor to stop a task it accepted.
 type TaskCancel struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskId        []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Attempt       uint32                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"` // 0: whatever attempt of task_id is running
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -532,6 +561,13 @@ func (x *TaskCancel) GetTaskId() []byte {
 		return x.TaskId
 	}
 	return nil
+}
+
+func (x *TaskCancel) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
 }
 
 // TaskHeartbeat tells the requester that the executor is still working on
@@ -895,13 +931,14 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\tmin_trust\x18\b \x01(\x01R\bminTrust\x12\x18\n" +
 	"\aattempt\x18\t \x01(\rR\aattempt\x12\x1c\n" +
 	"\trequester\x18\n" +
-	" \x01(\fR\trequester\"\xaf\x01\n" +
+	" \x01(\fR\trequester\"\xc9\x01\n" +
 	"\aTaskAck\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x1a\n" +
 	"\baccepted\x18\x02 \x01(\bR\baccepted\x12/\n" +
 	"\x06reason\x18\x03 \x01(\x0e2\x17.cortex.v1.RejectReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12$\n" +
-	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\"\xef\x01\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\x12\x18\n" +
+	"\aattempt\x18\x06 \x01(\rR\aattempt\"\x89\x02\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x18\n" +
@@ -912,10 +949,12 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\rerror_message\x18\x05 \x01(\tR\ferrorMessage\x12 \n" +
 	"\fexec_time_us\x18\x06 \x01(\x03R\n" +
 	"execTimeUs\x12\x1a\n" +
-	"\bexecutor\x18\a \x01(\fR\bexecutor\"%\n" +
+	"\bexecutor\x18\a \x01(\fR\bexecutor\x12\x18\n" +
+	"\aattempt\x18\b \x01(\rR\aattempt\"?\n" +
 	"\n" +
 	"TaskCancel\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\fR\x06taskId\"K\n" +
+	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\rR\aattempt\"K\n" +
 	"\rTaskHeartbeat\x12\x19\n" +
 	"\btask_ids\x18\x01 \x03(\fR\ataskIds\x12\x1f\n" +
 	"\vinterval_ms\x18\x02 \x01(\rR\n" +
@@ -944,7 +983,7 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\tInputKind\x12\x1a\n" +
 	"\x16INPUT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fINPUT_KIND_JSON\x10\x01\x12\x12\n" +
-	"\x0eINPUT_KIND_RAW\x10\x02*\x8c\x02\n" +
+	"\x0eINPUT_KIND_RAW\x10\x02*\x88\x03\n" +
 	"\fRejectReason\x12\x1d\n" +
 	"\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18REJECT_REASON_QUEUE_FULL\x10\x01\x12\x1f\n" +
@@ -953,7 +992,12 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\x1bREJECT_REASON_TRUST_TOO_LOW\x10\x04\x12\x1e\n" +
 	"\x1aREJECT_REASON_RATE_LIMITED\x10\x05\x12\x1f\n" +
 	"\x1bREJECT_REASON_SHUTTING_DOWN\x10\x06\x12\x1b\n" +
-	"\x17REJECT_REASON_MALFORMED\x10\a*\xce\x01\n" +
+	"\x17REJECT_REASON_MALFORMED\x10\a\x12!\n" +
+	"\x1dREJECT_REASON_DEADLINE_PASSED\x10\b\x12\x1b\n" +
+	"\x17REJECT_REASON_DUPLICATE\x10\t\x12\x1b\n" +
+	"\x17REJECT_REASON_TOO_LARGE\x10\n" +
+	"\x12\x1d\n" +
+	"\x19REJECT_REASON_OVER_BUDGET\x10\v*\xce\x01\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_EXECUTION_FAILED\x10\x01\x12\x16\n" +
