@@ -19,6 +19,16 @@ const ProtocolTask protocol.ID = "/cortex/task/1.0.0"
 // DefaultMaxMessageSize is the default cap on one frame's body, in bytes.
 const DefaultMaxMessageSize = 16 << 20
 
+// MaxTaskInput and MaxTaskOutput are the largest task input and output,
+// in bytes, that fit in one frame of DefaultMaxMessageSize beside the
+// other fields of a TaskRequest or TaskResult (4 KiB holds them all). The
+// API, the coordinator and the executor refuse larger ones where they
+// arise, before anything is sent, naming the limit.
+const (
+	MaxTaskInput  = DefaultMaxMessageSize - 4<<10
+	MaxTaskOutput = DefaultMaxMessageSize - 4<<10
+)
+
 // ErrMessageTooLarge is returned when a frame's declared length exceeds
 // the cap. The Reader returns it before allocating anything for the body.
 var ErrMessageTooLarge = errors.New("message too large")
