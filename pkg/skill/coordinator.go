@@ -15,7 +15,6 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/store"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/time/rate"
 )
 
 // ErrNotStarted is returned by SubmitTask before Start.
@@ -78,8 +77,9 @@ type coordinatorConfig struct {
 	retention           time.Duration
 	maxTasks            int
 	acceptThreshold     float64
-	peerRate            rate.Limit
-	peerBurst           int
+	acceptSet           bool             // WithAcceptThreshold was given
+	admission           *AdmissionPolicy // nil: built from acceptThreshold (see WithAdmission)
+	recent              recentConfig     // see WithRecentResults
 	sweepInterval       time.Duration
 	breaker             breakerConfig
 	queueOpts           []grid.QueueOption
@@ -91,7 +91,7 @@ func defaultCoordinatorConfig() coordinatorConfig {
 	return coordinatorConfig{
 		retryBase: DefaultRetryBase, retryMax: DefaultRetryMax,
 		retention: DefaultResultRetention, maxTasks: DefaultMaxTasks,
-		acceptThreshold: DefaultAcceptThreshold, peerRate: rate.Inf,
+		acceptThreshold: DefaultAcceptThreshold, recent: defaultRecentConfig(),
 		sweepInterval: DefaultSweepInterval, logger: slog.Default(),
 		breaker: defaultBreakerConfig(),
 	}
@@ -111,9 +111,10 @@ func (c *coordinatorConfig) validate() error {
 	if c.acceptThreshold < 0 || c.acceptThreshold > 1 || math.IsNaN(c.acceptThreshold) {
 		errs = append(errs, fmt.Errorf("accept threshold is %v; it must be in [0, 1]", c.acceptThreshold))
 	}
-	if c.peerRate != rate.Inf && (c.peerRate <= 0 || c.peerBurst <= 0) {
-		errs = append(errs, fmt.Errorf("peer rate limit %v/s burst %d: both must be more than 0", float64(c.peerRate), c.peerBurst))
+	if c.acceptSet && c.admission != nil {
+		errs = append(errs, errors.New("both an accept threshold and an admission policy are set: set the threshold in the policy's AdmissionConfig"))
 	}
+	errs = append(errs, c.recent.validate())
 	if c.sweepInterval <= 0 {
 		errs = append(errs, fmt.Errorf("sweep interval is %v; it must be more than 0", c.sweepInterval))
 	}
@@ -148,15 +149,21 @@ func WithResultRetention(d time.Duration) CoordinatorOption {
 func WithMaxTasks(n int) CoordinatorOption { return func(c *coordinatorConfig) { c.maxTasks = n } }
 
 // WithAcceptThreshold sets the trust in [0, 1] that a peer needs for
-// HandleTask to admit its tasks. Default: 0.1.
+// HandleTask to admit its tasks, in the admission policy the coordinator
+// builds when WithAdmission is not given. Default: 0.1. Setting both is
+// an error.
 func WithAcceptThreshold(trust float64) CoordinatorOption {
-	return func(c *coordinatorConfig) { c.acceptThreshold = trust }
+	return func(c *coordinatorConfig) { c.acceptThreshold, c.acceptSet = trust, true }
 }
 
-// WithPeerRateLimit limits the tasks each peer may send: r per second with
-// bursts of burst (golang.org/x/time/rate). Default: no limit.
-func WithPeerRateLimit(r rate.Limit, burst int) CoordinatorOption {
-	return func(c *coordinatorConfig) { c.peerRate, c.peerBurst = r, burst }
+// WithAdmission sets the policy whose Check HandleTask applies to every
+// request: a peer it refuses gets grid.RejectTrustTooLow. The same policy
+// should be the orchestrator's grid.PeerPolicy, which enforces each
+// class's rate, task and byte limits before a task reaches HandleTask:
+// the coordinator keeps no rate limiter of its own. Default: a policy from
+// DefaultAdmissionConfig with WithAcceptThreshold's threshold.
+func WithAdmission(p *AdmissionPolicy) CoordinatorOption {
+	return func(c *coordinatorConfig) { c.admission = p }
 }
 
 // WithSweepInterval sets how often the coordinator drops expired results
@@ -276,8 +283,10 @@ type DelegationCoordinator struct {
 	// waiters recycles the resultWaiters of Wait calls.
 	waiters sync.Pool
 
-	limMu    sync.Mutex
-	limiters map[peer.ID]*peerLimiter
+	// admission decides which peers may send tasks (see WithAdmission);
+	// recent answers requests repeated after their result was sent.
+	admission *AdmissionPolicy
+	recent    *recentResults
 
 	mu      sync.Mutex // guards the lifecycle and the subscriber list's writes
 	started bool
@@ -320,8 +329,18 @@ func NewCoordinator(d Deps, opts ...CoordinatorOption) (*DelegationCoordinator, 
 		metrics: d.Metrics, trust: d.Trust, remote: d.Remote, cfg: cfg,
 		log:   cfg.logger.With("subsystem", "coordinator"),
 		tasks: newTaskTable(cfg.maxTasks), in: newIncomingTable(), salt: grid.NewTaskID(),
-		limiters: make(map[peer.ID]*peerLimiter),
-		breakers: newBreakerSet(cfg.breaker),
+		breakers: newBreakerSet(cfg.breaker), admission: cfg.admission,
+		recent: newRecentResults(cfg.recent),
+	}
+	if c.admission == nil {
+		ac := DefaultAdmissionConfig()
+		ac.AcceptThreshold = cfg.acceptThreshold
+		ac.KnownTrust = max(ac.KnownTrust, cfg.acceptThreshold)
+		a, err := NewAdmissionPolicy(d.Trust, ac)
+		if err != nil {
+			return nil, fmt.Errorf("new coordinator: %w", err)
+		}
+		c.admission = a
 	}
 	c.waiters.New = newResultWaiter
 	c.localDone, c.incomingDone = c.onLocalDone, c.onIncomingDone
@@ -562,7 +581,8 @@ type resultWaiter struct {
 func newResultWaiter() any { return &resultWaiter{ch: make(chan struct{}, 1)} }
 
 // sweepLoop drops expired results, times out overdue tasks and forgets
-// idle rate limiters, every sweep interval until ctx ends.
+// the expired records of results sent to peers, every sweep interval until
+// ctx ends.
 func (c *DelegationCoordinator) sweepLoop(ctx context.Context) {
 	defer c.wg.Done()
 	tick := time.NewTicker(c.cfg.sweepInterval)
@@ -575,7 +595,7 @@ func (c *DelegationCoordinator) sweepLoop(ctx context.Context) {
 			now := time.Now()
 			c.sweepTasks(now)
 			c.in.sweep(c, now)
-			c.pruneLimiters(now)
+			c.recent.sweep(now)
 		}
 	}
 }

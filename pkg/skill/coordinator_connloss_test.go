@@ -94,6 +94,7 @@ func TestAbandonTaskLeavesANewerRequestAlone(t *testing.T) {
 	}
 	stPoll(t, "a worker begins the task", func() bool { return e.runs.Load() > 0 })
 	newer := *old
+	newer.Attempt++ // a retry: the same attempt again would be a duplicate
 	rep2 := newCoReplies()
 	if err := c.HandleTask(from, &newer, rep2.reply); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/time/rate"
 )
 
 // incoming is a task that a peer sent and this node admitted. It is keyed
@@ -75,19 +74,45 @@ func reject(reason grid.RejectReason, retryAfter time.Duration, format string, a
 }
 
 // HandleTask admits or rejects a task that peer from sends (see
-// grid.TaskHandler). It checks, in this order, cheapest and most
-// protective first: that the coordinator runs (else RejectShuttingDown),
-// the request's shape (RejectMalformed), from's trust against the accept
-// threshold (RejectTrustTooLow), from's rate limit (RejectRateLimited, with
-// RetryAfter), that the skill is registered (RejectUnknownSkill), the
-// input (RejectInvalidInput) and room in the queue (RejectQueueFull, with
-// RetryAfter). An admitted task runs through the same queue and executor
-// as local tasks, under the peer's deadline, and reply is called once with
-// its result, or with a CodeTimeout or CodeCanceled failure if it expires,
-// is canceled by from, or this node closes. A request for a task ID that
-// from already has running here takes over the reply of the running task
-// (the earlier reply gets a CodeCanceled "superseded" result) rather than
-// running the work twice.
+// grid.TaskHandler). The orchestrator has already held from to the limits
+// of its admission class (see WithAdmission and grid.PeerPolicy). It
+// checks, in this order, cheapest and most protective first: that the
+// coordinator runs (else RejectShuttingDown), the request's shape
+// (RejectMalformed), the admission policy (RejectTrustTooLow, for a peer
+// below the accept threshold, with a message saying how to get back in),
+// whether the request repeats one already answered (see below), that the
+// skill is registered (RejectUnknownSkill), the input
+// (RejectInvalidInput), the deadline (RejectDeadlinePassed), whether the
+// task ID is running here already (see below) and room in the queue
+// (RejectQueueFull, with RetryAfter). An admitted task runs through the
+// same queue and executor as local tasks, under the peer's deadline, and
+// reply is called once with its result, or with a CodeTimeout or
+// CodeCanceled failure if it expires, is canceled by from, or this node
+// closes.
+//
+// Repeated task IDs. A task is named by its ID and the peer that sent it;
+// each request for it carries an attempt number, which the requester
+// raises when it tries the task again. The rule, which docs/protocol.md
+// states for implementers:
+//
+//   - The ID is running here for the same peer: a request with the same or
+//     an older attempt is rejected with RejectDuplicate and the running
+//     task goes on; a newer attempt takes over the running task's reply
+//     (the earlier request gets a CodeCanceled "superseded" result), so
+//     the work does not run twice.
+//   - The ID is running here for another peer: RejectDuplicate.
+//   - The result of the ID was sent to the peer already and is still
+//     recorded (in the store if the coordinator has one, else in memory
+//     for DefaultRecentResultTTL, see WithRecentResults): a request is
+//     answered with that same result at once, without running the work
+//     again, if the result was a success or the request's attempt is not
+//     newer than the one answered. A newer attempt after a failure is a
+//     retry: the record is dropped and the task runs again. A result that
+//     was too large to keep answers a repeat of its attempt with
+//     RejectDuplicate, and a newer attempt runs again.
+//   - A canceled task (by the requester, a lost connection or Close) is
+//     not recorded: asking again runs it again.
+//   - Otherwise (never seen, or the record expired) the task runs.
 func (c *DelegationCoordinator) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
 	err := c.admit(from, rt, reply)
 	if err != nil && c.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -104,14 +129,11 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 	if rt == nil || reply == nil || rt.ID.IsZero() || from == "" {
 		return reject(grid.RejectMalformed, 0, "request needs a task ID, a sender and a reply")
 	}
-	if tr := c.trust.Trust(from); tr < c.cfg.acceptThreshold {
-		return reject(grid.RejectTrustTooLow, 0, "requester trust %.2f is below this node's threshold %.2f", tr, c.cfg.acceptThreshold)
+	if err := c.admission.Check(from); err != nil {
+		return err
 	}
-	if c.cfg.store != nil && c.answerStored(from, rt.ID, reply) {
-		return nil
-	}
-	if ok, after := c.allow(from); !ok {
-		return reject(grid.RejectRateLimited, after, "more than %.4g tasks/s", float64(c.cfg.peerRate))
+	if done, err := c.answerRepeat(from, rt, reply); done || err != nil {
+		return err
 	}
 	e, err := c.reg.lookup(reputation.SkillID(rt.Skill), rt.Version)
 	if err != nil {
@@ -127,7 +149,7 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 		deadline = now.Add(DefaultTimeout)
 	}
 	if !deadline.After(now) {
-		return reject(grid.RejectMalformed, 0, "deadline %s has passed", deadline.Format(time.RFC3339Nano))
+		return reject(grid.RejectDeadlinePassed, 0, "deadline %s passed %s ago", deadline.UTC().Format(time.RFC3339Nano), now.Sub(deadline).Round(time.Millisecond))
 	}
 	qid := saltID(rt.ID, c.salt)
 	inc := &incoming{from: from, id: rt.ID, deadline: deadline, reply: reply, rt: rt}
@@ -141,14 +163,19 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 	s := c.in.shard(qid)
 	s.mu.Lock()
 	if old := s.m[qid]; old != nil {
-		if old.from != from {
+		switch {
+		case old.from != from:
 			s.mu.Unlock()
-			return reject(grid.RejectMalformed, 0, "task ID %s is in use", rt.ID.Short())
+			return reject(grid.RejectDuplicate, 0, "task ID %s is in use here by another requester", rt.ID.Short())
+		case rt.Attempt <= old.rt.Attempt:
+			running := old.rt.Attempt
+			s.mu.Unlock()
+			return reject(grid.RejectDuplicate, 0, "task %s attempt %d is running here already (attempt %d): wait for its result, or send a newer attempt", rt.ID.Short(), rt.Attempt, running)
 		}
 		prev := old.reply
 		old.reply, old.rt = reply, rt
 		s.mu.Unlock()
-		prev(&grid.RemoteResult{ID: rt.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: "superseded by a newer request for the same task", Executor: c.self})
+		prev(&grid.RemoteResult{ID: rt.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: "superseded by a newer attempt of the same task", Executor: c.self})
 		return nil
 	}
 	if c.closing.Load() {
@@ -173,6 +200,47 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 	return nil
 }
 
+// answerRepeat applies HandleTask's rule for a request whose result was
+// sent already: it reports true if it answered the request through reply
+// (before returning, which the orchestrator accepts, so that nothing
+// outlives Close), or returns the rejection; false and nil let the task
+// run.
+func (c *DelegationCoordinator) answerRepeat(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) (bool, error) {
+	if c.cfg.store != nil {
+		return c.answerStored(from, rt, reply), nil
+	}
+	sr, ok := c.recent.get(from, rt.ID, time.Now())
+	switch {
+	case !ok:
+		return false, nil
+	case repeatRuns(rt.Attempt, sr.attempt, sr.res.Success && sr.kept):
+		c.recent.forget(from, rt.ID)
+		return false, nil
+	case !sr.kept:
+		return false, reject(grid.RejectDuplicate, 0, "task %s attempt %d: %v", rt.ID.Short(), rt.Attempt, errResultNotKept)
+	}
+	res := sr.res
+	reply(&res)
+	return true, nil
+}
+
+// repeatRuns reports whether a request with attempt, for a task whose
+// answer to attempt answered was sent already, runs the task again rather
+// than getting that answer: only a newer attempt does, and only if the
+// answer cannot serve it (a failure, or a success whose output was not
+// kept).
+func repeatRuns(attempt, answered int, servable bool) bool {
+	return attempt > answered && !servable
+}
+
+// sent records res, the answer to in, when the coordinator has no store
+// (which records it otherwise).
+func (c *DelegationCoordinator) sent(in *incoming, res *grid.RemoteResult) {
+	if c.cfg.store == nil {
+		c.recent.add(in.from, in.id, in.rt.Attempt, res, time.Now())
+	}
+}
+
 // onIncomingDone is the Done of admitted peer tasks.
 func (c *DelegationCoordinator) onIncomingDone(qt *grid.QueuedTask, res SkillResult) {
 	job, _ := qt.Payload.(*Job)
@@ -187,6 +255,7 @@ func (c *DelegationCoordinator) onIncomingDone(qt *grid.QueuedTask, res SkillRes
 	if c.cfg.store != nil {
 		c.storeAnswered(in, rr)
 	}
+	c.sent(in, rr)
 	reply(rr)
 }
 
@@ -252,6 +321,7 @@ func (c *DelegationCoordinator) stopIncoming(qid TaskID, in *incoming, reply fun
 	if c.cfg.store != nil {
 		c.storeAnswered(in, rr)
 	}
+	c.sent(in, rr)
 	reply(rr)
 }
 
@@ -294,48 +364,4 @@ func (t *incomingTable) cancelAll(c *DelegationCoordinator) {
 			c.stopIncoming(qid, in, in.reply, grid.CodeCanceled, "node shutting down")
 		}
 	}
-}
-
-// peerLimiter is one peer's token bucket. last is guarded by c.limMu.
-type peerLimiter struct {
-	lim  *rate.Limiter
-	last time.Time
-}
-
-// allow takes a token from from's bucket. When there is none it returns
-// false and how long until there is one.
-func (c *DelegationCoordinator) allow(from peer.ID) (bool, time.Duration) {
-	if c.cfg.peerRate == rate.Inf {
-		return true, 0
-	}
-	now := time.Now()
-	c.limMu.Lock()
-	l := c.limiters[from]
-	if l == nil {
-		l = &peerLimiter{lim: rate.NewLimiter(c.cfg.peerRate, c.cfg.peerBurst)}
-		c.limiters[from] = l
-	}
-	l.last = now
-	ok := l.lim.AllowN(now, 1)
-	c.limMu.Unlock()
-	if ok {
-		return true, 0
-	}
-	return false, time.Duration(float64(time.Second) / float64(c.cfg.peerRate))
-}
-
-// pruneLimiters forgets the buckets of peers idle long enough for their
-// bucket to be full again (and at least a minute).
-func (c *DelegationCoordinator) pruneLimiters(now time.Time) {
-	if c.cfg.peerRate == rate.Inf {
-		return
-	}
-	idle := max(time.Minute, time.Duration(float64(c.cfg.peerBurst)/float64(c.cfg.peerRate)*float64(time.Second)))
-	c.limMu.Lock()
-	for p, l := range c.limiters {
-		if now.Sub(l.last) > idle {
-			delete(c.limiters, p)
-		}
-	}
-	c.limMu.Unlock()
 }

@@ -347,22 +347,25 @@ func (c *DelegationCoordinator) resume(rec *store.TaskRecord) {
 }
 
 // answerStored answers a repeated request for a task this node finished
-// for from, from the store, and records that from has the result. It
-// reports false if the store does not know the task as finished, and the
-// request is then handled as usual. A task that ended canceled is not
-// answered but forgotten, and runs again: a requester asking again for a
-// task wants its result, and the cancellation may not even be its own (a
-// connection lost before AbandonTask existed, or through a handler that
-// does not forward it). The reply is called before HandleTask returns,
-// which the orchestrator accepts, so that nothing outlives Close.
-func (c *DelegationCoordinator) answerStored(from peer.ID, id TaskID, reply func(*grid.RemoteResult)) bool {
+// for from, from the store, and records that from has the result, by
+// HandleTask's rule for repeated task IDs. It reports false if the store
+// does not know the task as finished, or if the task is to run again: a
+// task that ended canceled, or a newer attempt than the stored one of a
+// task that failed; its record is then forgotten and the request handled
+// as usual. (A requester asking again for a task it did not cancel wants
+// its result, and the cancellation may not even be its own: a connection
+// lost before AbandonTask existed, or through a handler that does not
+// forward it.) The reply is called before HandleTask returns, which the
+// orchestrator accepts, so that nothing outlives Close.
+func (c *DelegationCoordinator) answerStored(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) bool {
+	id := rt.ID
 	rr, err := c.cfg.store.Remote(from, id)
 	if err != nil || !rr.State.Terminal() || rr.Result == nil {
 		return false
 	}
-	if rr.State == store.StateCanceled {
+	if rr.State == store.StateCanceled || repeatRuns(rt.Attempt, rr.Attempt, rr.Result.Success) {
 		if err := c.cfg.store.ForgetRemote(context.Background(), from, id); err != nil {
-			c.log.Warn("cannot forget a canceled peer task", "task", id.Short(), "peer", from, "err", err)
+			c.log.Warn("cannot forget a finished peer task", "task", id.Short(), "peer", from, "err", err)
 		}
 		return false
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/time/rate"
 )
 
 // coBlockSkill ("test.block") runs until its context ends, and says on
@@ -734,16 +733,6 @@ func TestCoordinatorHandleTaskAdmission(t *testing.T) {
 			task: remote("echo", `{}`), want: grid.RejectTrustTooLow,
 		},
 		{
-			name: "a requester over its rate limit is rejected",
-			cfg:  coEnvConfig{opts: []CoordinatorOption{WithPeerRateLimit(rate.Every(time.Hour), 1)}},
-			setup: func(t *testing.T, e *coEnv, from peer.ID) {
-				if err := e.c.HandleTask(from, remote("echo", `{}`), func(*grid.RemoteResult) {}); err != nil {
-					t.Fatalf("first task: %v", err)
-				}
-			},
-			task: remote("echo", `{}`), want: grid.RejectRateLimited,
-		},
-		{
 			name: "a full queue is rejected with a retry hint",
 			cfg:  coEnvConfig{workers: 1, queueOpts: []grid.QueueOption{grid.WithMaxPerLevel(1)}},
 			setup: func(t *testing.T, e *coEnv, from peer.ID) {
@@ -911,16 +900,18 @@ func TestCoordinatorHandleTaskAnswersARepeatedRequestOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		<-e.started
-		if err := e.c.HandleTask(from, task, second.reply); err != nil {
-			t.Fatalf("repeated request: %v", err)
+		newer := *task
+		newer.Attempt++
+		if err := e.c.HandleTask(from, &newer, second.reply); err != nil {
+			t.Fatalf("a newer attempt: %v", err)
 		}
 		synctest.Wait()
 		if first.count() != 1 || first.got[0].ErrorCode != grid.CodeCanceled {
 			t.Errorf("first reply = %+v; want one CodeCanceled (superseded)", first.got)
 		}
 		var rej *grid.RejectError
-		if err := e.c.HandleTask(rtPeers(t, 1)[0], task, func(*grid.RemoteResult) {}); !errors.As(err, &rej) || rej.Reason != grid.RejectMalformed {
-			t.Errorf("the same ID from another peer = %v, want a malformed rejection", err)
+		if err := e.c.HandleTask(rtPeers(t, 1)[0], task, func(*grid.RemoteResult) {}); !errors.As(err, &rej) || rej.Reason != grid.RejectDuplicate {
+			t.Errorf("the same ID from another peer = %v, want a duplicate rejection", err)
 		}
 		e.c.CancelTask(from, task.ID)
 		synctest.Wait()
