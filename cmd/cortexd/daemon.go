@@ -57,6 +57,7 @@ type daemon struct {
 	registry *skill.Registry
 	executor *skill.Executor
 	router   *skill.Router
+	admit    *skill.AdmissionPolicy // the orchestrator's PeerPolicy and the coordinator's check
 	orch     *grid.Orchestrator
 	handler  handlerRef
 	coord    *skill.DelegationCoordinator
@@ -152,6 +153,9 @@ func newDaemon(cfg *config.Config, dir string, log *slog.Logger) (*daemon, error
 		return nil, err
 	}
 	if err := d.buildSkills(); err != nil {
+		return nil, err
+	}
+	if err := d.buildAdmission(); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -273,6 +277,51 @@ func (d *daemon) buildSkills() error {
 	return nil
 }
 
+// buildAdmission builds the admission policy from the admission and trust
+// sections: trust.pre_trusted and network.allow_peers are trusted, and
+// admission.mode decides whether a private network's members are known.
+func (d *daemon) buildAdmission() error {
+	c := d.cfg
+	a := c.Admission
+	cfg := skill.AdmissionConfig{
+		AcceptThreshold: c.Trust.AcceptThreshold,
+		KnownTrust:      a.KnownTrust,
+		Stranger:        peerLimits(a.Stranger),
+		Known:           peerLimits(a.Known),
+		NoStrangers:     a.Mode == config.AdmissionOpen || (a.Mode == config.AdmissionAuto && d.private),
+		DecayHalfLife:   c.Trust.DecayHalfLife,
+	}
+	for _, list := range []struct {
+		key string
+		ids []string
+	}{{"trust.pre_trusted", c.Trust.PreTrusted}, {"network.allow_peers", c.Network.AllowPeers}} {
+		ids, err := config.ParsePeerIDs(list.key, list.ids) // validated by config.Load
+		if err != nil {
+			return fmt.Errorf("%w: %w", config.ErrInvalid, err)
+		}
+		cfg.Trusted = append(cfg.Trusted, ids...)
+	}
+	p, err := skill.NewAdmissionPolicy(d.trust, cfg)
+	if err != nil {
+		return fmt.Errorf("%w: admission: %w", config.ErrInvalid, err)
+	}
+	d.admit = p
+	if !cfg.NoStrangers {
+		d.log.Info("peers that have not earned trust get the stranger limits (admission.stranger)",
+			"mode", a.Mode, "tasks", a.Stranger.MaxTasks, "rate", a.Stranger.Rate, "bytes", a.Stranger.MaxBytes)
+	}
+	return nil
+}
+
+// peerLimits converts a class's configured limits; rate 0 is unlimited.
+func peerLimits(l config.PeerLimits) grid.PeerLimits {
+	r := rate.Limit(l.Rate)
+	if l.Rate == 0 {
+		r = rate.Inf
+	}
+	return grid.PeerLimits{Rate: r, Burst: l.Burst, MaxTasks: l.MaxTasks, MaxBytes: l.MaxBytes}
+}
+
 // localLoad reports this node's load for routing and announcements. It is
 // called only once the coordinator (which owns the queue) exists.
 func (d *daemon) localLoad() grid.Load { return d.coord.LocalLoad() }
@@ -332,17 +381,21 @@ func (d *daemon) start(ctx context.Context) (err error) {
 	d.restoreState()
 	d.startStateSaver()
 	t := d.cfg.Tasks
-	limit := rate.Limit(t.PeerRateLimit)
-	if t.PeerRateLimit == 0 {
-		limit = rate.Inf
-	}
+	known := d.admit.LimitsOf(skill.ClassKnown)
 	d.orch, err = grid.NewOrchestrator(d.node.Host(), &d.handler,
 		grid.WithMaxMessageSize(d.cfg.Network.MaxMessageSize),
 		grid.WithAckTimeout(t.AckTimeout),
 		grid.WithHeartbeatInterval(t.HeartbeatInterval),
 		grid.WithLeaseMisses(t.LeaseMisses),
-		grid.WithPeerRateLimit(limit, max(t.PeerBurst, 1)),
-		grid.WithMaxInFlightPerPeer(t.MaxInFlightPerPeer),
+		// TODO(merge): with the orchestrator's enforcement of grid.PeerLimits
+		// (branch of issue 9's grid helper), replace the next two options by
+		//	grid.WithPeerPolicy(d.admit),
+		//	grid.WithNodeByteBudget(d.cfg.Admission.NodeMaxBytes),
+		// so that strangers get admission.stranger and every class its byte
+		// budget. Until then every peer gets the known limits, as
+		// tasks.peer_rate_limit and tasks.max_in_flight_per_peer gave before.
+		grid.WithPeerRateLimit(known.Rate, max(known.Burst, 1)),
+		grid.WithMaxInFlightPerPeer(known.MaxTasks),
 		grid.WithOrchLogger(d.log.With("subsystem", "orchestrator")))
 	if err != nil {
 		return fmt.Errorf("build orchestrator: %w", err)
@@ -362,7 +415,7 @@ func (d *daemon) start(ctx context.Context) (err error) {
 		skill.WithRetryBackoff(d.cfg.Queue.BackoffBase, d.cfg.Queue.BackoffMax),
 		skill.WithResultRetention(t.ResultRetention),
 		skill.WithMaxTasks(t.MaxTasks),
-		skill.WithAcceptThreshold(d.cfg.Trust.AcceptThreshold),
+		skill.WithAdmission(d.admit),
 		skill.WithCircuitBreaker(d.cfg.Breaker.Failures, d.cfg.Breaker.OpenFor),
 		skill.WithLogger(d.log.With("subsystem", "coordinator")),
 		skill.WithStore(d.store),
@@ -442,7 +495,11 @@ func (d *daemon) startAPI(tok string) error {
 		api.WithVersion(version),
 		api.WithDefaults(api.TaskDefaults{Timeout: c.Queue.DefaultTimeout, MinTrust: c.Trust.MinTrustDefault, MaxRetries: c.Queue.MaxRetries}),
 	)
-	deps := api.Deps{Tasks: d.coord, Node: d.node, Skills: d.registry, Trust: d.trust}
+	// TODO(merge): once *grid.Orchestrator has PeerUsage and Outstanding
+	// (issue 9's grid helper), set Activity: d.orch here, so that
+	// `cortexd peers` shows what each peer holds here and what this node
+	// has in flight to it.
+	deps := api.Deps{Tasks: d.coord, Node: d.node, Skills: d.registry, Trust: d.trust, Admission: d.admit}
 	if d.prom != nil {
 		if err := d.prom.Register(api.NewCollector(d.coord, d.node, d.trust)); err != nil {
 			return fmt.Errorf("register cortex metrics: %w", err)

@@ -42,11 +42,19 @@ func (a *app) idCommand() *cobra.Command {
 func (a *app) peersCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "peers",
-		Short: "List the peers the node knows: addresses, trust, skills and load; deny or allow one",
+		Short: "List the peers the node knows: addresses, trust, admission, skills and load; deny or allow one",
 		Long: `peers lists the peers the running node knows, with their addresses, trust,
 skills and load, and whether they may connect (ACCESS: allowed, denied, or
 not_allowed when the node has an allow list without them). Denied peers are
 listed even if the node has never seen them.
+
+CLASS is how much the peer may use here (admission in the config): trusted
+(listed in trust.pre_trusted or network.allow_peers), known (it has earned
+trust), stranger (not yet: the small admission.stranger limits) or refused
+(trust below trust.accept_threshold). HERE is what it holds on this node now
+against its limits: tasks, then input plus output bytes. LOAD is what the peer
+last announced, which may be seconds old; OURS is how many of this node's
+tasks are in flight to it right now.
 
 'cortexd peers deny PEER' cuts a peer off at once; 'cortexd peers allow PEER'
 lets it back.`,
@@ -70,9 +78,10 @@ lets it back.`,
 						}
 					}
 					rows = append(rows, []string{p.ID, yesNo(p.Connected), orDash(p.Access), fmt.Sprintf("%.2f", p.Trust),
-						joinOr(p.Skills, "-"), formatLoad(p.Load), addr})
+						admissionClass(p.Admission), admissionUsage(p.Admission), joinOr(p.Skills, "-"), formatLoad(p.Load),
+						optInt(p.Outstanding), addr})
 				}
-				return a.table([]string{"PEER", "CONNECTED", "ACCESS", "TRUST", "SKILLS", "LOAD", "ADDRESS"}, rows)
+				return a.table([]string{"PEER", "CONNECTED", "ACCESS", "TRUST", "CLASS", "HERE", "SKILLS", "LOAD", "OURS", "ADDRESS"}, rows)
 			})
 		}),
 	}
@@ -275,6 +284,55 @@ func formatLoad(l apiv1.Load) string {
 		return "-"
 	}
 	return fmt.Sprintf("%d queued, %d/%d busy", q, l.InFlight, l.Capacity)
+}
+
+// admissionClass is the CLASS column of `cortexd peers`.
+func admissionClass(a *apiv1.PeerAdmission) string {
+	if a == nil {
+		return "-"
+	}
+	return orDash(a.Class)
+}
+
+// admissionUsage is the HERE column of `cortexd peers`: what the peer
+// holds here against its limits, "1/2 tasks, 1.5MiB/4MiB"; "-" for a
+// figure the node does not report.
+func admissionUsage(a *apiv1.PeerAdmission) string {
+	if a == nil {
+		return "-"
+	}
+	tasks, bytes := "-", "-"
+	if a.Usage != nil {
+		tasks, bytes = strconv.Itoa(a.Usage.Tasks), formatBytes(a.Usage.Bytes)
+	}
+	if a.Limits.MaxTasks == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%s/%d tasks, %s/%s", tasks, a.Limits.MaxTasks, bytes, formatBytes(a.Limits.MaxBytes))
+}
+
+// formatBytes writes n in B, KiB, MiB or GiB, with one decimal when short.
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	v, i := float64(n), -1
+	for v >= unit && i < 2 {
+		v /= unit
+		i++
+	}
+	s := strconv.FormatFloat(v, 'f', 1, 64)
+	s = strings.TrimSuffix(s, ".0")
+	return s + [...]string{"KiB", "MiB", "GiB"}[i]
+}
+
+// optInt writes n, or "-" if it is not reported.
+func optInt(n *int) string {
+	if n == nil {
+		return "-"
+	}
+	return strconv.Itoa(*n)
 }
 
 func formatRatings(r map[string]float64) string {

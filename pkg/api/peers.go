@@ -14,7 +14,8 @@ import (
 )
 
 // peers answers GET /v1/peers: every peer the node knows, and every
-// denied peer, with its access.
+// denied peer, with its access, its admission class and limits, what it
+// holds here and what this node has in flight to it.
 func (s *Server) peers(w http.ResponseWriter, _ *http.Request) {
 	infos := s.deps.Node.Peers()
 	acc := s.accessLists()
@@ -34,12 +35,14 @@ func (s *Server) peers(w http.ResponseWriter, _ *http.Request) {
 			Access:    acc.of(pi.Peer),
 		})
 		circuits.fill(&out[len(out)-1], pi.Peer)
+		s.fillAdmission(&out[len(out)-1], pi.Peer)
 	}
 	for p := range acc.deny {
 		if !listed[p] {
 			out = append(out, apiv1.Peer{ID: p.String(), Addrs: []string{}, Skills: []string{},
 				Trust: s.deps.Trust.Trust(p), Access: apiv1.AccessDenied})
 			circuits.fill(&out[len(out)-1], p)
+			s.fillAdmission(&out[len(out)-1], p)
 		}
 	}
 	slices.SortFunc(out, func(a, b apiv1.Peer) int { return cmp.Compare(a.ID, b.ID) })

@@ -75,6 +75,11 @@ type Deps struct {
 	// PeerGate; without one those endpoints answer 404 and every peer is
 	// reported allowed.
 	Gate PeerGate
+	// Admission and Activity fill the admission fields of /v1/peers (see
+	// peers_admission.go); either may be nil, and its fields are then left
+	// out.
+	Admission PeerAdmission
+	Activity  PeerActivity
 }
 
 // Option configures a Server.

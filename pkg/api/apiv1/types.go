@@ -194,6 +194,47 @@ type Peer struct {
 	// CircuitFailures counts its consecutive failed or timed-out attempts.
 	Circuit         string `json:"circuit"`
 	CircuitFailures int    `json:"circuit_failures,omitempty"`
+	// Admission is how much the peer may use on this node and what it uses
+	// now; nil when the node does not report it.
+	Admission *PeerAdmission `json:"admission,omitempty"`
+	// Outstanding is how many of this node's tasks are in flight to the
+	// peer now, as this node counts them: the live figure to read next to
+	// Load, which is only what the peer last announced. Nil when the node
+	// does not report it.
+	Outstanding *int `json:"outstanding,omitempty"`
+}
+
+// PeerAdmission is a peer's admission class on this node, the limits that
+// come with it, and what the peer holds here now.
+type PeerAdmission struct {
+	// Class is ClassTrusted, ClassKnown, ClassStranger or ClassRefused.
+	Class  string     `json:"class"`
+	Limits PeerLimits `json:"limits"`
+	// Usage is what the peer holds here now; nil when the node does not
+	// report it.
+	Usage *PeerUsage `json:"usage,omitempty"`
+}
+
+// Admission classes of PeerAdmission.
+const (
+	ClassTrusted  = "trusted"  // listed by the operator: known limits whatever its trust
+	ClassKnown    = "known"    // has earned trust here: the known limits
+	ClassStranger = "stranger" // not yet: the small stranger limits
+	ClassRefused  = "refused"  // trust below the accept threshold: tasks refused
+)
+
+// PeerLimits is what one peer may hold on this node at once.
+type PeerLimits struct {
+	RatePerSec float64 `json:"rate_per_s"` // task requests per second; 0: unlimited
+	Burst      int     `json:"burst"`
+	MaxTasks   int     `json:"max_tasks"` // tasks running or queued here
+	MaxBytes   int64   `json:"max_bytes"` // their input plus output not yet sent
+}
+
+// PeerUsage is what one peer holds on this node now.
+type PeerUsage struct {
+	Tasks int   `json:"tasks"`
+	Bytes int64 `json:"bytes"`
 }
 
 // Access values of Peer and PeerAccess.

@@ -10,21 +10,22 @@ import "time"
 // environment variable of a key is CORTEXD_ followed by the key in upper
 // case with dots replaced by underscores (CORTEXD_QUEUE_MAX_PER_LEVEL).
 type Config struct {
-	Identity Identity `mapstructure:"identity"`
-	Network  Network  `mapstructure:"network"`
-	DHT      DHT      `mapstructure:"dht"`
-	PubSub   PubSub   `mapstructure:"pubsub"`
-	MDNS     MDNS     `mapstructure:"mdns"`
-	Queue    Queue    `mapstructure:"queue"`
-	Tasks    Tasks    `mapstructure:"tasks"`
-	Breaker  Breaker  `mapstructure:"breaker"`
-	Routing  Routing  `mapstructure:"routing"`
-	Trust    Trust    `mapstructure:"trust"`
-	Skills   Skills   `mapstructure:"skills"`
-	API      API      `mapstructure:"api"`
-	Metrics  Metrics  `mapstructure:"metrics"`
-	Log      Log      `mapstructure:"log"`
-	Shutdown Shutdown `mapstructure:"shutdown"`
+	Identity  Identity  `mapstructure:"identity"`
+	Network   Network   `mapstructure:"network"`
+	DHT       DHT       `mapstructure:"dht"`
+	PubSub    PubSub    `mapstructure:"pubsub"`
+	MDNS      MDNS      `mapstructure:"mdns"`
+	Queue     Queue     `mapstructure:"queue"`
+	Tasks     Tasks     `mapstructure:"tasks"`
+	Breaker   Breaker   `mapstructure:"breaker"`
+	Routing   Routing   `mapstructure:"routing"`
+	Trust     Trust     `mapstructure:"trust"`
+	Admission Admission `mapstructure:"admission"`
+	Skills    Skills    `mapstructure:"skills"`
+	API       API       `mapstructure:"api"`
+	Metrics   Metrics   `mapstructure:"metrics"`
+	Log       Log       `mapstructure:"log"`
+	Shutdown  Shutdown  `mapstructure:"shutdown"`
 }
 
 // Identity says where the node's private key is.
@@ -109,14 +110,11 @@ type LevelLimits struct {
 
 // Tasks configures the delegation coordinator and the task protocol.
 type Tasks struct {
-	ResultRetention    time.Duration `mapstructure:"result_retention"`
-	MaxTasks           int           `mapstructure:"max_tasks"`       // tracked tasks, finished or not
-	PeerRateLimit      float64       `mapstructure:"peer_rate_limit"` // tasks/s one peer may send us; 0: unlimited
-	PeerBurst          int           `mapstructure:"peer_burst"`
-	MaxInFlightPerPeer int           `mapstructure:"max_in_flight_per_peer"`
-	AckTimeout         time.Duration `mapstructure:"ack_timeout"`
-	HeartbeatInterval  time.Duration `mapstructure:"heartbeat_interval"` // executor -> requester, per stream
-	LeaseMisses        int           `mapstructure:"lease_misses"`       // missed heartbeats before a task moves on
+	ResultRetention   time.Duration `mapstructure:"result_retention"`
+	MaxTasks          int           `mapstructure:"max_tasks"` // tracked tasks, finished or not
+	AckTimeout        time.Duration `mapstructure:"ack_timeout"`
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"` // executor -> requester, per stream
+	LeaseMisses       int           `mapstructure:"lease_misses"`       // missed heartbeats before a task moves on
 }
 
 // Breaker configures the per-peer circuit breaker (skill.WithCircuitBreaker).
@@ -154,6 +152,43 @@ type Trust struct {
 	// recomputed; DecayHalfLife how fast evidence fades toward neutral.
 	RecomputeInterval time.Duration `mapstructure:"recompute_interval"`
 	DecayHalfLife     time.Duration `mapstructure:"decay_half_life"`
+}
+
+// Admission modes.
+const (
+	// AdmissionAuto holds strangers to the stranger limits on the public
+	// network and treats every member of a private network
+	// (network.swarm_key_file) as known.
+	AdmissionAuto = "auto"
+	// AdmissionStrict holds strangers to the stranger limits on a private
+	// network too.
+	AdmissionStrict = "strict"
+	// AdmissionOpen gives every admitted peer the known limits: no stranger
+	// class. Not for the public network.
+	AdmissionOpen = "open"
+)
+
+// Admission configures how much the peers that send this node tasks may
+// use (skill.AdmissionPolicy). A peer below trust.accept_threshold is
+// refused; a peer in trust.pre_trusted or network.allow_peers is trusted
+// and gets the known limits; a peer whose trust has reached known_trust is
+// known; every other peer is a stranger.
+type Admission struct {
+	Mode       string     `mapstructure:"mode"` // auto, strict or open
+	KnownTrust float64    `mapstructure:"known_trust"`
+	Stranger   PeerLimits `mapstructure:"stranger"`
+	Known      PeerLimits `mapstructure:"known"`
+	// NodeMaxBytes bounds the input and output bytes of every peer's tasks
+	// in flight here together.
+	NodeMaxBytes int64 `mapstructure:"node_max_bytes"`
+}
+
+// PeerLimits is what one peer of a class may hold here (grid.PeerLimits).
+type PeerLimits struct {
+	Rate     float64 `mapstructure:"rate"` // task requests per second; 0: unlimited
+	Burst    int     `mapstructure:"burst"`
+	MaxTasks int     `mapstructure:"max_tasks"` // tasks in flight here at once
+	MaxBytes int64   `mapstructure:"max_bytes"` // input plus output bytes in flight here
 }
 
 // Skills says which built-in skills this node offers.
@@ -208,13 +243,18 @@ func Default() Config {
 			AgingStep:      10 * time.Second,
 			SweepInterval:  time.Second,
 		},
-		Tasks: Tasks{ResultRetention: 10 * time.Minute, MaxTasks: 100_000, PeerRateLimit: 20000, PeerBurst: 5000,
-			MaxInFlightPerPeer: 4096, AckTimeout: 10 * time.Second,
+		Tasks: Tasks{ResultRetention: 10 * time.Minute, MaxTasks: 100_000, AckTimeout: 10 * time.Second,
 			HeartbeatInterval: 5 * time.Second, LeaseMisses: 3},
 		Breaker: Breaker{Failures: 5, OpenFor: 10 * time.Second},
 		Routing: Routing{Weights: Weights{Trust: 0.35, Skill: 0.15, Success: 0.2, Latency: 0.1, Load: 0.2}},
 		Trust: Trust{PreTrusted: []string{}, Neutral: 0.5, AcceptThreshold: 0.1, MinTrustDefault: 0.3,
 			RecomputeInterval: 2 * time.Second, DecayHalfLife: time.Hour},
+		Admission: Admission{
+			Mode: AdmissionAuto, KnownTrust: 0.6,
+			Stranger:     PeerLimits{Rate: 5, Burst: 10, MaxTasks: 2, MaxBytes: 4 << 20},
+			Known:        PeerLimits{Rate: 20000, Burst: 5000, MaxTasks: 4096, MaxBytes: 256 << 20},
+			NodeMaxBytes: 512 << 20,
+		},
 		Skills:  Skills{Enabled: []string{"echo", "hash.sha256", "image.resize"}},
 		API:     API{Listen: "127.0.0.1:5080", TokenFile: "api-token", MaxBodyBytes: 20 << 20},
 		Metrics: Metrics{Enabled: true},

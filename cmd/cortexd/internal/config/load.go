@@ -88,6 +88,9 @@ func Load(path string, bind map[string]*pflag.Flag) (*Config, error) {
 	v.SetEnvPrefix(EnvPrefix)
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
+	if err := checkMovedEnv(); err != nil {
+		return nil, err
+	}
 	for key, f := range bind {
 		if f == nil {
 			return nil, fmt.Errorf("bind flag for %s: no such flag", key)
@@ -120,6 +123,21 @@ func Load(path string, bind map[string]*pflag.Flag) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// checkMovedEnv refuses the environment variables of moved keys.
+func checkMovedEnv() error {
+	var p Problems
+	for old := range movedKeys {
+		if _, ok := os.LookupEnv(EnvVar(old)); ok {
+			p = append(p, movedProblem(old, "$"+EnvVar(old))+" (set $"+EnvVar(movedKeys[old])+")")
+		}
+	}
+	if p == nil {
+		return nil
+	}
+	sort.Strings(p)
+	return p
 }
 
 // decodeOptions makes decoding strict about types (a number where a string
@@ -183,6 +201,10 @@ func checkFileKeys(path string, raw []byte) error {
 	known := Keys()
 	var p Problems
 	for _, k := range fv.AllKeys() {
+		if _, moved := movedKeys[k]; moved {
+			p = append(p, movedProblem(k, path))
+			continue
+		}
 		if !slices.Contains(known, k) {
 			p = append(p, fmt.Sprintf("%s: unknown key%s", k, suggest(k, known)))
 		}
@@ -325,6 +347,9 @@ func UnknownEnv(environ []string) []string {
 	for _, k := range Keys() {
 		known[EnvVar(k)] = true
 		vars = append(vars, EnvVar(k))
+	}
+	for k := range movedKeys {
+		known[EnvVar(k)] = true // Load refuses it, naming the new key
 	}
 	var out []string
 	for _, kv := range environ {

@@ -22,6 +22,7 @@ func (c *Config) Validate() error {
 	c.validateNetwork(&p)
 	c.validateQueue(&p)
 	c.validateTrust(&p)
+	c.validateAdmission(&p)
 	c.validateMisc(&p)
 	if len(p) == 0 {
 		return nil
@@ -153,14 +154,6 @@ func (c *Config) validateQueue(p *problems) {
 
 	p.duration("tasks.result_retention", c.Tasks.ResultRetention)
 	p.positive("tasks.max_tasks", c.Tasks.MaxTasks)
-	if c.Tasks.PeerRateLimit < 0 || math.IsNaN(c.Tasks.PeerRateLimit) {
-		p.add("tasks.peer_rate_limit", "must not be negative (0 is unlimited), got %v", c.Tasks.PeerRateLimit)
-	}
-	p.nonNegative("tasks.peer_burst", c.Tasks.PeerBurst)
-	if c.Tasks.PeerRateLimit > 0 && c.Tasks.PeerBurst == 0 {
-		p.add("tasks.peer_burst", "must be at least 1 when tasks.peer_rate_limit is set")
-	}
-	p.positive("tasks.max_in_flight_per_peer", c.Tasks.MaxInFlightPerPeer)
 	p.duration("tasks.ack_timeout", c.Tasks.AckTimeout)
 	if d := c.Tasks.HeartbeatInterval; d < 10*time.Millisecond || d > time.Minute {
 		p.add("tasks.heartbeat_interval", "must be between 10ms and 1m, got %s", d)
