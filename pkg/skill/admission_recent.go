@@ -1,7 +1,6 @@
 package skill
 
 import (
-	"container/list"
 	"errors"
 	"fmt"
 	"sync"
@@ -53,27 +52,33 @@ type recentKey struct {
 }
 
 // sentResult is a result sent to a peer. Output is nil and kept false when
-// it did not fit the byte bound.
+// it did not fit the byte bound. A slot whose record was dropped early
+// (replaced or forgotten) is dead until the ring reaches it.
 type sentResult struct {
 	key     recentKey
 	attempt int
 	res     grid.RemoteResult
 	kept    bool // res.Output is the whole output
+	dead    bool
 	expires time.Time
 }
 
-// recentResults is the bounded record of results sent to peers, oldest
-// first. It is safe for concurrent use.
+// recentResults is the bounded record of results sent to peers: a ring of
+// at most cfg.entries slots, oldest at head, indexed by m. It grows to its
+// bound as results come, and never allocates once there. It is safe for
+// concurrent use.
 type recentResults struct {
 	cfg   recentConfig
 	mu    sync.Mutex
-	m     map[recentKey]*list.Element // of *sentResult
-	order list.List                   // oldest at the front
+	m     map[recentKey]int // slot of each live record
+	ring  []sentResult
+	head  int // oldest slot
+	n     int // slots in use, dead ones included
 	bytes int64
 }
 
 func newRecentResults(cfg recentConfig) *recentResults {
-	return &recentResults{cfg: cfg, m: make(map[recentKey]*list.Element)}
+	return &recentResults{cfg: cfg, m: make(map[recentKey]int)}
 }
 
 // add records that res, the answer to attempt of id, went to from. A
@@ -82,56 +87,64 @@ func newRecentResults(cfg recentConfig) *recentResults {
 // it run.
 func (r *recentResults) add(from peer.ID, id TaskID, attempt int, res *grid.RemoteResult, now time.Time) {
 	k := recentKey{from, id}
+	out := res.Output
+	kept := int64(len(out)) <= r.cfg.bytes
+	if !kept {
+		out = nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e := r.m[k]; e != nil {
-		r.removeLocked(e)
+	if i, ok := r.m[k]; ok {
+		r.killLocked(i)
 	}
 	if res.ErrorCode == grid.CodeCanceled {
 		return
 	}
-	sr := &sentResult{key: k, attempt: attempt, res: *res, kept: true, expires: now.Add(r.cfg.ttl)}
-	if int64(len(res.Output)) > r.cfg.bytes {
-		sr.res.Output, sr.kept = nil, false
+	for r.n > 0 && (r.n >= r.cfg.entries || r.bytes+int64(len(out)) > r.cfg.bytes) {
+		r.popLocked()
 	}
-	for r.order.Len() >= r.cfg.entries || r.bytes+int64(len(sr.res.Output)) > r.cfg.bytes {
-		r.removeLocked(r.order.Front())
+	i := (r.head + r.n) % r.cfg.entries
+	if i == len(r.ring) {
+		r.ring = append(r.ring, sentResult{})
 	}
-	r.m[k] = r.order.PushBack(sr)
-	r.bytes += int64(len(sr.res.Output))
+	r.ring[i] = sentResult{key: k, attempt: attempt, res: *res, kept: kept, expires: now.Add(r.cfg.ttl)}
+	r.ring[i].res.Output = out
+	r.n++
+	r.m[k] = i
+	r.bytes += int64(len(out))
 }
 
 // get returns the result sent to from for id, if it is recorded.
 func (r *recentResults) get(from peer.ID, id TaskID, now time.Time) (sentResult, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e := r.m[recentKey{from, id}]
-	if e == nil {
+	i, ok := r.m[recentKey{from, id}]
+	if !ok {
 		return sentResult{}, false
 	}
-	sr := e.Value.(*sentResult)
-	if !now.Before(sr.expires) {
-		r.removeLocked(e)
+	if !now.Before(r.ring[i].expires) {
+		r.killLocked(i)
 		return sentResult{}, false
 	}
-	return *sr, true
+	return r.ring[i], true
 }
 
 // forget drops the record of id for from.
 func (r *recentResults) forget(from peer.ID, id TaskID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e := r.m[recentKey{from, id}]; e != nil {
-		r.removeLocked(e)
+	if i, ok := r.m[recentKey{from, id}]; ok {
+		r.killLocked(i)
 	}
 }
 
-// sweep drops the records that expired by now.
+// sweep drops the records that expired by now, and the dead slots before
+// them.
 func (r *recentResults) sweep(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for e := r.order.Front(); e != nil && !now.Before(e.Value.(*sentResult).expires); e = r.order.Front() {
-		r.removeLocked(e)
+	for r.n > 0 && (r.ring[r.head].dead || !now.Before(r.ring[r.head].expires)) {
+		r.popLocked()
 	}
 }
 
@@ -139,13 +152,25 @@ func (r *recentResults) sweep(now time.Time) {
 func (r *recentResults) len() (int, int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.order.Len(), r.bytes
+	return len(r.m), r.bytes
 }
 
-func (r *recentResults) removeLocked(e *list.Element) {
-	sr := r.order.Remove(e).(*sentResult)
+// killLocked drops the record in slot i, leaving the slot dead.
+func (r *recentResults) killLocked(i int) {
+	sr := &r.ring[i]
 	delete(r.m, sr.key)
 	r.bytes -= int64(len(sr.res.Output))
+	*sr = sentResult{dead: true}
+}
+
+// popLocked frees the oldest slot.
+func (r *recentResults) popLocked() {
+	if !r.ring[r.head].dead {
+		r.killLocked(r.head)
+	}
+	r.ring[r.head] = sentResult{}
+	r.head = (r.head + 1) % r.cfg.entries
+	r.n--
 }
 
 // errResultNotKept is the message of a repeat whose result went out but
