@@ -2,6 +2,8 @@ package main
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -79,5 +81,19 @@ func TestPeersTableShowsAdmissionAndUsage(t *testing.T) {
 		if got := formatBytes(n); got != want {
 			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+func TestDevnetNodesAreNotHeldToTheStrangerLimits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), config.FileName)
+	if err := os.WriteFile(path, devnetConfig(1, 3), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Admission.Mode != config.AdmissionOpen {
+		t.Fatalf("devnet admission.mode = %q, want open: every devnet node is the user's own", cfg.Admission.Mode)
 	}
 }
