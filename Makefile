@@ -11,7 +11,7 @@ IMAGE         ?= cortexd:latest
 NODES         ?= 3
 BENCHTIME     ?= 2s
 
-.PHONY: help build test test-short bench lint proto proto-check run image clean
+.PHONY: help build test test-short bench bench-daemon lint proto proto-check run image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test-short: ## quick tests without the race detector
 
 bench: ## benchmarks with their in-run baselines (set BENCHTIME to change)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/grid/ ./pkg/skill/ ./pkg/reputation/ ./pkg/store/ ./test/
+
+bench-daemon: ## the task path through two cortexd processes as the daemon runs it, local run as baseline
+	$(GO) test -run '^$$' -bench Daemon -benchtime 2000x ./test/
 
 lint: ## gofmt, go vet and staticcheck $(STATICCHECK) (installed into GOBIN if missing)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
