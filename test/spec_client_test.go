@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -33,6 +34,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
+	mh "github.com/multiformats/go-multihash"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cortexgrid/cortexd/pkg/wire"
@@ -464,5 +466,23 @@ func TestSpecExampleFrames(t *testing.T) {
 		if err := proto.Unmarshal(body, &got); err != nil || !proto.Equal(&got, ex.env) {
 			t.Errorf("%s does not round-trip: %v", ex.name, err)
 		}
+	}
+}
+
+// TestSpecSkillKey derives the DHT key of echo's providers by the rule of
+// section 11 of docs/protocol.md and checks it against the key the doc
+// shows.
+func TestSpecSkillKey(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "protocol.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := mh.Sum([]byte("cortex/skill/echo"), mh.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := cid.NewCidV1(cid.Raw, h).String()
+	if !strings.Contains(string(doc), "`"+key+"`") {
+		t.Errorf("docs/protocol.md does not show echo's provider key %s", key)
 	}
 }
