@@ -335,6 +335,36 @@ func TestSpecClient(t *testing.T) {
 		}
 	})
 
+	t.Run("a repeat of an answered request gets the same result, not a second run", func(t *testing.T) {
+		req := &cortexv1.TaskRequest{SkillId: "debug.sleep", Input: []byte(`{"ms": 30}`), InputKind: cortexv1.InputKind_INPUT_KIND_JSON}
+		d := c.request(t, req)
+		_, first := c.answer(t, d, 20*time.Second)
+		if first == nil || !first.GetSuccess() {
+			t.Fatalf("debug.sleep did not succeed: %v", first)
+		}
+		// Today a repeat that arrives before the daemon's store has written
+		// the first result (write-behind, a few ms) runs the work again;
+		// until the coordinator also answers repeats from memory while it
+		// has a store, give the write time to land.
+		time.Sleep(time.Second)
+		// The same (task ID, attempt) again, as a requester unsure whether
+		// its request got through would send it (section 5.3).
+		if err := c.send(&cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: req}}); err != nil {
+			t.Fatalf("resend request: %v", err)
+		}
+		ack, again := c.answer(t, d, 20*time.Second)
+		switch {
+		case again == nil:
+			t.Fatalf("the repeat was rejected: %v %q", ack.GetReason(), ack.GetMessage())
+		case ack != nil:
+			t.Errorf("the repeat got an ack before its result; a recorded result answers alone")
+		case !again.GetSuccess() || !bytes.Equal(again.GetOutput(), first.GetOutput()):
+			t.Errorf("the repeat's result (success %v, output %q) differs from the first (output %q)", again.GetSuccess(), again.GetOutput(), first.GetOutput())
+		case again.GetExecTimeUs() != first.GetExecTimeUs():
+			t.Errorf("the repeat ran again: exec time %d µs, the first run's %d µs", again.GetExecTimeUs(), first.GetExecTimeUs())
+		}
+	})
+
 	t.Run("a made-up skill is rejected as UNKNOWN_SKILL", func(t *testing.T) {
 		d := c.request(t, &cortexv1.TaskRequest{SkillId: "spec.no-such-skill", Input: []byte("{}"), InputKind: cortexv1.InputKind_INPUT_KIND_JSON})
 		ack, res := c.answer(t, d, 20*time.Second)
