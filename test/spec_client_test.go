@@ -296,9 +296,9 @@ func (c *specClient) awaitHeartbeat(t testing.TB, d *delivery, wait time.Duratio
 const specHeartbeat = 200 * time.Millisecond
 
 // TestSpecClient runs a cortexd daemon and drives it with specClient over
-// one task stream: a built-in skill runs to success, a made-up skill is
-// rejected as UNKNOWN_SKILL, and a running task reports heartbeats and is
-// canceled.
+// one task stream: a built-in skill runs to success, a repeat of an
+// answered request gets the recorded result, a made-up skill is rejected as
+// UNKNOWN_SKILL, and a running task reports heartbeats and is canceled.
 func TestSpecClient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs a cortexd process")
