@@ -63,15 +63,16 @@ const taskServiceName = "cortex.task"
 type OrchestratorOption func(*orchConfig)
 
 type orchConfig struct {
-	maxMsg      int
-	ackTimeout  time.Duration
-	ackDelay    time.Duration
-	peerRate    rate.Limit
-	peerBurst   int
-	maxInFlight int
-	heartbeat   time.Duration
-	leaseMisses int
-	logger      *slog.Logger
+	maxMsg       int
+	frameTimeout time.Duration
+	ackTimeout   time.Duration
+	ackDelay     time.Duration
+	peerRate     rate.Limit
+	peerBurst    int
+	maxInFlight  int
+	heartbeat    time.Duration
+	leaseMisses  int
+	logger       *slog.Logger
 
 	resultGrace       time.Duration // how long past a task's deadline Delegate still waits for its result
 	openTimeout       time.Duration // opening an outbound stream
@@ -86,6 +87,7 @@ type orchConfig struct {
 func defaultOrchConfig() orchConfig {
 	return orchConfig{
 		maxMsg:            wire.DefaultMaxMessageSize,
+		frameTimeout:      wire.DefaultFrameTimeout,
 		ackTimeout:        DefaultAckTimeout,
 		ackDelay:          DefaultAckDelay,
 		peerRate:          DefaultPeerRate,
@@ -109,6 +111,14 @@ func defaultOrchConfig() orchConfig {
 // frame has its stream reset; Delegate refuses a task that would not fit.
 func WithMaxMessageSize(n int) OrchestratorOption {
 	return func(c *orchConfig) { c.maxMsg = n }
+}
+
+// WithFrameTimeout sets how long a frame that has started arriving on a
+// task stream may take to arrive whole (default wire.DefaultFrameTimeout,
+// 30 s); a frame that takes longer resets the stream. Idle time between
+// frames is not limited by it.
+func WithFrameTimeout(d time.Duration) OrchestratorOption {
+	return func(c *orchConfig) { c.frameTimeout = d }
 }
 
 // WithAckTimeout sets how long Delegate waits for the peer's TaskAck
@@ -169,6 +179,9 @@ func (c *orchConfig) validate() error {
 	var errs []error
 	if c.maxMsg < minMaxMessageSize || c.maxMsg > 1<<30 {
 		errs = append(errs, fmt.Errorf("max message size %d is outside 1 KiB to 1 GiB", c.maxMsg))
+	}
+	if c.frameTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("frame timeout %s must be positive", c.frameTimeout))
 	}
 	if c.ackTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("ack timeout %s must be positive", c.ackTimeout))

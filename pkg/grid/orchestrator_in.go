@@ -177,6 +177,7 @@ func (st *inStream) heartbeat() {
 func (st *inStream) readLoop() {
 	defer st.o.wg.Done()
 	r := wire.NewReader(st.s, st.o.cfg.maxMsg)
+	r.SetFrameTimeout(st.s, st.o.cfg.frameTimeout)
 	var env envelope
 	for {
 		frame, err := r.ReadFrame()

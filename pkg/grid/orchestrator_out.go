@@ -442,6 +442,7 @@ func (out *outStream) writeLoop() {
 func (out *outStream) readLoop() {
 	defer out.o.wg.Done()
 	r := wire.NewReader(out.s, out.o.cfg.maxMsg)
+	r.SetFrameTimeout(out.s, out.o.cfg.frameTimeout)
 	var env envelope
 	for {
 		frame, err := r.ReadFrame()
