@@ -247,8 +247,9 @@ func (c *orchConfig) validate() error {
 // Orchestrator carries tasks between this node and its peers over the
 // /cortex/task/1.0.0 protocol. Outgoing, Delegate multiplexes every task
 // for a peer over one long-lived stream, opened on first use and reopened
-// after a failure. Incoming, it admits tasks from peers' streams (rate and
-// in-flight limits per peer), hands them to its TaskHandler and sends
+// after a failure. Incoming, it admits tasks from peers' streams (rate,
+// task and byte limits per peer from its PeerPolicy, and a byte budget
+// for the node), hands them to its TaskHandler and sends
 // their results back; when an incoming stream fails, the tasks still
 // running for it are stopped through the handler, with AbandonTask if it
 // is a TaskAbandoner, else CancelTask. All methods are safe for concurrent
@@ -261,9 +262,17 @@ func (c *orchConfig) validate() error {
 // acceptance. It holds the accepting ack back for up to the ack delay
 // (WithAckDelay), so that a short task costs one frame each way: the ack
 // is only sent for a task still running then, and always before its
-// result. Frames that cannot be decoded, or that the receiving side
-// never expects (a request on a requester's stream, say), reset the
-// stream; a well-formed request with bad fields is rejected as malformed.
+// result. Only framing errors reset a stream (a bad length, a frame over
+// the cap, a frame not whole within the frame timeout). A message that
+// does not decode or validate, that the receiving side never expects (a
+// request on a requester's stream, say), or that answers an attempt not
+// pending is dropped and counted (see Stats); a request among them with a
+// usable task ID is rejected, a bad result fails its task with
+// ErrInvalidResult. Unknown fields and message types are skipped and
+// counted. Acks, results and cancels are matched by task ID and attempt.
+// A peer that half-closes its stream still gets every answer; the stream
+// is closed once they are all sent. proto/cortex/v1/task.proto and
+// docs/protocol.md specify the protocol.
 //
 // Leases. While an executor holds tasks it accepted from a stream and has
 // not answered, it sends a TaskHeartbeat listing them on that stream every
