@@ -48,7 +48,7 @@ func futureFrame(tb testing.TB, env *cortexv1.Envelope) []byte {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m = protowire.AppendVarint(protowire.AppendTag(m, 99, protowire.VarintType), 7)                // a new scalar
+	m = protowire.AppendVarint(protowire.AppendTag(m, 99, protowire.VarintType), 7)                 // a new scalar
 	m = protowire.AppendBytes(protowire.AppendTag(m, 100, protowire.BytesType), []byte("progress")) // a new sub-message
 	e := protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), m)
 	e = protowire.AppendVarint(protowire.AppendTag(e, 30, protowire.VarintType), 1) // a new envelope field
@@ -494,4 +494,3 @@ func TestOrchestratorCloseJoinsTheOpeningGoroutine(t *testing.T) {
 	}
 	_ = l.Close()
 }
-

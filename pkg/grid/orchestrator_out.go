@@ -31,9 +31,9 @@ type call struct {
 	id      TaskID
 	attempt uint32 // matched against the attempt of acks and results (0 there: any)
 	peer    peer.ID
-	acked atomic.Bool
-	heard uint32 // guarded by the stream's mu: the lease check count when last heard of
-	done  func(*RemoteResult, error)
+	acked   atomic.Bool
+	heard   uint32 // guarded by the stream's mu: the lease check count when last heard of
+	done    func(*RemoteResult, error)
 
 	ackBy    time.Time
 	resultBy time.Time
