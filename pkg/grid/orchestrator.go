@@ -45,7 +45,20 @@ const (
 	DefaultHeartbeatInterval  = 5 * time.Second
 	DefaultLeaseMisses        = 3
 	DefaultAckDelay           = time.Millisecond
+	// DefaultPeerMaxBytes is a peer's byte budget here when no PeerPolicy
+	// says otherwise.
+	DefaultPeerMaxBytes = 256 << 20
+	// DefaultNodeByteBudget is the byte budget of every peer together.
+	DefaultNodeByteBudget = 1 << 30
 )
+
+// overBudgetRetry is the retry hint of an over-budget rejection: budgets
+// free up as tasks finish, which the executor cannot foresee.
+const overBudgetRetry = time.Second
+
+// policyRefresh is how often, at most, a peer's limits are asked again of
+// the PeerPolicy while it keeps sending.
+const policyRefresh = time.Second
 
 // Bounds of the heartbeat options. A peer that declares a longer interval
 // than maxHeartbeatInterval is held to maxHeartbeatInterval.
@@ -63,15 +76,18 @@ const taskServiceName = "cortex.task"
 type OrchestratorOption func(*orchConfig)
 
 type orchConfig struct {
-	maxMsg      int
-	ackTimeout  time.Duration
-	ackDelay    time.Duration
-	peerRate    rate.Limit
-	peerBurst   int
-	maxInFlight int
-	heartbeat   time.Duration
-	leaseMisses int
-	logger      *slog.Logger
+	maxMsg       int
+	frameTimeout time.Duration
+	ackTimeout   time.Duration
+	ackDelay     time.Duration
+	peerRate     rate.Limit
+	peerBurst    int
+	maxInFlight  int
+	policy       PeerPolicy
+	nodeBudget   int64
+	heartbeat    time.Duration
+	leaseMisses  int
+	logger       *slog.Logger
 
 	resultGrace       time.Duration // how long past a task's deadline Delegate still waits for its result
 	openTimeout       time.Duration // opening an outbound stream
@@ -86,11 +102,13 @@ type orchConfig struct {
 func defaultOrchConfig() orchConfig {
 	return orchConfig{
 		maxMsg:            wire.DefaultMaxMessageSize,
+		frameTimeout:      wire.DefaultFrameTimeout,
 		ackTimeout:        DefaultAckTimeout,
 		ackDelay:          DefaultAckDelay,
 		peerRate:          DefaultPeerRate,
 		peerBurst:         DefaultPeerBurst,
 		maxInFlight:       DefaultMaxInFlightPerPeer,
+		nodeBudget:        DefaultNodeByteBudget,
 		heartbeat:         DefaultHeartbeatInterval,
 		leaseMisses:       DefaultLeaseMisses,
 		resultGrace:       2 * time.Second,
@@ -111,22 +129,51 @@ func WithMaxMessageSize(n int) OrchestratorOption {
 	return func(c *orchConfig) { c.maxMsg = n }
 }
 
+// WithFrameTimeout sets how long a frame that has started arriving on a
+// task stream may take to arrive whole (default wire.DefaultFrameTimeout,
+// 30 s); a frame that takes longer resets the stream. Idle time between
+// frames is not limited by it.
+func WithFrameTimeout(d time.Duration) OrchestratorOption {
+	return func(c *orchConfig) { c.frameTimeout = d }
+}
+
 // WithAckTimeout sets how long Delegate waits for the peer's TaskAck
 // (default 10 s).
 func WithAckTimeout(d time.Duration) OrchestratorOption {
 	return func(c *orchConfig) { c.ackTimeout = d }
 }
 
+// WithPeerPolicy sets who may hold what here: the orchestrator asks p for
+// a peer's PeerLimits when the peer opens a task stream and again at most
+// once a second while it keeps sending, and enforces them on its requests
+// (see PeerLimits). Without a policy every peer gets the rate and task
+// limits of WithPeerRateLimit and WithMaxInFlightPerPeer (or their
+// defaults) and DefaultPeerMaxBytes.
+func WithPeerPolicy(p PeerPolicy) OrchestratorOption {
+	return func(c *orchConfig) { c.policy = p }
+}
+
+// WithNodeByteBudget caps the bytes every peer together may hold here:
+// the inputs of the tasks running for peers and the frames (results,
+// acks) not yet written back to them (default DefaultNodeByteBudget, 1
+// GiB). A request that would go over it is rejected RejectOverBudget.
+func WithNodeByteBudget(n int64) OrchestratorOption {
+	return func(c *orchConfig) { c.nodeBudget = n }
+}
+
 // WithPeerRateLimit limits the task requests each peer may send: r per
 // second with bursts of burst (default 20000/s, burst 5000). A request over
-// the limit is rejected with RejectRateLimited. rate.Inf disables it.
+// the limit is rejected with RejectRateLimited. rate.Inf disables it. It
+// applies only without WithPeerPolicy, which replaces it; it stays until
+// its callers have moved to a policy.
 func WithPeerRateLimit(r rate.Limit, burst int) OrchestratorOption {
 	return func(c *orchConfig) { c.peerRate, c.peerBurst = r, burst }
 }
 
 // WithMaxInFlightPerPeer caps the tasks one peer may have running here at
 // once (default 4096); a request over the cap is rejected with
-// RejectRateLimited.
+// RejectOverBudget. It applies only without WithPeerPolicy, which
+// replaces it; it stays until its callers have moved to a policy.
 func WithMaxInFlightPerPeer(n int) OrchestratorOption {
 	return func(c *orchConfig) { c.maxInFlight = n }
 }
@@ -170,6 +217,9 @@ func (c *orchConfig) validate() error {
 	if c.maxMsg < minMaxMessageSize || c.maxMsg > 1<<30 {
 		errs = append(errs, fmt.Errorf("max message size %d is outside 1 KiB to 1 GiB", c.maxMsg))
 	}
+	if c.frameTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("frame timeout %s must be positive", c.frameTimeout))
+	}
 	if c.ackTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("ack timeout %s must be positive", c.ackTimeout))
 	}
@@ -178,6 +228,9 @@ func (c *orchConfig) validate() error {
 	}
 	if c.maxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("max in-flight per peer %d must be at least 1", c.maxInFlight))
+	}
+	if c.nodeBudget < 1 {
+		errs = append(errs, fmt.Errorf("node byte budget %d must be at least 1", c.nodeBudget))
 	}
 	if c.ackDelay < 0 || c.ackDelay >= c.ackTimeout/2 || c.ackDelay >= c.heartbeat {
 		errs = append(errs, fmt.Errorf("ack delay %s must be 0 or more, less than half the ack timeout %s and less than the heartbeat interval %s", c.ackDelay, c.ackTimeout, c.heartbeat))
@@ -194,8 +247,9 @@ func (c *orchConfig) validate() error {
 // Orchestrator carries tasks between this node and its peers over the
 // /cortex/task/1.0.0 protocol. Outgoing, Delegate multiplexes every task
 // for a peer over one long-lived stream, opened on first use and reopened
-// after a failure. Incoming, it admits tasks from peers' streams (rate and
-// in-flight limits per peer), hands them to its TaskHandler and sends
+// after a failure. Incoming, it admits tasks from peers' streams (rate,
+// task and byte limits per peer from its PeerPolicy, and a byte budget
+// for the node), hands them to its TaskHandler and sends
 // their results back; when an incoming stream fails, the tasks still
 // running for it are stopped through the handler, with AbandonTask if it
 // is a TaskAbandoner, else CancelTask. All methods are safe for concurrent
@@ -208,9 +262,17 @@ func (c *orchConfig) validate() error {
 // acceptance. It holds the accepting ack back for up to the ack delay
 // (WithAckDelay), so that a short task costs one frame each way: the ack
 // is only sent for a task still running then, and always before its
-// result. Frames that cannot be decoded, or that the receiving side
-// never expects (a request on a requester's stream, say), reset the
-// stream; a well-formed request with bad fields is rejected as malformed.
+// result. Only framing errors reset a stream (a bad length, a frame over
+// the cap, a frame not whole within the frame timeout). A message that
+// does not decode or validate, that the receiving side never expects (a
+// request on a requester's stream, say), or that answers an attempt not
+// pending is dropped and counted (see Stats); a request among them with a
+// usable task ID is rejected, a bad result fails its task with
+// ErrInvalidResult. Unknown fields and message types are skipped and
+// counted. Acks, results and cancels are matched by task ID and attempt.
+// A peer that half-closes its stream still gets every answer; the stream
+// is closed once they are all sent. proto/cortex/v1/task.proto and
+// docs/protocol.md specify the protocol.
 //
 // Leases. While an executor holds tasks it accepted from a stream and has
 // not answered, it sends a TaskHeartbeat listing them on that stream every
@@ -258,6 +320,9 @@ type Orchestrator struct {
 	in      map[*inStream]struct{}
 	inPeers map[peer.ID]*inPeer
 
+	nodeBytes atomic.Int64 // bytes every peer holds here (see WithNodeByteBudget)
+	stats     orchCounters
+
 	streamsOpened   atomic.Int64 // outbound streams opened, for tests
 	streamsAccepted atomic.Int64 // inbound streams accepted, for tests
 }
@@ -281,6 +346,9 @@ func NewOrchestrator(h host.Host, handler TaskHandler, opts ...OrchestratorOptio
 	logger := cfg.logger
 	if logger == nil {
 		logger = slog.Default()
+	}
+	if cfg.policy == nil {
+		cfg.policy = staticPolicy{Rate: cfg.peerRate, Burst: cfg.peerBurst, MaxTasks: cfg.maxInFlight, MaxBytes: DefaultPeerMaxBytes}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Orchestrator{
@@ -429,14 +497,14 @@ func (o *Orchestrator) sweepIdle() {
 }
 
 // forgetIdlePeers drops the admission state of peers with no stream, no
-// task running and a full rate-limit bucket: a fresh entry would be the
-// same.
+// task running, no bytes held and a full rate-limit bucket: a fresh entry
+// would be the same.
 func (o *Orchestrator) forgetIdlePeers() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for p, ip := range o.inPeers {
-		full := o.cfg.peerRate == rate.Inf || ip.lim.Tokens() >= float64(o.cfg.peerBurst)
-		if ip.streams == 0 && ip.inflight.Load() == 0 && full {
+		full := ip.lim.Limit() == rate.Inf || ip.lim.Tokens() >= float64(ip.lim.Burst())
+		if ip.streams == 0 && ip.inflight.Load() == 0 && ip.bytes.Load() == 0 && full {
 			delete(o.inPeers, p)
 		}
 	}
@@ -452,3 +520,66 @@ var errIdle = errors.New("stream idle")
 
 // resetStream resets s, ignoring the error: there is nothing to do about it.
 func resetStream(s network.Stream) { _ = s.Reset() }
+
+// staticPolicy gives every peer the same limits.
+type staticPolicy PeerLimits
+
+func (p staticPolicy) PeerLimits(peer.ID) PeerLimits { return PeerLimits(p) }
+
+// Usage returns what p holds on this node now: the tasks it has running
+// here and the bytes of their inputs and of the frames not yet written
+// back to it.
+func (o *Orchestrator) Usage(p peer.ID) PeerUsage {
+	o.mu.RLock()
+	ip := o.inPeers[p]
+	o.mu.RUnlock()
+	if ip == nil {
+		return PeerUsage{}
+	}
+	return PeerUsage{Tasks: int(ip.inflight.Load()), Bytes: ip.bytes.Load()}
+}
+
+// Outstanding returns how many tasks this node delegated to p are still
+// waiting for their result.
+func (o *Orchestrator) Outstanding(p peer.ID) int {
+	o.mu.RLock()
+	out := o.out[p]
+	o.mu.RUnlock()
+	if out == nil {
+		return 0
+	}
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	return len(out.pending)
+}
+
+// OrchestratorStats counts the task messages peers sent that this node
+// skipped. None of them cost the stream they came on, or the other tasks
+// on it.
+type OrchestratorStats struct {
+	// Unknown is the fields and message types of a newer protocol version
+	// that were skipped.
+	Unknown uint64
+	// Malformed is the messages that did not parse or failed validation:
+	// a bad task ID, a string that is not UTF-8, a request with bad
+	// fields (also answered with a rejection), a result over the output
+	// cap (which fails its task with ErrInvalidResult).
+	Malformed uint64
+	// Dropped is the well-formed messages that had no place: sent by the
+	// wrong side (an ack to an executor, a request to a requester), for a
+	// stale attempt, or for a task not pending (any more).
+	Dropped uint64
+}
+
+type orchCounters struct {
+	unknown, malformed, dropped atomic.Uint64
+}
+
+// Stats returns the counts of skipped task messages since the start.
+func (o *Orchestrator) Stats() OrchestratorStats {
+	return OrchestratorStats{
+		Unknown:   o.stats.unknown.Load(),
+		Malformed: o.stats.malformed.Load(),
+		Dropped:   o.stats.dropped.Load(),
+	}
+}

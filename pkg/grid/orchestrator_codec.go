@@ -10,11 +10,12 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cortexgrid/cortexd/pkg/wire"
 	"github.com/cortexgrid/cortexd/pkg/wire/cortexv1"
 )
 
-// Limits on what a task message may carry. A peer that exceeds one gets a
-// TaskAck rejecting the task as malformed.
+// Limits on what a task message may carry. A request that exceeds one gets
+// a TaskAck rejecting it as malformed.
 const (
 	maxSkillIDLen       = 128
 	maxVersionLen       = 64
@@ -46,8 +47,6 @@ func validateOutgoing(t *RemoteTask) error {
 		return invalidf("nil task")
 	case t.ID.IsZero():
 		return invalidf("zero task ID")
-	case t.Requester == "":
-		return invalidf("no requester")
 	case t.Deadline.IsZero() || t.Deadline.UnixMilli() <= 0:
 		return invalidf("no deadline")
 	case t.Attempt < 0 || t.Attempt > math.MaxInt32:
@@ -87,7 +86,6 @@ func checkTrust(v float64) error {
 // allocation. It is owned by one stream's reader.
 type strCache struct {
 	skill, version string
-	requester      peer.ID
 }
 
 func (c *strCache) str(b []byte, last *string) string {
@@ -98,94 +96,95 @@ func (c *strCache) str(b []byte, last *string) string {
 }
 
 // decodeRequest validates a request a peer sent and converts it into t;
-// the input is copied out of the frame. On failure it returns the reason
-// to put in the rejecting TaskAck.
-func decodeRequest(e *envelope, c *strCache, now time.Time, t *RemoteTask) (RejectReason, error) {
-	id, err := TaskIDFromBytes(e.taskID)
+// the input is copied out of the frame. The requester is from, the
+// stream's authenticated remote peer: the message's requester field is
+// not believed, and its value is ignored. On failure it returns the
+// reason to put in the rejecting TaskAck.
+func decodeRequest(e *wire.Request, c *strCache, now time.Time, from peer.ID, t *RemoteTask) (RejectReason, error) {
+	id, err := TaskIDFromBytes(e.TaskID)
 	if err != nil {
-		return RejectMalformed, invalidf("task ID of %d bytes", len(e.taskID))
+		return RejectMalformed, invalidf("task ID of %d bytes", len(e.TaskID))
 	}
 	if id.IsZero() {
 		return RejectMalformed, invalidf("zero task ID")
 	}
 	switch {
-	case len(e.skill) == 0 || len(e.skill) > maxSkillIDLen:
-		return RejectMalformed, invalidf("skill ID of %d bytes (want 1-%d)", len(e.skill), maxSkillIDLen)
-	case len(e.version) > maxVersionLen:
-		return RejectMalformed, invalidf("skill version of %d bytes (max %d)", len(e.version), maxVersionLen)
-	case e.inputKind != int32(InputJSON) && e.inputKind != int32(InputRaw):
-		return RejectMalformed, invalidf("unknown input kind %d", e.inputKind)
-	case e.priority > math.MaxUint8:
-		return RejectMalformed, invalidf("priority %d above 255", e.priority)
-	case e.attempt > math.MaxInt32:
-		return RejectMalformed, invalidf("attempt %d out of range", e.attempt)
+	case len(e.SkillID) == 0 || len(e.SkillID) > maxSkillIDLen:
+		return RejectMalformed, invalidf("skill ID of %d bytes (want 1-%d)", len(e.SkillID), maxSkillIDLen)
+	case len(e.SkillVersion) > maxVersionLen:
+		return RejectMalformed, invalidf("skill version of %d bytes (max %d)", len(e.SkillVersion), maxVersionLen)
+	case e.InputKind != int32(InputJSON) && e.InputKind != int32(InputRaw):
+		return RejectMalformed, invalidf("unknown input kind %d", e.InputKind)
+	case e.Priority > math.MaxUint8:
+		return RejectMalformed, invalidf("priority %d above 255", e.Priority)
+	case e.Attempt > math.MaxInt32:
+		return RejectMalformed, invalidf("attempt %d out of range", e.Attempt)
+	case len(e.Input) > wire.MaxTaskInput:
+		return RejectTooLarge, invalidf("input of %d bytes (max %d per task)", len(e.Input), wire.MaxTaskInput)
 	}
-	if err := checkTrust(e.minTrust); err != nil {
+	if err := checkTrust(e.MinTrust); err != nil {
 		return RejectMalformed, err
 	}
-	requester := c.requester
-	if requester == "" || string(e.requester) != string(requester) {
-		if requester, err = peer.IDFromBytes(e.requester); err != nil {
-			return RejectMalformed, invalidf("requester is not a peer ID: %v", err)
-		}
-		c.requester = requester
-	}
-	if e.deadlineMs <= 0 {
+	if e.DeadlineUnixMs <= 0 {
 		return RejectMalformed, invalidf("no deadline")
 	}
-	deadline := time.UnixMilli(e.deadlineMs)
+	deadline := time.UnixMilli(e.DeadlineUnixMs)
 	if deadline.Sub(now) > maxDeadlineAhead {
 		return RejectMalformed, invalidf("deadline %s is more than %s ahead", deadline.UTC().Format(time.RFC3339), maxDeadlineAhead)
 	}
 	if !deadline.After(now) {
-		return RejectUnspecified, fmt.Errorf("%w: deadline passed %s ago", errInvalidMessage, now.Sub(deadline).Round(time.Millisecond))
+		return RejectDeadlinePassed, invalidf("deadline passed %s ago", now.Sub(deadline).Round(time.Millisecond))
 	}
 	var input []byte
-	if len(e.input) > 0 {
-		input = append([]byte(nil), e.input...)
+	if len(e.Input) > 0 {
+		input = append([]byte(nil), e.Input...)
 	}
 	*t = RemoteTask{
 		ID:        id,
-		Skill:     c.str(e.skill, &c.skill),
-		Version:   c.str(e.version, &c.version),
+		Skill:     c.str(e.SkillID, &c.skill),
+		Version:   c.str(e.SkillVersion, &c.version),
 		Input:     input,
-		InputKind: InputKind(e.inputKind),
-		Priority:  uint8(e.priority),
+		InputKind: InputKind(e.InputKind),
+		Priority:  uint8(e.Priority),
 		Deadline:  deadline,
-		MinTrust:  e.minTrust,
-		Attempt:   int(e.attempt),
-		Requester: requester,
+		MinTrust:  e.MinTrust,
+		Attempt:   int(e.Attempt),
+		Requester: from,
 	}
 	return RejectUnspecified, nil
 }
 
 // decodeResult validates a result a peer sent and converts it, copying
 // the output out of the frame. The executor is the authenticated peer the
-// stream goes to, whatever the message claims.
-func decodeResult(e *envelope, from peer.ID) (*RemoteResult, error) {
-	id, err := TaskIDFromBytes(e.taskID)
+// stream goes to, whatever the message claims. An error wraps
+// ErrInvalidResult.
+func decodeResult(e *wire.Result, from peer.ID) (*RemoteResult, error) {
+	id, err := TaskIDFromBytes(e.TaskID)
 	if err != nil {
-		return nil, invalidf("result task ID of %d bytes", len(e.taskID))
+		return nil, fmt.Errorf("%w: task ID of %d bytes", ErrInvalidResult, len(e.TaskID))
 	}
-	code := ErrorCode(e.errorCode)
+	if len(e.Output) > wire.MaxTaskOutput {
+		return &RemoteResult{ID: id}, fmt.Errorf("%w: output of %d bytes (max %d)", ErrInvalidResult, len(e.Output), wire.MaxTaskOutput)
+	}
+	code := ErrorCode(e.ErrorCode)
 	if code < CodeNone || code > CodeInternal {
 		code = CodeInternal
 	}
-	if !e.success && code == CodeNone {
+	if !e.Success && code == CodeNone {
 		code = CodeExecutionFailed
 	}
 	var out []byte
-	if len(e.output) > 0 {
-		out = append([]byte(nil), e.output...)
+	if len(e.Output) > 0 {
+		out = append([]byte(nil), e.Output...)
 	}
 	var msg string
-	if len(e.errorMsg) > 0 {
-		msg = truncateUTF8(string(e.errorMsg), maxErrorMessageLen)
+	if len(e.ErrorMessage) > 0 {
+		msg = truncateUTF8(string(e.ErrorMessage), maxErrorMessageLen)
 	}
-	exec := time.Duration(min(max(e.execTimeUs, 0), maxExecTime.Microseconds())) * time.Microsecond
+	exec := time.Duration(min(max(e.ExecTimeUs, 0), maxExecTime.Microseconds())) * time.Microsecond
 	return &RemoteResult{
 		ID:           id,
-		Success:      e.success,
+		Success:      e.Success,
 		Output:       out,
 		ErrorCode:    code,
 		ErrorMessage: msg,
@@ -196,24 +195,100 @@ func decodeResult(e *envelope, from peer.ID) (*RemoteResult, error) {
 
 // decodeAck validates an ack a peer sent. It returns the task ID and, for
 // a rejection, the error to give the caller.
-func decodeAck(e *envelope) (TaskID, *RejectError, error) {
-	id, err := TaskIDFromBytes(e.taskID)
+func decodeAck(e *wire.Ack) (TaskID, *RejectError, error) {
+	id, err := TaskIDFromBytes(e.TaskID)
 	if err != nil {
-		return id, nil, invalidf("ack task ID of %d bytes", len(e.taskID))
+		return id, nil, invalidf("ack task ID of %d bytes", len(e.TaskID))
 	}
-	if e.accepted {
+	if e.Accepted {
 		return id, nil, nil
 	}
-	reason := RejectReason(e.reason)
-	if reason < RejectUnspecified || reason > RejectMalformed {
+	reason := RejectReason(e.Reason)
+	if reason < RejectUnspecified || reason > maxRejectReason {
 		reason = RejectUnspecified
 	}
-	retry := time.Duration(e.retryAfterMs) * time.Millisecond
+	retry := time.Duration(e.RetryAfterMs) * time.Millisecond
 	return id, &RejectError{
 		Reason:     reason,
-		Message:    truncateUTF8(string(e.message), maxRejectMessageLen),
+		Message:    truncateUTF8(string(e.Message), maxRejectMessageLen),
 		RetryAfter: min(retry, maxRetryAfter),
 	}, nil
+}
+
+// maxRejectReason is the highest reject reason this version knows; a
+// peer's higher one reads as RejectUnspecified.
+const maxRejectReason = RejectOverBudget
+
+// Encoders: each appends one whole frame to dst.
+
+// appendRequestFrame appends t's TaskRequest frame; requester is the
+// requester's peer ID bytes.
+func appendRequestFrame(dst []byte, t *RemoteTask, requester []byte) []byte {
+	return wire.AppendRequestFrame(dst, &wire.Request{
+		TaskID:         t.ID[:],
+		SkillID:        []byte(t.Skill),
+		SkillVersion:   []byte(t.Version),
+		Input:          t.Input,
+		InputKind:      int32(t.InputKind),
+		Priority:       uint32(t.Priority),
+		DeadlineUnixMs: t.Deadline.UnixMilli(),
+		MinTrust:       t.MinTrust,
+		Attempt:        uint32(t.Attempt),
+		Requester:      requester,
+	})
+}
+
+// appendAckFrame appends a TaskAck frame for attempt of task id: accepted
+// if rej is nil, else rejected with rej's reason, message (made valid
+// UTF-8 and truncated) and retry hint (capped).
+func appendAckFrame(dst []byte, id *TaskID, attempt uint32, rej *RejectError) []byte {
+	m := wire.Ack{TaskID: id[:], Attempt: attempt, Accepted: rej == nil}
+	if rej != nil {
+		r := rej.Reason
+		if r < RejectUnspecified || r > maxRejectReason {
+			r = RejectUnspecified
+		}
+		m.Reason = int32(r)
+		m.Message = []byte(truncateUTF8(rej.Message, maxRejectMessageLen))
+		m.RetryAfterMs = uint32(min(max(rej.RetryAfter, 0), maxRetryAfter).Milliseconds())
+	}
+	return wire.AppendAckFrame(dst, &m)
+}
+
+// appendResultFrame appends a TaskResult frame for attempt of task id,
+// whatever r.ID says; the error message is made valid UTF-8 and
+// truncated. executor is this node's peer ID bytes.
+func appendResultFrame(dst []byte, id *TaskID, attempt uint32, r *RemoteResult, executor []byte) []byte {
+	return wire.AppendResultFrame(dst, &wire.Result{
+		TaskID:       id[:],
+		Success:      r.Success,
+		Output:       r.Output,
+		ErrorCode:    int32(r.ErrorCode),
+		ErrorMessage: []byte(truncateUTF8(r.ErrorMessage, maxErrorMessageLen)),
+		ExecTimeUs:   max(r.ExecTime.Microseconds(), 0),
+		Executor:     executor,
+		Attempt:      attempt,
+	})
+}
+
+// appendCancelFrame appends a TaskCancel frame for attempt of task id.
+func appendCancelFrame(dst []byte, id *TaskID, attempt uint32) []byte {
+	return wire.AppendCancelFrame(dst, &wire.Cancel{TaskID: id[:], Attempt: attempt})
+}
+
+// heartbeatIDSize is the encoded size of one task ID in a TaskHeartbeat:
+// tag, length, 32 bytes.
+const heartbeatIDSize = 1 + 1 + len(TaskID{})
+
+// maxHeartbeatIDs is how many task IDs one TaskHeartbeat frame carries at
+// most: few enough for its body to fit the smallest frame cap a peer may
+// set (minMaxMessageSize), so that any peer can read it.
+const maxHeartbeatIDs = (minMaxMessageSize - 16) / heartbeatIDSize
+
+// appendHeartbeatFrame appends a TaskHeartbeat frame listing ids, with the
+// sender's heartbeat interval in milliseconds.
+func appendHeartbeatFrame(dst []byte, ids [][]byte, intervalMs uint32) []byte {
+	return wire.AppendHeartbeatFrame(dst, &wire.Heartbeat{TaskIDs: ids, IntervalMs: intervalMs})
 }
 
 // truncateUTF8 returns s as valid UTF-8 of at most n bytes, cut on a rune

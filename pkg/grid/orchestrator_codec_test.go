@@ -45,11 +45,10 @@ func TestOrchestratorCodecEncodersMatchProtoMarshal(t *testing.T) {
 	requester := orchPeerID(t)
 	id, id2 := NewTaskID(), NewTaskID()
 	deadline := time.UnixMilli(1_900_000_123_456)
-	manyIDs := make([]TaskID, maxHeartbeatIDs)
-	manyIDBytes := make([][]byte, len(manyIDs))
-	for i := range manyIDs {
-		manyIDs[i] = NewTaskID()
-		manyIDBytes[i] = manyIDs[i][:]
+	manyIDBytes := make([][]byte, maxHeartbeatIDs)
+	for i := range manyIDBytes {
+		id := NewTaskID()
+		manyIDBytes[i] = id[:]
 	}
 	cases := []struct {
 		name string
@@ -81,33 +80,37 @@ func TestOrchestratorCodecEncodersMatchProtoMarshal(t *testing.T) {
 			TaskId: id[:], SkillId: "a", Input: bytes.Repeat([]byte{1}, 100<<10), InputKind: cortexv1.InputKind_INPUT_KIND_RAW,
 			DeadlineUnixMs: deadline.UnixMilli(),
 		}}}},
-		{"an accepting ack", appendAckFrame(nil, &id, nil),
-			&cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{TaskId: id[:], Accepted: true}}}},
-		{"a rejecting ack", appendAckFrame(nil, &id, &RejectError{Reason: RejectRateLimited, Message: "slow down", RetryAfter: 1500 * time.Millisecond}),
+		{"an accepting ack", appendAckFrame(nil, &id, 2, nil),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{TaskId: id[:], Accepted: true, Attempt: 2}}}},
+		{"a rejecting ack", appendAckFrame(nil, &id, 1, &RejectError{Reason: RejectRateLimited, Message: "slow down", RetryAfter: 1500 * time.Millisecond}),
 			&cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{
-				TaskId: id[:], Reason: cortexv1.RejectReason_REJECT_REASON_RATE_LIMITED, Message: "slow down", RetryAfterMs: 1500,
+				TaskId: id[:], Reason: cortexv1.RejectReason_REJECT_REASON_RATE_LIMITED, Message: "slow down", RetryAfterMs: 1500, Attempt: 1,
 			}}}},
-		{"a rejecting ack with an unknown reason goes out as unspecified", appendAckFrame(nil, &id, &RejectError{Reason: 99}),
+		{"an over-budget ack keeps its reason", appendAckFrame(nil, &id, 0, &RejectError{Reason: RejectOverBudget, RetryAfter: time.Second}),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{
+				TaskId: id[:], Reason: cortexv1.RejectReason_REJECT_REASON_OVER_BUDGET, RetryAfterMs: 1000,
+			}}}},
+		{"a rejecting ack with an unknown reason goes out as unspecified", appendAckFrame(nil, &id, 0, &RejectError{Reason: 99}),
 			&cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{TaskId: id[:]}}}},
-		{"a successful result", appendResultFrame(nil, &id, &RemoteResult{Success: true, Output: []byte("out"), ExecTime: 1500 * time.Microsecond}, []byte(requester)),
+		{"a successful result", appendResultFrame(nil, &id, 3, &RemoteResult{Success: true, Output: []byte("out"), ExecTime: 1500 * time.Microsecond}, []byte(requester)),
 			&cortexv1.Envelope{Body: &cortexv1.Envelope_Result{Result: &cortexv1.TaskResult{
-				TaskId: id[:], Success: true, Output: []byte("out"), ExecTimeUs: 1500, Executor: []byte(requester),
+				TaskId: id[:], Success: true, Output: []byte("out"), ExecTimeUs: 1500, Executor: []byte(requester), Attempt: 3,
 			}}}},
-		{"a failed result with a negative error code", appendResultFrame(nil, &id, &RemoteResult{ErrorCode: -3, ErrorMessage: "héllo"}, nil),
+		{"a failed result with a negative error code", appendResultFrame(nil, &id, 0, &RemoteResult{ErrorCode: -3, ErrorMessage: "héllo"}, nil),
 			&cortexv1.Envelope{Body: &cortexv1.Envelope_Result{Result: &cortexv1.TaskResult{
 				TaskId: id[:], ErrorCode: -3, ErrorMessage: "héllo",
 			}}}},
-		{"a result whose message is not UTF-8 goes out repaired", appendResultFrame(nil, &id, &RemoteResult{ErrorMessage: "bad\xffbyte"}, nil),
+		{"a result whose message is not UTF-8 goes out repaired", appendResultFrame(nil, &id, 0, &RemoteResult{ErrorMessage: "bad\xffbyte"}, nil),
 			&cortexv1.Envelope{Body: &cortexv1.Envelope_Result{Result: &cortexv1.TaskResult{TaskId: id[:], ErrorMessage: "bad\uFFFDbyte"}}}},
-		{"a cancel", appendCancelFrame(nil, &id),
-			&cortexv1.Envelope{Body: &cortexv1.Envelope_Cancel{Cancel: &cortexv1.TaskCancel{TaskId: id[:]}}}},
-		{"a heartbeat for two tasks", appendHeartbeatFrame(nil, []TaskID{id, id2}, 5000),
+		{"a cancel", appendCancelFrame(nil, &id, 4),
+			&cortexv1.Envelope{Body: &cortexv1.Envelope_Cancel{Cancel: &cortexv1.TaskCancel{TaskId: id[:], Attempt: 4}}}},
+		{"a heartbeat for two tasks", appendHeartbeatFrame(nil, [][]byte{id[:], id2[:]}, 5000),
 			&cortexv1.Envelope{Body: &cortexv1.Envelope_Heartbeat{Heartbeat: &cortexv1.TaskHeartbeat{
 				TaskIds: [][]byte{id[:], id2[:]}, IntervalMs: 5000,
 			}}}},
-		{"a heartbeat with no interval", appendHeartbeatFrame(nil, []TaskID{id}, 0),
+		{"a heartbeat with no interval", appendHeartbeatFrame(nil, [][]byte{id[:]}, 0),
 			&cortexv1.Envelope{Body: &cortexv1.Envelope_Heartbeat{Heartbeat: &cortexv1.TaskHeartbeat{TaskIds: [][]byte{id[:]}}}}},
-		{"a full heartbeat frame", appendHeartbeatFrame(nil, manyIDs, math.MaxUint32),
+		{"a full heartbeat frame", appendHeartbeatFrame(nil, manyIDBytes, math.MaxUint32),
 			&cortexv1.Envelope{Body: &cortexv1.Envelope_Heartbeat{Heartbeat: &cortexv1.TaskHeartbeat{
 				TaskIds: manyIDBytes, IntervalMs: math.MaxUint32,
 			}}}},
@@ -121,150 +124,61 @@ func TestOrchestratorCodecEncodersMatchProtoMarshal(t *testing.T) {
 	}
 }
 
-// envelopeOf converts a generated Envelope to the hand decoder's view.
-func envelopeOf(m *cortexv1.Envelope) envelope {
-	var e envelope
-	switch b := m.Body.(type) {
-	case *cortexv1.Envelope_Request:
-		r := b.Request
-		e = envelope{kind: envRequest, taskID: r.TaskId, skill: []byte(r.SkillId), version: []byte(r.SkillVersion),
-			input: r.Input, inputKind: int32(r.InputKind), priority: r.Priority, deadlineMs: r.DeadlineUnixMs,
-			minTrust: r.MinTrust, attempt: r.Attempt, requester: r.Requester}
-	case *cortexv1.Envelope_Ack:
-		a := b.Ack
-		e = envelope{kind: envAck, taskID: a.TaskId, accepted: a.Accepted, reason: int32(a.Reason),
-			message: []byte(a.Message), retryAfterMs: a.RetryAfterMs}
-	case *cortexv1.Envelope_Result:
-		r := b.Result
-		e = envelope{kind: envResult, taskID: r.TaskId, success: r.Success, output: r.Output, errorCode: int32(r.ErrorCode),
-			errorMsg: []byte(r.ErrorMessage), execTimeUs: r.ExecTimeUs, executor: r.Executor}
-	case *cortexv1.Envelope_Cancel:
-		e = envelope{kind: envCancel, taskID: b.Cancel.TaskId}
-	case *cortexv1.Envelope_Heartbeat:
-		e = envelope{kind: envHeartbt, ids: b.Heartbeat.TaskIds, intervalMs: b.Heartbeat.IntervalMs}
-	}
-	return e
-}
-
-// sameEnvelope compares two decoded envelopes, treating nil and empty
-// byte slices alike and NaNs by their bits.
-func sameEnvelope(a, b *envelope) bool {
-	eq := bytes.Equal
-	return a.kind == b.kind && eq(a.taskID, b.taskID) &&
-		eq(a.skill, b.skill) && eq(a.version, b.version) && eq(a.input, b.input) && eq(a.requester, b.requester) &&
-		a.inputKind == b.inputKind && a.priority == b.priority && a.deadlineMs == b.deadlineMs &&
-		math.Float64bits(a.minTrust) == math.Float64bits(b.minTrust) && a.attempt == b.attempt &&
-		a.accepted == b.accepted && a.reason == b.reason && eq(a.message, b.message) && a.retryAfterMs == b.retryAfterMs &&
-		a.success == b.success && eq(a.output, b.output) && a.errorCode == b.errorCode && eq(a.errorMsg, b.errorMsg) &&
-		a.execTimeUs == b.execTimeUs && eq(a.executor, b.executor) &&
-		slices.EqualFunc(a.ids, b.ids, eq) && a.intervalMs == b.intervalMs
-}
-
-// envelopeSeeds are valid and tricky envelope encodings.
-func envelopeSeeds(tb testing.TB) [][]byte {
-	id := NewTaskID()
-	body := func(f []byte) []byte { // strip the frame length
-		_, n := protowire.ConsumeVarint(f)
-		return f[n:]
-	}
-	req := body(appendRequestFrame(nil, &RemoteTask{ID: id, Skill: "text.echo", Input: []byte("hi"), InputKind: InputRaw,
-		Priority: 7, Deadline: time.Now().Add(time.Minute), MinTrust: 0.25, Attempt: 1}, []byte(orchPeerID(tb))))
-	res := body(appendResultFrame(nil, &id, &RemoteResult{Success: true, Output: []byte("hi"), ErrorMessage: "x"}, nil))
-	ack := body(appendAckFrame(nil, &id, &RejectError{Reason: RejectQueueFull, Message: "full", RetryAfter: time.Second}))
-	cancel := body(appendCancelFrame(nil, &id))
-	hb := body(appendHeartbeatFrame(nil, []TaskID{id, NewTaskID()}, 5000))
-	hbShortID := protowire.AppendBytes(protowire.AppendTag(nil, fEnvHeartbt, protowire.BytesType),
-		protowire.AppendBytes(protowire.AppendTag(nil, fHbTaskIDs, protowire.BytesType), []byte{1, 2, 3}))
-	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 5)
-	wrongType := protowire.AppendVarint(protowire.AppendTag(nil, fEnvRequest, protowire.VarintType), 1)
-	group := protowire.AppendTag(protowire.AppendTag(nil, 12, protowire.StartGroupType), 12, protowire.EndGroupType)
-	badUTF8 := protowire.AppendBytes(protowire.AppendTag(nil, fEnvRequest, protowire.BytesType),
-		protowire.AppendString(protowire.AppendTag(nil, fReqSkill, protowire.BytesType), "\xff"))
-	return [][]byte{
-		req, res, ack, cancel, hb, hbShortID, nil,
-		append(append([]byte{}, hb...), hb...),       // repeated heartbeats merge: their IDs add up
-		append(append([]byte{}, hb...), cancel...),   // a cancel replaces a heartbeat
-		append(append([]byte{}, req...), hb...),      // a heartbeat replaces a request
-		append(append([]byte{}, req...), req...),     // a repeated body merges
-		append(append([]byte{}, req...), ack...),     // another body replaces it
-		append(append([]byte{}, unknown...), res...), // unknown fields are skipped
-		append(append([]byte{}, wrongType...), cancel...),
-		append(append([]byte{}, group...), ack...),
-		badUTF8,
-		{0x0a, 0x05, 0x08},       // truncated body
-		{0x00},                   // field number zero
-		{0x0c},                   // an end group with no start
-		{0x0a, 0x02, 0x28, 0xff}, // truncated varint in a body
-	}
-}
-
-func TestOrchestratorCodecDecoderAgreesWithProto(t *testing.T) {
-	for i, b := range envelopeSeeds(t) {
-		checkDecoderAgrees(t, i, b)
-	}
-}
-
-func checkDecoderAgrees(t *testing.T, i int, b []byte) {
-	t.Helper()
-	var m cortexv1.Envelope
-	protoErr := proto.Unmarshal(b, &m)
-	var e envelope
-	fastErr := decodeEnvelope(b, &e)
-	if (protoErr == nil) != (fastErr == nil) {
-		t.Fatalf("input %d (%x): proto.Unmarshal error %v, decodeEnvelope error %v", i, b, protoErr, fastErr)
-	}
-	if fastErr != nil {
-		if !errors.Is(fastErr, errBadEncoding) {
-			t.Fatalf("input %d: decode error %v does not wrap errBadEncoding", i, fastErr)
-		}
-		return
-	}
-	if want := envelopeOf(&m); !sameEnvelope(&e, &want) {
-		t.Fatalf("input %d (%x): decoded\n%+v\nproto says\n%+v", i, b, e, want)
-	}
-}
-
-// FuzzOrchestratorDecodeEnvelope checks the hand decoder against the
-// generated one on arbitrary input, and that whatever it accepts goes
-// through validation without a panic.
+// FuzzOrchestratorDecodeEnvelope runs whatever wire.DecodeEnvelope
+// accepts through the orchestrator's validation: no panic, and what
+// passes is within bounds. (wire.FuzzEnvelopeCodec holds the codec itself
+// to the generated code.)
 func FuzzOrchestratorDecodeEnvelope(f *testing.F) {
-	for _, b := range envelopeSeeds(f) {
-		f.Add(b)
+	id := NewTaskID()
+	body := func(fr []byte) []byte { // strip the frame length
+		_, n := protowire.ConsumeVarint(fr)
+		return fr[n:]
 	}
+	f.Add(body(appendRequestFrame(nil, &RemoteTask{ID: id, Skill: "text.echo", Input: []byte("hi"), InputKind: InputRaw,
+		Priority: 7, Deadline: time.UnixMilli(1_800_000_060_000), MinTrust: 0.25, Attempt: 1}, []byte(orchPeerID(f)))))
+	f.Add(body(appendResultFrame(nil, &id, 1, &RemoteResult{Success: true, Output: []byte("hi"), ErrorMessage: "x"}, nil)))
+	f.Add(body(appendAckFrame(nil, &id, 1, &RejectError{Reason: RejectQueueFull, Message: "full", RetryAfter: time.Second})))
+	f.Add(body(appendCancelFrame(nil, &id, 1)))
+	f.Add(body(appendHeartbeatFrame(nil, [][]byte{id[:], {1, 2, 3}}, 5000)))
 	from := orchPeerID(f)
 	now := time.UnixMilli(1_800_000_000_000)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		checkDecoderAgrees(t, 0, b)
-		var e envelope
-		if decodeEnvelope(b, &e) != nil {
+		var e wire.Envelope
+		if wire.DecodeEnvelope(b, &e) != nil {
 			return
 		}
-		switch e.kind {
-		case envRequest:
+		switch e.Kind {
+		case wire.KindRequest:
 			var c strCache
 			var task RemoteTask
-			if _, err := decodeRequest(&e, &c, now, &task); err == nil {
+			if _, err := decodeRequest(&e.Request, &c, now, from, &task); err == nil {
 				if validateOutgoing(&task) != nil {
 					t.Fatalf("a request that passed validation would not be sent back out: %+v", task)
 				}
+				if task.Requester != from {
+					t.Fatalf("a request's requester is %s, want the stream's peer %s", task.Requester, from)
+				}
 			}
-		case envResult:
-			if r, err := decodeResult(&e, from); err == nil && !orchValidUTF8(r.ErrorMessage) {
-				t.Fatal("a decoded result carries invalid UTF-8")
+		case wire.KindResult:
+			if r, err := decodeResult(&e.Result, from); err == nil && (!orchValidUTF8(r.ErrorMessage) || len(r.Output) > wire.MaxTaskOutput) {
+				t.Fatal("a decoded result carries invalid UTF-8 or too much output")
+			} else if err != nil && !errors.Is(err, ErrInvalidResult) {
+				t.Fatalf("decodeResult error %v does not wrap ErrInvalidResult", err)
 			}
-		case envAck:
-			if _, rej, err := decodeAck(&e); err == nil && rej != nil && (rej.Reason > RejectMalformed || rej.RetryAfter > maxRetryAfter) {
+		case wire.KindAck:
+			if _, rej, err := decodeAck(&e.Ack); err == nil && rej != nil && (rej.Reason > maxRejectReason || rej.RetryAfter > maxRetryAfter) {
 				t.Fatalf("a decoded rejection is out of range: %+v", rej)
 			}
-		case envHeartbt:
-			out := &outStream{o: &Orchestrator{cfg: defaultOrchConfig()}, pending: map[TaskID]*call{}}
-			err := out.onHeartbeat(&e)
-			allIDs := !slices.ContainsFunc(e.ids, func(b []byte) bool { return len(b) != len(TaskID{}) })
-			if (err == nil) != allIDs {
-				t.Fatalf("onHeartbeat = %v for IDs %x", err, e.ids)
+		case wire.KindHeartbeat:
+			o := &Orchestrator{cfg: defaultOrchConfig(), log: orchQuietLogger()}
+			out := &outStream{o: o, pending: map[TaskID]*call{}}
+			out.onHeartbeat(&e.Heartbeat)
+			allIDs := !slices.ContainsFunc(e.Heartbeat.TaskIDs, func(b []byte) bool { return len(b) != len(TaskID{}) })
+			if (o.stats.malformed.Load() == 0) != allIDs {
+				t.Fatalf("onHeartbeat counted %d malformed for IDs %x", o.stats.malformed.Load(), e.Heartbeat.TaskIDs)
 			}
-			if max := out.o.leaseChecks(maxHeartbeatInterval); out.lease > max {
-				t.Fatalf("a declared interval of %d ms set a lease of %d checks, above the cap %d", e.intervalMs, out.lease, max)
+			if max := o.leaseChecks(maxHeartbeatInterval); out.lease > max {
+				t.Fatalf("a declared interval of %d ms set a lease of %d checks, above the cap %d", e.Heartbeat.IntervalMs, out.lease, max)
 			}
 		}
 	})
@@ -273,17 +187,17 @@ func FuzzOrchestratorDecodeEnvelope(f *testing.F) {
 func orchValidUTF8(s string) bool { return strings.ToValidUTF8(s, "") == s }
 
 // requestEnvelope encodes r and decodes it with the hand decoder.
-func requestEnvelope(tb testing.TB, r *cortexv1.TaskRequest) *envelope {
+func requestEnvelope(tb testing.TB, r *cortexv1.TaskRequest) *wire.Request {
 	tb.Helper()
 	b, err := proto.Marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: r}})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var e envelope
-	if err := decodeEnvelope(b, &e); err != nil {
+	var e wire.Envelope
+	if err := wire.DecodeEnvelope(b, &e); err != nil {
 		tb.Fatal(err)
 	}
-	return &e
+	return &e.Request
 }
 
 func TestOrchestratorCodecRequestValidation(t *testing.T) {
@@ -314,10 +228,12 @@ func TestOrchestratorCodecRequestValidation(t *testing.T) {
 		{"a NaN minimum trust is malformed", func(r *cortexv1.TaskRequest) { r.MinTrust = math.NaN() }, RejectMalformed, false},
 		{"a negative minimum trust is malformed", func(r *cortexv1.TaskRequest) { r.MinTrust = -0.1 }, RejectMalformed, false},
 		{"an attempt above 2^31 is malformed", func(r *cortexv1.TaskRequest) { r.Attempt = math.MaxUint32 }, RejectMalformed, false},
-		{"a missing requester is malformed", func(r *cortexv1.TaskRequest) { r.Requester = nil }, RejectMalformed, false},
+		{"a missing requester is ignored", func(r *cortexv1.TaskRequest) { r.Requester = nil }, 0, true},
+		{"a requester that is not a peer ID is ignored", func(r *cortexv1.TaskRequest) { r.Requester = []byte("nobody") }, 0, true},
+		{"an input over the wire's per-task cap is too large", func(r *cortexv1.TaskRequest) { r.Input = make([]byte, wire.MaxTaskInput+1) }, RejectTooLarge, false},
 		{"a negative deadline is malformed", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = -5 }, RejectMalformed, false},
 		{"a deadline two days ahead is malformed", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = now.Add(48 * time.Hour).UnixMilli() }, RejectMalformed, false},
-		{"a deadline that has passed is rejected but not malformed", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = now.Add(-time.Second).UnixMilli() }, RejectUnspecified, false},
+		{"a deadline that has passed is rejected as passed", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = now.Add(-time.Second).UnixMilli() }, RejectDeadlinePassed, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -325,7 +241,7 @@ func TestOrchestratorCodecRequestValidation(t *testing.T) {
 			tc.modify(r)
 			var c strCache
 			var task RemoteTask
-			reason, err := decodeRequest(requestEnvelope(t, r), &c, now, &task)
+			reason, err := decodeRequest(requestEnvelope(t, r), &c, now, requester, &task)
 			if tc.ok {
 				if err != nil {
 					t.Fatalf("decodeRequest: %v", err)
@@ -354,7 +270,7 @@ func TestOrchestratorCodecRequestDecodingReusesStrings(t *testing.T) {
 	var c strCache
 	var task RemoteTask
 	allocs := testing.AllocsPerRun(100, func() {
-		if _, err := decodeRequest(e, &c, now, &task); err != nil {
+		if _, err := decodeRequest(e, &c, now, requester, &task); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -396,11 +312,11 @@ func TestOrchestratorCodecResultAndAckAreSanitized(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var e envelope
-			if err := decodeEnvelope(b, &e); err != nil {
+			var e wire.Envelope
+			if err := wire.DecodeEnvelope(b, &e); err != nil {
 				t.Fatal(err)
 			}
-			r, err := decodeResult(&e, from)
+			r, err := decodeResult(&e.Result, from)
 			if err != nil || !tc.check(r) {
 				t.Fatalf("decodeResult = %+v, %v", r, err)
 			}
@@ -413,11 +329,11 @@ func TestOrchestratorCodecResultAndAckAreSanitized(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var e envelope
-		if err := decodeEnvelope(b, &e); err != nil {
+		var e wire.Envelope
+		if err := wire.DecodeEnvelope(b, &e); err != nil {
 			t.Fatal(err)
 		}
-		gotID, rej, err := decodeAck(&e)
+		gotID, rej, err := decodeAck(&e.Ack)
 		if err != nil || gotID != id || rej == nil || rej.Reason != RejectUnspecified || rej.RetryAfter != maxRetryAfter {
 			t.Fatalf("decodeAck = %s, %+v, %v", gotID.Short(), rej, err)
 		}

@@ -24,7 +24,32 @@ var errTooManyStreams = errors.New("too many task streams from one peer")
 type inPeer struct {
 	lim      *rate.Limiter
 	inflight atomic.Int32
-	streams  int // guarded by Orchestrator.mu
+	bytes    atomic.Int64 // input and unwritten output bytes held here
+	streams  int          // guarded by Orchestrator.mu
+
+	// The peer's limits, as the policy last gave them.
+	maxTasks atomic.Int64
+	maxBytes atomic.Int64
+	askedAt  atomic.Int64 // unix nanoseconds of the last answer
+}
+
+// setLimits applies l, the policy's answer at now.
+func (ip *inPeer) setLimits(l PeerLimits, now time.Time) {
+	if ip.lim.Limit() != l.Rate {
+		ip.lim.SetLimitAt(now, l.Rate)
+	}
+	if ip.lim.Burst() != l.Burst {
+		ip.lim.SetBurstAt(now, l.Burst)
+	}
+	ip.maxTasks.Store(int64(l.MaxTasks))
+	ip.maxBytes.Store(l.MaxBytes)
+	ip.askedAt.Store(now.UnixNano())
+}
+
+// charge adds n bytes to what the peer, and so the node, holds.
+func (st *inStream) charge(n int64) {
+	st.peer.bytes.Add(n)
+	st.o.nodeBytes.Add(n)
 }
 
 // inStream is a task stream a peer opened to this node: requests and
@@ -39,11 +64,17 @@ type inStream struct {
 	msgs atomic.Uint64 // frames read, for the idle check
 
 	writerDone chan struct{} // closed when the writer has returned
-	hbIDs      []TaskID      // the writer's: tasks listed in a heartbeat
+	hbIDs      [][]byte      // the writer's: tasks listed in a heartbeat
 
-	mu    sync.Mutex
-	tasks map[TaskID]*inTask // admitted and not yet replied; nil once dead
-	dead  bool
+	// Half-close: once the peer has closed its side (eof), the stream is
+	// closed when no task is left and no reply is being queued.
+	eof       atomic.Bool
+	answering atomic.Int32 // replies between leaving tasks and queuing their result
+
+	mu        sync.Mutex
+	tasks     map[TaskID]*inTask // admitted and not yet replied; nil once dead
+	dead      bool
+	finishing bool // every task answered after eof: the writer flushes and closes
 	// Admitted tasks whose ack is held back, until ackTimer fires.
 	deferred []*inTask
 	ackSpare []*inTask // a spent deferred list, for reuse
@@ -72,6 +103,8 @@ type inTask struct {
 	task    RemoteTask // what HandleTask gets, allocated along with the rest
 	st      *inStream
 	id      TaskID
+	attempt uint32 // the request's, echoed in its ack and result
+	charged int64  // input bytes charged to the peer and the node
 	state   atomic.Int32
 	replied atomic.Bool
 	early   *[]byte // the result frame, when reply came first
@@ -97,6 +130,7 @@ func (o *Orchestrator) handleStream(s network.Stream) {
 }
 
 func (o *Orchestrator) addInStream(s network.Stream, from peer.ID) (*inStream, error) {
+	limits, now := o.cfg.policy.PeerLimits(from), time.Now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
@@ -104,12 +138,13 @@ func (o *Orchestrator) addInStream(s network.Stream, from peer.ID) (*inStream, e
 	}
 	ip := o.inPeers[from]
 	if ip == nil {
-		ip = &inPeer{lim: rate.NewLimiter(o.cfg.peerRate, o.cfg.peerBurst)}
+		ip = &inPeer{lim: rate.NewLimiter(limits.Rate, limits.Burst)}
 		o.inPeers[from] = ip
 	}
 	if ip.streams >= o.cfg.maxStreamsPerPeer {
 		return nil, fmt.Errorf("%w (max %d)", errTooManyStreams, o.cfg.maxStreamsPerPeer)
 	}
+	ip.setLimits(limits, now)
 	ip.streams++
 	st := &inStream{
 		o:     o,
@@ -122,6 +157,7 @@ func (o *Orchestrator) addInStream(s network.Stream, from peer.ID) (*inStream, e
 
 		writerDone: make(chan struct{}),
 	}
+	st.fw.account = st.charge
 	o.in[st] = struct{}{}
 	o.wg.Add(2)
 	return st, nil
@@ -142,6 +178,40 @@ func (st *inStream) writeLoop() {
 	}
 	if st.fw.flushing.Load() {
 		_ = st.s.CloseWrite()
+		st.mu.Lock()
+		finishing := st.finishing
+		st.mu.Unlock()
+		if finishing {
+			st.end(errHalfClosed, true)
+		}
+	}
+}
+
+// errHalfClosed is why a stream whose peer closed its side ends once every
+// task on it is answered.
+var errHalfClosed = errors.New("peer closed its side and every task is answered")
+
+// maybeFinish starts closing the stream once the peer has closed its side
+// and every task on it is answered: the writer sends what it holds, closes
+// its side and ends the stream.
+func (st *inStream) maybeFinish() {
+	st.mu.Lock()
+	ok := !st.dead && !st.finishing && len(st.tasks) == 0 && st.answering.Load() == 0
+	if ok {
+		st.finishing = true
+	}
+	st.mu.Unlock()
+	if ok {
+		st.flushAcks()
+		st.fw.startFlush(time.Now().Add(st.o.cfg.writeTimeout))
+	}
+}
+
+// answered ends a reply begun with answering.Add(1), once its result is
+// queued.
+func (st *inStream) answered() {
+	if st.answering.Add(-1) == 0 && st.eof.Load() {
+		st.maybeFinish()
 	}
 }
 
@@ -152,9 +222,9 @@ func (st *inStream) writeLoop() {
 func (st *inStream) heartbeat() {
 	ids := st.hbIDs[:0]
 	st.mu.Lock()
-	for id, it := range st.tasks {
+	for _, it := range st.tasks {
 		if it.state.Load() == taskAcked {
-			ids = append(ids, id)
+			ids = append(ids, it.id[:])
 		}
 	}
 	st.mu.Unlock()
@@ -168,6 +238,7 @@ func (st *inStream) heartbeat() {
 		}
 		rest = rest[n:]
 	}
+	clear(ids) // do not pin the tasks
 	if cap(ids) > 1024 && cap(ids) > 4*len(ids) {
 		ids = nil // a burst is over: do not pin its memory
 	}
@@ -176,66 +247,112 @@ func (st *inStream) heartbeat() {
 
 func (st *inStream) readLoop() {
 	defer st.o.wg.Done()
-	r := wire.NewReader(st.s, st.o.cfg.maxMsg)
-	var env envelope
+	o := st.o
+	r := wire.NewReader(st.s, o.cfg.maxMsg)
+	r.SetFrameTimeout(st.s, o.cfg.frameTimeout)
+	var env wire.Envelope
 	for {
 		frame, err := r.ReadFrame()
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, network.ErrReset) {
-				st.o.log.Debug("resetting task stream after a bad frame", "peer", st.from, "err", err)
+			if errors.Is(err, io.EOF) {
+				// Half-closed: the answers still go out.
+				st.eof.Store(true)
+				st.maybeFinish()
+				return
+			}
+			if !errors.Is(err, network.ErrReset) {
+				o.log.Debug("resetting task stream after a bad frame", "peer", st.from, "err", err)
 			}
 			st.fail(fmt.Errorf("read task stream: %w", err))
 			return
 		}
 		st.msgs.Add(1)
-		if err = decodeEnvelope(frame, &env); err == nil {
-			switch env.kind {
-			case envRequest:
-				err = st.onRequest(&env)
-			case envCancel:
-				err = st.onCancel(&env)
-			default:
-				err = fmt.Errorf("%w: unexpected envelope body %d on an incoming task stream", errInvalidMessage, env.kind)
+		err = wire.DecodeEnvelope(frame, &env)
+		if env.Unknown > 0 {
+			o.stats.unknown.Add(uint64(env.Unknown))
+		}
+		switch {
+		case err != nil:
+			err = st.onMalformed(&env, err)
+		case env.Kind == wire.KindRequest:
+			err = st.onRequest(&env.Request)
+		case env.Kind == wire.KindCancel:
+			st.onCancel(&env.Cancel)
+		case env.Kind == wire.KindNone:
+			if env.Unknown == 0 {
+				o.stats.unknown.Add(1) // an empty envelope
 			}
+			o.log.Debug("skipping a task message of a type this version does not know", "peer", st.from)
+		default:
+			o.stats.dropped.Add(1)
+			o.log.Debug("dropping a task message only an executor sends", "peer", st.from, "kind", env.Kind)
 		}
 		if err != nil {
-			st.o.log.Debug("resetting task stream after a bad frame", "peer", st.from, "err", err)
+			// Only a failure to queue an answer gets here.
 			st.fail(err)
 			return
 		}
 	}
 }
 
+// usableID returns b as a task ID if it is one: 32 bytes, not all zero.
+func usableID(b []byte) (TaskID, bool) {
+	id, err := TaskIDFromBytes(b)
+	return id, err == nil && !id.IsZero()
+}
+
+// onMalformed drops a frame that did not decode; a request whose task ID
+// came through is rejected as malformed.
+func (st *inStream) onMalformed(e *wire.Envelope, cause error) error {
+	st.o.stats.malformed.Add(1)
+	st.o.log.Debug("dropping a task message that does not decode", "peer", st.from, "err", cause)
+	if e.Kind != wire.KindRequest {
+		return nil
+	}
+	id, ok := usableID(e.Request.TaskID)
+	if !ok {
+		return nil
+	}
+	return st.reject(&id, e.Request.Attempt, &RejectError{Reason: RejectMalformed, Message: cause.Error()})
+}
+
 // onRequest admits or rejects one request. It returns an error only when
-// the stream must be reset.
-func (st *inStream) onRequest(e *envelope) error {
-	id, err := TaskIDFromBytes(e.taskID)
-	if err != nil {
-		return fmt.Errorf("%w: request task ID of %d bytes", errInvalidMessage, len(e.taskID))
-	}
+// the stream must be reset: its answer could not be queued.
+func (st *inStream) onRequest(req *wire.Request) error {
 	o := st.o
+	id, ok := usableID(req.TaskID)
+	if !ok {
+		o.stats.malformed.Add(1)
+		o.log.Debug("dropping a task request without a usable task ID", "peer", st.from, "id_bytes", len(req.TaskID))
+		return nil
+	}
+	attempt := req.Attempt
 	if o.draining.Load() {
-		return st.reject(&id, &RejectError{Reason: RejectShuttingDown, Message: "node is shutting down"})
+		return st.reject(&id, attempt, &RejectError{Reason: RejectShuttingDown, Message: "node is shutting down"})
 	}
-	if !st.peer.lim.Allow() { // before anything else costs us
-		return st.reject(&id, &RejectError{Reason: RejectRateLimited, Message: "request rate limit", RetryAfter: o.retryAfter()})
+	now := time.Now()
+	st.refreshLimits(now)
+	if !st.peer.lim.AllowN(now, 1) { // before anything else costs us
+		return st.reject(&id, attempt, &RejectError{Reason: RejectRateLimited, Message: "request rate limit", RetryAfter: st.rateRetry()})
 	}
-	it := &inTask{st: st, id: id}
+	it := &inTask{st: st, id: id, attempt: attempt}
 	t := &it.task
-	if reason, err := decodeRequest(e, &st.strs, time.Now(), t); err != nil {
-		return st.reject(&id, &RejectError{Reason: reason, Message: err.Error()})
+	if reason, err := decodeRequest(req, &st.strs, now, st.from, t); err != nil {
+		if reason == RejectMalformed {
+			o.stats.malformed.Add(1)
+		}
+		return st.reject(&id, attempt, &RejectError{Reason: reason, Message: err.Error()})
 	}
 	if o.handler == nil {
-		return st.reject(&id, &RejectError{Reason: RejectUnknownSkill, Message: "this node runs no tasks"})
+		return st.reject(&id, attempt, &RejectError{Reason: RejectUnknownSkill, Message: "this node runs no tasks"})
 	}
-	if int(st.peer.inflight.Add(1)) > o.cfg.maxInFlight {
-		st.peer.inflight.Add(-1)
-		return st.reject(&id, &RejectError{Reason: RejectRateLimited, Message: fmt.Sprintf("%d tasks in flight already", o.cfg.maxInFlight), RetryAfter: o.retryAfter()})
+	if rej := st.admit(it); rej != nil {
+		return st.reject(&id, attempt, rej)
 	}
 	if err := st.track(it); err != nil {
-		st.peer.inflight.Add(-1)
+		st.release(it)
 		if errors.Is(err, errDuplicate) {
-			return st.reject(&id, &RejectError{Reason: RejectMalformed, Message: err.Error()})
+			return st.reject(&id, attempt, &RejectError{Reason: RejectDuplicate, Message: err.Error()})
 		}
 		return err
 	}
@@ -249,7 +366,7 @@ func (st *inStream) onRequest(e *envelope) error {
 				return st.deferAck(it)
 			}
 		} else {
-			if err := st.pushAck(&id, nil); err != nil {
+			if err := st.pushAck(&id, attempt, nil); err != nil {
 				return err
 			}
 			if it.state.CompareAndSwap(taskHandling, taskAcked) {
@@ -257,8 +374,59 @@ func (st *inStream) onRequest(e *envelope) error {
 			}
 		}
 	}
-	_, err = st.fw.push(it.early)
+	_, err := st.fw.push(it.early)
 	return err
+}
+
+// refreshLimits asks the policy for the peer's limits again if its last
+// answer is over policyRefresh old.
+func (st *inStream) refreshLimits(now time.Time) {
+	ip := st.peer
+	at := ip.askedAt.Load()
+	if now.UnixNano()-at < int64(policyRefresh) || !ip.askedAt.CompareAndSwap(at, now.UnixNano()) {
+		return
+	}
+	ip.setLimits(st.o.cfg.policy.PeerLimits(st.from), now)
+}
+
+// admit charges it to the peer's and the node's budgets, or returns why
+// it does not fit.
+func (st *inStream) admit(it *inTask) *RejectError {
+	o, ip := st.o, st.peer
+	n := int64(len(it.task.Input))
+	maxTasks, maxBytes := ip.maxTasks.Load(), ip.maxBytes.Load()
+	if n > maxBytes || n > o.cfg.nodeBudget {
+		return &RejectError{Reason: RejectTooLarge, Message: fmt.Sprintf(
+			"input of %d bytes is more than this node lets you hold at once (%d bytes)", n, min(maxBytes, o.cfg.nodeBudget))}
+	}
+	if tasks := int64(ip.inflight.Add(1)); tasks > maxTasks {
+		ip.inflight.Add(-1)
+		return &RejectError{Reason: RejectOverBudget, RetryAfter: overBudgetRetry, Message: fmt.Sprintf(
+			"%d of your tasks are running here already (max %d)", tasks-1, maxTasks)}
+	}
+	if held := ip.bytes.Add(n); held > maxBytes {
+		ip.bytes.Add(-n)
+		ip.inflight.Add(-1)
+		return &RejectError{Reason: RejectOverBudget, RetryAfter: overBudgetRetry, Message: fmt.Sprintf(
+			"%d bytes of yours are held here already; %d more is over your budget of %d", held-n, n, maxBytes)}
+	}
+	if held := o.nodeBytes.Add(n); held > o.cfg.nodeBudget {
+		o.nodeBytes.Add(-n)
+		ip.bytes.Add(-n)
+		ip.inflight.Add(-1)
+		return &RejectError{Reason: RejectOverBudget, RetryAfter: overBudgetRetry, Message: fmt.Sprintf(
+			"this node's byte budget of %d is spent", o.cfg.nodeBudget)}
+	}
+	it.charged = n
+	return nil
+}
+
+// release gives back what admit charged for it.
+func (st *inStream) release(it *inTask) {
+	st.peer.inflight.Add(-1)
+	if it.charged != 0 {
+		st.charge(-it.charged)
+	}
 }
 
 // deferAck holds back the ack of it, which is in taskDeferred, for up to
@@ -303,7 +471,7 @@ func (st *inStream) flushAcks() {
 			continue
 		}
 		f := getFrame()
-		*f = appendAckFrame((*f)[:0], &it.id, nil)
+		*f = appendAckFrame((*f)[:0], &it.id, it.attempt, nil)
 		ok, err := st.fw.enqueueIf(f, func() bool { return it.state.CompareAndSwap(taskDeferred, taskAcked) })
 		if err != nil {
 			break // the stream is gone
@@ -324,7 +492,7 @@ func (st *inStream) flushAcks() {
 func (st *inStream) rejected(it *inTask, err error) error {
 	if !it.replied.Swap(true) {
 		st.untrack(it)
-		st.peer.inflight.Add(-1)
+		st.release(it)
 	}
 	if !it.state.CompareAndSwap(taskHandling, taskRejected) {
 		st.o.log.Warn("task handler replied to a task it rejected; dropping the result", "task", it.id.Short())
@@ -334,28 +502,29 @@ func (st *inStream) rejected(it *inTask, err error) error {
 	if !errors.As(err, &rej) {
 		rej = &RejectError{Reason: RejectUnspecified, Message: err.Error()}
 	}
-	return st.reject(&it.id, rej)
+	return st.reject(&it.id, it.attempt, rej)
 }
 
-// retryAfter is the hint sent with a rate-limit rejection: the time one
-// token takes to come back.
-func (o *Orchestrator) retryAfter() time.Duration {
-	if o.cfg.peerRate == rate.Inf || o.cfg.peerRate <= 0 {
+// rateRetry is the hint sent with a rate-limit rejection: the time one
+// token takes to come back at the peer's rate.
+func (st *inStream) rateRetry() time.Duration {
+	r := st.peer.lim.Limit()
+	if r == rate.Inf || r <= 0 {
 		return 10 * time.Millisecond
 	}
-	return max(time.Duration(float64(time.Second)/float64(o.cfg.peerRate)), time.Millisecond)
+	return max(time.Duration(float64(time.Second)/float64(r)), time.Millisecond)
 }
 
-func (st *inStream) reject(id *TaskID, rej *RejectError) error {
-	return st.pushAck(id, rej)
+func (st *inStream) reject(id *TaskID, attempt uint32, rej *RejectError) error {
+	return st.pushAck(id, attempt, rej)
 }
 
 // pushAck queues an ack. If the peer is not reading what we send, the
 // reader stops reading its requests too, and gives up after the write
 // timeout.
-func (st *inStream) pushAck(id *TaskID, rej *RejectError) error {
+func (st *inStream) pushAck(id *TaskID, attempt uint32, rej *RejectError) error {
 	f := getFrame()
-	*f = appendAckFrame((*f)[:0], id, rej)
+	*f = appendAckFrame((*f)[:0], id, attempt, rej)
 	n, err := st.fw.push(f)
 	if err != nil || n <= st.o.cfg.maxQueuedAcks {
 		return err
@@ -380,28 +549,39 @@ func (st *inStream) awaitSpace() error {
 	return nil
 }
 
-func (st *inStream) onCancel(e *envelope) error {
-	id, err := TaskIDFromBytes(e.taskID)
-	if err != nil {
-		return fmt.Errorf("%w: cancel task ID of %d bytes", errInvalidMessage, len(e.taskID))
+// onCancel stops the task a cancel names, if it runs for this stream
+// and the attempt matches (0 matches any).
+func (st *inStream) onCancel(c *wire.Cancel) {
+	id, ok := usableID(c.TaskID)
+	if !ok {
+		st.o.stats.malformed.Add(1)
+		return
 	}
 	st.mu.Lock()
-	_, ok := st.tasks[id]
+	it, ok := st.tasks[id]
 	st.mu.Unlock()
-	if ok {
+	switch {
+	case !ok:
+		// Answered already, most likely: the cancel crossed the result.
+	case c.Attempt != 0 && c.Attempt != it.attempt:
+		st.o.stats.dropped.Add(1)
+		st.o.log.Debug("dropping a cancel for another attempt", "peer", st.from, "task", id.Short(), "attempt", c.Attempt, "running", it.attempt)
+	default:
 		st.o.handler.CancelTask(st.from, id)
 	}
-	return nil
 }
 
+// track registers it. The same task ID may run again only for a newer
+// attempt, which then takes the old one's place here (the handler decides
+// what to do with both); the same or an older attempt is a duplicate.
 func (st *inStream) track(it *inTask) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.dead {
 		return errWriterClosed
 	}
-	if _, dup := st.tasks[it.id]; dup {
-		return fmt.Errorf("task %s: %w", it.id.Short(), errDuplicate)
+	if old, dup := st.tasks[it.id]; dup && (it.attempt == 0 || it.attempt <= old.attempt) {
+		return fmt.Errorf("task %s attempt %d: attempt %d is running here: %w", it.id.Short(), it.attempt, old.attempt, errDuplicate)
 	}
 	st.tasks[it.id] = it
 	return nil
@@ -423,10 +603,17 @@ func (it *inTask) reply(r *RemoteResult) {
 		return
 	}
 	st := it.st
+	st.answering.Add(1)
+	defer st.answered()
 	st.untrack(it)
-	st.peer.inflight.Add(-1)
+	st.release(it)
+	if limit := min(wire.MaxTaskOutput, st.o.cfg.maxMsg-4<<10); len(r.Output) > limit {
+		st.o.log.Warn("task output over the wire limit; sending a failure instead", "task", it.id.Short(), "bytes", len(r.Output), "max", limit)
+		r = &RemoteResult{ErrorCode: CodeExecutionFailed, ExecTime: r.ExecTime,
+			ErrorMessage: fmt.Sprintf("output of %d bytes is over the %d-byte limit of one task result", len(r.Output), limit)}
+	}
 	f := getFrame()
-	*f = appendResultFrame((*f)[:0], &it.id, r, st.o.selfBytes)
+	*f = appendResultFrame((*f)[:0], &it.id, it.attempt, r, st.o.selfBytes)
 	it.early = f
 	if it.state.CompareAndSwap(taskHandling, taskEarly) {
 		return
@@ -444,7 +631,11 @@ func (it *inTask) reply(r *RemoteResult) {
 // fail ends the stream: it is reset, and tasks still running for it are
 // stopped in the handler (see TaskAbandoner), since their results can no
 // longer be sent. It is idempotent.
-func (st *inStream) fail(cause error) {
+func (st *inStream) fail(cause error) { st.end(cause, false) }
+
+// end is fail, or with graceful a close instead of a reset, for a stream
+// whose frames have all been sent.
+func (st *inStream) end(cause error, graceful bool) {
 	st.mu.Lock()
 	if st.dead {
 		st.mu.Unlock()
@@ -466,7 +657,11 @@ func (st *inStream) fail(cause error) {
 	o.mu.Unlock()
 	st.fw.close()
 	close(st.done)
-	resetStream(st.s)
+	if graceful {
+		_ = st.s.Close()
+	} else {
+		resetStream(st.s)
+	}
 	if len(tasks) > 0 && o.handler != nil {
 		o.log.Debug("task stream ended with tasks running; abandoning them", "peer", st.from, "tasks", len(tasks), "cause", cause)
 		ab, _ := o.handler.(TaskAbandoner)

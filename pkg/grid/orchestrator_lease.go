@@ -3,6 +3,8 @@ package grid
 import (
 	"fmt"
 	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/wire"
 )
 
 // leaseChecksPerInterval is how many lease checks a requester's stream
@@ -26,29 +28,34 @@ func (o *Orchestrator) leaseChecks(peerInterval time.Duration) uint32 {
 }
 
 // onHeartbeat renews the lease of every pending task the peer listed.
-func (out *outStream) onHeartbeat(e *envelope) error {
-	for _, b := range e.ids {
-		if len(b) != len(TaskID{}) {
-			return invalidf("heartbeat task ID of %d bytes", len(b))
-		}
-	}
+// IDs that are not 32 bytes are skipped, and the heartbeat is counted
+// malformed.
+func (out *outStream) onHeartbeat(e *wire.Heartbeat) {
 	var lease uint32
-	if e.intervalMs > 0 {
-		lease = out.o.leaseChecks(time.Duration(e.intervalMs) * time.Millisecond)
+	if e.IntervalMs > 0 {
+		lease = out.o.leaseChecks(time.Duration(e.IntervalMs) * time.Millisecond)
 	}
+	bad := false
 	out.mu.Lock()
 	now := out.checks
 	out.heard = now
 	if lease != 0 {
 		out.lease = lease
 	}
-	for _, b := range e.ids {
+	for _, b := range e.TaskIDs {
+		if len(b) != len(TaskID{}) {
+			bad = true
+			continue
+		}
 		if c, ok := out.pending[TaskID(b)]; ok {
 			c.heard = now
 		}
 	}
 	out.mu.Unlock()
-	return nil
+	if bad {
+		out.o.stats.malformed.Add(1)
+		out.o.log.Debug("peer sent a heartbeat with task IDs that are not 32 bytes; skipping them", "peer", out.peer)
+	}
 }
 
 // checkLeases advances the stream's lease clock and gives up on the
@@ -93,7 +100,7 @@ func (out *outStream) checkLeases() {
 	for i, c := range calls {
 		out.o.log.Debug("task lease expired: peer alive but no longer reports the task", "peer", out.peer, "task", c.id.Short(), "lease", lease)
 		f := getFrame()
-		*f = appendCancelFrame((*f)[:0], &c.id)
+		*f = appendCancelFrame((*f)[:0], &c.id, c.attempt)
 		_, _ = out.fw.enqueue(f) // fails only once the stream is closed
 		c.finish(nil, fmt.Errorf("%w: the peer's heartbeats have not listed the task for %s", ErrLeaseExpired, lease))
 		calls[i] = nil

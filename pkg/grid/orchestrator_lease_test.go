@@ -425,7 +425,10 @@ func TestOrchestratorHeartbeatOptionsAreValidated(t *testing.T) {
 }
 
 func TestOrchestratorHeartbeatFrameFitsTheSmallestCap(t *testing.T) {
-	ids := make([]TaskID, maxHeartbeatIDs)
+	ids := make([][]byte, maxHeartbeatIDs)
+	for i := range ids {
+		ids[i] = make([]byte, len(TaskID{}))
+	}
 	f := appendHeartbeatFrame(nil, ids, ^uint32(0))
 	r := wire.NewReader(bytes.NewReader(f), minMaxMessageSize)
 	if _, err := r.ReadFrame(); err != nil {

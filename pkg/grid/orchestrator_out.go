@@ -28,11 +28,12 @@ var errDuplicate = errors.New("task already pending with this peer")
 // context callbacks may fire after they ended, and they tell a stale fire
 // by the call's identity in the pending map.
 type call struct {
-	id    TaskID
-	peer  peer.ID
-	acked atomic.Bool
-	heard uint32 // guarded by the stream's mu: the lease check count when last heard of
-	done  func(*RemoteResult, error)
+	id      TaskID
+	attempt uint32 // matched against the attempt of acks and results (0 there: any)
+	peer    peer.ID
+	acked   atomic.Bool
+	heard   uint32 // guarded by the stream's mu: the lease check count when last heard of
+	done    func(*RemoteResult, error)
 
 	ackBy    time.Time
 	resultBy time.Time
@@ -134,7 +135,7 @@ func (o *Orchestrator) Delegate(ctx context.Context, p peer.ID, t *RemoteTask) (
 // after DelegateAsync returns. Waiting for a stream that is still opening
 // happens on a goroutine of its own, not the caller's.
 func (o *Orchestrator) DelegateAsync(ctx context.Context, p peer.ID, t *RemoteTask, done func(*RemoteResult, error)) {
-	c := &call{id: t.ID, peer: p, done: done}
+	c := &call{id: t.ID, attempt: uint32(t.Attempt), peer: p, done: done}
 	if err := validateOutgoing(t); err != nil {
 		done(nil, fmt.Errorf("delegate task to %s: %w", p, err))
 		return
@@ -192,7 +193,16 @@ func (o *Orchestrator) sendOpening(ctx context.Context, c *call, f *[]byte) erro
 		return o.send(ctx, c.peer, c, f)
 	default:
 	}
+	o.mu.RLock()
+	if o.closed {
+		o.mu.RUnlock()
+		putFrame(f)
+		return ErrClosed
+	}
+	o.wg.Add(1) // under mu: Close waits for it
+	o.mu.RUnlock()
 	go func() {
+		defer o.wg.Done()
 		if err := o.send(ctx, c.peer, c, f); err != nil {
 			c.finish(nil, err)
 		}
@@ -222,9 +232,9 @@ func (o *Orchestrator) send(ctx context.Context, p peer.ID, c *call, f *[]byte) 
 }
 
 // requesterBytes returns the peer ID bytes of a task's requester, without
-// allocating when it is this node.
+// allocating when it is this node (or none is set).
 func (o *Orchestrator) requesterBytes(p peer.ID) []byte {
-	if p == o.self {
+	if p == o.self || p == "" {
 		return o.selfBytes
 	}
 	return []byte(p)
@@ -402,7 +412,7 @@ func (c *call) onTimer() {
 	}
 	delete(out.pending, c.id)
 	out.mu.Unlock()
-	out.sendCancel(c.id)
+	out.sendCancel(c)
 	c.finish(nil, err)
 }
 
@@ -416,16 +426,16 @@ func (c *call) onCtx(ctx context.Context) {
 	}
 	delete(out.pending, c.id)
 	out.mu.Unlock()
-	out.sendCancel(c.id)
+	out.sendCancel(c)
 	c.finish(nil, ctx.Err())
 }
 
-// sendCancel tells the peer to cancel task id.
-func (out *outStream) sendCancel(id TaskID) {
+// sendCancel tells the peer to cancel c's attempt of its task.
+func (out *outStream) sendCancel(c *call) {
 	f := getFrame()
-	*f = appendCancelFrame((*f)[:0], &id)
+	*f = appendCancelFrame((*f)[:0], &c.id, c.attempt)
 	if _, pushErr := out.fw.push(f); pushErr != nil {
-		out.o.log.Debug("cannot send task cancel", "peer", out.peer, "task", id.Short(), "err", pushErr)
+		out.o.log.Debug("cannot send task cancel", "peer", out.peer, "task", c.id.Short(), "err", pushErr)
 	}
 }
 
@@ -440,77 +450,126 @@ func (out *outStream) writeLoop() {
 }
 
 func (out *outStream) readLoop() {
-	defer out.o.wg.Done()
-	r := wire.NewReader(out.s, out.o.cfg.maxMsg)
-	var env envelope
+	o := out.o
+	defer o.wg.Done()
+	r := wire.NewReader(out.s, o.cfg.maxMsg)
+	r.SetFrameTimeout(out.s, o.cfg.frameTimeout)
+	var env wire.Envelope
 	for {
 		frame, err := r.ReadFrame()
 		if err != nil {
 			out.fail(fmt.Errorf("%w: read task stream: %w", ErrPeerGone, err))
 			return
 		}
-		if err = decodeEnvelope(frame, &env); err == nil {
-			switch env.kind {
-			case envAck:
-				err = out.onAck(&env)
-			case envResult:
-				err = out.onResult(&env)
-			case envHeartbt:
-				err = out.onHeartbeat(&env)
-			default:
-				err = fmt.Errorf("%w: unexpected envelope body %d on an outgoing task stream", errInvalidMessage, env.kind)
-			}
+		err = wire.DecodeEnvelope(frame, &env)
+		if env.Unknown > 0 {
+			o.stats.unknown.Add(uint64(env.Unknown))
 		}
-		if err != nil {
-			out.o.log.Debug("peer sent a bad frame", "peer", out.peer, "err", err)
-			out.fail(fmt.Errorf("%w: %w", ErrPeerGone, err))
-			return
+		switch {
+		case err != nil:
+			out.onMalformed(&env, err)
+		case env.Kind == wire.KindAck:
+			out.onAck(&env.Ack)
+		case env.Kind == wire.KindResult:
+			out.onResult(&env.Result)
+		case env.Kind == wire.KindHeartbeat:
+			out.onHeartbeat(&env.Heartbeat)
+		case env.Kind == wire.KindNone:
+			if env.Unknown == 0 {
+				o.stats.unknown.Add(1) // an empty envelope
+			}
+			o.log.Debug("skipping a task message of a type this version does not know", "peer", out.peer)
+		default:
+			o.stats.dropped.Add(1)
+			o.log.Debug("dropping a task message only a requester sends", "peer", out.peer, "kind", env.Kind)
 		}
 	}
 }
 
-func (out *outStream) onAck(e *envelope) error {
-	id, rej, err := decodeAck(e)
+// onMalformed drops a frame that did not decode. If it is a result for a
+// pending task, that task fails with ErrInvalidResult.
+func (out *outStream) onMalformed(e *wire.Envelope, cause error) {
+	o := out.o
+	o.stats.malformed.Add(1)
+	o.log.Debug("dropping a task message that does not decode", "peer", out.peer, "err", cause)
+	if e.Kind != wire.KindResult {
+		return
+	}
+	if id, ok := usableID(e.Result.TaskID); ok {
+		if c := out.take(id, e.Result.Attempt); c != nil {
+			c.finish(nil, fmt.Errorf("%w: %w", ErrInvalidResult, cause))
+		}
+	}
+}
+
+// take removes and returns the pending call for attempt of task id (0:
+// any attempt), nil if there is none. A call for another attempt stays;
+// the message is counted as dropped.
+func (out *outStream) take(id TaskID, attempt uint32) *call {
+	out.mu.Lock()
+	out.heard = out.checks
+	c, ok := out.pending[id]
+	if ok && (attempt == 0 || attempt == c.attempt) {
+		delete(out.pending, id)
+		out.mu.Unlock()
+		return c
+	}
+	out.mu.Unlock()
+	out.o.stats.dropped.Add(1)
+	if ok {
+		out.o.log.Debug("dropping an answer for a stale attempt", "peer", out.peer, "task", id.Short(), "attempt", attempt, "pending", c.attempt)
+	} else {
+		out.o.log.Debug("dropping an answer for an unknown or finished task", "peer", out.peer, "task", id.Short())
+	}
+	return nil
+}
+
+func (out *outStream) onAck(a *wire.Ack) {
+	id, rej, err := decodeAck(a)
 	if err != nil {
-		return err
+		out.o.stats.malformed.Add(1)
+		out.o.log.Debug("dropping a bad ack", "peer", out.peer, "err", err)
+		return
+	}
+	if rej != nil {
+		if c := out.take(id, a.Attempt); c != nil {
+			c.finish(nil, rej)
+		}
+		return
 	}
 	out.mu.Lock()
 	out.heard = out.checks
 	c, ok := out.pending[id]
-	if ok {
+	match := ok && (a.Attempt == 0 || a.Attempt == c.attempt)
+	if match {
 		c.heard = out.checks
-		if rej != nil {
-			delete(out.pending, id)
-		} else {
-			c.acked.Store(true)
-			c = nil
-		}
+		c.acked.Store(true)
 	}
 	out.mu.Unlock()
-	if ok && c != nil {
-		c.finish(nil, rej)
+	if !match {
+		out.o.stats.dropped.Add(1)
+		out.o.log.Debug("dropping an ack for an unknown task or another attempt", "peer", out.peer, "task", id.Short(), "attempt", a.Attempt)
 	}
-	return nil
 }
 
-func (out *outStream) onResult(e *envelope) error {
-	res, err := decodeResult(e, out.peer)
+func (out *outStream) onResult(r *wire.Result) {
+	res, err := decodeResult(r, out.peer)
+	if res == nil {
+		out.o.stats.malformed.Add(1)
+		out.o.log.Debug("dropping a bad result", "peer", out.peer, "err", err)
+		return
+	}
+	c := out.take(res.ID, r.Attempt)
+	if c == nil {
+		return
+	}
 	if err != nil {
-		return err
+		out.o.stats.malformed.Add(1)
+		out.o.log.Debug("peer sent an invalid result", "peer", out.peer, "task", res.ID.Short(), "err", err)
+		c.finish(nil, err)
+		return
 	}
-	out.mu.Lock()
-	out.heard = out.checks
-	c, ok := out.pending[res.ID]
-	if ok {
-		delete(out.pending, res.ID)
-	}
-	out.mu.Unlock()
-	if ok {
-		c.finish(res, nil)
-	} else {
-		out.o.log.Debug("dropping result for an unknown or finished task", "peer", out.peer, "task", res.ID.Short())
-	}
-	return nil
+	c.finish(res, nil)
 }
 
 // fail ends the stream: every pending call gets cause, the stream is

@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/cortexgrid/cortexd/pkg/wire"
 	"github.com/cortexgrid/cortexd/pkg/wire/cortexv1"
@@ -406,8 +407,8 @@ func TestOrchestratorInFlightCapRejectsExcess(t *testing.T) {
 	orchRecv(t, p.handler.tasks, 5*time.Second, "the first task reaching the executor")
 	_, err := p.client.Delegate(orchCtx(t), p.serverH.ID(), p.task("second"))
 	var rej *RejectError
-	if !errors.As(err, &rej) || rej.Reason != RejectRateLimited {
-		t.Fatalf("second task = %v, want a rate-limited rejection", err)
+	if !errors.As(err, &rej) || rej.Reason != RejectOverBudget || rej.RetryAfter <= 0 {
+		t.Fatalf("second task = %v, want an over-budget rejection with a retry hint", err)
 	}
 	reply, _ := replies.Load(first.ID)
 	reply.(func(*RemoteResult))(&RemoteResult{ID: first.ID, Success: true})
@@ -442,24 +443,15 @@ func envelopeFrame(tb testing.TB, env *cortexv1.Envelope) []byte {
 	return b
 }
 
-func TestOrchestratorBadFramesResetStreamAndNodeStaysHealthy(t *testing.T) {
+// TestOrchestratorFramingErrorsResetTheStream sends what breaks the
+// framing itself: the executor resets the stream, and serves the next.
+func TestOrchestratorFramingErrorsResetTheStream(t *testing.T) {
 	cases := []struct {
 		name  string
-		frame func(tb testing.TB, requester peer.ID) []byte
+		frame []byte
 	}{
-		{"a body that is not protobuf", func(testing.TB, peer.ID) []byte { return []byte{4, 0xff, 0xff, 0xff, 0xff} }},
-		{"a length above the cap", func(testing.TB, peer.ID) []byte { return binary.AppendUvarint(nil, 1<<20) }},
-		{"a length that overflows 64 bits", func(testing.TB, peer.ID) []byte { return bytes.Repeat([]byte{0xff}, 12) }},
-		{"an empty envelope", func(testing.TB, peer.ID) []byte { return []byte{0} }},
-		{"an ack sent to the executor", func(tb testing.TB, _ peer.ID) []byte {
-			return envelopeFrame(tb, &cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{TaskId: make([]byte, 32)}}})
-		}},
-		{"a request whose task ID is 5 bytes", func(tb testing.TB, requester peer.ID) []byte {
-			return envelopeFrame(tb, &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
-				TaskId: make([]byte, 5), SkillId: "text.echo", InputKind: cortexv1.InputKind_INPUT_KIND_RAW,
-				DeadlineUnixMs: time.Now().Add(time.Minute).UnixMilli(), Requester: []byte(requester),
-			}}})
-		}},
+		{"a length above the cap", binary.AppendUvarint(nil, 1<<20)},
+		{"a length that overflows 64 bits", bytes.Repeat([]byte{0xff}, 12)},
 	}
 	p := newOrchPair(t, WithMaxMessageSize(64<<10))
 	rogue := newOrchHost(t)
@@ -467,7 +459,7 @@ func TestOrchestratorBadFramesResetStreamAndNodeStaysHealthy(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s := rawTaskStream(t, rogue, p.serverH.ID())
-			if _, err := s.Write(tc.frame(t, rogue.ID())); err != nil {
+			if _, err := s.Write(tc.frame); err != nil {
 				t.Fatalf("write: %v", err)
 			}
 			_, err := s.Read(make([]byte, 1))
@@ -478,6 +470,84 @@ func TestOrchestratorBadFramesResetStreamAndNodeStaysHealthy(t *testing.T) {
 				t.Fatalf("good request after the bad frame: %v", err)
 			}
 		})
+	}
+}
+
+// TestOrchestratorBadMessagesStayWithTheirTask sends, on one stream, bad
+// messages amid good requests: each bad one is dropped and counted (a
+// request with a usable ID is rejected), and every good task completes on
+// the same stream.
+func TestOrchestratorBadMessagesStayWithTheirTask(t *testing.T) {
+	p := newOrchPair(t)
+	rogue := newOrchHost(t)
+	connectOrchHosts(t, rogue, p.serverH)
+	deadline := time.Now().Add(time.Minute).UnixMilli()
+	badUTF8ID := NewTaskID()
+	badUTF8 := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType),
+		protowire.AppendString(protowire.AppendTag(protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), badUTF8ID[:]), 2, protowire.BytesType), "\xff"))
+	bad := []struct {
+		name      string
+		frame     []byte
+		rejectsID *TaskID // the request this answers with a malformed rejection
+		counter   func(OrchestratorStats) uint64
+	}{
+		{"a body that is not protobuf", []byte{4, 0xff, 0xff, 0xff, 0xff}, nil, func(s OrchestratorStats) uint64 { return s.Malformed }},
+		{"a request with a string that is not UTF-8", protowire.AppendBytes(nil, badUTF8), &badUTF8ID, func(s OrchestratorStats) uint64 { return s.Malformed }},
+		{"an empty envelope", []byte{0}, nil, func(s OrchestratorStats) uint64 { return s.Unknown }},
+		{"an ack sent to the executor", envelopeFrame(t, &cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{TaskId: make([]byte, 32)}}}),
+			nil, func(s OrchestratorStats) uint64 { return s.Dropped }},
+		{"a result sent to the executor", envelopeFrame(t, &cortexv1.Envelope{Body: &cortexv1.Envelope_Result{Result: &cortexv1.TaskResult{TaskId: make([]byte, 32)}}}),
+			nil, func(s OrchestratorStats) uint64 { return s.Dropped }},
+		{"a heartbeat sent to the executor", envelopeFrame(t, heartbeatEnv(make([]byte, 32))), nil, func(s OrchestratorStats) uint64 { return s.Dropped }},
+		{"a request whose task ID is 5 bytes", envelopeFrame(t, &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
+			TaskId: make([]byte, 5), SkillId: "text.echo", InputKind: cortexv1.InputKind_INPUT_KIND_RAW, DeadlineUnixMs: deadline,
+		}}}), nil, func(s OrchestratorStats) uint64 { return s.Malformed }},
+		{"a request whose task ID is all zero", envelopeFrame(t, &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
+			TaskId: make([]byte, 32), SkillId: "text.echo", InputKind: cortexv1.InputKind_INPUT_KIND_RAW, DeadlineUnixMs: deadline,
+		}}}), nil, func(s OrchestratorStats) uint64 { return s.Malformed }},
+	}
+	s := rawTaskStream(t, rogue, p.serverH.ID())
+	var good []TaskID
+	for _, b := range bad {
+		task := p.task("good")
+		good = append(good, task.ID)
+		before := b.counter(p.server.Stats())
+		if _, err := s.Write(append(envelopeFrame(t, taskEnv(task)), b.frame...)); err != nil {
+			t.Fatalf("%s: write: %v", b.name, err)
+		}
+		awaitStat(t, b.name, func() bool { return b.counter(p.server.Stats()) > before })
+	}
+	// Every good task gets its result; the bad requests with an ID get a
+	// malformed rejection; nothing resets the stream.
+	want := make(map[TaskID]bool)
+	for _, id := range good {
+		want[id] = true
+	}
+	r := wire.NewReader(s, 0)
+	for len(want) > 0 {
+		var env cortexv1.Envelope
+		if err := r.ReadMsg(&env); err != nil {
+			t.Fatalf("reading answers, %d results missing: %v", len(want), err)
+		}
+		switch {
+		case env.GetResult() != nil:
+			delete(want, TaskID(env.GetResult().GetTaskId()))
+		case env.GetAck() != nil && !env.GetAck().GetAccepted():
+			if ack := env.GetAck(); TaskID(ack.GetTaskId()) != badUTF8ID || ack.GetReason() != cortexv1.RejectReason_REJECT_REASON_MALFORMED {
+				t.Fatalf("unexpected rejection %v", ack)
+			}
+		}
+	}
+}
+
+// awaitStat waits until cond holds, for a counter to move.
+func awaitStat(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(end) {
+			tb.Fatalf("%s: not counted within 5s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -503,7 +573,6 @@ func TestOrchestratorInvalidRequestFieldsAreRejectedAsMalformed(t *testing.T) {
 		{"an unknown input kind", func(r *cortexv1.TaskRequest) { r.InputKind = 9 }},
 		{"no deadline", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = 0 }},
 		{"a deadline a year ahead", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = time.Now().AddDate(1, 0, 0).UnixMilli() }},
-		{"a requester that is not a peer ID", func(r *cortexv1.TaskRequest) { r.Requester = []byte("nobody") }},
 		{"a minimum trust above 1", func(r *cortexv1.TaskRequest) { r.MinTrust = 1.5 }},
 	}
 	s := rawTaskStream(t, rogue, p.serverH.ID())

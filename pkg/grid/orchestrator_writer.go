@@ -43,6 +43,9 @@ type frameWriter struct {
 	s            network.Stream
 	w            *wire.Writer
 	writeTimeout time.Duration
+	// account, if set, is told the bytes of every frame queued (positive)
+	// and of every frame written or dropped (negative).
+	account func(int64)
 
 	mu     sync.Mutex
 	frames []*[]byte
@@ -77,9 +80,13 @@ func (fw *frameWriter) enqueue(f *[]byte) (int, error) {
 		putFrame(f)
 		return 0, errWriterClosed
 	}
+	size := int64(len(*f)) // f is the writer's once queued
 	fw.frames = append(fw.frames, f)
 	n := len(fw.frames)
 	fw.mu.Unlock()
+	if fw.account != nil {
+		fw.account(size)
+	}
 	return n, nil
 }
 
@@ -100,8 +107,12 @@ func (fw *frameWriter) enqueueIf(f *[]byte, ok func() bool) (bool, error) {
 		putFrame(f)
 		return false, nil
 	}
+	size := int64(len(*f))
 	fw.frames = append(fw.frames, f)
 	fw.mu.Unlock()
+	if fw.account != nil {
+		fw.account(size)
+	}
 	return true, nil
 }
 
@@ -137,8 +148,13 @@ func (fw *frameWriter) close() {
 	fw.frames = nil
 	fw.closed = true
 	fw.mu.Unlock()
+	var n int64
 	for _, f := range frames {
+		n += int64(len(*f))
 		putFrame(f)
+	}
+	if fw.account != nil && n > 0 {
+		fw.account(-n)
 	}
 }
 
@@ -208,14 +224,19 @@ func (fw *frameWriter) drain() error {
 		default:
 		}
 		var err error
+		var n int64
 		for i, f := range batch {
 			if err == nil {
 				err = fw.w.WriteFrame(*f)
 			}
+			n += int64(len(*f))
 			putFrame(f)
 			batch[i] = nil
 		}
 		fw.spare = batch[:0]
+		if fw.account != nil {
+			fw.account(-n)
+		}
 		if err != nil {
 			return err
 		}

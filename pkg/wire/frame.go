@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
@@ -33,6 +34,14 @@ const (
 // the cap. The Reader returns it before allocating anything for the body.
 var ErrMessageTooLarge = errors.New("message too large")
 
+// ErrFrameTimeout is wrapped by a Reader's error when a frame that had
+// started did not complete within the Reader's frame timeout.
+var ErrFrameTimeout = errors.New("frame not completed in time")
+
+// DefaultFrameTimeout is the default time a frame that has started may
+// take to arrive whole. Idle time between frames is not limited.
+const DefaultFrameTimeout = 30 * time.Second
+
 // ErrMalformed is returned when a frame's length prefix or body cannot be
 // decoded.
 var ErrMalformed = errors.New("malformed frame")
@@ -51,10 +60,23 @@ const (
 
 // Reader reads varint-delimited protobuf frames. It is not safe for
 // concurrent use.
+//
+// Memory follows what has arrived, not what a frame declares: a body of
+// up to 64 KiB is read into a reused buffer of at most 64 KiB, a larger
+// one into 64 KiB chunks, each allocated only once the one before is
+// full, and joined once the frame is whole. A peer that declares 16 MiB
+// and sends 11 bytes costs at most 64 KiB.
 type Reader struct {
 	br  *bufio.Reader
 	max int
 	buf []byte
+
+	// Frame timeout: once a frame's first byte has arrived, the rest must
+	// come within timeout, enforced with the underlying reader's read
+	// deadline (see SetFrameTimeout).
+	timeout  time.Duration
+	deadline func(time.Time) error
+	armed    bool
 }
 
 // NewReader returns a Reader on r that refuses frames whose body is longer
@@ -64,6 +86,30 @@ func NewReader(r io.Reader, max int) *Reader {
 		max = DefaultMaxMessageSize
 	}
 	return &Reader{br: bufio.NewReaderSize(r, readBufSize), max: max}
+}
+
+// readDeadliner is the part of a stream (or net.Conn) that SetFrameTimeout
+// needs.
+type readDeadliner interface {
+	SetReadDeadline(time.Time) error
+}
+
+// SetFrameTimeout makes the Reader give up on a frame that has started
+// (its first length byte has arrived) and is not whole within d: the read
+// then fails with an error wrapping ErrFrameTimeout. It needs an
+// underlying reader with a SetReadDeadline method (a libp2p stream, a
+// net.Conn) and reports whether r has one; d <= 0 turns the limit off.
+// The deadline is set only when a frame does not arrive in one piece, and
+// cleared when it is whole, so that a stream may stay idle between frames
+// for as long as its owner lets it.
+func (r *Reader) SetFrameTimeout(under io.Reader, d time.Duration) bool {
+	rd, ok := under.(readDeadliner)
+	if !ok || d <= 0 {
+		r.timeout, r.deadline = 0, nil
+		return ok
+	}
+	r.timeout, r.deadline = d, rd.SetReadDeadline
+	return true
 }
 
 // ReadMsg reads one frame into m, which it resets first. It returns io.EOF
@@ -84,8 +130,43 @@ func (r *Reader) ReadMsg(m proto.Message) error {
 
 // ReadFrame reads one frame and returns its body, for callers that decode
 // it themselves. The body is valid only until the next read. Errors are as
-// for ReadMsg, except that the body is not decoded.
+// for ReadMsg, except that the body is not decoded, plus ErrFrameTimeout
+// (see SetFrameTimeout). Every error but io.EOF leaves the stream in the
+// middle of a frame: it cannot be read further.
 func (r *Reader) ReadFrame() ([]byte, error) {
+	b, err := r.readFrame()
+	if !r.armed {
+		return b, err
+	}
+	r.armed = false
+	if err != nil {
+		if isTimeout(err) {
+			err = fmt.Errorf("frame not whole after %s: %w: %w", r.timeout, ErrFrameTimeout, err)
+		}
+		return nil, err
+	}
+	if err := r.deadline(time.Time{}); err != nil {
+		return nil, fmt.Errorf("clear frame read deadline: %w", err)
+	}
+	return b, nil
+}
+
+func (r *Reader) readFrame() ([]byte, error) {
+	// The first byte may wait as long as the stream is idle.
+	_, err := r.br.ReadByte()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, io.EOF
+		}
+		return nil, fmt.Errorf("read frame length: %w", err)
+	}
+	_ = r.br.UnreadByte()
+	if r.deadline != nil && !r.whole() {
+		if err := r.deadline(time.Now().Add(r.timeout)); err != nil {
+			return nil, fmt.Errorf("set frame read deadline: %w", err)
+		}
+		r.armed = true
+	}
 	n, err := r.length()
 	if err != nil {
 		return nil, err
@@ -93,32 +174,67 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 	return r.body(n)
 }
 
-// body reads the next n bytes into the reused buffer, or into a buffer of
-// its own if n is larger than keepBuf. A peek of what bufio already holds
-// avoids the copy for small frames.
+// whole reports whether the next frame is all in the read buffer already.
+func (r *Reader) whole() bool {
+	b, _ := r.br.Peek(r.br.Buffered())
+	n, k := binary.Uvarint(b)
+	return k > 0 && n <= uint64(len(b)-k)
+}
+
+// isTimeout reports whether err is a read deadline's error.
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
+}
+
+// body reads the next n bytes into the reused buffer, or, if n is larger
+// than keepBuf, into chunks allocated as the bytes arrive. A peek of what
+// bufio already holds avoids the copy for small frames.
 func (r *Reader) body(n int) ([]byte, error) {
 	if n <= r.br.Buffered() {
 		b, _ := r.br.Peek(n)
 		_, _ = r.br.Discard(n)
 		return b, nil
 	}
-	var b []byte
-	switch {
-	case n > keepBuf:
-		b = make([]byte, n)
-	case cap(r.buf) >= n:
-		b = r.buf[:n]
-	default:
-		r.buf = make([]byte, n, max(n, 1024))
-		b = r.buf
+	if n > keepBuf {
+		return r.large(n)
 	}
+	if cap(r.buf) < n {
+		r.buf = make([]byte, n, max(n, 1024))
+	}
+	b := r.buf[:n]
 	if _, err := io.ReadFull(r.br, b); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, fmt.Errorf("read frame body of %d bytes: %w", n, err)
+		return nil, bodyErr(n, err)
 	}
 	return b, nil
+}
+
+// large reads a body of n > keepBuf bytes in chunks of keepBuf, so that
+// what is allocated stays within keepBuf of what has arrived, then joins
+// them into a buffer of its own.
+func (r *Reader) large(n int) ([]byte, error) {
+	var chunks [][]byte
+	for got := 0; got < n; {
+		c := make([]byte, min(n-got, keepBuf))
+		if _, err := io.ReadFull(r.br, c); err != nil {
+			return nil, bodyErr(n, err)
+		}
+		chunks = append(chunks, c)
+		got += len(c)
+	}
+	b := make([]byte, 0, n)
+	for i, c := range chunks {
+		b = append(b, c...)
+		chunks[i] = nil
+	}
+	return b, nil
+}
+
+func bodyErr(n int, err error) error {
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("read frame body of %d bytes: %w", n, err)
 }
 
 // length reads a frame's uvarint length prefix and checks it against the

@@ -5,8 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"runtime"
 	"testing"
+	"testing/iotest"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -210,5 +213,80 @@ func BenchmarkFrameWriteRead(b *testing.B) {
 		if err := r.ReadMsg(&got); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestFrameReaderAllocatesWhatArrivesNotWhatIsDeclared declares a body of
+// 16 MiB - 1 and sends 11 bytes: the Reader must not allocate the
+// declared length before the bytes come.
+func TestFrameReaderAllocatesWhatArrivesNotWhatIsDeclared(t *testing.T) {
+	src := append(binary.AppendUvarint(nil, wire.DefaultMaxMessageSize-1), bytes.Repeat([]byte{7}, 11)...)
+	r := wire.NewReader(bytes.NewReader(src), 0)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := r.ReadFrame()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("ReadFrame = %v, want io.ErrUnexpectedEOF", err)
+	}
+	if allocs := after.TotalAlloc - before.TotalAlloc; allocs > 128<<10 {
+		t.Fatalf("a frame of 11 bytes declared as 16 MiB allocated %d bytes, want at most 128 KiB", allocs)
+	}
+}
+
+// TestFrameReaderReadsLargeFramesWhole reads frames around and far above
+// the chunk size, split into small writes.
+func TestFrameReaderReadsLargeFramesWhole(t *testing.T) {
+	for _, n := range []int{64<<10 - 1, 64 << 10, 64<<10 + 1, 1<<20 + 3} {
+		body := make([]byte, n)
+		for i := range body {
+			body[i] = byte(i * 7)
+		}
+		src := append(binary.AppendUvarint(nil, uint64(n)), body...)
+		r := wire.NewReader(iotest.OneByteReader(bytes.NewReader(src)), 0)
+		if n > 1<<20 {
+			r = wire.NewReader(iotest.HalfReader(bytes.NewReader(src)), 0)
+		}
+		got, err := r.ReadFrame()
+		if err != nil {
+			t.Fatalf("frame of %d bytes: %v", n, err)
+		}
+		if !bytes.Equal(got, body) {
+			t.Fatalf("frame of %d bytes came back changed", n)
+		}
+	}
+}
+
+// TestFrameReaderTimesOutAStalledFrameButNotAnIdleStream leaves a stream
+// idle past the frame timeout (fine), then starts a frame and stalls it.
+func TestFrameReaderTimesOutAStalledFrameButNotAnIdleStream(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	r := wire.NewReader(a, 0)
+	if !r.SetFrameTimeout(a, 50*time.Millisecond) {
+		t.Fatal("SetFrameTimeout does not see net.Pipe's SetReadDeadline")
+	}
+	good, err := wire.AppendFrame(nil, request(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(150 * time.Millisecond) // idle: three frame timeouts
+		_, _ = b.Write(good[:3])
+		time.Sleep(20 * time.Millisecond)
+		_, _ = b.Write(good[3:]) // completes within the limit
+		_, _ = b.Write(good[:5]) // then stalls
+	}()
+	if _, err := r.ReadFrame(); err != nil {
+		t.Fatalf("a frame after an idle spell, sent in two parts within the limit: %v", err)
+	}
+	start := time.Now()
+	_, err = r.ReadFrame()
+	if !errors.Is(err, wire.ErrFrameTimeout) {
+		t.Fatalf("a stalled frame: ReadFrame = %v, want ErrFrameTimeout", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("a stalled frame took %s to fail, want about 50ms", d)
 	}
 }
