@@ -1,9 +1,3 @@
-//go:build admission_merge
-
-// This test needs the orchestrator's enforcement of grid.PeerLimits
-// (grid.WithPeerPolicy, from issue 9's grid branch). At the merge, delete
-// the build constraint above so that it runs with the rest.
-
 package test
 
 import (

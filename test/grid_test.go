@@ -519,6 +519,12 @@ func TestMalformedFramesLeaveNodeHealthy(t *testing.T) {
 	raw := rawTaskClient(t, x)
 
 	validID := grid.NewTaskID()
+	requestFor := func(id grid.TaskID, skill string) []byte {
+		return frameOf(t, &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
+			TaskId: id[:], SkillId: skill, SkillVersion: "", Input: []byte("hi"), InputKind: cortexv1.InputKind_INPUT_KIND_RAW,
+			Priority: 96, DeadlineUnixMs: time.Now().Add(time.Minute).UnixMilli(), MinTrust: 0.3, Attempt: 1,
+		}}})
+	}
 	request := func(id []byte) []byte {
 		return frameOf(t, &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
 			TaskId: id, SkillId: "echo", SkillVersion: "", Input: []byte("hi"), InputKind: cortexv1.InputKind_INPUT_KIND_RAW,
@@ -526,47 +532,66 @@ func TestMalformedFramesLeaveNodeHealthy(t *testing.T) {
 			Requester: []byte(raw.ID()),
 		}}})
 	}
+	// Only framing errors reset the stream. A bad message in a good frame
+	// is dropped, or answered with a rejecting ack if it is a request with
+	// a usable ID, and the stream lives on: each such case is followed, in
+	// the same write, by a valid request that must still get its echo.
+	const (
+		reset = iota
+		dropped
+		rejected
+	)
 	cases := []struct {
-		name string
-		send []byte
-		// reject is the reason of the rejecting ack the node answers with;
-		// 0: the node resets the stream. anyEnd accepts either.
-		reject cortexv1.RejectReason
-		anyEnd bool
+		name   string
+		send   []byte
+		end    int
+		reject cortexv1.RejectReason // with end == rejected
 	}{
-		{name: "garbage bytes", send: bytes.Repeat([]byte{0xff}, 16)},
-		{name: "a body that is not an envelope", send: append(binary.AppendUvarint(nil, 8), bytes.Repeat([]byte{0xff}, 8)...)},
-		{name: "a length prefix of 1 GiB", send: append(binary.AppendUvarint(nil, 1<<30), bytes.Repeat([]byte{0}, 64)...)},
-		{name: "a request with a 5-byte task ID", send: request([]byte{1, 2, 3, 4, 5}), anyEnd: true},
-		{name: "a request with the zero task ID", send: request(make([]byte, 32)), reject: cortexv1.RejectReason_REJECT_REASON_MALFORMED},
-		{name: "an ack where requests belong", send: frameOf(t, &cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{TaskId: validID[:], Accepted: true}}})},
+		{name: "garbage bytes", send: bytes.Repeat([]byte{0xff}, 16), end: reset},
+		{name: "a length prefix of 1 GiB", send: append(binary.AppendUvarint(nil, 1<<30), bytes.Repeat([]byte{0}, 64)...), end: reset},
+		{name: "a body that is not an envelope", send: append(binary.AppendUvarint(nil, 8), bytes.Repeat([]byte{0xff}, 8)...), end: dropped},
+		{name: "a request with a 5-byte task ID", send: request([]byte{1, 2, 3, 4, 5}), end: dropped},
+		{name: "a request with the zero task ID", send: request(make([]byte, 32)), end: dropped},
+		{name: "a request for a skill ID no node may have", send: requestFor(grid.NewTaskID(), "Not A Skill!"), end: rejected, reject: cortexv1.RejectReason_REJECT_REASON_MALFORMED},
+		{name: "an ack where requests belong", send: frameOf(t, &cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{TaskId: validID[:], Accepted: true}}}), end: dropped},
 	}
 	// Twice over, so that more streams fail than one peer may hold open at
 	// once: a failed stream must not count against its peer.
 	for round := range 2 {
 		for _, tc := range cases {
 			t.Run(fmt.Sprintf("round %d: %s", round+1, tc.name), func(t *testing.T) {
+				send, good := tc.send, grid.NewTaskID()
+				if tc.end != reset {
+					send = append(append([]byte(nil), send...), request(good[:])...)
+				}
 				var before runtime.MemStats
 				runtime.ReadMemStats(&before)
-				env, err := raw.exchange(t, tc.send)
+				env, err := raw.exchange(t, send)
 				var after runtime.MemStats
 				runtime.ReadMemStats(&after)
 				if grew := after.TotalAlloc - before.TotalAlloc; grew > 256<<20 {
 					t.Errorf("the process allocated %d MiB while the node read the frame", grew>>20)
 				}
-				switch {
-				case errors.Is(err, os.ErrDeadlineExceeded):
+				if errors.Is(err, os.ErrDeadlineExceeded) {
 					t.Fatalf("the node neither answered nor reset the stream")
-				case err != nil && (tc.reject == 0 || tc.anyEnd):
-					if !errors.Is(err, network.ErrReset) {
-						t.Fatalf("stream ended with %v; want a reset", err)
+				}
+				if tc.end == reset {
+					if err == nil || !errors.Is(err, network.ErrReset) {
+						t.Fatalf("node answered %v (err %v); want the stream reset", env, err)
 					}
-				case err != nil:
-					t.Fatalf("stream ended with %v; want a rejecting ack (%v)", err, tc.reject)
-				case env.GetAck() == nil || env.GetAck().GetAccepted():
-					t.Fatalf("node answered %v; want a rejecting ack or a reset", env)
-				case !tc.anyEnd && env.GetAck().GetReason() != tc.reject:
-					t.Fatalf("rejected with %v; want %v", env.GetAck().GetReason(), tc.reject)
+					return
+				}
+				if tc.end == rejected {
+					if err != nil || env.GetAck() == nil || env.GetAck().GetAccepted() || env.GetAck().GetReason() != tc.reject {
+						t.Fatalf("node answered %v (err %v); want a rejecting ack (%v)", env, err, tc.reject)
+					}
+					env, err = raw.next()
+				}
+				for err == nil && env.GetAck() != nil && env.GetAck().GetAccepted() && bytes.Equal(env.GetAck().GetTaskId(), good[:]) {
+					env, err = raw.next()
+				}
+				if err != nil || env.GetResult() == nil || !bytes.Equal(env.GetResult().GetTaskId(), good[:]) || !env.GetResult().GetSuccess() {
+					t.Fatalf("the valid request after the bad message got %v (err %v); want its echo on the same stream", env, err)
 				}
 			})
 		}

@@ -381,21 +381,13 @@ func (d *daemon) start(ctx context.Context) (err error) {
 	d.restoreState()
 	d.startStateSaver()
 	t := d.cfg.Tasks
-	known := d.admit.LimitsOf(skill.ClassKnown)
 	d.orch, err = grid.NewOrchestrator(d.node.Host(), &d.handler,
 		grid.WithMaxMessageSize(d.cfg.Network.MaxMessageSize),
 		grid.WithAckTimeout(t.AckTimeout),
 		grid.WithHeartbeatInterval(t.HeartbeatInterval),
 		grid.WithLeaseMisses(t.LeaseMisses),
-		// TODO(merge): with the orchestrator's enforcement of grid.PeerLimits
-		// (branch of issue 9's grid helper), replace the next two options by
-		//	grid.WithPeerPolicy(d.admit),
-		//	grid.WithNodeByteBudget(d.cfg.Admission.NodeMaxBytes),
-		// so that strangers get admission.stranger and every class its byte
-		// budget. Until then every peer gets the known limits, as
-		// tasks.peer_rate_limit and tasks.max_in_flight_per_peer gave before.
-		grid.WithPeerRateLimit(known.Rate, max(known.Burst, 1)),
-		grid.WithMaxInFlightPerPeer(known.MaxTasks),
+		grid.WithPeerPolicy(d.admit),
+		grid.WithNodeByteBudget(d.cfg.Admission.NodeMaxBytes),
 		grid.WithOrchLogger(d.log.With("subsystem", "orchestrator")))
 	if err != nil {
 		return fmt.Errorf("build orchestrator: %w", err)
@@ -495,11 +487,7 @@ func (d *daemon) startAPI(tok string) error {
 		api.WithVersion(version),
 		api.WithDefaults(api.TaskDefaults{Timeout: c.Queue.DefaultTimeout, MinTrust: c.Trust.MinTrustDefault, MaxRetries: c.Queue.MaxRetries}),
 	)
-	// TODO(merge): once *grid.Orchestrator has PeerUsage and Outstanding
-	// (issue 9's grid helper), set Activity: d.orch here, so that
-	// `cortexd peers` shows what each peer holds here and what this node
-	// has in flight to it.
-	deps := api.Deps{Tasks: d.coord, Node: d.node, Skills: d.registry, Trust: d.trust, Admission: d.admit}
+	deps := api.Deps{Tasks: d.coord, Node: d.node, Skills: d.registry, Trust: d.trust, Admission: d.admit, Activity: orchActivity{d.orch}}
 	if d.prom != nil {
 		if err := d.prom.Register(api.NewCollector(d.coord, d.node, d.trust)); err != nil {
 			return fmt.Errorf("register cortex metrics: %w", err)
@@ -603,3 +591,10 @@ func (d *daemon) closeAll() error {
 	d.closers = nil
 	return errors.Join(errs...)
 }
+
+// orchActivity is the orchestrator as the API's view of what each peer
+// holds here and what this node has in flight to it.
+type orchActivity struct{ o *grid.Orchestrator }
+
+func (a orchActivity) PeerUsage(p peer.ID) grid.PeerUsage { return a.o.Usage(p) }
+func (a orchActivity) Outstanding(p peer.ID) int          { return a.o.Outstanding(p) }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/wire"
 	"github.com/cortexgrid/cortexd/pkg/wire/cortexv1"
 )
@@ -17,7 +18,7 @@ import (
 // Limits on what a task message may carry. A request that exceeds one gets
 // a TaskAck rejecting it as malformed.
 const (
-	maxSkillIDLen       = 128
+	maxSkillIDLen       = reputation.MaxSkillIDLen
 	maxVersionLen       = 64
 	maxErrorMessageLen  = 1024
 	maxRejectMessageLen = 256
@@ -65,6 +66,8 @@ func checkSkill(skill, version string) error {
 	switch {
 	case skill == "" || len(skill) > maxSkillIDLen:
 		return invalidf("skill ID of %d bytes (want 1-%d)", len(skill), maxSkillIDLen)
+	case reputation.SkillID(skill).Validate() != nil:
+		return invalidf("%v", reputation.SkillID(skill).Validate())
 	case len(version) > maxVersionLen:
 		return invalidf("skill version of %d bytes (max %d)", len(version), maxVersionLen)
 	case !utf8.ValidString(skill) || !utf8.ValidString(version):
@@ -150,6 +153,9 @@ func decodeRequest(e *wire.Request, c *strCache, now time.Time, from peer.ID, t 
 		MinTrust:  e.MinTrust,
 		Attempt:   int(e.Attempt),
 		Requester: from,
+	}
+	if err := reputation.SkillID(t.Skill).Validate(); err != nil {
+		return RejectMalformed, invalidf("%v", err)
 	}
 	return RejectUnspecified, nil
 }
