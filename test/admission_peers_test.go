@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +23,11 @@ func TestAdmissionPeersShowsAStrangerOnThePublicNetwork(t *testing.T) {
 	}
 	bin := cortexdBinary(t)
 	r1, r2 := initDaemonRepo(t, bin, "echo"), initDaemonRepo(t, bin, "echo")
+	for _, r := range []string{r1, r2} {
+		if err := os.WriteFile(filepath.Join(r, "config.yaml"), []byte(publicDaemonConfig("echo")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	startDaemon(t, bin, r1)
 	c1 := repoClient(t, r1)
 	startDaemon(t, bin, r2, "--bootstrap", daemonLoopbackAddr(t, c1))

@@ -17,9 +17,10 @@ import (
 )
 
 // The task path as an operator runs it: two `cortexd daemon` processes on
-// a private network (the config every test daemon gets, plus a swarm key,
-// so the admission policy treats each as known), each with its store,
-// router, admission policy and per-peer rate limits on. Tasks are
+// a private network (the config every test daemon gets, plus a swarm key;
+// each peer gets the known limits, as every member of a private network
+// does by default), each with its store, router, admission policy and
+// per-peer rate and byte limits on. Tasks are
 // submitted and awaited through node 1's HTTP API, as `cortexd task
 // submit --wait` does, echo with a 200-byte input:
 //

@@ -62,8 +62,19 @@ func (s *logBuffer) String() string {
 }
 
 // daemonConfig is a test node's config.yaml: loopback only, ports chosen by
-// the kernel, fast announcements.
+// the kernel, fast announcements, and admission mode open, since every
+// node of a test grid is the tester's own, as a devnet's are (the
+// stranger limits of the public default are tested with
+// publicDaemonConfig).
 func daemonConfig(skills string) string {
+	return publicDaemonConfig(skills) + `admission:
+  mode: open
+`
+}
+
+// publicDaemonConfig is daemonConfig with the default admission of the
+// public network: peers without evidence here are strangers.
+func publicDaemonConfig(skills string) string {
 	return `network:
   listen_addrs: [/ip4/127.0.0.1/tcp/0]
 mdns:
