@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/wire"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -123,6 +124,12 @@ func checkTask(t *SkillTask) error {
 	}
 	if err := t.Retry.validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if n := len(t.Input.Data); n > wire.MaxTaskInput {
+		// Checked whatever node is chosen: a retry may send it anywhere,
+		// and a frame that cannot carry it must not count against a peer.
+		return fmt.Errorf("%w: %w: input of %d bytes is over the limit of %d bytes for one task (wire.MaxTaskInput); split it into smaller tasks",
+			ErrInvalidInput, ErrTooLarge, n, wire.MaxTaskInput)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: task: %w", ErrInvalidInput, errors.Join(errs...))
@@ -291,7 +298,7 @@ func (c *DelegationCoordinator) startRemote(ad asyncDelegator, ctx context.Conte
 	start := time.Now()
 	ad.DelegateAsync(ctx, p, remoteTask(r, n), func(res *grid.RemoteResult, err error) {
 		c.router.attemptEnded(p)
-		c.settle(r, n, classifyRemote(ctx, r, p, res, err, time.Since(start)))
+		c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
 		cancel()
 		c.wg.Done()
 	})
@@ -305,5 +312,5 @@ func (c *DelegationCoordinator) runRemote(ctx context.Context, cancel context.Ca
 	start := time.Now()
 	res, err := c.remote.Delegate(ctx, p, remoteTask(r, n))
 	c.router.attemptEnded(p)
-	c.settle(r, n, classifyRemote(ctx, r, p, res, err, time.Since(start)))
+	c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
 }
