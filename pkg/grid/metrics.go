@@ -364,8 +364,8 @@ func execQuantiles(h *hdrhistogram.Histogram) (p50, p95, p99 int64) {
 func (s *trackedNode) read(epoch time.Time) NodeMetrics {
 	nm := NodeMetrics{
 		Metrics: Metrics{
-			Submitted: s.submitted.Load(),
-			Completed: s.completed.Load(),
+			Submitted:   s.submitted.Load(),
+			Completed:   s.completed.Load(),
 			Failed:      s.failed.Load(),
 			TimedOut:    s.timedOut.Load(),
 			Unavailable: s.unavailable.Load(),

@@ -175,7 +175,9 @@ func TestCoordinatorRecordsOutputsThatFailTheSkillsChecksAsWrong(t *testing.T) {
 // coInvalidSkill refuses its input as the user's mistake.
 type coInvalidSkill struct{}
 
-func (coInvalidSkill) Descriptor() Descriptor { return Descriptor{ID: "test.invalid", Version: "1.0.0"} }
+func (coInvalidSkill) Descriptor() Descriptor {
+	return Descriptor{ID: "test.invalid", Version: "1.0.0"}
+}
 
 func (coInvalidSkill) Execute(context.Context, SkillInput) ([]byte, error) {
 	return nil, fmt.Errorf("%w: field x is missing", ErrInvalidInput)
