@@ -57,6 +57,8 @@ type Metrics struct {
 	TimedOut    uint64 `json:"timed_out"`
 	Unavailable uint64 `json:"unavailable"`
 	Rejected    uint64 `json:"rejected"`
+	// Retried counts the submitted attempts that retried a failed one.
+	Retried uint64 `json:"retried"`
 
 	MinExec time.Duration `json:"min_exec"`
 	MaxExec time.Duration `json:"max_exec"`
@@ -182,6 +184,7 @@ type trackedNode struct {
 	timedOut    atomic.Uint64
 	unavailable atomic.Uint64
 	rejected    atomic.Uint64
+	retried     atomic.Uint64
 
 	execSum atomic.Int64 // ns
 	execMin atomic.Int64 // ns; math.MaxInt64 until the first completion
@@ -273,6 +276,12 @@ func (m *MetricsTracker) RecordTimedOut(node peer.ID) {
 	s.timedOut.Add(1)
 	ewmaAdd(&s.recentSuccess, 0, false)
 	s.lastSeen.Store(m.now())
+}
+
+// RecordRetried counts an attempt sent to node (and counted by
+// RecordSubmitted) that retries a failed attempt of the same task.
+func (m *MetricsTracker) RecordRetried(node peer.ID) {
+	m.state(node).retried.Add(1)
 }
 
 // RecordUnavailable counts an attempt that node never ran because it could
@@ -370,6 +379,7 @@ func (s *trackedNode) read(epoch time.Time) NodeMetrics {
 			TimedOut:    s.timedOut.Load(),
 			Unavailable: s.unavailable.Load(),
 			Rejected:    s.rejected.Load(),
+			Retried:     s.retried.Load(),
 		},
 		RecentSuccess: math.Float64frombits(s.recentSuccess.Load()),
 		RecentLatency: time.Duration(math.Float64frombits(s.recentLatency.Load())),
@@ -446,6 +456,7 @@ func (g *metricsSum) add(s *trackedNode, now int64) NodeMetrics {
 	g.m.TimedOut += nm.TimedOut
 	g.m.Unavailable += nm.Unavailable
 	g.m.Rejected += nm.Rejected
+	g.m.Retried += nm.Retried
 	if lo := s.execMin.Load(); lo != math.MaxInt64 {
 		if !g.anyExecs || lo < g.lo {
 			g.lo = lo
@@ -488,6 +499,7 @@ func (m *MetricsTracker) Restore(snap MetricsSnapshot) {
 		sum.TimedOut += nm.TimedOut
 		sum.Unavailable += nm.Unavailable
 		sum.Rejected += nm.Rejected
+		sum.Retried += nm.Retried
 	}
 	// Completions without a node carry no execution times worth keeping.
 	m.unassigned.submitted.Add(sub0(snap.Submitted, sum.Submitted))
@@ -495,6 +507,7 @@ func (m *MetricsTracker) Restore(snap MetricsSnapshot) {
 	m.unassigned.timedOut.Add(sub0(snap.TimedOut, sum.TimedOut))
 	m.unassigned.unavailable.Add(sub0(snap.Unavailable, sum.Unavailable))
 	m.unassigned.rejected.Add(sub0(snap.Rejected, sum.Rejected))
+	m.unassigned.retried.Add(sub0(snap.Retried, sum.Retried))
 }
 
 func sub0(a, b uint64) uint64 {
@@ -511,6 +524,7 @@ func (m *MetricsTracker) restoreNode(s *trackedNode, nm NodeMetrics) {
 	s.timedOut.Add(nm.TimedOut)
 	s.unavailable.Add(nm.Unavailable)
 	s.rejected.Add(nm.Rejected)
+	s.retried.Add(nm.Retried)
 	if !math.IsNaN(nm.RecentSuccess) && nm.RecentSuccess >= 0 && nm.RecentSuccess <= 1 {
 		s.recentSuccess.Store(math.Float64bits(nm.RecentSuccess))
 	}

@@ -16,9 +16,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// peerGone is what the orchestrator returns for a peer whose connection
+// errPeerGone is what the orchestrator returns for a peer whose connection
 // dropped while it held the task.
-var peerGone = fmt.Errorf("delegate task to a peer: %w: read task stream: connection reset", grid.ErrPeerGone)
+var errPeerGone = fmt.Errorf("delegate task to a peer: %w: read task stream: connection reset", grid.ErrPeerGone)
 
 // A worker killed while it holds six delegated tasks, then back: its
 // breaker keeps tasks away while it is down, its trust does not move, and
@@ -36,7 +36,7 @@ func TestCoordinatorPeerThatWentAwayKeepsItsTrustAndGetsTasksBack(t *testing.T) 
 		e.del.behave[a] = func(ctx context.Context, _ *grid.RemoteTask) (*grid.RemoteResult, error) {
 			held <- struct{}{}
 			<-killed
-			return nil, peerGone
+			return nil, errPeerGone
 		}
 		var ids []TaskID
 		for range 6 {
@@ -313,4 +313,31 @@ func coPeerTrust(tb testing.TB, g *reputation.Graph, p peer.ID) reputation.PeerT
 	}
 	tb.Fatalf("no trust record of %s", p)
 	return reputation.PeerTrust{}
+}
+
+// The coordinator is the one retry engine, and its retries are counted:
+// by the queue for the ones that run here, by the metrics for all.
+func TestCoordinatorCountsItsRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ids := rtPeers(t, 2)
+		a, b := ids[0], ids[1]
+		e := newCoEnv(t, coEnvConfig{dir: coRemoteDir(a, b)})
+		e.trust.Record(a, "remote.only", reputation.OutcomeSuccess) // a ranks first
+		e.del.behave[a] = coFailedResult(grid.CodeExecutionFailed)
+		e.del.behave[b] = coSucceedAs(b)
+		if _, err := e.wait(t, e.submit(t, NewSkillTask("remote.only", RawInput(nil), ""))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.wait(t, e.submit(t, NewSkillTask("test.fail", RawInput(nil), "").WithMaxRetries(2))); !errors.Is(err, ErrDelegationFailed) {
+			t.Fatalf("Wait = %v; want ErrDelegationFailed after 3 local attempts", err)
+		}
+		m := e.c.Metrics()
+		if m.Retried != 3 || m.PerNode[b].Retried != 1 || m.PerNode[e.self].Retried != 2 || m.PerNode[a].Retried != 0 {
+			t.Errorf("metrics count %d retries (a %d, b %d, this node %d); want 3: 1 on b, 2 here",
+				m.Retried, m.PerNode[a].Retried, m.PerNode[b].Retried, m.PerNode[e.self].Retried)
+		}
+		if qs := e.c.QueueStats(); qs.Retried != 2 || qs.Enqueued != 3 || qs.Failed != 3 {
+			t.Errorf("queue stats = %+v; want 3 enqueued, 3 failed, 2 of them retries", qs)
+		}
+	})
 }

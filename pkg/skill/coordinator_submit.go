@@ -237,7 +237,8 @@ func (c *DelegationCoordinator) beginLocked(r *record, cand Candidate, now time.
 			job, qt = &Job{}, &grid.QueuedTask{}
 		}
 		job.Task, job.Done, job.rec = r.task, c.localDone, r
-		*qt = grid.QueuedTask{ID: r.task.ID, Priority: r.task.Priority, Payload: job, CreatedAt: r.task.CreatedAt, Deadline: r.task.Deadline()}
+		*qt = grid.QueuedTask{ID: r.task.ID, Priority: r.task.Priority, Payload: job, CreatedAt: r.task.CreatedAt, Deadline: r.task.Deadline(),
+			Retries: int(r.attempts) - 1}
 		r.state, r.job, r.cancel = StateQueued, job, nil
 		a.qt = qt
 		if c.cfg.store != nil {
@@ -260,12 +261,18 @@ func (c *DelegationCoordinator) enqueue(a attempt) error {
 		return fmt.Errorf("enqueue on this node: %w", err)
 	}
 	c.metrics.RecordSubmitted(c.self)
+	if a.n > 1 {
+		c.metrics.RecordRetried(c.self)
+	}
 	return nil
 }
 
 // launch starts a remote attempt prepared by beginLocked, without the lock.
 func (c *DelegationCoordinator) launch(r *record, a attempt) {
 	c.metrics.RecordSubmitted(a.peer)
+	if a.n > 1 {
+		c.metrics.RecordRetried(a.peer)
+	}
 	c.router.attemptStarted(a.peer) // ended by startRemote or runRemote
 	if ad, ok := c.remote.(asyncDelegator); ok {
 		c.startRemote(ad, a.ctx, a.cancel, r, a.n, a.peer)
