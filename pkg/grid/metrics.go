@@ -44,12 +44,12 @@ const quantileMaxAge = time.Second
 // Failed and TimedOut count the node's own faults: work it ran and failed,
 // returned wrong, or did not finish in time. Unavailable and Rejected count
 // attempts the node never ran: it could not be reached or went away
-// (Unavailable), or it refused them, being busy or rate limiting
-// (Rejected). Neither is in the success or failure rate, so that a node
-// that was down for a while still reports how well it does the work it
-// takes. Attempts that end for the user's own reasons (invalid input, a
-// cancel, a deadline that passed before the task left this node's queue)
-// are in no count but Submitted.
+// (Unavailable), or it refused them or gave them back unrun: busy, rate
+// limiting, shutting down, without the skill (Rejected). Neither is in the
+// success or failure rate, so that a node that was down for a while still
+// reports how well it does the work it takes. Attempts that end for the
+// user's own reasons (invalid input, a cancel, a deadline that passed
+// before the task left this node's queue) are in no count but Submitted.
 type Metrics struct {
 	Submitted   uint64 `json:"submitted"`
 	Completed   uint64 `json:"completed"`
@@ -293,7 +293,8 @@ func (m *MetricsTracker) RecordUnavailable(node peer.ID) {
 }
 
 // RecordRejected counts an attempt that node refused (queue full, rate
-// limited, shutting down, ...). Like RecordUnavailable, it is not a failure.
+// limited, shutting down, ...) or gave back unrun (it stopped it, or no
+// longer has the skill). Like RecordUnavailable, it is not a failure.
 func (m *MetricsTracker) RecordRejected(node peer.ID) {
 	s := m.state(node)
 	s.rejected.Add(1)

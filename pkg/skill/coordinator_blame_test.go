@@ -341,3 +341,35 @@ func TestCoordinatorCountsItsRetries(t *testing.T) {
 		}
 	})
 }
+
+// A peer that gives a task back unrun (it stopped it, or no longer has the
+// skill) is not blamed, and its breaker does not count it: the task moves
+// on, and metrics count the attempt as rejected.
+func TestCoordinatorDoesNotBlameAPeerThatGaveATaskBackUnrun(t *testing.T) {
+	for _, code := range []grid.ErrorCode{grid.CodeCanceled, grid.CodeUnknownSkill} {
+		t.Run(code.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ids := rtPeers(t, 2)
+				a, b := ids[0], ids[1]
+				e := newCoEnv(t, coEnvConfig{dir: coRemoteDir(a, b)})
+				e.trust.Record(a, "remote.only", reputation.OutcomeSuccess) // a ranks first
+				before := e.trust.Trust(a)
+				e.del.behave[a] = coFailedResult(code)
+				e.del.behave[b] = coSucceedAs(b)
+				res, err := e.wait(t, e.submit(t, NewSkillTask("remote.only", RawInput(nil), "")))
+				if err != nil || res.ExecutedBy != b {
+					t.Fatalf("Wait = %+v, %v; want success on b", res, err)
+				}
+				if got := e.trust.Trust(a); got != before {
+					t.Errorf("trust of a = %.2f; want it unchanged at %.2f", got, before)
+				}
+				if m := e.c.Metrics().PerNode[a]; m.Rejected != 1 || m.Failed+m.TimedOut+m.Unavailable != 0 {
+					t.Errorf("metrics of a = %+v; want 1 rejected, no fault", m.Metrics)
+				}
+				if st := e.c.Breakers(); len(st) != 0 {
+					t.Errorf("Breakers = %+v; want none", st)
+				}
+			})
+		})
+	}
+}

@@ -50,6 +50,7 @@ type outcome struct {
 	err         error              // why it failed
 	trust       reputation.Outcome // trust evidence from the peer's answer; 0: none
 	unavailable bool               // the peer did not answer: breaker and metrics only
+	declined    bool               // the peer answered without running the work: counted as rejected
 	elapsed     time.Duration      // recorded in metrics on success
 	retryAfter  time.Duration      // a rejecting node's hint
 	unstarted   bool               // never started: no metrics, no trust
@@ -102,8 +103,9 @@ func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteR
 				o.kind = kindTimeout
 			}
 		case grid.CodeCanceled, grid.CodeUnknownSkill:
-			// The peer stopped or lost the skill: it did not run the work.
-			o.kind, o.unavailable = kindRetry, true
+			// The peer stopped the work or lost the skill: not a fault in
+			// the work, and no sign that the peer is down.
+			o.kind, o.declined = kindRetry, true
 		default:
 			o.kind, o.trust = kindRetry, reputation.OutcomeFailure
 		}
@@ -259,7 +261,7 @@ func (c *DelegationCoordinator) account(skill reputation.SkillID, o outcome) {
 		c.recordTrust(o.peer, skill, o.trust)
 	case o.unavailable:
 		c.metrics.RecordUnavailable(o.peer)
-	case o.kind == kindRejected:
+	case o.kind == kindRejected, o.declined:
 		c.metrics.RecordRejected(o.peer)
 	case o.kind == kindTimeout && o.peer == c.self:
 		c.metrics.RecordTimedOut(o.peer) // the skill ran past the deadline here
