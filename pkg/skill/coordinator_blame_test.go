@@ -373,3 +373,17 @@ func TestCoordinatorDoesNotBlameAPeerThatGaveATaskBackUnrun(t *testing.T) {
 		})
 	}
 }
+
+func TestCoordinatorRefusalBelowTrustNamesTheNodeAndItsTrust(t *testing.T) {
+	e := newCoEnv(t, coEnvConfig{dir: coRemoteDir(rtPeers(t, 1)...)})
+	a := e.c.router.dir.Providers("remote.only")[0].Peer
+	_, err := e.c.SubmitTask(context.Background(), NewSkillTask("remote.only", RawInput(nil), "").WithMinTrust(0.9))
+	var nc *NoCapableNodeError
+	if !errors.As(err, &nc) || nc.Reason != AllBelowTrust {
+		t.Fatalf("SubmitTask = %v; want a NoCapableNodeError for low trust", err)
+	}
+	if len(nc.Blocked) != 1 || nc.Blocked[0].Peer != a || nc.Blocked[0].Trust != 0.5 ||
+		!strings.Contains(err.Error(), a.String()) || !strings.Contains(err.Error(), "trust 0.50 is below 0.90") {
+		t.Errorf("error = %v, blocked %+v; want it to name %s and its trust 0.50 against 0.90", err, nc.Blocked, a)
+	}
+}

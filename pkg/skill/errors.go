@@ -114,10 +114,10 @@ func (e *NoCapableNodeError) Hint() string {
 		}
 		switch {
 		case bp.Circuit == CircuitOpen:
-			fmt.Fprintf(&b, "node %s: circuit open after %d failed attempts until %s; it is probed again then",
+			fmt.Fprintf(&b, "node %s: circuit open after %d failed or unanswered attempts until %s; it is probed again then",
 				bp.Peer, bp.Failures, bp.ProbeAt.UTC().Format(time.TimeOnly))
 		case bp.Circuit == CircuitHalfOpen:
-			fmt.Fprintf(&b, "node %s: circuit half-open after %d failed attempts, a probe attempt is on it now", bp.Peer, bp.Failures)
+			fmt.Fprintf(&b, "node %s: circuit half-open after %d failed or unanswered attempts; a probe attempt is on it now", bp.Peer, bp.Failures)
 		default:
 			fmt.Fprintf(&b, "node %s: trust %.2f is below %.2f (a node's failed work lowers it; lower the task's min trust to use it anyway)",
 				bp.Peer, bp.Trust, e.MinTrust)
