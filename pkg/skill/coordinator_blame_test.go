@@ -387,3 +387,74 @@ func TestCoordinatorRefusalBelowTrustNamesTheNodeAndItsTrust(t *testing.T) {
 		t.Errorf("error = %v, blocked %+v; want it to name %s and its trust 0.50 against 0.90", err, nc.Blocked, a)
 	}
 }
+
+// The blame table: what each way an attempt can end on a peer tells the
+// trust graph, the metrics and the breaker.
+func TestClassifyRemoteBlamesOnlyThePeersOwnAnswers(t *testing.T) {
+	p := rtPeers(t, 1)[0]
+	r := &record{task: NewSkillTask("remote.only", RawInput(nil), "")}
+	r.task.CreatedAt = time.Now()
+	failed := func(code grid.ErrorCode) *grid.RemoteResult { return &grid.RemoteResult{ErrorCode: code} }
+	reject := func(reason grid.RejectReason) error { return &grid.RejectError{Reason: reason} }
+	expired, cancelExpired := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancelExpired()
+	const (
+		none = iota
+		unavailable
+		declined
+	)
+	tests := []struct {
+		name    string
+		ctx     context.Context
+		res     *grid.RemoteResult
+		err     error
+		kind    outcomeKind
+		trust   reputation.Outcome
+		not     int           // none, unavailable or declined
+		breaker breakerResult // what the breaker is told
+	}{
+		{"a peer whose stream reset is unavailable", nil, nil, errPeerGone, kindRetry, 0, unavailable, breakerFailure},
+		{"a peer that sent no ack is unavailable", nil, nil, fmt.Errorf("x: %w", grid.ErrAckTimeout), kindRetry, 0, unavailable, breakerFailure},
+		{"a peer that lost the lease is unavailable", nil, nil, fmt.Errorf("x: %w", grid.ErrLeaseExpired), kindRetry, 0, unavailable, breakerFailure},
+		{"an unknown error is no evidence about the peer", nil, nil, errors.New("no route"), kindRetry, 0, unavailable, breakerFailure},
+		{"a deadline passed with the peer gone is not late work", expired, nil, fmt.Errorf("%w: %w", grid.ErrPeerGone, context.DeadlineExceeded), kindTimeout, 0, unavailable, breakerFailure},
+		{"a deadline passed on a peer that took the task is late work", expired, nil, context.DeadlineExceeded, kindTimeout, reputation.OutcomeTimeout, none, breakerFailure},
+		{"a malformed result is a wrong result", nil, nil, fmt.Errorf("x: %w", grid.ErrInvalidResult), kindRetry, reputation.OutcomeWrongResult, none, breakerFailure},
+		{"a failure the peer reports is a failure", nil, failed(grid.CodeExecutionFailed), nil, kindRetry, reputation.OutcomeFailure, none, breakerFailure},
+		{"a timeout the peer reports is a timeout", nil, failed(grid.CodeTimeout), nil, kindRetry, reputation.OutcomeTimeout, none, breakerFailure},
+		{"a peer that stopped the task declined it", nil, failed(grid.CodeCanceled), nil, kindRetry, 0, declined, breakerNeutral},
+		{"a peer without the skill declined it", nil, failed(grid.CodeUnknownSkill), nil, kindRetry, 0, declined, breakerNeutral},
+		{"invalid input is the user's", nil, failed(grid.CodeInvalidInput), nil, kindFatal, 0, none, breakerNeutral},
+		{"a refused invalid input is the user's", nil, nil, reject(grid.RejectInvalidInput), kindFatal, 0, none, breakerNeutral},
+		{"a refused oversize input is a limit", nil, nil, reject(grid.RejectTooLarge), kindFatal, 0, none, breakerNeutral},
+		{"a request refused as malformed is no retry's to fix", nil, nil, reject(grid.RejectMalformed), kindFatal, 0, none, breakerNeutral},
+		{"a request that arrived past its deadline is nobody's", nil, nil, reject(grid.RejectDeadlinePassed), kindTimeout, 0, none, breakerNeutral},
+		{"a full queue is a rejection", nil, nil, reject(grid.RejectQueueFull), kindRejected, 0, none, breakerNeutral},
+		{"a request too large for a frame is a limit", nil, nil, fmt.Errorf("x: %w", wire.ErrMessageTooLarge), kindFatal, 0, none, breakerNeutral},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := tc.ctx
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			o := classifyRemote(ctx, r, p, tc.res, tc.err, time.Millisecond)
+			not := none
+			switch {
+			case o.unavailable && o.declined:
+				t.Fatalf("outcome %+v is both unavailable and declined", o)
+			case o.unavailable:
+				not = unavailable
+			case o.declined:
+				not = declined
+			}
+			if o.kind != tc.kind || o.trust != tc.trust || not != tc.not || breakerResultOf(o) != tc.breaker {
+				t.Errorf("outcome kind %d, trust %v, unavailable %v, declined %v, breaker %d; want kind %d, trust %v, class %d, breaker %d",
+					o.kind, o.trust, o.unavailable, o.declined, breakerResultOf(o), tc.kind, tc.trust, tc.not, tc.breaker)
+			}
+			if tc.kind == kindFatal && !errors.Is(o.err, ErrInvalidInput) && !errors.Is(o.err, ErrDelegationFailed) {
+				t.Errorf("error %v of a fatal outcome wraps neither ErrInvalidInput nor ErrDelegationFailed", o.err)
+			}
+		})
+	}
+}

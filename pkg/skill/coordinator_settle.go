@@ -124,7 +124,7 @@ func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteR
 		o.kind, o.code, o.err = kindCanceled, grid.CodeCanceled, err
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			o.kind, o.code, o.trust = kindTimeout, grid.CodeTimeout, reputation.OutcomeTimeout
-			if errors.Is(err, grid.ErrPeerGone) || errors.Is(err, grid.ErrAckTimeout) {
+			if errors.Is(err, grid.ErrPeerGone) || errors.Is(err, grid.ErrAckTimeout) || errors.Is(err, grid.ErrLeaseExpired) {
 				o.trust, o.unavailable = 0, true // gone or never reached: not late work
 			}
 		}
