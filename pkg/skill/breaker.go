@@ -14,8 +14,8 @@ import (
 
 // Defaults of the per-peer circuit breaker.
 const (
-	// DefaultBreakerFailures is how many consecutive failed or timed-out
-	// attempts on a peer open its breaker.
+	// DefaultBreakerFailures is how many consecutive failed, timed-out or
+	// unanswered attempts on a peer open its breaker.
 	DefaultBreakerFailures = 5
 	// DefaultBreakerOpenFor is how long an open breaker keeps its peer out
 	// before it lets one probe attempt through.
@@ -55,7 +55,8 @@ func (s CircuitState) MarshalText() ([]byte, error) { return []byte(s.String()),
 type BreakerState struct {
 	Peer  peer.ID      `json:"peer"`
 	State CircuitState `json:"state"`
-	// Failures is the number of consecutive failed or timed-out attempts.
+	// Failures is the number of consecutive failed, timed-out or
+	// unanswered attempts.
 	Failures int `json:"failures"`
 	// OpenedAt is when the breaker last opened; zero if it never did.
 	OpenedAt time.Time `json:"opened_at,omitzero"`
@@ -79,11 +80,14 @@ func (c breakerConfig) validate() error {
 }
 
 // WithCircuitBreaker sets the per-peer circuit breaker: failures
-// consecutive failed or timed-out attempts on a peer open its breaker, the
+// consecutive attempts on a peer that failed, timed out, came back wrong
+// or went unanswered (the peer unreachable or gone) open its breaker, the
 // router leaves the peer out for openFor, then one probe attempt at a time
 // may go to it; success closes the breaker, failure opens it for another
 // openFor. Rejections (queue full, rate limited, ...), refused input,
-// cancellations and a skill the peer no longer has do not count. failures
+// limits, cancellations and a skill the peer no longer has do not count.
+// The breaker is what keeps tasks from a peer that is down, instead of its
+// trust, so a short openFor brings a restarted peer back sooner. failures
 // 0 disables the breakers. Defaults: DefaultBreakerFailures (5) and
 // DefaultBreakerOpenFor (10 s).
 func WithCircuitBreaker(failures int, openFor time.Duration) CoordinatorOption {
