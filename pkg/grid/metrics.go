@@ -40,11 +40,25 @@ const quantileMaxAge = time.Second
 // MinExec, MaxExec and AvgExec are exact; P50, P95 and P99 come from a
 // histogram and are within 1% of the true value (and within [MinExec,
 // MaxExec]). All execution-time fields are zero until a task has completed.
+//
+// Failed and TimedOut count the node's own faults: work it ran and failed,
+// returned wrong, or did not finish in time. Unavailable and Rejected count
+// attempts the node never ran: it could not be reached or went away
+// (Unavailable), or it refused them or gave them back unrun: busy, rate
+// limiting, shutting down, without the skill (Rejected). Neither is in the
+// success or failure rate, so that a node that was down for a while still
+// reports how well it does the work it takes. Attempts that end for the
+// user's own reasons (invalid input, a cancel, a deadline that passed
+// before the task left this node's queue) are in no count but Submitted.
 type Metrics struct {
-	Submitted uint64 `json:"submitted"`
-	Completed uint64 `json:"completed"`
-	Failed    uint64 `json:"failed"`
-	TimedOut  uint64 `json:"timed_out"`
+	Submitted   uint64 `json:"submitted"`
+	Completed   uint64 `json:"completed"`
+	Failed      uint64 `json:"failed"`
+	TimedOut    uint64 `json:"timed_out"`
+	Unavailable uint64 `json:"unavailable"`
+	Rejected    uint64 `json:"rejected"`
+	// Retried counts the submitted attempts that retried a failed one.
+	Retried uint64 `json:"retried"`
 
 	MinExec time.Duration `json:"min_exec"`
 	MaxExec time.Duration `json:"max_exec"`
@@ -91,8 +105,8 @@ type NodeMetrics struct {
 	// times, each new one weighing 0.2; the first completion sets it. It is 0
 	// until the node has completed a task: callers must read 0 as unknown.
 	RecentLatency time.Duration `json:"recent_latency"`
-	// LastSeen is when the last outcome (completion, failure or timeout) was
-	// recorded for the node; zero if none was.
+	// LastSeen is when the node last answered: a completion, failure,
+	// timeout or rejection was recorded for it; zero if none was.
 	LastSeen time.Time `json:"last_seen"`
 }
 
@@ -164,10 +178,13 @@ func NewMetricsTracker() *MetricsTracker {
 // trackedNode holds one node's figures. The atomics may be read at any time;
 // hist is guarded by mu. The cached percentiles are written under mu.
 type trackedNode struct {
-	submitted atomic.Uint64
-	completed atomic.Uint64
-	failed    atomic.Uint64
-	timedOut  atomic.Uint64
+	submitted   atomic.Uint64
+	completed   atomic.Uint64
+	failed      atomic.Uint64
+	timedOut    atomic.Uint64
+	unavailable atomic.Uint64
+	rejected    atomic.Uint64
+	retried     atomic.Uint64
 
 	execSum atomic.Int64 // ns
 	execMin atomic.Int64 // ns; math.MaxInt64 until the first completion
@@ -261,6 +278,29 @@ func (m *MetricsTracker) RecordTimedOut(node peer.ID) {
 	s.lastSeen.Store(m.now())
 }
 
+// RecordRetried counts an attempt sent to node (and counted by
+// RecordSubmitted) that retries a failed attempt of the same task.
+func (m *MetricsTracker) RecordRetried(node peer.ID) {
+	m.state(node).retried.Add(1)
+}
+
+// RecordUnavailable counts an attempt that node never ran because it could
+// not be reached or went away (no ack, a lost stream or lease). It is not a
+// failure: the success rate and RecentSuccess stay as they are, and the
+// node is not marked seen.
+func (m *MetricsTracker) RecordUnavailable(node peer.ID) {
+	m.state(node).unavailable.Add(1)
+}
+
+// RecordRejected counts an attempt that node refused (queue full, rate
+// limited, shutting down, ...) or gave back unrun (it stopped it, or no
+// longer has the skill). Like RecordUnavailable, it is not a failure.
+func (m *MetricsTracker) RecordRejected(node peer.ID) {
+	s := m.state(node)
+	s.rejected.Add(1)
+	s.lastSeen.Store(m.now())
+}
+
 // ewmaAdd folds x into the average stored as float64 bits in v. If seed is
 // set, a zero average is taken to mean "no sample yet" and x replaces it.
 func ewmaAdd(v *atomic.Uint64, x float64, seed bool) {
@@ -334,10 +374,13 @@ func execQuantiles(h *hdrhistogram.Histogram) (p50, p95, p99 int64) {
 func (s *trackedNode) read(epoch time.Time) NodeMetrics {
 	nm := NodeMetrics{
 		Metrics: Metrics{
-			Submitted: s.submitted.Load(),
-			Completed: s.completed.Load(),
-			Failed:    s.failed.Load(),
-			TimedOut:  s.timedOut.Load(),
+			Submitted:   s.submitted.Load(),
+			Completed:   s.completed.Load(),
+			Failed:      s.failed.Load(),
+			TimedOut:    s.timedOut.Load(),
+			Unavailable: s.unavailable.Load(),
+			Rejected:    s.rejected.Load(),
+			Retried:     s.retried.Load(),
 		},
 		RecentSuccess: math.Float64frombits(s.recentSuccess.Load()),
 		RecentLatency: time.Duration(math.Float64frombits(s.recentLatency.Load())),
@@ -412,6 +455,9 @@ func (g *metricsSum) add(s *trackedNode, now int64) NodeMetrics {
 	g.m.Completed += nm.Completed
 	g.m.Failed += nm.Failed
 	g.m.TimedOut += nm.TimedOut
+	g.m.Unavailable += nm.Unavailable
+	g.m.Rejected += nm.Rejected
+	g.m.Retried += nm.Retried
 	if lo := s.execMin.Load(); lo != math.MaxInt64 {
 		if !g.anyExecs || lo < g.lo {
 			g.lo = lo
@@ -452,11 +498,17 @@ func (m *MetricsTracker) Restore(snap MetricsSnapshot) {
 		sum.Completed += nm.Completed
 		sum.Failed += nm.Failed
 		sum.TimedOut += nm.TimedOut
+		sum.Unavailable += nm.Unavailable
+		sum.Rejected += nm.Rejected
+		sum.Retried += nm.Retried
 	}
 	// Completions without a node carry no execution times worth keeping.
 	m.unassigned.submitted.Add(sub0(snap.Submitted, sum.Submitted))
 	m.unassigned.failed.Add(sub0(snap.Failed, sum.Failed))
 	m.unassigned.timedOut.Add(sub0(snap.TimedOut, sum.TimedOut))
+	m.unassigned.unavailable.Add(sub0(snap.Unavailable, sum.Unavailable))
+	m.unassigned.rejected.Add(sub0(snap.Rejected, sum.Rejected))
+	m.unassigned.retried.Add(sub0(snap.Retried, sum.Retried))
 }
 
 func sub0(a, b uint64) uint64 {
@@ -471,6 +523,9 @@ func (m *MetricsTracker) restoreNode(s *trackedNode, nm NodeMetrics) {
 	s.submitted.Add(nm.Submitted)
 	s.failed.Add(nm.Failed)
 	s.timedOut.Add(nm.TimedOut)
+	s.unavailable.Add(nm.Unavailable)
+	s.rejected.Add(nm.Rejected)
+	s.retried.Add(nm.Retried)
 	if !math.IsNaN(nm.RecentSuccess) && nm.RecentSuccess >= 0 && nm.RecentSuccess <= 1 {
 		s.recentSuccess.Store(math.Float64bits(nm.RecentSuccess))
 	}

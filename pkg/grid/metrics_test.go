@@ -345,3 +345,44 @@ func TestMetricsRestore(t *testing.T) {
 		t.Errorf("after one more completion node a has %d, want 101", n.Completed)
 	}
 }
+
+func TestMetricsCountUnavailableAndRejectedApartFromFailures(t *testing.T) {
+	m := NewMetricsTracker()
+	a := test.RandPeerIDFatal(t)
+	for range 4 {
+		m.RecordSubmitted(a)
+		m.RecordCompleted(a, time.Millisecond)
+	}
+	for range 6 { // the node was down for a while
+		m.RecordSubmitted(a)
+		m.RecordUnavailable(a)
+	}
+	m.RecordSubmitted(a)
+	m.RecordRejected(a)
+
+	n, _ := m.Node(a)
+	if n.Completed != 4 || n.Failed != 0 || n.TimedOut != 0 || n.Unavailable != 6 || n.Rejected != 1 || n.Submitted != 11 {
+		t.Fatalf("node = %+v; want 4 completed, 6 unavailable, 1 rejected, no failure", n.Metrics)
+	}
+	if n.SuccessRate() != 1 || n.FailureRate() != 0 || n.RecentSuccess != 1 {
+		t.Errorf("success rate %v, failure rate %v, recent success %v; want 1, 0, 1: attempts a node never ran are not its failures",
+			n.SuccessRate(), n.FailureRate(), n.RecentSuccess)
+	}
+	s := m.Snapshot()
+	if s.Unavailable != 6 || s.Rejected != 1 {
+		t.Errorf("global = %+v; want 6 unavailable, 1 rejected", s.Metrics)
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loaded MetricsSnapshot
+	if err := json.Unmarshal(b, &loaded); err != nil {
+		t.Fatal(err)
+	}
+	r := NewMetricsTracker()
+	r.Restore(loaded)
+	if got := r.Snapshot(); got.Unavailable != 6 || got.Rejected != 1 || got.PerNode[a].Unavailable != 6 || got.PerNode[a].Rejected != 1 {
+		t.Errorf("restored = %+v; want 6 unavailable and 1 rejected, on a", got.Metrics)
+	}
+}

@@ -25,9 +25,11 @@ type QueueStats struct {
 	Depth    [NumLevels]int // ready tasks per level, index = Level
 	Delayed  int            // retries waiting for NotBefore
 	InFlight int
-	// Totals since NewTaskQueue. Failed counts tasks that failed for good
-	// (Fail without a requeue); Retried counts requeues; Rejected counts
-	// enqueues refused because the level was full. Removed tasks are in none.
+	// Totals since NewTaskQueue. Failed counts tasks settled as failed;
+	// Retried counts enqueued retry attempts (QueuedTask.Retries > 0: the
+	// skill coordinator's retries that run on this node); Rejected counts
+	// enqueues refused because the level was full. Removed tasks are in
+	// none of Completed, Failed and TimedOut.
 	Enqueued, Completed, Failed, Retried, TimedOut, Rejected uint64
 }
 
@@ -52,9 +54,7 @@ type QueueStats struct {
 //
 // Limits. Each level holds at most its limit (default 1000) of waiting tasks
 // (ready plus delayed retries); Enqueue on a full level returns a
-// *QueueFullError naming the level, and other levels still accept. A retry
-// requeued by Fail is always accepted, even over the limit: the task was
-// admitted once and an accepted task is never dropped.
+// *QueueFullError naming the level, and other levels still accept.
 //
 // Deadlines. A task enqueued without a Deadline gets CreatedAt plus the
 // default timeout (300 s). Once Start has been called, a sweeper removes
@@ -70,9 +70,11 @@ type QueueStats struct {
 // and receive, and this keeps it off the hot path. CreatedAt, NotBefore and
 // the sweeper itself use exact readings.
 //
-// Retries. Fail(id, true) requeues a task while Retries < MaxRetries, after
-// an exponential backoff with jitter; it is not dequeued before its
-// NotBefore, and a blocked Dequeue wakes when it becomes due.
+// Retries. The queue does not retry: the skill coordinator's retry policy
+// is the one retry engine, and it enqueues each retry attempt that runs
+// here as a new task with Retries set, which Retried counts. A task
+// enqueued with a NotBefore in the future waits, delayed, until then: it is
+// not dequeued before, and a blocked Dequeue wakes when it becomes due.
 type TaskQueue struct {
 	cfg      queueConfig
 	epoch    time.Time // clock origin: internal times are nanoseconds since it
@@ -203,6 +205,9 @@ func (q *TaskQueue) Enqueue(t *QueuedTask) error {
 	it.deadline = int64(t.Deadline.Sub(q.epoch))
 	q.index.putAt(slot, h, it)
 	q.enqueued++
+	if t.Retries > 0 {
+		q.retried++
+	}
 	if it.deadline < q.nextExpiry {
 		q.nextExpiry = it.deadline
 	}
@@ -345,7 +350,7 @@ func (q *TaskQueue) Complete(id TaskID) bool {
 }
 
 // SettleTryDequeue ends the in-flight task id as Complete(id) does if done
-// is set, and as Fail(id, false) does if not, then takes the next ready
+// is set, and as Fail(id) does if not, then takes the next ready
 // task as TryDequeue does, all under one acquisition of the queue's lock: a
 // worker that goes on to its next task saves a lock round trip per task.
 // settled reports whether id was in flight; next is nil if no task is
@@ -399,35 +404,14 @@ func (q *TaskQueue) settleAtLocked(slot int, done bool) {
 	q.freeItemLocked(it)
 }
 
-// Fail marks the in-flight task id failed. If retry is set and its Retries <
-// MaxRetries, it increments Retries, sets NotBefore to now plus the backoff
-// for that retry count, requeues the task at its level once NotBefore has
-// passed (over the level limit if need be) and returns true. Otherwise the
-// task is counted failed and let go of, and Fail returns false, as it does
-// when id is not in flight.
-func (q *TaskQueue) Fail(id TaskID, retry bool) bool {
+// Fail marks the in-flight task id failed and lets go of it. It returns
+// false if id is not in flight. It does not retry: a retry is a new
+// Enqueue, by the skill coordinator, whose retry policy decides it.
+func (q *TaskQueue) Fail(id TaskID) bool {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	slot := q.inFlightSlotLocked(&id)
-	if slot < 0 {
-		return false
-	}
-	it := q.index.slots[slot]
-	t := it.task
-	if !retry || t.Retries >= t.MaxRetries {
-		q.settleAtLocked(slot, false)
-		return false
-	}
-	q.inFlight--
-	t.Retries++
-	d := q.retryBackoff(t.Retries)
-	now := q.now()
-	q.observeLocked(now)
-	it.notBefore = now + int64(d)
-	t.NotBefore = q.epoch.Add(time.Duration(it.notBefore))
-	q.retried++
-	q.pushDelayedLocked(it, now)
-	return true
+	ok := q.settleLocked(&id, false)
+	q.mu.Unlock()
+	return ok
 }
 
 // Remove takes task id out of the queue wherever it is (ready, delayed or in

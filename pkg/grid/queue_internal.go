@@ -1,7 +1,6 @@
 package grid
 
 import (
-	"math/rand/v2"
 	"time"
 )
 
@@ -357,21 +356,4 @@ func (q *TaskQueue) onRetryTimer() {
 	q.dispatchLocked(now, &expired)
 	q.mu.Unlock()
 	q.report(expired)
-}
-
-// retryBackoff returns the delay before retry n (1 for the first): base
-// doubled n-1 times, capped at max, then drawn uniformly from [d/2, d].
-//
-// It is computed here rather than with backoff/v5: its ExponentialBackOff
-// keeps the current interval in unexported per-instance state that only
-// NextBackOff advances, so the delay for a given retry count would need an
-// instance per task (or n calls on a fresh one), and its randomized delay
-// may exceed MaxInterval, which this must not.
-func (q *TaskQueue) retryBackoff(n int) time.Duration {
-	base, d := q.cfg.backoffBase, q.cfg.backoffMax
-	if k := n - 1; k >= 0 && k < 62 && base <= d>>k {
-		d = base << k
-	}
-	half := d / 2
-	return half + time.Duration(rand.Int64N(int64(d-half)+1))
 }

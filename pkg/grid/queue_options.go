@@ -78,9 +78,10 @@ func WithAgingStep(d time.Duration) QueueOption {
 	return func(c *queueConfig) { c.agingStep = d }
 }
 
-// WithRetryBackoff sets the backoff of a retry: base doubled per retry
-// already made, capped at max, with jitter that draws the delay from
-// [d/2, d]. The defaults are 100 ms and 30 s.
+// WithRetryBackoff is checked (0 < base <= max) and otherwise has no
+// effect: the queue no longer retries, and the backoff between attempts is
+// the skill coordinator's (skill.WithRetryBackoff). It stays only until
+// its last caller, cmd/cortexd, stops passing it.
 func WithRetryBackoff(base, max time.Duration) QueueOption {
 	return func(c *queueConfig) { c.backoffBase, c.backoffMax = base, max }
 }

@@ -103,12 +103,11 @@ func TestQueueEnqueueHandsATaskStraightToABlockedDequeue(t *testing.T) {
 
 func TestQueueHandOverKeepsADueRetryOfAHigherLevelFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newQueueT(t, WithRetryBackoff(time.Second, time.Second))
+		q := newQueueT(t)
 		retried := qtask(1, prioHigh)
-		retried.MaxRetries = 1
 		mustEnqueue(t, q, retried)
 		mustTryDequeue(t, q)
-		q.Fail(retried.ID, true)
+		retryAfter(t, q, retried, time.Second)
 		q.retryTimer.Stop() // as if its callback were late
 		q.wg.Done()
 		q.retryAt = 0

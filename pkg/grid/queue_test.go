@@ -25,6 +25,19 @@ func qtask(n int, prio uint8) *QueuedTask {
 	return &QueuedTask{ID: id, Priority: prio}
 }
 
+// retryAfter fails the in-flight task and enqueues it again as the skill
+// coordinator enqueues a retry that runs on its node: one more retry, due
+// after d.
+func retryAfter(tb testing.TB, q *TaskQueue, task *QueuedTask, d time.Duration) {
+	tb.Helper()
+	if !q.Fail(task.ID) {
+		tb.Fatalf("Fail(%s): not in flight", task.ID.Short())
+	}
+	task.Retries++
+	task.NotBefore = time.Now().Add(d)
+	mustEnqueue(tb, q, task)
+}
+
 // newQueueT returns a queue closed at the end of the test.
 func newQueueT(tb testing.TB, opts ...QueueOption) *TaskQueue {
 	tb.Helper()
@@ -156,12 +169,11 @@ func TestNewTaskQueueJoinsEveryProblem(t *testing.T) {
 
 func TestQueueRemove(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newQueueT(t, WithRetryBackoff(time.Minute, time.Minute))
+		q := newQueueT(t)
 		ready, delayed, inFlight, next := qtask(1, prioHigh), qtask(2, prioLow), qtask(3, prioCritical), qtask(4, prioHigh)
-		delayed.MaxRetries = 1
 		mustEnqueue(t, q, delayed)
 		mustTryDequeue(t, q)
-		q.Fail(delayed.ID, true)
+		retryAfter(t, q, delayed, time.Minute)
 		mustEnqueue(t, q, inFlight)
 		mustTryDequeue(t, q)
 		mustEnqueue(t, q, ready, next)
@@ -176,8 +188,8 @@ func TestQueueRemove(t *testing.T) {
 			}
 		}
 		s := q.Stats()
-		if s.Depth[LevelHigh] != 1 || s.Delayed != 0 || s.InFlight != 0 || s.Failed != 0 || s.TimedOut != 0 || q.Len() != 1 {
-			t.Fatalf("after Remove: %+v, Len %d; want only the next high task left, nothing failed", s, q.Len())
+		if s.Depth[LevelHigh] != 1 || s.Delayed != 0 || s.InFlight != 0 || s.Failed != 1 || s.TimedOut != 0 || q.Len() != 1 {
+			t.Fatalf("after Remove: %+v, Len %d; want only the next high task left, only the retried attempt failed", s, q.Len())
 		}
 		if q.Complete(inFlight.ID) {
 			t.Fatal("Complete of a removed task returned true")
@@ -225,19 +237,18 @@ func TestQueueRemoveManyKeepsOrderAndCompacts(t *testing.T) {
 func TestQueueStats(t *testing.T) {
 	q := newQueueT(t, WithMaxPerLevel(2))
 	a, b, c, d := qtask(1, prioLow), qtask(2, prioNormal), qtask(3, prioNormal), qtask(4, prioCritical)
-	c.MaxRetries = 1
 	mustEnqueue(t, q, a, b, c, d)
 	_ = q.Enqueue(qtask(5, prioNormal)) // rejected
 	mustTryDequeue(t, q)                // d
 	mustTryDequeue(t, q)                // b
 	mustTryDequeue(t, q)                // c
 	q.Complete(d.ID)
-	q.Fail(b.ID, false)
-	q.Fail(c.ID, true)
+	q.Fail(b.ID)
+	retryAfter(t, q, c, time.Minute)
 	want := QueueStats{
 		Depth:   [NumLevels]int{1, 0, 0, 0},
 		Delayed: 1, InFlight: 0,
-		Enqueued: 4, Completed: 1, Failed: 1, Retried: 1, TimedOut: 0, Rejected: 1,
+		Enqueued: 5, Completed: 1, Failed: 2, Retried: 1, TimedOut: 0, Rejected: 1,
 	}
 	if got := q.Stats(); got != want {
 		t.Fatalf("Stats = %+v\nwant    %+v", got, want)
@@ -297,10 +308,21 @@ func TestQueueConcurrentProducersAndConsumersLoseNothing(t *testing.T) {
 				if _, dup := seen.LoadOrStore(task.ID, true); dup {
 					t.Errorf("task %s dequeued twice", task.ID.Short())
 				}
-				if (task.ID[2]+byte(c))%7 == 0 && task.Retries < 1 { // some fail once
-					task.MaxRetries = 1
+				if (task.ID[2]+byte(c))%7 == 0 && task.Retries < 1 { // some fail once, and are retried
 					seen.Delete(task.ID)
-					q.Fail(task.ID, true)
+					q.Fail(task.ID)
+					task.Retries++
+					for {
+						err := q.Enqueue(task)
+						if err == nil {
+							break
+						}
+						if !errors.Is(err, ErrQueueFull) {
+							t.Errorf("Enqueue of a retry: %v", err)
+							return
+						}
+						time.Sleep(50 * time.Microsecond)
+					}
 					continue
 				}
 				q.Complete(task.ID)

@@ -123,27 +123,17 @@ func TestQueueDequeueDropsExpiredHeadsAndReportsThem(t *testing.T) {
 	})
 }
 
-func TestQueueRetryWaitsForItsBackoff(t *testing.T) {
+func TestQueueDelayedRetryWaitsForItsNotBefore(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		const base = 100 * time.Millisecond
-		q := newQueueT(t, WithRetryBackoff(base, time.Second))
+		const wait = 100 * time.Millisecond
+		q := newQueueT(t)
 		task := qtask(1, prioNormal)
-		task.MaxRetries = 3
 		mustEnqueue(t, q, task)
 		mustTryDequeue(t, q)
 		failedAt := time.Now()
-		if !q.Fail(task.ID, true) {
-			t.Fatal("Fail(retry) did not requeue a task with retries left")
-		}
-		if task.Retries != 1 {
-			t.Fatalf("Retries = %d, want 1", task.Retries)
-		}
-		wait := task.NotBefore.Sub(failedAt)
-		if wait < base/2 || wait > base {
-			t.Fatalf("first backoff %v, want within [%v, %v]", wait, base/2, base)
-		}
-		if s := q.Stats(); s.Delayed != 1 || s.Retried != 1 || s.InFlight != 0 || q.Len() != 1 {
-			t.Fatalf("Delayed %d, Retried %d, InFlight %d, Len %d, want 1, 1, 0, 1", s.Delayed, s.Retried, s.InFlight, q.Len())
+		retryAfter(t, q, task, wait)
+		if s := q.Stats(); s.Delayed != 1 || s.Retried != 1 || s.Failed != 1 || s.InFlight != 0 || q.Len() != 1 {
+			t.Fatalf("Delayed %d, Retried %d, Failed %d, InFlight %d, Len %d, want 1, 1, 1, 0, 1", s.Delayed, s.Retried, s.Failed, s.InFlight, q.Len())
 		}
 		if _, ok := q.TryDequeue(); ok {
 			t.Fatal("a retry was dequeued before its NotBefore")
@@ -156,93 +146,37 @@ func TestQueueRetryWaitsForItsBackoff(t *testing.T) {
 		if now := time.Now(); now.Before(task.NotBefore) || now.After(task.NotBefore.Add(time.Millisecond)) {
 			t.Fatalf("retry dequeued at +%v, NotBefore is +%v", now.Sub(failedAt), wait)
 		}
-		// The second retry backs off about twice as long.
-		failedAt = time.Now()
-		q.Fail(task.ID, true)
-		if wait := task.NotBefore.Sub(failedAt); wait < base || wait > 2*base {
-			t.Fatalf("second backoff %v, want within [%v, %v]", wait, base, 2*base)
-		}
 	})
 }
 
-func TestQueueRetryStopsAtMaxRetries(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		q := newQueueT(t)
-		task := qtask(1, prioNormal)
-		task.MaxRetries = 2
-		mustEnqueue(t, q, task)
-		for i := range 2 {
-			got, err := q.Dequeue(t.Context())
-			if err != nil || got != task {
-				t.Fatalf("Dequeue %d = %v, %v", i, got, err)
-			}
-			if !q.Fail(task.ID, true) {
-				t.Fatalf("Fail %d did not requeue with %d of %d retries used", i, task.Retries, task.MaxRetries)
-			}
-		}
-		if _, err := q.Dequeue(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		if q.Fail(task.ID, true) {
-			t.Fatal("Fail requeued a task past its MaxRetries")
-		}
-		s := q.Stats()
-		if task.Retries != 2 || s.Retried != 2 || s.Failed != 1 || s.InFlight != 0 || q.Len() != 0 {
-			t.Fatalf("Retries %d, Retried %d, Failed %d, InFlight %d, Len %d, want 2, 2, 1, 0, 0", task.Retries, s.Retried, s.Failed, s.InFlight, q.Len())
-		}
-		if q.Fail(task.ID, false) || q.Complete(task.ID) {
-			t.Fatal("Fail or Complete of a task no longer held returned true")
-		}
-	})
-}
-
-func TestQueueFailWithoutRetryCountsFailed(t *testing.T) {
+func TestQueueFailCountsFailedAndDoesNotRetry(t *testing.T) {
 	q := newQueueT(t)
 	task := qtask(1, prioNormal)
-	task.MaxRetries = 5
 	mustEnqueue(t, q, task)
 	mustTryDequeue(t, q)
-	if q.Fail(task.ID, false) {
-		t.Fatal("Fail(id, false) requeued the task")
+	if !q.Fail(task.ID) {
+		t.Fatal("Fail of an in-flight task returned false")
 	}
-	if s := q.Stats(); s.Failed != 1 || s.Retried != 0 || task.Retries != 0 {
-		t.Fatalf("Failed %d, Retried %d, Retries %d, want 1, 0, 0", s.Failed, s.Retried, task.Retries)
+	if s := q.Stats(); s.Failed != 1 || s.Retried != 0 || s.InFlight != 0 || q.Len() != 0 || task.Retries != 0 {
+		t.Fatalf("Failed %d, Retried %d, InFlight %d, Len %d, Retries %d; want 1, 0, 0, 0, 0: the queue does not retry", s.Failed, s.Retried, s.InFlight, q.Len(), task.Retries)
 	}
-}
-
-func TestQueueRetryIsAcceptedOverTheLevelLimit(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		q := newQueueT(t, WithMaxPerLevel(1))
-		a, b := qtask(1, prioNormal), qtask(2, prioNormal)
-		a.MaxRetries = 1
-		mustEnqueue(t, q, a)
-		mustTryDequeue(t, q)
-		mustEnqueue(t, q, b) // the level is full again
-		if !q.Fail(a.ID, true) {
-			t.Fatal("a retry was refused on a full level")
-		}
-		if err := q.Enqueue(qtask(3, prioNormal)); !errors.Is(err, ErrQueueFull) {
-			t.Fatalf("new Enqueue on a level over its limit = %v, want ErrQueueFull", err)
-		}
-		time.Sleep(time.Second)
-		if got := q.Stats().Depth[LevelNormal]; got != 2 {
-			t.Fatalf("normal depth = %d, want 2 (the task and the retry)", got)
-		}
-	})
+	if q.Fail(task.ID) || q.Complete(task.ID) {
+		t.Fatal("Fail or Complete of a task no longer held returned true")
+	}
 }
 
 func TestQueueExpiresDelayedRetries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var log expiryLog
-		q := newQueueT(t, WithRetryBackoff(time.Minute, time.Minute), WithExpiryHandler(log.handler))
+		q := newQueueT(t, WithExpiryHandler(log.handler))
 		if err := q.Start(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 		task := qtask(1, prioNormal)
-		task.MaxRetries, task.Deadline = 1, time.Now().Add(time.Second)
+		task.Deadline = time.Now().Add(time.Second)
 		mustEnqueue(t, q, task)
 		mustTryDequeue(t, q)
-		q.Fail(task.ID, true)
+		retryAfter(t, q, task, time.Minute)
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
 		if nq, nf := log.counts(); nq != 1 || nf != 0 {
@@ -252,36 +186,6 @@ func TestQueueExpiresDelayedRetries(t *testing.T) {
 			t.Fatalf("Delayed, TimedOut = %d, %d, want 0, 1", s.Delayed, s.TimedOut)
 		}
 	})
-}
-
-func TestQueueRetryBackoffGrowsAndIsCapped(t *testing.T) {
-	q := newQueueT(t, WithRetryBackoff(100*time.Millisecond, time.Second))
-	cases := []struct {
-		name     string
-		retry    int
-		min, max time.Duration
-	}{
-		{"the first retry waits up to the base", 1, 50 * time.Millisecond, 100 * time.Millisecond},
-		{"the second retry waits up to twice the base", 2, 100 * time.Millisecond, 200 * time.Millisecond},
-		{"the fourth retry waits up to eight times the base", 4, 400 * time.Millisecond, 800 * time.Millisecond},
-		{"the fifth retry is capped at max", 5, 500 * time.Millisecond, time.Second},
-		{"a huge retry count does not overflow", 200, 500 * time.Millisecond, time.Second},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			seen := map[time.Duration]bool{}
-			for range 200 {
-				d := q.retryBackoff(tc.retry)
-				if d < tc.min || d > tc.max {
-					t.Fatalf("retryBackoff(%d) = %v, want within [%v, %v]", tc.retry, d, tc.min, tc.max)
-				}
-				seen[d] = true
-			}
-			if len(seen) < 10 {
-				t.Fatalf("retryBackoff(%d) took only %d values in 200 draws: no jitter", tc.retry, len(seen))
-			}
-		})
-	}
 }
 
 func TestQueueAging(t *testing.T) {
@@ -416,14 +320,13 @@ func TestQueueHandsTasksToWaitersInArrivalOrder(t *testing.T) {
 
 func TestQueueRetriesDueTogetherReachEveryBlockedDequeue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newQueueT(t, WithRetryBackoff(time.Second, time.Second))
+		q := newQueueT(t)
 		a, b := qtask(1, prioNormal), qtask(2, prioNormal)
-		a.MaxRetries, b.MaxRetries = 1, 1
 		mustEnqueue(t, q, a, b)
 		mustTryDequeue(t, q)
 		mustTryDequeue(t, q)
-		q.Fail(a.ID, true)
-		q.Fail(b.ID, true)
+		retryAfter(t, q, a, time.Second)
+		retryAfter(t, q, b, time.Second)
 		// Both retries are due by the time the waiter below is listed; the
 		// TryDequeue that promotes them takes one and must hand on the other.
 		q.retryTimer.Stop() // as if its callback were late

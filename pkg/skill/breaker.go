@@ -1,6 +1,7 @@
 package skill
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,8 +14,8 @@ import (
 
 // Defaults of the per-peer circuit breaker.
 const (
-	// DefaultBreakerFailures is how many consecutive failed or timed-out
-	// attempts on a peer open its breaker.
+	// DefaultBreakerFailures is how many consecutive failed, timed-out or
+	// unanswered attempts on a peer open its breaker.
 	DefaultBreakerFailures = 5
 	// DefaultBreakerOpenFor is how long an open breaker keeps its peer out
 	// before it lets one probe attempt through.
@@ -54,7 +55,8 @@ func (s CircuitState) MarshalText() ([]byte, error) { return []byte(s.String()),
 type BreakerState struct {
 	Peer  peer.ID      `json:"peer"`
 	State CircuitState `json:"state"`
-	// Failures is the number of consecutive failed or timed-out attempts.
+	// Failures is the number of consecutive failed, timed-out or
+	// unanswered attempts.
 	Failures int `json:"failures"`
 	// OpenedAt is when the breaker last opened; zero if it never did.
 	OpenedAt time.Time `json:"opened_at,omitzero"`
@@ -78,11 +80,14 @@ func (c breakerConfig) validate() error {
 }
 
 // WithCircuitBreaker sets the per-peer circuit breaker: failures
-// consecutive failed or timed-out attempts on a peer open its breaker, the
+// consecutive attempts on a peer that failed, timed out, came back wrong
+// or went unanswered (the peer unreachable or gone) open its breaker, the
 // router leaves the peer out for openFor, then one probe attempt at a time
 // may go to it; success closes the breaker, failure opens it for another
 // openFor. Rejections (queue full, rate limited, ...), refused input,
-// cancellations and a skill the peer no longer has do not count. failures
+// limits, cancellations and a skill the peer no longer has do not count.
+// The breaker is what keeps tasks from a peer that is down, instead of its
+// trust, so a short openFor brings a restarted peer back sooner. failures
 // 0 disables the breakers. Defaults: DefaultBreakerFailures (5) and
 // DefaultBreakerOpenFor (10 s).
 func WithCircuitBreaker(failures int, openFor time.Duration) CoordinatorOption {
@@ -104,18 +109,17 @@ const (
 )
 
 // breakerResultOf maps an outcome to what it tells the peer's breaker:
-// failures and timeouts count against it (exactly the outcomes that the
-// trust graph records as faults), success clears it, anything else
-// (rejections, refused input, cancellation, a lost skill) does neither.
+// a peer that did not answer (unavailable) and the faults that the trust
+// graph records (failures, late work, wrong results) count against it,
+// success clears it, anything else (rejections, refused input,
+// cancellation, limits) does neither.
 func breakerResultOf(o outcome) breakerResult {
 	switch {
 	case o.kind == kindSuccess:
 		return breakerSuccess
 	case o.unstarted, o.kind == kindCanceled, o.kind == kindRejected, o.kind == kindFatal:
 		return breakerNeutral
-	case o.kind == kindTimeout:
-		return breakerFailure
-	case o.trust != 0:
+	case o.unavailable, o.trust != 0:
 		return breakerFailure
 	}
 	return breakerNeutral
@@ -298,8 +302,11 @@ func (c *DelegationCoordinator) pickRemote(t *SkillTask, local bool, exclude []p
 		cand, err := c.router.bestWith(t, local, exclude, gate)
 		if err != nil {
 			var nc *NoCapableNodeError
-			if lost && errors.As(err, &nc) && nc.Reason == AllUnreachable {
-				nc.Reason = AllCircuitOpen
+			if errors.As(err, &nc) {
+				if lost && nc.Reason == AllUnreachable {
+					nc.Reason = AllCircuitOpen
+				}
+				c.explainBlocked(t, nc, time.Now())
 			}
 			return cand, err
 		}
@@ -309,4 +316,50 @@ func (c *DelegationCoordinator) pickRemote(t *SkillTask, local bool, exclude []p
 		lost = true
 		exclude = append(slices.Clip(exclude), cand.Peer)
 	}
+}
+
+// explainBlocked fills nc.Blocked, for a task refused because every
+// provider is below its minimum trust or behind an open breaker, with the
+// providers that would otherwise have been usable, those that come back
+// first first.
+func (c *DelegationCoordinator) explainBlocked(t *SkillTask, nc *NoCapableNodeError, now time.Time) {
+	if nc.Reason != AllCircuitOpen && nc.Reason != AllBelowTrust {
+		return
+	}
+	var out []BlockedProvider
+	for _, p := range c.router.providers(t.Skill) {
+		if p.Peer == c.self || (t.Version != "" && p.Version != t.Version) {
+			continue
+		}
+		bp := BlockedProvider{Peer: p.Peer, Trust: c.trust.Trust(p.Peer)}
+		if b := c.breakers.get(p.Peer); b != nil {
+			b.mu.Lock()
+			bp.Circuit, bp.Failures = b.stateLocked(c.cfg.breaker, now), b.failures
+			if bp.Circuit == CircuitOpen {
+				bp.ProbeAt = b.openedAt.Add(c.cfg.breaker.openFor)
+			}
+			b.mu.Unlock()
+		}
+		switch nc.Reason {
+		case AllCircuitOpen:
+			if bp.Circuit == CircuitClosed || bp.Trust < t.MinTrust {
+				continue
+			}
+		case AllBelowTrust:
+			if bp.Trust >= t.MinTrust {
+				continue
+			}
+		}
+		out = append(out, bp)
+	}
+	slices.SortFunc(out, func(a, b BlockedProvider) int {
+		if c := a.ProbeAt.Compare(b.ProbeAt); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.Trust, a.Trust); c != 0 {
+			return c
+		}
+		return strings.Compare(string(a.Peer), string(b.Peer))
+	})
+	nc.Blocked = out[:min(len(out), maxBlockedListed)]
 }

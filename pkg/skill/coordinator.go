@@ -204,17 +204,23 @@ func WithLogger(l *slog.Logger) CoordinatorOption { return func(c *coordinatorCo
 // attempt (queue full, rate limited, shutting down, ...) is left at once
 // for a different candidate, without backoff and without blame in trust;
 // a rejection still uses up an attempt. Input that a node refuses as
-// invalid fails the task with ErrInvalidInput without a retry. When
+// invalid or too large fails the task with ErrInvalidInput (and
+// ErrTooLarge) without a retry, as does a request that does not fit in a
+// task message. When
 // attempts run out, or the policy does not retry the failure's code, the
 // task fails with ErrDelegationFailed.
 //
 // Circuit breakers. Each peer has a circuit breaker (WithCircuitBreaker),
-// fed from the accounting below: consecutive failed or timed-out attempts
-// open it (rejections, refused input, cancellations and a lost skill do
-// not count), and while it is open the router leaves the peer out; after
-// the open period one probe attempt at a time may go to it, whose success
-// closes the breaker and whose failure opens it again. This node has no
-// breaker. Breakers reports their state.
+// fed from the accounting below: consecutive attempts that the peer did
+// not answer (it was unreachable, went away, sent no ack, lost the lease)
+// or that failed, timed out or came back wrong open it (rejections,
+// refused input, limits, cancellations and a lost skill do not count),
+// and while it is open the router leaves the peer out; after the open
+// period one probe attempt at a time may go to it, whose success closes
+// the breaker and whose failure opens it again. The breaker, not trust,
+// is what handles a peer that is down: a peer that restarts is used again
+// once a probe reaches it. This node has no breaker. Breakers reports
+// their state.
 //
 // Waiting for a provider. With no peer usable, a task for a skill this
 // node has runs here. A task for a skill only peers offer is refused at
@@ -233,14 +239,24 @@ func WithLogger(l *slog.Logger) CoordinatorOption { return func(c *coordinatorCo
 // WithSweepInterval) as a backstop.
 //
 // Accounting. Each attempt is counted in Metrics against the node that ran
-// it (this node under Self): RecordSubmitted when it starts, then exactly
-// one of RecordCompleted, RecordFailed (also for rejections) or
-// RecordTimedOut; a canceled attempt records no outcome. The time recorded
-// is the skill's run time for a local attempt and the round trip as this
-// node saw it for a remote one. For a peer, Trust.Record gets
-// OutcomeSuccess, OutcomeFailure or OutcomeTimeout for the skill, except
-// for rejections, cancellations, refused input and a skill the peer no
-// longer has, which are not faults in its work. (The graph keeps no
+// it (this node under Self): RecordSubmitted when it starts, then at most
+// one of RecordCompleted, RecordFailed (a failure the node reported, or a
+// wrong result), RecordTimedOut (work not finished by the deadline),
+// RecordUnavailable (the node did not answer) or RecordRejected (it
+// refused the attempt). The time recorded is the skill's run time for a
+// local attempt and the round trip as this node saw it for a remote one.
+// For a peer, Trust.Record gets only what the peer's own answer shows:
+// OutcomeSuccess, OutcomeFailure (it reported a failure), OutcomeTimeout
+// (it took the task and did not finish it in time) or OutcomeWrongResult
+// (a result that is malformed, for another attempt, or that fails the
+// skill's OutputChecker), weighing four failures. A peer that did not
+// answer is left to its breaker: an availability problem is not evidence
+// about honesty, and must not drop the peer below the trust that routing
+// and admission require. The user's mistakes (invalid input, a cancel, a
+// deadline that passed while the task waited in this node's queue) and
+// limits no node could meet (an input over wire.MaxTaskInput, refused at
+// submission; an output over wire.MaxTaskOutput) count against no node,
+// in metrics or in trust, and are not retried. (The graph keeps no
 // record of this node.)
 //
 // Results. A finished task keeps its status and result for the retention

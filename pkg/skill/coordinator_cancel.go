@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
 )
 
 // abortLocked ends r from outside its attempt (Cancel, Close, a deadline):
@@ -73,13 +74,18 @@ func (c *DelegationCoordinator) QueueExpired(qt *grid.QueuedTask, wasInFlight bo
 }
 
 // timeoutLocked fails r with ErrTimeout and records a timeout against the
-// node of its running attempt, if any. It unlocks s.
+// node of its running attempt, if any: a peer it was delegated to, or this
+// node if the skill was running here. A task whose deadline passed while
+// it waited in this node's queue counts against no node. It unlocks s.
 func (c *DelegationCoordinator) timeoutLocked(s *taskShard, r *record, now time.Time) {
 	if r.state.Terminal() {
 		s.mu.Unlock()
 		return
 	}
-	if r.state == StateQueued || r.state == StateDelegated {
+	switch {
+	case r.state == StateDelegated:
+		c.account(r.task.Skill, outcome{kind: kindTimeout, peer: r.peer, trust: reputation.OutcomeTimeout})
+	case r.state == StateQueued && r.job != nil && r.job.Started():
 		c.account(r.task.Skill, outcome{kind: kindTimeout, peer: r.peer})
 	}
 	c.abortLocked(s, r, StateTimedOut, grid.CodeTimeout, timeoutError(r, nil))

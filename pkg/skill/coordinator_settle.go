@@ -9,6 +9,7 @@ import (
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/wire"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -29,16 +30,30 @@ const (
 )
 
 // outcome is the end of one attempt.
+//
+// Blame. Only what a peer's own answer shows is trust evidence (trust):
+// a failure it reported, work it did not finish by the deadline, or a
+// result that is malformed or fails the skill's output checks. A peer
+// that did not answer at all (unreachable, gone, no ack, lease lost) is
+// unavailable: its circuit breaker counts it, and metrics count it apart
+// from failures, but its trust is untouched, so that a node that
+// restarted is routed to again once its breaker lets a probe through.
+// What the user caused (invalid input, a cancel, a deadline that passed
+// before the task left this node's queue) and limits that no node can
+// meet (an input or output too large for a task message) count against
+// no node at all.
 type outcome struct {
-	kind       outcomeKind
-	peer       peer.ID
-	res        SkillResult // the result, for kindSuccess
-	code       grid.ErrorCode
-	err        error              // why it failed
-	trust      reputation.Outcome // what to tell the trust graph; 0: nothing
-	elapsed    time.Duration      // recorded in metrics on success
-	retryAfter time.Duration      // a rejecting node's hint
-	unstarted  bool               // never started: no metrics, no trust
+	kind        outcomeKind
+	peer        peer.ID
+	res         SkillResult // the result, for kindSuccess
+	code        grid.ErrorCode
+	err         error              // why it failed
+	trust       reputation.Outcome // trust evidence from the peer's answer; 0: none
+	unavailable bool               // the peer did not answer: breaker and metrics only
+	declined    bool               // the peer answered without running the work: counted as rejected
+	elapsed     time.Duration      // recorded in metrics on success
+	retryAfter  time.Duration      // a rejecting node's hint
+	unstarted   bool               // never started: no metrics, no trust
 }
 
 // classifyLocal turns an executor result that is not a success into an
@@ -48,12 +63,17 @@ func classifyLocal(self peer.ID, res SkillResult) outcome {
 	switch res.Code {
 	case grid.CodeInvalidInput:
 		o.kind, o.err = kindFatal, fmt.Errorf("%w: %s", ErrInvalidInput, res.Error)
+		if res.tooLarge {
+			o.err = fmt.Errorf("%w: %w: %s", ErrInvalidInput, ErrTooLarge, res.Error)
+		}
 	case grid.CodeTimeout:
-		o.kind = kindTimeout
+		// A deadline that passed while the task waited in the queue is
+		// the user's; one that passed while the skill ran is this node's.
+		o.kind, o.unstarted = kindTimeout, res.notRun
 	case grid.CodeCanceled:
 		o.kind = kindCanceled
 	case grid.CodeUnknownSkill:
-		o.kind = kindRetry // unregistered meanwhile: another node may have it
+		o.kind, o.unstarted = kindRetry, true // unregistered meanwhile: another node may have it
 	default:
 		o.kind, o.trust = kindRetry, reputation.OutcomeFailure
 	}
@@ -66,7 +86,7 @@ func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteR
 	var rej *grid.RejectError
 	switch {
 	case err == nil && res == nil:
-		o.kind, o.trust, o.code = kindRetry, reputation.OutcomeFailure, grid.CodeInternal
+		o.kind, o.unavailable, o.code = kindRetry, true, grid.CodeInternal
 		o.err = fmt.Errorf("peer %s returned no result", p)
 	case err == nil && res.Success:
 		o.kind = kindSuccess
@@ -83,26 +103,59 @@ func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteR
 				o.kind = kindTimeout
 			}
 		case grid.CodeCanceled, grid.CodeUnknownSkill:
-			o.kind = kindRetry // the peer stopped or lost the skill: not a fault in the work
+			// The peer stopped the work or lost the skill: not a fault in
+			// the work, and no sign that the peer is down.
+			o.kind, o.declined = kindRetry, true
 		default:
 			o.kind, o.trust = kindRetry, reputation.OutcomeFailure
 		}
 	case errors.As(err, &rej):
-		o.code = codeRejected
+		o = classifyReject(p, rej, err, o)
+	case errors.Is(err, grid.ErrInvalidResult):
+		// A malformed answer, or one for another attempt: another node
+		// may answer right, and this one answered wrong.
+		o.kind, o.trust, o.code = kindRetry, reputation.OutcomeWrongResult, grid.CodeInternal
 		o.err = fmt.Errorf("peer %s: %w", p, err)
-		o.kind, o.retryAfter = kindRejected, rej.RetryAfter
-		if rej.Reason == grid.RejectInvalidInput {
-			o.kind, o.code = kindFatal, grid.CodeInvalidInput
-			o.err = fmt.Errorf("%w: peer %s: %w", ErrInvalidInput, p, err)
-		}
+	case errors.Is(err, wire.ErrMessageTooLarge):
+		// Our own request does not fit in a frame: no node can take it.
+		o.kind, o.code = kindFatal, grid.CodeInvalidInput
+		o.err = fmt.Errorf("%w: %w: %w", ErrInvalidInput, ErrTooLarge, err)
 	case ctx.Err() != nil:
 		o.kind, o.code, o.err = kindCanceled, grid.CodeCanceled, err
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			o.kind, o.code, o.trust = kindTimeout, grid.CodeTimeout, reputation.OutcomeTimeout
+			if errors.Is(err, grid.ErrPeerGone) || errors.Is(err, grid.ErrAckTimeout) || errors.Is(err, grid.ErrLeaseExpired) {
+				o.trust, o.unavailable = 0, true // gone or never reached: not late work
+			}
 		}
 	default:
-		o.kind, o.trust, o.code = kindRetry, reputation.OutcomeFailure, grid.CodeInternal
+		// Unreachable, gone, no ack, lease lost, or anything else that is
+		// not an answer from the peer: the breaker's business, not trust's.
+		o.kind, o.unavailable, o.code = kindRetry, true, grid.CodeInternal
 		o.err = fmt.Errorf("delegate to %s: %w", p, err)
+	}
+	return o
+}
+
+// classifyReject is classifyRemote for a peer that did not admit the
+// attempt. A refusal that no other node would lift ends the task, and
+// none counts against the peer.
+func classifyReject(p peer.ID, rej *grid.RejectError, err error, o outcome) outcome {
+	o.code = codeRejected
+	o.err = fmt.Errorf("peer %s: %w", p, err)
+	o.kind, o.retryAfter = kindRejected, rej.RetryAfter
+	switch rej.Reason {
+	case grid.RejectInvalidInput:
+		o.kind, o.code = kindFatal, grid.CodeInvalidInput
+		o.err = fmt.Errorf("%w: peer %s: %w", ErrInvalidInput, p, err)
+	case grid.RejectTooLarge:
+		o.kind, o.code = kindFatal, grid.CodeInvalidInput
+		o.err = fmt.Errorf("%w: %w: peer %s: %w", ErrInvalidInput, ErrTooLarge, p, err)
+	case grid.RejectMalformed:
+		o.kind, o.code = kindFatal, grid.CodeInternal
+		o.err = fmt.Errorf("%w: peer %s refused the request as malformed (a bug on this node or the peer, not a fault a retry fixes): %w", ErrDelegationFailed, p, err)
+	case grid.RejectDeadlinePassed:
+		o.kind, o.code = kindTimeout, grid.CodeTimeout
 	}
 	return o
 }
@@ -188,27 +241,33 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 	}
 }
 
-// account records the outcome of a started attempt in metrics and trust.
+// account records the outcome of a started attempt in metrics and trust
+// (see outcome for what counts against a node).
 func (c *DelegationCoordinator) account(skill reputation.SkillID, o outcome) {
 	c.feedBreaker(o)
 	if o.unstarted {
 		return
 	}
-	var to reputation.Outcome
-	switch o.kind {
-	case kindSuccess:
+	switch {
+	case o.kind == kindSuccess:
 		c.metrics.RecordCompleted(o.peer, o.elapsed)
-		to = reputation.OutcomeSuccess
-	case kindCanceled:
-		return
-	case kindTimeout:
-		c.metrics.RecordTimedOut(o.peer)
-		to = reputation.OutcomeTimeout
-	default:
-		c.metrics.RecordFailed(o.peer)
-		to = o.trust
+		c.recordTrust(o.peer, skill, reputation.OutcomeSuccess)
+	case o.trust != 0:
+		if o.trust == reputation.OutcomeTimeout {
+			c.metrics.RecordTimedOut(o.peer)
+		} else {
+			c.metrics.RecordFailed(o.peer)
+		}
+		c.recordTrust(o.peer, skill, o.trust)
+	case o.unavailable:
+		c.metrics.RecordUnavailable(o.peer)
+	case o.kind == kindRejected, o.declined:
+		c.metrics.RecordRejected(o.peer)
+	case o.kind == kindTimeout && o.peer == c.self:
+		c.metrics.RecordTimedOut(o.peer) // the skill ran past the deadline here
 	}
-	c.recordTrust(o.peer, skill, to)
+	// Anything else (a cancel, refused input, a limit, a deadline that
+	// passed before the peer could take the task) is no node's fault.
 }
 
 // recordTrust tells the trust graph about a peer's outcome. Outcomes of

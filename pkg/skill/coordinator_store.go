@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
@@ -100,28 +101,42 @@ func (c *DelegationCoordinator) storeFinishLocked(r *record) {
 		},
 	}
 	r.unsaved = true
+	// The store calls back on its writer goroutine, or at once, on this
+	// one and under the shard lock, if it cannot take the write (it is
+	// closed). A callback that comes before UpdateAsync returns, from
+	// either goroutine, leaves its error here and is handled below under
+	// the lock already held, rather than by a goroutine of its own.
+	var during atomic.Int32 // 0: in UpdateAsync, 1: returned, 2: called back before it returned
+	var inlineErr error
 	c.cfg.store.UpdateAsync(tr, func(err error) {
-		if err != nil {
-			// Possibly called at once, under the shard lock: answer from
-			// another goroutine.
-			go c.saved(r, err)
+		inlineErr = err // read only if the swap below wins, which orders it
+		if during.CompareAndSwap(0, 2) {
 			return
 		}
-		c.saved(r, nil)
+		c.saved(r, err)
 	})
+	if !during.CompareAndSwap(0, 1) {
+		c.savedLocked(r, inlineErr)
+	}
 }
 
 // saved is called once r's terminal state is on disk (or could not be
 // written): it publishes the terminal event and wakes r's waiters.
 func (c *DelegationCoordinator) saved(r *record, err error) {
+	s := c.tasks.shard(r.task.ID)
+	s.mu.Lock()
+	c.savedLocked(r, err)
+	c.announceLocked(r, r.updatedAt())
+	s.mu.Unlock()
+}
+
+// savedLocked marks r's terminal state as on disk (or lost, with err). The
+// shard lock must be held; the caller announces r.
+func (c *DelegationCoordinator) savedLocked(r *record, err error) {
 	if err != nil {
 		c.log.Error("cannot record a finished task; its result is not durable", "task", r.task.ID.Short(), "err", err)
 	}
-	s := c.tasks.shard(r.task.ID)
-	s.mu.Lock()
 	r.unsaved = false
-	c.announceLocked(r, r.updatedAt())
-	s.mu.Unlock()
 }
 
 // finished reports whether r is terminal and, with a store, on disk: what

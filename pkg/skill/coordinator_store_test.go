@@ -3,6 +3,7 @@ package skill
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -366,5 +367,30 @@ func TestStoreDelegatedTaskIsSentAgainToTheSamePeer(t *testing.T) {
 	calls := del2.Calls()
 	if len(calls) != 1 || calls[0].peer != first || calls[0].attempt != 2 {
 		t.Fatalf("calls after restart %+v, want one, attempt 2, to %s", calls, first)
+	}
+}
+
+// A store that can no longer take the terminal write calls back at once,
+// under the coordinator's lock: the task still finishes and Wait returns,
+// with no goroutine started for it.
+func TestStoreFinishWithAClosedStoreWakesWaitersInline(t *testing.T) {
+	e := newStEnv(t)
+	c := e.start(t, 1, nil, nil)
+	id, err := c.SubmitTask(context.Background(), e.countTask("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stPoll(t, "the task to run", func() bool { return e.runs.Load() == 1 })
+	if err := e.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	close(e.gate)
+	res, err := stWait(t, c, id)
+	if err != nil || !res.Success || string(res.Output) != "ran: x" {
+		t.Fatalf("Wait = %+v, %v; want the result, though the store is closed", res, err)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after the task finished, %d before: the terminal write left one behind", n, before)
 	}
 }

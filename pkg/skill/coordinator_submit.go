@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/wire"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -124,6 +125,12 @@ func checkTask(t *SkillTask) error {
 	if err := t.Retry.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if n := len(t.Input.Data); n > wire.MaxTaskInput {
+		// Checked whatever node is chosen: a retry may send it anywhere,
+		// and a frame that cannot carry it must not count against a peer.
+		return fmt.Errorf("%w: %w: input of %d bytes is over the limit of %d bytes for one task (wire.MaxTaskInput); split it into smaller tasks",
+			ErrInvalidInput, ErrTooLarge, n, wire.MaxTaskInput)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: task: %w", ErrInvalidInput, errors.Join(errs...))
 	}
@@ -230,7 +237,8 @@ func (c *DelegationCoordinator) beginLocked(r *record, cand Candidate, now time.
 			job, qt = &Job{}, &grid.QueuedTask{}
 		}
 		job.Task, job.Done, job.rec = r.task, c.localDone, r
-		*qt = grid.QueuedTask{ID: r.task.ID, Priority: r.task.Priority, Payload: job, CreatedAt: r.task.CreatedAt, Deadline: r.task.Deadline()}
+		*qt = grid.QueuedTask{ID: r.task.ID, Priority: r.task.Priority, Payload: job, CreatedAt: r.task.CreatedAt, Deadline: r.task.Deadline(),
+			Retries: int(r.attempts) - 1}
 		r.state, r.job, r.cancel = StateQueued, job, nil
 		a.qt = qt
 		if c.cfg.store != nil {
@@ -253,12 +261,18 @@ func (c *DelegationCoordinator) enqueue(a attempt) error {
 		return fmt.Errorf("enqueue on this node: %w", err)
 	}
 	c.metrics.RecordSubmitted(c.self)
+	if a.n > 1 {
+		c.metrics.RecordRetried(c.self)
+	}
 	return nil
 }
 
 // launch starts a remote attempt prepared by beginLocked, without the lock.
 func (c *DelegationCoordinator) launch(r *record, a attempt) {
 	c.metrics.RecordSubmitted(a.peer)
+	if a.n > 1 {
+		c.metrics.RecordRetried(a.peer)
+	}
 	c.router.attemptStarted(a.peer) // ended by startRemote or runRemote
 	if ad, ok := c.remote.(asyncDelegator); ok {
 		c.startRemote(ad, a.ctx, a.cancel, r, a.n, a.peer)
@@ -291,7 +305,7 @@ func (c *DelegationCoordinator) startRemote(ad asyncDelegator, ctx context.Conte
 	start := time.Now()
 	ad.DelegateAsync(ctx, p, remoteTask(r, n), func(res *grid.RemoteResult, err error) {
 		c.router.attemptEnded(p)
-		c.settle(r, n, classifyRemote(ctx, r, p, res, err, time.Since(start)))
+		c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
 		cancel()
 		c.wg.Done()
 	})
@@ -305,5 +319,5 @@ func (c *DelegationCoordinator) runRemote(ctx context.Context, cancel context.Ca
 	start := time.Now()
 	res, err := c.remote.Delegate(ctx, p, remoteTask(r, n))
 	c.router.attemptEnded(p)
-	c.settle(r, n, classifyRemote(ctx, r, p, res, err, time.Since(start)))
+	c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
 }

@@ -79,6 +79,14 @@ func coFailWith(err error) func(context.Context, *grid.RemoteTask) (*grid.Remote
 	return func(context.Context, *grid.RemoteTask) (*grid.RemoteResult, error) { return nil, err }
 }
 
+// coFailedResult answers with a failed result of code: the peer ran the
+// task and reports that it failed.
+func coFailedResult(code grid.ErrorCode) func(context.Context, *grid.RemoteTask) (*grid.RemoteResult, error) {
+	return func(_ context.Context, t *grid.RemoteTask) (*grid.RemoteResult, error) {
+		return &grid.RemoteResult{ID: t.ID, ErrorCode: code, ErrorMessage: "it failed"}, nil
+	}
+}
+
 func coBlockUntilDone(ctx context.Context, _ *grid.RemoteTask) (*grid.RemoteResult, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
@@ -275,7 +283,7 @@ func TestCoordinatorFallsBackToASecondCandidate(t *testing.T) {
 		a, b := ids[0], ids[1]
 		e.trust.Record(a, "remote.only", reputation.OutcomeSuccess) // a ranks first
 		trustA, trustB := e.trust.Trust(a), e.trust.Trust(b)
-		e.del.behave[a] = coFailWith(errors.New("connection reset"))
+		e.del.behave[a] = coFailedResult(grid.CodeExecutionFailed)
 		e.del.behave[b] = coSucceedAs(b)
 
 		start := time.Now()
@@ -382,19 +390,22 @@ func TestCoordinatorTimesTasksOut(t *testing.T) {
 	tests := []struct {
 		name string
 		run  func(t *testing.T, e *coEnv) TaskID
+		// timeouts is what metrics count: a task whose deadline passes
+		// while it waits in this node's queue counts against no node.
+		timeouts uint64
 	}{
 		{"a running local task times out at its deadline", func(t *testing.T, e *coEnv) TaskID {
 			return e.submit(t, coSleepTask(t, "", 60_000).WithTimeout(time.Second))
-		}},
-		{"a queued local task times out at its deadline", func(t *testing.T, e *coEnv) TaskID {
+		}, 1},
+		{"a queued local task times out at its deadline, against no node", func(t *testing.T, e *coEnv) TaskID {
 			e.submit(t, NewSkillTask("test.block", RawInput(nil), "")) // holds the only worker
 			<-e.started
 			return e.submit(t, NewSkillTask("echo", RawInput(nil), "").WithTimeout(time.Second))
-		}},
+		}, 0},
 		{"a delegated task times out at its deadline", func(t *testing.T, e *coEnv) TaskID {
 			e.del.behave[e.peers[0]] = coBlockUntilDone
 			return e.submit(t, NewSkillTask("remote.only", RawInput(nil), "").WithTimeout(time.Second))
-		}},
+		}, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -414,8 +425,8 @@ func TestCoordinatorTimesTasksOut(t *testing.T) {
 				if st := e.state(t, id); st.State != StateTimedOut {
 					t.Errorf("state = %v, want timed_out", st.State)
 				}
-				if m := e.c.Metrics(); m.TimedOut != 1 {
-					t.Errorf("metrics count %d timeouts, want 1", m.TimedOut)
+				if m := e.c.Metrics(); m.TimedOut != tc.timeouts || m.Failed != 0 {
+					t.Errorf("metrics count %d timeouts and %d failures, want %d and 0", m.TimedOut, m.Failed, tc.timeouts)
 				}
 			})
 		})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/wire"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -144,6 +145,11 @@ func (e *Executor) runEntry(ctx context.Context, t *SkillTask, ent *entry) Skill
 	case err != nil:
 		return e.finishAt(res, errCode(ctx, err), fmt.Errorf("run skill %q: %w", t.Skill, err))
 	}
+	if len(out) > wire.MaxTaskOutput {
+		res.tooLarge = true
+		return e.finishAt(res, grid.CodeInvalidInput, fmt.Errorf("skill %q returned %d bytes for this input, over the limit of %d bytes of one task output (wire.MaxTaskOutput): %w; split the work into smaller tasks",
+			t.Skill, len(out), wire.MaxTaskOutput, ErrTooLarge))
+	}
 	res.Success = true
 	res.Output = out
 	return res
@@ -202,6 +208,7 @@ func ctxCode(err error) grid.ErrorCode {
 // finish fails res before the skill ran.
 func (e *Executor) finish(res SkillResult, code grid.ErrorCode, err error) SkillResult {
 	res.FinishedAt = time.Now()
+	res.notRun = true
 	return e.finishAt(res, code, err)
 }
 

@@ -112,4 +112,8 @@ type SkillResult struct {
 	ExecutedBy peer.ID
 	Attempts   int
 	FinishedAt time.Time
+
+	// Set by the Executor, for the coordinator's accounting.
+	notRun   bool // failed before the skill ran (queued past the deadline, canceled, ...)
+	tooLarge bool // the skill's output was over wire.MaxTaskOutput
 }
