@@ -216,7 +216,8 @@ func TestMetricsTracking(t *testing.T) {
 
 	// On a: 3 echoes succeed and 2 resizes of an image that does not decode
 	// fail; on b: 4 hashes succeed and 1 of data that is not base64 fails.
-	// Each failure passes the schema and fails in the skill.
+	// Each failure passes the schema and fails in the skill as invalid
+	// input: the user's mistake, which counts against no node.
 	badImage := map[string]any{"image": base64.StdEncoding.EncodeToString([]byte("not an image")), "width": 8, "height": 8}
 	type submitted struct {
 		id      skill.TaskID
@@ -252,9 +253,9 @@ func TestMetricsTracking(t *testing.T) {
 	}
 
 	m := a.Coord.Metrics()
-	wantMetrics(t, "global", m.Metrics, 10, 7, 3, 0)
-	if m.SuccessRate() != 0.7 || m.FailureRate() != 0.3 {
-		t.Errorf("global success/failure rate %v/%v; want 0.7/0.3", m.SuccessRate(), m.FailureRate())
+	wantMetrics(t, "global", m.Metrics, 10, 7, 0, 0)
+	if m.SuccessRate() != 1 || m.FailureRate() != 0 {
+		t.Errorf("global success/failure rate %v/%v; want 1/0: invalid inputs are no node's failure", m.SuccessRate(), m.FailureRate())
 	}
 	if len(m.PerNode) != 2 {
 		t.Errorf("per-node entries for %v; want a and b", slices.Collect(maps.Keys(m.PerNode)))
@@ -265,8 +266,8 @@ func TestMetricsTracking(t *testing.T) {
 		completed, failed uint64
 		successRate       float64
 	}{
-		{"a", a.ID, 3, 2, 0.6},
-		{"b", b.ID, 4, 1, 0.8},
+		{"a", a.ID, 3, 0, 1},
+		{"b", b.ID, 4, 0, 1},
 	} {
 		nm := m.PerNode[want.id]
 		wantMetrics(t, want.name, nm.Metrics, 5, want.completed, want.failed, 0)

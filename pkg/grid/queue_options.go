@@ -11,8 +11,6 @@ const (
 	queueDefaultMaxPerLevel   = 1000
 	queueDefaultTimeout       = 300 * time.Second
 	queueDefaultAgingStep     = 10 * time.Second
-	queueDefaultBackoffBase   = 100 * time.Millisecond
-	queueDefaultBackoffMax    = 30 * time.Second
 	queueDefaultSweepInterval = 250 * time.Millisecond
 )
 
@@ -23,8 +21,6 @@ type queueConfig struct {
 	limits         [NumLevels]int
 	defaultTimeout time.Duration
 	agingStep      time.Duration
-	backoffBase    time.Duration
-	backoffMax     time.Duration
 	onExpire       func(t *QueuedTask, wasInFlight bool)
 	sweepInterval  time.Duration
 	errs           []error // problems found while applying options
@@ -34,8 +30,6 @@ func defaultQueueConfig() queueConfig {
 	c := queueConfig{
 		defaultTimeout: queueDefaultTimeout,
 		agingStep:      queueDefaultAgingStep,
-		backoffBase:    queueDefaultBackoffBase,
-		backoffMax:     queueDefaultBackoffMax,
 		sweepInterval:  queueDefaultSweepInterval,
 	}
 	for i := range c.limits {
@@ -78,14 +72,6 @@ func WithAgingStep(d time.Duration) QueueOption {
 	return func(c *queueConfig) { c.agingStep = d }
 }
 
-// WithRetryBackoff is checked (0 < base <= max) and otherwise has no
-// effect: the queue no longer retries, and the backoff between attempts is
-// the skill coordinator's (skill.WithRetryBackoff). It stays only until
-// its last caller, cmd/cortexd, stops passing it.
-func WithRetryBackoff(base, max time.Duration) QueueOption {
-	return func(c *queueConfig) { c.backoffBase, c.backoffMax = base, max }
-}
-
 // WithExpiryHandler sets fn, called once for every task removed for its
 // deadline, with wasInFlight telling whether it had been dequeued. fn runs
 // without the queue lock held, in the sweeper's goroutine or in that of the
@@ -113,12 +99,6 @@ func (c *queueConfig) validate() error {
 	}
 	if c.agingStep < 0 {
 		errs = append(errs, fmt.Errorf("aging step is %v: want 0 (off) or a positive duration", c.agingStep))
-	}
-	if c.backoffBase <= 0 {
-		errs = append(errs, fmt.Errorf("retry backoff base is %v: want a positive duration", c.backoffBase))
-	}
-	if c.backoffMax < c.backoffBase {
-		errs = append(errs, fmt.Errorf("retry backoff max %v is below its base %v", c.backoffMax, c.backoffBase))
 	}
 	if c.sweepInterval <= 0 {
 		errs = append(errs, fmt.Errorf("sweep interval is %v: want a positive duration", c.sweepInterval))

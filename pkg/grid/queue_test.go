@@ -153,14 +153,14 @@ func TestQueueEnqueueRefusesBadTasks(t *testing.T) {
 }
 
 func TestNewTaskQueueJoinsEveryProblem(t *testing.T) {
-	_, err := NewTaskQueue(WithMaxPerLevel(0), WithDefaultTimeout(-time.Second), WithRetryBackoff(time.Second, time.Millisecond), WithLevelLimit(Level(9), 5))
+	_, err := NewTaskQueue(WithMaxPerLevel(0), WithDefaultTimeout(-time.Second), WithLevelLimit(Level(9), 5))
 	var joined interface{ Unwrap() []error }
 	if !errors.As(err, &joined) {
 		t.Fatalf("NewTaskQueue = %v, want joined errors", err)
 	}
-	// 4 level limits, the timeout, the backoff and the unknown level.
-	if n := len(joined.Unwrap()); n != 7 {
-		t.Fatalf("NewTaskQueue reported %d problems, want 7: %v", n, err)
+	// 4 level limits, the timeout and the unknown level.
+	if n := len(joined.Unwrap()); n != 6 {
+		t.Fatalf("NewTaskQueue reported %d problems, want 6: %v", n, err)
 	}
 	if _, err := NewTaskQueue(WithAgingStep(0), WithSweepInterval(time.Second)); err != nil {
 		t.Fatalf("NewTaskQueue with valid options: %v", err)
