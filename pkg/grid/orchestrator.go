@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/cortexgrid/cortexd/pkg/wire"
@@ -85,6 +86,7 @@ type orchConfig struct {
 	maxInFlight  int
 	policy       PeerPolicy
 	nodeBudget   int64
+	registerer   prometheus.Registerer
 	heartbeat    time.Duration
 	leaseMisses  int
 	logger       *slog.Logger
@@ -159,6 +161,14 @@ func WithPeerPolicy(p PeerPolicy) OrchestratorOption {
 // GiB). A request that would go over it is rejected RejectOverBudget.
 func WithNodeByteBudget(n int64) OrchestratorOption {
 	return func(c *orchConfig) { c.nodeBudget = n }
+}
+
+// WithOrchRegisterer registers the orchestrator's counter of skipped task
+// messages, cortex_task_messages_skipped_total{why="unknown|malformed|dropped"}
+// (see OrchestratorStats), on r at Start; Close unregisters it. With nil
+// (the default) it is only readable through Stats.
+func WithOrchRegisterer(r prometheus.Registerer) OrchestratorOption {
+	return func(c *orchConfig) { c.registerer = r }
 }
 
 // WithPeerRateLimit limits the task requests each peer may send: r per
@@ -313,6 +323,8 @@ type Orchestrator struct {
 	// are rejected as shutting down.
 	draining atomic.Bool
 
+	collectors []prometheus.Collector // registered by Start
+
 	mu      sync.RWMutex
 	started bool
 	closed  bool
@@ -381,6 +393,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	case o.started:
 		return errors.New("start orchestrator: already started")
 	}
+	if err := o.registerMetrics(); err != nil {
+		return fmt.Errorf("start orchestrator: %w", err)
+	}
 	o.started = true
 	o.host.SetStreamHandler(wire.ProtocolTask, o.handleStream)
 	o.wg.Add(1)
@@ -418,6 +433,9 @@ func (o *Orchestrator) Close() error {
 
 	if started {
 		o.host.RemoveStreamHandler(wire.ProtocolTask)
+		for _, c := range o.collectors {
+			o.cfg.registerer.Unregister(c)
+		}
 	}
 	o.cancel()
 	for _, out := range outs {
@@ -582,4 +600,31 @@ func (o *Orchestrator) Stats() OrchestratorStats {
 		Malformed: o.stats.malformed.Load(),
 		Dropped:   o.stats.dropped.Load(),
 	}
+}
+
+// registerMetrics registers the skipped-message counters, if there is a
+// registerer.
+func (o *Orchestrator) registerMetrics() error {
+	reg := o.cfg.registerer
+	if reg == nil {
+		return nil
+	}
+	var all []prometheus.Collector
+	for why, n := range map[string]*atomic.Uint64{"unknown": &o.stats.unknown, "malformed": &o.stats.malformed, "dropped": &o.stats.dropped} {
+		all = append(all, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "cortex_task_messages_skipped_total",
+			Help:        "Task stream messages skipped without harm to the stream: unknown (fields and message types of a newer version), malformed (did not parse or validate), dropped (wrong side, stale attempt, task not pending).",
+			ConstLabels: prometheus.Labels{"why": why},
+		}, func() float64 { return float64(n.Load()) }))
+	}
+	for i, c := range all {
+		if err := reg.Register(c); err != nil {
+			for _, done := range all[:i] {
+				reg.Unregister(done)
+			}
+			return fmt.Errorf("register task metrics: %w", err)
+		}
+	}
+	o.collectors = all
+	return nil
 }
