@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -485,12 +486,13 @@ func TestOrchestratorBadMessagesStayWithTheirTask(t *testing.T) {
 	badUTF8ID := NewTaskID()
 	badUTF8 := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType),
 		protowire.AppendString(protowire.AppendTag(protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), badUTF8ID[:]), 2, protowire.BytesType), "\xff"))
-	bad := []struct {
+	type badMessage struct {
 		name      string
 		frame     []byte
 		rejectsID *TaskID // the request this answers with a malformed rejection
 		counter   func(OrchestratorStats) uint64
-	}{
+	}
+	bad := []badMessage{
 		{"a body that is not protobuf", []byte{4, 0xff, 0xff, 0xff, 0xff}, nil, func(s OrchestratorStats) uint64 { return s.Malformed }},
 		{"a request with a string that is not UTF-8", protowire.AppendBytes(nil, badUTF8), &badUTF8ID, func(s OrchestratorStats) uint64 { return s.Malformed }},
 		{"an empty envelope", []byte{0}, nil, func(s OrchestratorStats) uint64 { return s.Unknown }},
@@ -504,7 +506,7 @@ func TestOrchestratorBadMessagesStayWithTheirTask(t *testing.T) {
 		}}}), nil, func(s OrchestratorStats) uint64 { return s.Malformed }},
 		{"a request whose task ID is all zero", envelopeFrame(t, &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
 			TaskId: make([]byte, 32), SkillId: "text.echo", InputKind: cortexv1.InputKind_INPUT_KIND_RAW, DeadlineUnixMs: deadline,
-		}}}), nil, func(s OrchestratorStats) uint64 { return s.Malformed }},
+		}}}), &TaskID{}, func(s OrchestratorStats) uint64 { return s.Malformed }},
 	}
 	s := rawTaskStream(t, rogue, p.serverH.ID())
 	var good []TaskID
@@ -524,18 +526,23 @@ func TestOrchestratorBadMessagesStayWithTheirTask(t *testing.T) {
 		want[id] = true
 	}
 	r := wire.NewReader(s, 0)
-	for len(want) > 0 {
+	rejected := 0
+	for len(want) > 0 || rejected < 2 {
 		var env cortexv1.Envelope
 		if err := r.ReadMsg(&env); err != nil {
-			t.Fatalf("reading answers, %d results missing: %v", len(want), err)
+			t.Fatalf("reading answers, %d results and %d rejections missing: %v", len(want), 2-rejected, err)
 		}
 		switch {
 		case env.GetResult() != nil:
 			delete(want, TaskID(env.GetResult().GetTaskId()))
 		case env.GetAck() != nil && !env.GetAck().GetAccepted():
-			if ack := env.GetAck(); TaskID(ack.GetTaskId()) != badUTF8ID || ack.GetReason() != cortexv1.RejectReason_REJECT_REASON_MALFORMED {
+			ack := env.GetAck()
+			if ack.GetReason() != cortexv1.RejectReason_REJECT_REASON_MALFORMED || !slices.ContainsFunc(bad, func(b badMessage) bool {
+				return b.rejectsID != nil && *b.rejectsID == TaskID(ack.GetTaskId())
+			}) {
 				t.Fatalf("unexpected rejection %v", ack)
 			}
+			rejected++
 		}
 	}
 }
