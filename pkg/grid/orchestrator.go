@@ -360,7 +360,7 @@ func NewOrchestrator(h host.Host, handler TaskHandler, opts ...OrchestratorOptio
 		logger = slog.Default()
 	}
 	if cfg.policy == nil {
-		cfg.policy = staticPolicy{Rate: cfg.peerRate, Burst: cfg.peerBurst, MaxTasks: cfg.maxInFlight, MaxBytes: DefaultPeerMaxBytes}
+		cfg.policy = FixedLimits{Rate: cfg.peerRate, Burst: cfg.peerBurst, MaxTasks: cfg.maxInFlight, MaxBytes: DefaultPeerMaxBytes}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Orchestrator{
@@ -539,10 +539,16 @@ var errIdle = errors.New("stream idle")
 // resetStream resets s, ignoring the error: there is nothing to do about it.
 func resetStream(s network.Stream) { _ = s.Reset() }
 
-// staticPolicy gives every peer the same limits.
-type staticPolicy PeerLimits
+// FixedLimits is a PeerPolicy that gives every peer the same limits, for
+// tests and benchmarks, and for a grid whose members all trust each other.
+type FixedLimits PeerLimits
 
-func (p staticPolicy) PeerLimits(peer.ID) PeerLimits { return PeerLimits(p) }
+// PeerLimits returns l, whoever p is.
+func (l FixedLimits) PeerLimits(peer.ID) PeerLimits { return PeerLimits(l) }
+
+// DefaultPeerLimits are a peer's limits without a PeerPolicy (and without
+// WithPeerRateLimit or WithMaxInFlightPerPeer).
+var DefaultPeerLimits = PeerLimits{Rate: DefaultPeerRate, Burst: DefaultPeerBurst, MaxTasks: DefaultMaxInFlightPerPeer, MaxBytes: DefaultPeerMaxBytes}
 
 // Usage returns what p holds on this node now: the tasks it has running
 // here and the bytes of their inputs and of the frames not yet written

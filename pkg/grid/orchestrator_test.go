@@ -382,7 +382,7 @@ func TestOrchestratorCloseFailsPendingWithErrClosed(t *testing.T) {
 }
 
 func TestOrchestratorRateLimitRejectsExcess(t *testing.T) {
-	p := newOrchPair(t, WithPeerRateLimit(rate.Every(time.Hour), 2))
+	p := newOrchPair(t, WithPeerPolicy(FixedLimits{Rate: rate.Every(time.Hour), Burst: 2, MaxTasks: 10, MaxBytes: 1 << 20}))
 	ctx := orchCtx(t)
 	for i := range 2 {
 		if _, err := p.client.Delegate(ctx, p.serverH.ID(), p.task("x")); err != nil {
@@ -397,7 +397,7 @@ func TestOrchestratorRateLimitRejectsExcess(t *testing.T) {
 }
 
 func TestOrchestratorInFlightCapRejectsExcess(t *testing.T) {
-	p := newOrchPair(t, WithMaxInFlightPerPeer(1))
+	p := newOrchPair(t, WithPeerPolicy(FixedLimits{Rate: rate.Inf, MaxTasks: 1, MaxBytes: 1 << 20}))
 	replies := holdTasks(p.handler)
 	first := p.task("first")
 	errc := make(chan error, 1)
@@ -689,11 +689,11 @@ func orchNaN() float64 { var z float64; return z / z }
 
 func TestOrchestratorOptionsAreValidated(t *testing.T) {
 	h := newOrchHost(t)
-	_, err := NewOrchestrator(h, nil, WithMaxMessageSize(10), WithAckTimeout(0), WithPeerRateLimit(5, 0), WithMaxInFlightPerPeer(0))
+	_, err := NewOrchestrator(h, nil, WithMaxMessageSize(10), WithAckTimeout(0), WithNodeByteBudget(0), WithFrameTimeout(-time.Second))
 	if err == nil {
 		t.Fatal("NewOrchestrator accepted four bad options")
 	}
-	for _, want := range []string{"max message size", "ack timeout", "peer rate limit", "in-flight"} {
+	for _, want := range []string{"max message size", "ack timeout", "node byte budget", "frame timeout"} {
 		if !bytes.Contains([]byte(err.Error()), []byte(want)) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}
