@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/cortexgrid/cortexd/pkg/wire"
@@ -85,6 +86,7 @@ type orchConfig struct {
 	maxInFlight  int
 	policy       PeerPolicy
 	nodeBudget   int64
+	registerer   prometheus.Registerer
 	heartbeat    time.Duration
 	leaseMisses  int
 	logger       *slog.Logger
@@ -159,6 +161,14 @@ func WithPeerPolicy(p PeerPolicy) OrchestratorOption {
 // GiB). A request that would go over it is rejected RejectOverBudget.
 func WithNodeByteBudget(n int64) OrchestratorOption {
 	return func(c *orchConfig) { c.nodeBudget = n }
+}
+
+// WithOrchRegisterer registers the orchestrator's counter of skipped task
+// messages, cortex_task_messages_skipped_total{why="unknown|malformed|dropped"}
+// (see OrchestratorStats), on r at Start; Close unregisters it. With nil
+// (the default) it is only readable through Stats.
+func WithOrchRegisterer(r prometheus.Registerer) OrchestratorOption {
+	return func(c *orchConfig) { c.registerer = r }
 }
 
 // WithPeerRateLimit limits the task requests each peer may send: r per
@@ -313,6 +323,8 @@ type Orchestrator struct {
 	// are rejected as shutting down.
 	draining atomic.Bool
 
+	collectors []prometheus.Collector // registered by Start
+
 	mu      sync.RWMutex
 	started bool
 	closed  bool
@@ -348,7 +360,7 @@ func NewOrchestrator(h host.Host, handler TaskHandler, opts ...OrchestratorOptio
 		logger = slog.Default()
 	}
 	if cfg.policy == nil {
-		cfg.policy = staticPolicy{Rate: cfg.peerRate, Burst: cfg.peerBurst, MaxTasks: cfg.maxInFlight, MaxBytes: DefaultPeerMaxBytes}
+		cfg.policy = FixedLimits{Rate: cfg.peerRate, Burst: cfg.peerBurst, MaxTasks: cfg.maxInFlight, MaxBytes: DefaultPeerMaxBytes}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Orchestrator{
@@ -380,6 +392,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 		return fmt.Errorf("start orchestrator: %w", ErrClosed)
 	case o.started:
 		return errors.New("start orchestrator: already started")
+	}
+	if err := o.registerMetrics(); err != nil {
+		return fmt.Errorf("start orchestrator: %w", err)
 	}
 	o.started = true
 	o.host.SetStreamHandler(wire.ProtocolTask, o.handleStream)
@@ -418,6 +433,9 @@ func (o *Orchestrator) Close() error {
 
 	if started {
 		o.host.RemoveStreamHandler(wire.ProtocolTask)
+		for _, c := range o.collectors {
+			o.cfg.registerer.Unregister(c)
+		}
 	}
 	o.cancel()
 	for _, out := range outs {
@@ -521,10 +539,16 @@ var errIdle = errors.New("stream idle")
 // resetStream resets s, ignoring the error: there is nothing to do about it.
 func resetStream(s network.Stream) { _ = s.Reset() }
 
-// staticPolicy gives every peer the same limits.
-type staticPolicy PeerLimits
+// FixedLimits is a PeerPolicy that gives every peer the same limits, for
+// tests and benchmarks, and for a grid whose members all trust each other.
+type FixedLimits PeerLimits
 
-func (p staticPolicy) PeerLimits(peer.ID) PeerLimits { return PeerLimits(p) }
+// PeerLimits returns l, whoever p is.
+func (l FixedLimits) PeerLimits(peer.ID) PeerLimits { return PeerLimits(l) }
+
+// DefaultPeerLimits are a peer's limits without a PeerPolicy (and without
+// WithPeerRateLimit or WithMaxInFlightPerPeer).
+var DefaultPeerLimits = PeerLimits{Rate: DefaultPeerRate, Burst: DefaultPeerBurst, MaxTasks: DefaultMaxInFlightPerPeer, MaxBytes: DefaultPeerMaxBytes}
 
 // Usage returns what p holds on this node now: the tasks it has running
 // here and the bytes of their inputs and of the frames not yet written
@@ -582,4 +606,31 @@ func (o *Orchestrator) Stats() OrchestratorStats {
 		Malformed: o.stats.malformed.Load(),
 		Dropped:   o.stats.dropped.Load(),
 	}
+}
+
+// registerMetrics registers the skipped-message counters, if there is a
+// registerer.
+func (o *Orchestrator) registerMetrics() error {
+	reg := o.cfg.registerer
+	if reg == nil {
+		return nil
+	}
+	var all []prometheus.Collector
+	for why, n := range map[string]*atomic.Uint64{"unknown": &o.stats.unknown, "malformed": &o.stats.malformed, "dropped": &o.stats.dropped} {
+		all = append(all, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "cortex_task_messages_skipped_total",
+			Help:        "Task stream messages skipped without harm to the stream: unknown (fields and message types of a newer version), malformed (did not parse or validate), dropped (wrong side, stale attempt, task not pending).",
+			ConstLabels: prometheus.Labels{"why": why},
+		}, func() float64 { return float64(n.Load()) }))
+	}
+	for i, c := range all {
+		if err := reg.Register(c); err != nil {
+			for _, done := range all[:i] {
+				reg.Unregister(done)
+			}
+			return fmt.Errorf("register task metrics: %w", err)
+		}
+	}
+	o.collectors = all
+	return nil
 }

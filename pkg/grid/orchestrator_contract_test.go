@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -493,4 +494,48 @@ func TestOrchestratorCloseJoinsTheOpeningGoroutine(t *testing.T) {
 		t.Fatal("Close returned before the goroutine waiting for the stream had finished its task")
 	}
 	_ = l.Close()
+}
+
+// TestOrchestratorCountsSkippedMessagesForPrometheus reads the skipped
+// messages' counter through a registry.
+func TestOrchestratorCountsSkippedMessagesForPrometheus(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	p := newOrchPair(t, WithOrchRegisterer(reg))
+	rogue := newOrchHost(t)
+	connectOrchHosts(t, rogue, p.serverH)
+	s := rawTaskStream(t, rogue, p.serverH.ID())
+	if _, err := s.Write([]byte{0}); err != nil { // an empty envelope
+		t.Fatal(err)
+	}
+	awaitStat(t, "the empty envelope", func() bool { return p.server.Stats().Unknown == 1 })
+	if got := skippedCount(t, reg, "unknown"); got != 1 {
+		t.Fatalf("cortex_task_messages_skipped_total{why=unknown} = %v, want 1", got)
+	}
+	_ = p.server.Close()
+	if mfs, err := reg.Gather(); err != nil || len(mfs) != 0 {
+		t.Fatalf("after Close %d metrics are left registered (%v), want none", len(mfs), err)
+	}
+}
+
+// skippedCount reads cortex_task_messages_skipped_total{why} from reg.
+func skippedCount(tb testing.TB, reg *prometheus.Registry, why string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "cortex_task_messages_skipped_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "why" && l.GetValue() == why {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	tb.Fatalf("no cortex_task_messages_skipped_total{why=%q}", why)
+	return 0
 }

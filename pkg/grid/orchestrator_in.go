@@ -295,10 +295,11 @@ func (st *inStream) readLoop() {
 	}
 }
 
-// usableID returns b as a task ID if it is one: 32 bytes, not all zero.
+// usableID returns b as a task ID an answer can name: 32 bytes. (A zero
+// ID is named in its rejection, and refused as malformed.)
 func usableID(b []byte) (TaskID, bool) {
 	id, err := TaskIDFromBytes(b)
-	return id, err == nil && !id.IsZero()
+	return id, err == nil
 }
 
 // onMalformed drops a frame that did not decode; a request whose task ID

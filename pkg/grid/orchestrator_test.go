@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -381,7 +382,7 @@ func TestOrchestratorCloseFailsPendingWithErrClosed(t *testing.T) {
 }
 
 func TestOrchestratorRateLimitRejectsExcess(t *testing.T) {
-	p := newOrchPair(t, WithPeerRateLimit(rate.Every(time.Hour), 2))
+	p := newOrchPair(t, WithPeerPolicy(FixedLimits{Rate: rate.Every(time.Hour), Burst: 2, MaxTasks: 10, MaxBytes: 1 << 20}))
 	ctx := orchCtx(t)
 	for i := range 2 {
 		if _, err := p.client.Delegate(ctx, p.serverH.ID(), p.task("x")); err != nil {
@@ -396,7 +397,7 @@ func TestOrchestratorRateLimitRejectsExcess(t *testing.T) {
 }
 
 func TestOrchestratorInFlightCapRejectsExcess(t *testing.T) {
-	p := newOrchPair(t, WithMaxInFlightPerPeer(1))
+	p := newOrchPair(t, WithPeerPolicy(FixedLimits{Rate: rate.Inf, MaxTasks: 1, MaxBytes: 1 << 20}))
 	replies := holdTasks(p.handler)
 	first := p.task("first")
 	errc := make(chan error, 1)
@@ -485,12 +486,13 @@ func TestOrchestratorBadMessagesStayWithTheirTask(t *testing.T) {
 	badUTF8ID := NewTaskID()
 	badUTF8 := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType),
 		protowire.AppendString(protowire.AppendTag(protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), badUTF8ID[:]), 2, protowire.BytesType), "\xff"))
-	bad := []struct {
+	type badMessage struct {
 		name      string
 		frame     []byte
 		rejectsID *TaskID // the request this answers with a malformed rejection
 		counter   func(OrchestratorStats) uint64
-	}{
+	}
+	bad := []badMessage{
 		{"a body that is not protobuf", []byte{4, 0xff, 0xff, 0xff, 0xff}, nil, func(s OrchestratorStats) uint64 { return s.Malformed }},
 		{"a request with a string that is not UTF-8", protowire.AppendBytes(nil, badUTF8), &badUTF8ID, func(s OrchestratorStats) uint64 { return s.Malformed }},
 		{"an empty envelope", []byte{0}, nil, func(s OrchestratorStats) uint64 { return s.Unknown }},
@@ -504,7 +506,7 @@ func TestOrchestratorBadMessagesStayWithTheirTask(t *testing.T) {
 		}}}), nil, func(s OrchestratorStats) uint64 { return s.Malformed }},
 		{"a request whose task ID is all zero", envelopeFrame(t, &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
 			TaskId: make([]byte, 32), SkillId: "text.echo", InputKind: cortexv1.InputKind_INPUT_KIND_RAW, DeadlineUnixMs: deadline,
-		}}}), nil, func(s OrchestratorStats) uint64 { return s.Malformed }},
+		}}}), &TaskID{}, func(s OrchestratorStats) uint64 { return s.Malformed }},
 	}
 	s := rawTaskStream(t, rogue, p.serverH.ID())
 	var good []TaskID
@@ -524,18 +526,23 @@ func TestOrchestratorBadMessagesStayWithTheirTask(t *testing.T) {
 		want[id] = true
 	}
 	r := wire.NewReader(s, 0)
-	for len(want) > 0 {
+	rejected := 0
+	for len(want) > 0 || rejected < 2 {
 		var env cortexv1.Envelope
 		if err := r.ReadMsg(&env); err != nil {
-			t.Fatalf("reading answers, %d results missing: %v", len(want), err)
+			t.Fatalf("reading answers, %d results and %d rejections missing: %v", len(want), 2-rejected, err)
 		}
 		switch {
 		case env.GetResult() != nil:
 			delete(want, TaskID(env.GetResult().GetTaskId()))
 		case env.GetAck() != nil && !env.GetAck().GetAccepted():
-			if ack := env.GetAck(); TaskID(ack.GetTaskId()) != badUTF8ID || ack.GetReason() != cortexv1.RejectReason_REJECT_REASON_MALFORMED {
+			ack := env.GetAck()
+			if ack.GetReason() != cortexv1.RejectReason_REJECT_REASON_MALFORMED || !slices.ContainsFunc(bad, func(b badMessage) bool {
+				return b.rejectsID != nil && *b.rejectsID == TaskID(ack.GetTaskId())
+			}) {
 				t.Fatalf("unexpected rejection %v", ack)
 			}
+			rejected++
 		}
 	}
 }
@@ -682,11 +689,11 @@ func orchNaN() float64 { var z float64; return z / z }
 
 func TestOrchestratorOptionsAreValidated(t *testing.T) {
 	h := newOrchHost(t)
-	_, err := NewOrchestrator(h, nil, WithMaxMessageSize(10), WithAckTimeout(0), WithPeerRateLimit(5, 0), WithMaxInFlightPerPeer(0))
+	_, err := NewOrchestrator(h, nil, WithMaxMessageSize(10), WithAckTimeout(0), WithNodeByteBudget(0), WithFrameTimeout(-time.Second))
 	if err == nil {
 		t.Fatal("NewOrchestrator accepted four bad options")
 	}
-	for _, want := range []string{"max message size", "ack timeout", "peer rate limit", "in-flight"} {
+	for _, want := range []string{"max message size", "ack timeout", "node byte budget", "frame timeout"} {
 		if !bytes.Contains([]byte(err.Error()), []byte(want)) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}

@@ -20,9 +20,9 @@
 // (an ack, result or heartbeat sent to the executor; a request or cancel
 // sent to the requester) and an answer for a task or attempt not pending
 // are dropped and counted; the stream and every other task on it go on.
-// A request that is dropped but carries a usable task_id (32 bytes, not
-// all zero) is answered with a TaskAck rejecting it, MALFORMED unless a
-// reason below says otherwise. A result that does not parse or breaks its
+// A request that is dropped but carries a usable task_id (32 bytes) is
+// answered with a TaskAck rejecting it, MALFORMED unless a reason below
+// says otherwise. A result that does not parse or breaks its
 // bounds fails that task at the requester as a wrong result.
 //
 // Answers. Every request gets exactly one of:
@@ -265,8 +265,8 @@ func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 // TaskRequest asks the executor to run one attempt of a task. Sent by the
 // requester only. Checks, in the order the executor applies them (the
 // reject reason in brackets):
-//   - task_id: 32 bytes, not all zero. Otherwise the request is dropped
-//     unanswered: there is no ID to answer.
+//   - task_id: 32 bytes. Otherwise the request is dropped unanswered:
+//     there is no ID to answer. All zero [MALFORMED].
 //   - the executor is not shutting down [SHUTTING_DOWN] and the sender is
 //     within its request rate [RATE_LIMITED, with retry_after_ms].
 //   - skill_id 1-128 bytes, skill_version at most 64 bytes, both UTF-8;
