@@ -38,6 +38,10 @@ import (
 
 const echoProtocol protocol.ID = "/cortex/bench/echo/1.0.0"
 
+// unlimitedRate is the default peer limits without the rate limit: the
+// benchmarks measure the task path, not the limit.
+var unlimitedRate = grid.FixedLimits{Rate: rate.Inf, MaxTasks: grid.DefaultMaxInFlightPerPeer, MaxBytes: grid.DefaultPeerMaxBytes}
+
 const (
 	benchInput   = 200
 	benchCallers = 64
@@ -174,7 +178,7 @@ func newBenchPair(b *testing.B, th grid.TaskHandler) *benchPair {
 	quiet := grid.WithOrchLogger(slog.New(slog.DiscardHandler))
 	// The default per-peer rate limit (20k/s) is below what one client
 	// reaches here; the benchmark measures the transport, not the limit.
-	p.serverO = benchOrchestrator(b, p.server, th, quiet, grid.WithPeerRateLimit(rate.Inf, 0))
+	p.serverO = benchOrchestrator(b, p.server, th, quiet, grid.WithPeerPolicy(unlimitedRate))
 	p.clientO = benchOrchestrator(b, p.client, nil, quiet)
 	return p
 }

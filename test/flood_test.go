@@ -36,7 +36,7 @@ func TestFloodFromOnePeer(t *testing.T) {
 	)
 	n := newHarnessNode(t, harnessConfig{
 		builtins: []reputation.SkillID{"echo"},
-		orchOpts: []grid.OrchestratorOption{grid.WithPeerRateLimit(rate.Limit(peerRate), peerBurst)},
+		orchOpts: []grid.OrchestratorOption{grid.WithPeerPolicy(grid.FixedLimits{Rate: rate.Limit(peerRate), Burst: peerBurst, MaxTasks: grid.DefaultMaxInFlightPerPeer, MaxBytes: grid.DefaultPeerMaxBytes})},
 	})
 	f := newHarnessNode(t, harnessConfig{bootstrap: []*harnessNode{n}})
 	g := newHarnessNode(t, harnessConfig{bootstrap: []*harnessNode{n}})

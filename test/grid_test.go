@@ -552,7 +552,7 @@ func TestMalformedFramesLeaveNodeHealthy(t *testing.T) {
 		{name: "a length prefix of 1 GiB", send: append(binary.AppendUvarint(nil, 1<<30), bytes.Repeat([]byte{0}, 64)...), end: reset},
 		{name: "a body that is not an envelope", send: append(binary.AppendUvarint(nil, 8), bytes.Repeat([]byte{0xff}, 8)...), end: dropped},
 		{name: "a request with a 5-byte task ID", send: request([]byte{1, 2, 3, 4, 5}), end: dropped},
-		{name: "a request with the zero task ID", send: request(make([]byte, 32)), end: dropped},
+		{name: "a request with the zero task ID", send: request(make([]byte, 32)), end: rejected, reject: cortexv1.RejectReason_REJECT_REASON_MALFORMED},
 		{name: "a request for a skill ID no node may have", send: requestFor(grid.NewTaskID(), "Not A Skill!"), end: rejected, reject: cortexv1.RejectReason_REJECT_REASON_MALFORMED},
 		{name: "an ack where requests belong", send: frameOf(t, &cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{TaskId: validID[:], Accepted: true}}}), end: dropped},
 	}

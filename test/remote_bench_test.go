@@ -11,7 +11,6 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/libp2p/go-libp2p/core/network"
-	"golang.org/x/time/rate"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
@@ -43,7 +42,7 @@ func newRemotePair(b *testing.B) (a, exec *harnessNode) {
 	exec = newHarnessNode(b, harnessConfig{
 		builtins: []reputation.SkillID{"echo"}, workers: 2 * runtime.GOMAXPROCS(0), bootstrap: []*harnessNode{a},
 		nodeOpts: quiet,
-		orchOpts: []grid.OrchestratorOption{grid.WithPeerRateLimit(rate.Inf, 0)},
+		orchOpts: []grid.OrchestratorOption{grid.WithPeerPolicy(unlimitedRate)},
 	})
 	a.awaitOffer(b, "echo", exec.ID)
 	return a, exec

@@ -380,14 +380,19 @@ func (d *daemon) start(ctx context.Context) (err error) {
 	d.restoreState()
 	d.startStateSaver()
 	t := d.cfg.Tasks
-	d.orch, err = grid.NewOrchestrator(d.node.Host(), &d.handler,
+	oopts := []grid.OrchestratorOption{
 		grid.WithMaxMessageSize(d.cfg.Network.MaxMessageSize),
 		grid.WithAckTimeout(t.AckTimeout),
 		grid.WithHeartbeatInterval(t.HeartbeatInterval),
 		grid.WithLeaseMisses(t.LeaseMisses),
 		grid.WithPeerPolicy(d.admit),
 		grid.WithNodeByteBudget(d.cfg.Admission.NodeMaxBytes),
-		grid.WithOrchLogger(d.log.With("subsystem", "orchestrator")))
+		grid.WithOrchLogger(d.log.With("subsystem", "orchestrator")),
+	}
+	if d.prom != nil {
+		oopts = append(oopts, grid.WithOrchRegisterer(d.prom))
+	}
+	d.orch, err = grid.NewOrchestrator(d.node.Host(), &d.handler, oopts...)
 	if err != nil {
 		return fmt.Errorf("build orchestrator: %w", err)
 	}

@@ -81,9 +81,6 @@ type orchConfig struct {
 	frameTimeout time.Duration
 	ackTimeout   time.Duration
 	ackDelay     time.Duration
-	peerRate     rate.Limit
-	peerBurst    int
-	maxInFlight  int
 	policy       PeerPolicy
 	nodeBudget   int64
 	registerer   prometheus.Registerer
@@ -107,9 +104,6 @@ func defaultOrchConfig() orchConfig {
 		frameTimeout:      wire.DefaultFrameTimeout,
 		ackTimeout:        DefaultAckTimeout,
 		ackDelay:          DefaultAckDelay,
-		peerRate:          DefaultPeerRate,
-		peerBurst:         DefaultPeerBurst,
-		maxInFlight:       DefaultMaxInFlightPerPeer,
 		nodeBudget:        DefaultNodeByteBudget,
 		heartbeat:         DefaultHeartbeatInterval,
 		leaseMisses:       DefaultLeaseMisses,
@@ -171,23 +165,6 @@ func WithOrchRegisterer(r prometheus.Registerer) OrchestratorOption {
 	return func(c *orchConfig) { c.registerer = r }
 }
 
-// WithPeerRateLimit limits the task requests each peer may send: r per
-// second with bursts of burst (default 20000/s, burst 5000). A request over
-// the limit is rejected with RejectRateLimited. rate.Inf disables it. It
-// applies only without WithPeerPolicy, which replaces it; it stays until
-// its callers have moved to a policy.
-func WithPeerRateLimit(r rate.Limit, burst int) OrchestratorOption {
-	return func(c *orchConfig) { c.peerRate, c.peerBurst = r, burst }
-}
-
-// WithMaxInFlightPerPeer caps the tasks one peer may have running here at
-// once (default 4096); a request over the cap is rejected with
-// RejectOverBudget. It applies only without WithPeerPolicy, which
-// replaces it; it stays until its callers have moved to a policy.
-func WithMaxInFlightPerPeer(n int) OrchestratorOption {
-	return func(c *orchConfig) { c.maxInFlight = n }
-}
-
 // WithAckDelay sets how long this node, as an executor, may hold back the
 // accepting TaskAck of a task it admitted (default 1 ms; 0 sends it at
 // once). A result ready within the delay answers the request by itself, so
@@ -232,12 +209,6 @@ func (c *orchConfig) validate() error {
 	}
 	if c.ackTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("ack timeout %s must be positive", c.ackTimeout))
-	}
-	if c.peerRate != rate.Inf && (c.peerRate <= 0 || c.peerBurst < 1) {
-		errs = append(errs, fmt.Errorf("peer rate limit %v/s with burst %d: want a positive rate and burst (or rate.Inf)", float64(c.peerRate), c.peerBurst))
-	}
-	if c.maxInFlight < 1 {
-		errs = append(errs, fmt.Errorf("max in-flight per peer %d must be at least 1", c.maxInFlight))
 	}
 	if c.nodeBudget < 1 {
 		errs = append(errs, fmt.Errorf("node byte budget %d must be at least 1", c.nodeBudget))
@@ -360,7 +331,7 @@ func NewOrchestrator(h host.Host, handler TaskHandler, opts ...OrchestratorOptio
 		logger = slog.Default()
 	}
 	if cfg.policy == nil {
-		cfg.policy = FixedLimits{Rate: cfg.peerRate, Burst: cfg.peerBurst, MaxTasks: cfg.maxInFlight, MaxBytes: DefaultPeerMaxBytes}
+		cfg.policy = FixedLimits(DefaultPeerLimits)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Orchestrator{
