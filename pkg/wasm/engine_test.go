@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -273,7 +274,7 @@ func TestRunGivesDeterministicModulesAFakeClockAndSeededRandom(t *testing.T) {
 	}
 	var nanos int64
 	var r uint64
-	if _, err := fmtSscan(string(c), &nanos, &r); err != nil || time.Since(time.Unix(0, nanos)).Abs() > time.Hour {
+	if _, err := fmt.Sscan(string(c), &nanos, &r); err != nil || time.Since(time.Unix(0, nanos)).Abs() > time.Hour {
 		t.Fatalf("non-deterministic clock reads %q, not near now", c)
 	}
 }
