@@ -398,3 +398,38 @@ func TestARestartedEngineLoadsCompiledCodeFromTheCacheDir(t *testing.T) {
 		t.Fatalf("compile after restart took %v, cold %v: the cache was not used", hit, cold)
 	}
 }
+
+func TestConcurrentRunsEachGetAFreshInstance(t *testing.T) {
+	e := newEngine(t, Options{})
+	echo := echoModule()
+	pEcho := compile(t, e, manifestFor("echo.wasm", echo), echo)
+	goMod := guestModule(t)
+	pRuns := compile(t, e, manifestFor("runs", goMod, "runs"), goMod)
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 20 {
+				in := fmt.Appendf(nil, "goroutine %d run %d", g, i)
+				out, err := pEcho.Run(context.Background(), in)
+				if err == nil && !bytes.Equal(out, in) {
+					err = fmt.Errorf("echo of %q gave %q", in, out)
+				}
+				if err == nil && i%5 == 0 {
+					if out, err = pRuns.Run(context.Background(), nil); err == nil && string(out) != "1" {
+						err = fmt.Errorf("a Go module saw %s runs: state leaked between tasks", out)
+					}
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -14,7 +14,12 @@ import (
 	"time"
 )
 
+// runs counts the runs this instance has seen: always 1 when each task
+// gets a fresh instance.
+var runs int
+
 func main() {
+	runs++
 	mode := "upper"
 	if len(os.Args) > 1 {
 		mode = os.Args[1]
@@ -66,6 +71,8 @@ func main() {
 		fmt.Printf("%v|%v|%v", err1 != nil, err2 != nil, err3 != nil)
 	case "sleep": // a long sleep in the host
 		time.Sleep(time.Hour)
+	case "runs":
+		fmt.Print(runs)
 	case "busy": // CPU work without host calls: a chain of 100k sha256s
 		sum := sha256.Sum256(nil)
 		for range 100_000 {
@@ -73,7 +80,7 @@ func main() {
 		}
 		fmt.Printf("%x", sum[:4])
 	default:
-		fmt.Fprintf(os.Stderr, "unknown mode %q (modes: %s)\n", mode, strings.Join([]string{"upper", "loop", "alloc", "flood", "exit", "panic", "stderr", "clock", "env", "fs", "sleep", "busy"}, ", "))
+		fmt.Fprintf(os.Stderr, "unknown mode %q (modes: %s)\n", mode, strings.Join([]string{"upper", "loop", "alloc", "flood", "exit", "panic", "stderr", "clock", "env", "fs", "sleep", "busy", "runs"}, ", "))
 		os.Exit(2)
 	}
 }
