@@ -65,12 +65,17 @@
 //
 // # Costs
 //
-// BenchmarkPerTask (same run): a Go function ~40 ns, built-in echo through
-// the executor ~95 ns, the hand-written echo module 40-100 us per task
-// (instantiate with a 64 KiB memory, WASI, run, close; 10k-20k tasks/s on
-// 2 cores, the machine's load decides where in that range); a Go-built
-// module ~2.5-4.5 ms (Go's runtime initializes a multi-MiB heap for every
-// instance). BenchmarkCompile: compiling the 2.3 MB Go-built module cold
-// against a new Engine on a warm cache directory; see the README for the
-// figures.
+// Measured on this 2-core machine under a load average of 6-7 (other
+// builds running), so the ranges are wide; ratios in one run hold.
+// BenchmarkPerTask, same run: a Go function 26-43 ns; the built-in echo
+// through the executor ~95 ns; the hand-written echo module 40-100 us per
+// task directly, 70-100 us through the executor, 10k-24k tasks/s. Its
+// floor is allocating and zeroing one 64 KiB wasm page (and the GC work
+// that causes), then wazero's instantiation; a ChaCha8 random source
+// (instead of wazero's, whose seeding cost ~10 us) keeps it there. A
+// Go-built module costs 2.5-5 ms and 7 MiB per task: wazero applies its
+// thousands of data segments and Go's runtime starts afresh in every
+// instance. BenchmarkCompile: the 2.3 MB Go-built module compiles in
+// ~0.9 s cold; a new Engine on a warm cache directory (a restarted node)
+// loads it in ~35 ms, 4% of cold.
 package wasm
