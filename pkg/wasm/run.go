@@ -103,6 +103,12 @@ func (p *Program) Run(ctx context.Context, input []byte) ([]byte, error) {
 		// A module that returns from _start without proc_exit stays open.
 		_ = mod.Close(context.Background())
 	}
+	return p.outcome(parent, ctx, err, stdout, &stderr)
+}
+
+// outcome turns what InstantiateModule returned into Run's result.
+func (p *Program) outcome(parent, ctx context.Context, err error, stdout *capWriter, stderr *tailWriter) ([]byte, error) {
+	name := p.man.Name
 	var exit *sys.ExitError
 	errors.As(err, &exit)
 	switch {
@@ -115,7 +121,7 @@ func (p *Program) Run(ctx context.Context, input []byte) ([]byte, error) {
 	case err == nil, exit != nil && exit.ExitCode() == 0:
 		return stdout.buf.Bytes(), nil
 	case ctx.Err() != nil:
-		return nil, p.ctxError(parent, ctx, &stderr)
+		return nil, p.ctxError(parent, ctx, stderr)
 	case p.e.isClosed():
 		return nil, fmt.Errorf("run wasm skill %q: %w", name, ErrClosed)
 	case exit != nil:
