@@ -185,3 +185,40 @@ func BenchmarkCompile(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkReactor answers whether a reactor ABI (one instance kept alive,
+// an export called per task) is worth it for Go-built modules: a fresh
+// instance of the Go command per task (what Run does) against one call
+// into a kept-alive Go reactor doing the same work, both under the
+// Engine's runtime settings. The reactor reuses its heap and globals from
+// task to task.
+func BenchmarkReactor(b *testing.B) {
+	ctx := context.Background()
+	e := newEngine(b, Options{})
+	cmd := guestModule(b)
+	p := compile(b, e, manifestFor("text.upper", cmd), cmd)
+	b.Run("baseline=fresh-command-instance", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := p.Run(ctx, []byte("hello, grid")); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reactor-call", func(b *testing.B) {
+		rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(true).
+			WithCompilationCache(e.cache))
+		defer rt.Close(ctx)
+		wasi_snapshot_preview1.MustInstantiate(ctx, rt)
+		mod, err := rt.InstantiateWithConfig(ctx, reactorModule(b), wazero.NewModuleConfig().WithName("").
+			WithStartFunctions("_initialize"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		run := mod.ExportedFunction("run")
+		for b.Loop() {
+			if _, err := run.Call(ctx, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

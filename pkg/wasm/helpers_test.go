@@ -28,12 +28,16 @@ func TestMain(m *testing.M) {
 
 func sharedCacheDir() string { return filepath.Join(testDir, "cache") }
 
-var guest struct {
+// goBuild is one wasip1 module built from Go source under testdata, once
+// per test binary.
+type goBuild struct {
 	once sync.Once
 	b    []byte
 	err  error
 	skip string
 }
+
+var guest, reactor goBuild
 
 // goTool finds the go command: on PATH, else in $GOROOT/bin (go test
 // sets GOROOT for the test binary).
@@ -50,32 +54,42 @@ func goTool() (string, error) {
 	return "", err
 }
 
-// guestModule returns testdata/guest built with GOOS=wasip1 GOARCH=wasm,
-// built once per test binary. It skips the test if there is no go tool.
-func guestModule(t testing.TB) []byte {
+// get builds ./testdata/<pkg> with GOOS=wasip1 GOARCH=wasm and extra build
+// flags the first time, and skips the test if there is no go tool.
+func (g *goBuild) get(t testing.TB, pkg string, flags ...string) []byte {
 	t.Helper()
-	guest.once.Do(func() {
+	g.once.Do(func() {
 		gobin, err := goTool()
 		if err != nil {
-			guest.skip = "no go tool to build the wasip1 guest: " + err.Error()
+			g.skip = "no go tool to build wasip1 modules: " + err.Error()
 			return
 		}
-		out := filepath.Join(testDir, "guest.wasm")
-		cmd := exec.Command(gobin, "build", "-o", out, "./testdata/guest")
+		out := filepath.Join(testDir, pkg+".wasm")
+		args := append(append([]string{"build"}, flags...), "-o", out, "./testdata/"+pkg)
+		cmd := exec.Command(gobin, args...)
 		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
 		if msg, err := cmd.CombinedOutput(); err != nil {
-			guest.err = fmt.Errorf("build guest: %v\n%s", err, msg)
+			g.err = fmt.Errorf("build %s: %v\n%s", pkg, err, msg)
 			return
 		}
-		guest.b, guest.err = os.ReadFile(out)
+		g.b, g.err = os.ReadFile(out)
 	})
-	if guest.skip != "" {
-		t.Skip(guest.skip)
+	if g.skip != "" {
+		t.Skip(g.skip)
 	}
-	if guest.err != nil {
-		t.Fatal(guest.err)
+	if g.err != nil {
+		t.Fatal(g.err)
 	}
-	return guest.b
+	return g.b
+}
+
+// guestModule returns testdata/guest, a WASI command.
+func guestModule(t testing.TB) []byte { t.Helper(); return guest.get(t, "guest") }
+
+// reactorModule returns testdata/reactor, a WASI reactor.
+func reactorModule(t testing.TB) []byte {
+	t.Helper()
+	return reactor.get(t, "reactor", "-buildmode=c-shared")
 }
 
 // newEngine returns an engine on the shared cache, closed at cleanup.
