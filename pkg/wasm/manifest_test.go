@@ -90,9 +90,12 @@ func TestEngineClampsEveryLimitToTheNodeCaps(t *testing.T) {
 		{name: "a manifest asking for more than the caps gets the caps",
 			in:   Limits{Memory: GiB, Timeout: Duration(time.Hour), Input: GiB, Output: GiB},
 			want: Limits{Memory: 128 * MiB, Timeout: Duration(time.Minute), Input: MiB, Output: 2 * MiB}},
-		{name: "a manifest under the caps gets what it asks for, memory in whole pages",
-			in:   Limits{Memory: 10*MiB + 1000, Timeout: Duration(time.Second), Input: 10, Output: 20},
+		{name: "a manifest under the caps gets what it asks for, memory in whole MiB",
+			in:   Limits{Memory: 10*MiB + 1000*KiB, Timeout: Duration(time.Second), Input: 10, Output: 20},
 			want: Limits{Memory: 10 * MiB, Timeout: Duration(time.Second), Input: 10, Output: 20}},
+		{name: "memory under 1 MiB is kept in whole pages",
+			in:   Limits{Memory: 200 * KiB},
+			want: Limits{Memory: 192 * KiB, Timeout: DefaultTimeout, Input: MiB, Output: DefaultOutput}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

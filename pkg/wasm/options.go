@@ -11,7 +11,7 @@ import (
 // node's default"; the node's Options clamp every field (see Options).
 type Limits struct {
 	// Memory is the most linear memory the module may have, rounded down
-	// to whole 64 KiB wasm pages. JSON: "64MiB".
+	// to whole MiB (to whole 64 KiB wasm pages below 1 MiB). JSON: "64MiB".
 	Memory Size `json:"memory,omitzero"`
 	// Timeout is the longest a run may take; the task's own deadline can
 	// stop it sooner. JSON: "30s".
@@ -136,8 +136,15 @@ func (o Options) effective(m Limits) Limits {
 		out.Timeout = o.Default.Timeout
 	}
 	out.Timeout = min(out.Timeout, o.Max.Timeout)
-	// Whole pages only: the limit wazero enforces.
-	out.Memory = max(out.Memory/pageSize, 1) * pageSize
+	// Whole MiB (whole 64 KiB pages below 1 MiB): wazero enforces pages,
+	// and the Engine keeps a runtime per distinct limit, so whole MiB
+	// bound how many runtimes manifests (some from peers) can make it
+	// keep: at most Max.Memory/1MiB + 16.
+	if out.Memory >= MiB {
+		out.Memory = out.Memory / MiB * MiB
+	} else {
+		out.Memory = max(out.Memory/pageSize, 1) * pageSize
+	}
 	return out
 }
 
