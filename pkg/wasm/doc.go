@@ -30,8 +30,9 @@
 // # Limits
 //
 // Memory is wazero's WithMemoryLimitPages, a runtime-wide setting, so the
-// Engine keeps one runtime per distinct limit; they share one compilation
-// cache, so a module is compiled once whatever its limit. Stdin is refused
+// Engine keeps one runtime per distinct limit (limits are whole MiB, so
+// there are a few hundred at most); they share one compilation cache, so
+// a module is compiled once whatever its limit. Stdin is refused
 // over the input limit before the module starts. Stdout is collected up
 // to the output limit: the first write past it is refused without being
 // copied and stops the module, so a module writing 1 GiB costs no more
