@@ -73,6 +73,8 @@ type nodeConfig struct {
 	psk              pnet.PSK
 	allowPeers       []peer.ID
 	denyPeers        []peer.ID
+	peerTrust        func(peer.ID) float64 // nil: every peer neutral
+	noGossip         bool                  // WithCapabilityGossip(false)
 
 	// Discovery rounds start at discoveryMin and back off to discoveryMax.
 	// Not exported: tests shorten them.
@@ -185,6 +187,24 @@ func WithPrometheusRegisterer(r prometheus.Registerer) NodeOption {
 	return func(c *nodeConfig) { c.registerer = r }
 }
 
+// WithPeerTrust sets how far this node trusts a peer, in [0, 1]; the
+// capability table, when full, keeps the entries of trusted (and connected,
+// and verified) peers before others. f must be fast and safe for concurrent
+// use, and must not call into the Node. *reputation.Graph's Trust method
+// fits. Default: every peer at 0.5.
+func WithPeerTrust(f func(peer.ID) float64) NodeOption {
+	return func(c *nodeConfig) { c.peerTrust = f }
+}
+
+// WithCapabilityGossip turns the capability gossip on (the default) or
+// off. Off, the node joins no gossipsub topic, announces nothing and hears
+// no announcements: peers find its skills, and it finds theirs, through
+// the DHT's provider records only (SearchProviders). For tests, and for
+// operators who do not want the gossip traffic.
+func WithCapabilityGossip(on bool) NodeOption {
+	return func(c *nodeConfig) { c.noGossip = !on }
+}
+
 // withDiscoveryIntervals sets the first and the longest pause between
 // rendezvous lookups. For tests.
 func withDiscoveryIntervals(first, longest time.Duration) NodeOption {
@@ -293,6 +313,7 @@ type Node struct {
 	provideNow  chan struct{} // capacity 1: skills to provide changed
 	peerJoined  chan struct{} // capacity 1: a peer joined the topic
 	found       chan peer.AddrInfo
+	probes      chan peer.ID // unverified announcers to dial
 
 	rt atomic.Pointer[nodeRuntime] // set once Start succeeds
 
@@ -352,8 +373,11 @@ func NewNode(key crypto.PrivKey, opts ...NodeOption) (*Node, error) {
 		provideNow:  make(chan struct{}, 1),
 		peerJoined:  make(chan struct{}, 1),
 		found:       make(chan peer.AddrInfo, 64),
+		probes:      make(chan peer.ID, probeQueue),
 	}
 	n.table = newCapTable(id, cfg.ttl(), n.isConnected, n.hub.publish)
+	n.table.speaks = n.speaks
+	n.table.trust = n.peerTrust
 	n.gater = newPeerGater(cfg.allowPeers, cfg.denyPeers, func(dir network.Direction, p peer.ID) {
 		n.log.Debug("connection refused by the access lists", "peer", p, "direction", dir)
 	})
@@ -421,10 +445,12 @@ func (n *Node) buildRuntime(ctx context.Context, rt *nodeRuntime) error {
 	if rt.dht, err = n.newDHT(rt.host); err != nil {
 		return err
 	}
-	if err := n.joinGossip(ctx, rt); err != nil {
-		return err
+	if !n.cfg.noGossip {
+		if err := n.joinGossip(ctx, rt); err != nil {
+			return err
+		}
 	}
-	if rt.connSub, err = rt.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged)); err != nil {
+	if rt.connSub, err = rt.host.EventBus().Subscribe(append([]any{new(event.EvtPeerConnectednessChanged)}, identifyEvents...)); err != nil {
 		return fmt.Errorf("subscribe to connection events: %w", err)
 	}
 	if n.cfg.mdns {
@@ -437,9 +463,12 @@ func (n *Node) buildRuntime(ctx context.Context, rt *nodeRuntime) error {
 
 func (n *Node) startLoops(ctx context.Context, rt *nodeRuntime) {
 	n.wg.Go(func() { n.hub.run(ctx) })
-	n.wg.Go(func() { n.readLoop(ctx, rt) })
-	n.wg.Go(func() { n.topicEventLoop(ctx, rt) })
-	n.wg.Go(func() { n.announceLoop(ctx, rt) })
+	if rt.topic != nil {
+		n.wg.Go(func() { n.readLoop(ctx, rt) })
+		n.wg.Go(func() { n.topicEventLoop(ctx, rt) })
+		n.wg.Go(func() { n.announceLoop(ctx, rt) })
+		n.wg.Go(func() { n.probeLoop(ctx, rt) })
+	}
 	n.wg.Go(func() { n.connEventLoop(ctx, rt) })
 	n.wg.Go(func() { n.findLoop(ctx, rt) })
 	n.wg.Go(func() { n.provideLoop(ctx, rt) })

@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/wire"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	crypto_pb "github.com/libp2p/go-libp2p/core/crypto/pb"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -59,7 +61,19 @@ func newNodeT(tb testing.TB, opts ...NodeOption) *Node {
 	return n
 }
 
+// startNodeT returns a started node from newNodeT that speaks the task
+// protocol, as a node with an orchestrator does: the handler resets every
+// stream. Other nodes list it as a provider once identify shows that.
 func startNodeT(tb testing.TB, opts ...NodeOption) *Node {
+	tb.Helper()
+	n := startBareNodeT(tb, opts...)
+	n.Host().SetStreamHandler(wire.ProtocolTask, func(s network.Stream) { _ = s.Reset() })
+	return n
+}
+
+// startBareNodeT returns a started node from newNodeT that speaks no task
+// protocol.
+func startBareNodeT(tb testing.TB, opts ...NodeOption) *Node {
 	tb.Helper()
 	n := newNodeT(tb, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
