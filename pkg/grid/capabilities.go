@@ -43,7 +43,7 @@ var ErrBadSkillID = reputation.ErrInvalidSkillID
 var (
 	errAnnTooLarge  = errors.New("announcement too large")
 	errAnnMalformed = errors.New("malformed announcement")
-	errAnnStale     = errors.New("announcement sequence not newer than the last one seen")
+	errAnnStale     = errors.New("stale announcement")
 	errAnnTableFull = errors.New("capability table full")
 )
 
@@ -398,7 +398,7 @@ func (t *capTable) check(author peer.ID, data []byte, now time.Time) (*capAnnoun
 	if known {
 		e := slot.entry.Load()
 		if a.seq <= e.seq {
-			return nil, fmt.Errorf("%w: %d after %d", errAnnStale, a.seq, e.seq)
+			return nil, fmt.Errorf("%w: sequence %d is not newer than %d", errAnnStale, a.seq, e.seq)
 		}
 		grow -= len(e.skills)
 	}
@@ -419,7 +419,7 @@ func (t *capTable) stale(a *capAnnouncement, now time.Time) error {
 		ttl = t.ttl
 	}
 	if age := now.Sub(a.stamp); age > ttl+maxClockSkew {
-		return fmt.Errorf("%w: sent %s ago, valid for %s", errAnnStale, age.Round(time.Second), ttl)
+		return fmt.Errorf("%w: sent %s ago, valid for %s (clocks may differ by %s)", errAnnStale, age.Round(time.Second), ttl, maxClockSkew)
 	}
 	return nil
 }
