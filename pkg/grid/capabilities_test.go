@@ -28,13 +28,13 @@ import (
 func capMsg(tb testing.TB, seq uint64, edit func(*cortexv1.CapabilityAnnouncement), skills ...string) []byte {
 	tb.Helper()
 	m := &cortexv1.CapabilityAnnouncement{
-		QueueDepth:     []uint32{1, 2, 3, 4},
-		InFlight:       5,
-		WorkerCapacity: 8,
+		QueueDepth:      []uint32{1, 2, 3, 4},
+		InFlight:        5,
+		WorkerCapacity:  8,
 		Sequence:        seq,
 		TtlSeconds:      30,
 		TimestampUnixMs: time.Now().UnixMilli(),
-		Addrs:          [][]byte{multiaddr.StringCast("/ip4/127.0.0.1/tcp/4001").Bytes()},
+		Addrs:           [][]byte{multiaddr.StringCast("/ip4/127.0.0.1/tcp/4001").Bytes()},
 	}
 	for _, s := range skills {
 		m.Skills = append(m.Skills, &cortexv1.SkillCapability{SkillId: s, Version: "1.0.0"})

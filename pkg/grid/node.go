@@ -80,6 +80,10 @@ type nodeConfig struct {
 	// Not exported: tests shorten them.
 	discoveryMin time.Duration
 	discoveryMax time.Duration
+	// DHT lookups are cached this long when they found a provider, and
+	// when not. Not exported: tests shorten them.
+	searchHit  time.Duration
+	searchMiss time.Duration
 }
 
 func defaultNodeConfig() nodeConfig {
@@ -94,6 +98,8 @@ func defaultNodeConfig() nodeConfig {
 		connGrace:        DefaultConnGrace,
 		discoveryMin:     time.Second,
 		discoveryMax:     20 * time.Second,
+		searchHit:        searchHitTTL,
+		searchMiss:       searchMissTTL,
 	}
 }
 
@@ -211,6 +217,12 @@ func withDiscoveryIntervals(first, longest time.Duration) NodeOption {
 	return func(c *nodeConfig) { c.discoveryMin, c.discoveryMax = first, longest }
 }
 
+// withSearchCache sets how long DHT lookups that found providers, and
+// ones that did not, are cached. For tests.
+func withSearchCache(hit, miss time.Duration) NodeOption {
+	return func(c *nodeConfig) { c.searchHit, c.searchMiss = hit, miss }
+}
+
 func (c *nodeConfig) ttl() time.Duration {
 	if c.capabilityTTL > 0 {
 		return c.capabilityTTL
@@ -314,6 +326,7 @@ type Node struct {
 	peerJoined  chan struct{} // capacity 1: a peer joined the topic
 	found       chan peer.AddrInfo
 	probes      chan peer.ID // unverified announcers to dial
+	search      *providerSearch
 
 	rt atomic.Pointer[nodeRuntime] // set once Start succeeds
 
@@ -374,6 +387,7 @@ func NewNode(key crypto.PrivKey, opts ...NodeOption) (*Node, error) {
 		peerJoined:  make(chan struct{}, 1),
 		found:       make(chan peer.AddrInfo, 64),
 		probes:      make(chan peer.ID, probeQueue),
+		search:      newProviderSearch(cfg.searchHit, cfg.searchMiss),
 	}
 	n.table = newCapTable(id, cfg.ttl(), n.isConnected, n.hub.publish)
 	n.table.speaks = n.speaks
@@ -471,6 +485,7 @@ func (n *Node) startLoops(ctx context.Context, rt *nodeRuntime) {
 	}
 	n.wg.Go(func() { n.connEventLoop(ctx, rt) })
 	n.wg.Go(func() { n.findLoop(ctx, rt) })
+	n.wg.Go(func() { n.searchLoop(ctx, rt) })
 	n.wg.Go(func() { n.provideLoop(ctx, rt) })
 }
 
