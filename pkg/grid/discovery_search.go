@@ -147,7 +147,7 @@ func (n *Node) searchLoop(ctx context.Context, rt *nodeRuntime) {
 		for {
 			select {
 			case e := <-n.search.reqs:
-				n.finishSearch(e, nil)
+				n.finishSearch(e, nil, 0)
 			default:
 				return
 			}
@@ -163,26 +163,38 @@ func (n *Node) searchLoop(ctx context.Context, rt *nodeRuntime) {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			n.finishSearch(e, nil)
+			n.finishSearch(e, nil, 0)
 			return
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			n.finishSearch(e, n.lookup(ctx, rt, e.skill))
+			peers, ran := n.lookup(ctx, rt, e.skill)
+			if !ran {
+				n.finishSearch(e, nil, 0) // not a miss: do not cache it
+				return
+			}
+			n.finishSearch(e, peers, n.search.missTTL)
 		})
 	}
 }
 
 // lookup asks the DHT for providers of skill and returns those that pass
 // the identify gate, dialling the ones not connected (a dial waits for
-// identify).
-func (n *Node) lookup(ctx context.Context, rt *nodeRuntime, skill reputation.SkillID) []peer.ID {
+// identify). A node that just started has an empty routing table, and a
+// lookup then ends at once with nothing: lookup waits for the table's
+// first peer first. ran is false if the lookup could not run (no peer in
+// the table within the time limit, or the node closing).
+func (n *Node) lookup(ctx context.Context, rt *nodeRuntime, skill reputation.SkillID) (verified []peer.ID, ran bool) {
 	ctx, cancel := context.WithTimeout(ctx, searchTimeout)
 	defer cancel()
+	if !waitForRoutingTable(ctx, rt) {
+		n.log.Debug("DHT provider lookup not run: no peer in the routing table", "skill", skill)
+		return nil, false
+	}
 	found, err := n.FindProviders(ctx, skill, searchMaxFound)
 	if err != nil {
 		n.log.Debug("DHT provider lookup failed", "skill", skill, "err", err)
-		return nil
+		return nil, ctx.Err() == nil
 	}
 	sem := make(chan struct{}, searchVerifyPar)
 	var wg sync.WaitGroup
@@ -204,13 +216,29 @@ func (n *Node) lookup(ctx context.Context, rt *nodeRuntime, skill reputation.Ski
 		}
 	}
 	n.log.Debug("DHT provider lookup done", "skill", skill, "found", len(found), "verified", len(out))
-	return out
+	return out, true
 }
 
-// finishSearch records e's result and wakes its waiters.
-func (n *Node) finishSearch(e *searchEntry, peers []peer.ID) {
+// waitForRoutingTable waits until the DHT's routing table holds a peer, or
+// ctx is done; it reports whether it does.
+func waitForRoutingTable(ctx context.Context, rt *nodeRuntime) bool {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for rt.dht.RoutingTable().Size() == 0 {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
+// finishSearch records e's result and wakes its waiters. A result with
+// providers is cached for the hit TTL, one without for miss.
+func (n *Node) finishSearch(e *searchEntry, peers []peer.ID, miss time.Duration) {
 	now := time.Now()
-	e.peers, e.at, e.until = peers, now, now.Add(n.search.missTTL)
+	e.peers, e.at, e.until = peers, now, now.Add(miss)
 	if len(peers) > 0 {
 		e.until = now.Add(n.search.hitTTL)
 	}

@@ -74,9 +74,9 @@ func TestDiscoverySearchIsCachedAndRateLimited(t *testing.T) {
 	for i, e := range started {
 		<-s.reqs
 		if i == 0 {
-			n.finishSearch(e, []peer.ID{"p"})
+			n.finishSearch(e, []peer.ID{"p"}, s.missTTL)
 		} else {
-			n.finishSearch(e, nil)
+			n.finishSearch(e, nil, s.missTTL)
 		}
 	}
 	later := now.Add(11 * time.Second) // tokens are back, misses expired
