@@ -672,19 +672,16 @@ func (h *peerEventHub) run(ctx context.Context) {
 	}
 }
 
-// joinGossip starts gossipsub with signed messages and strict verification,
-// registers the announcement validator and joins the capability topic.
+// joinGossip starts gossipsub (gossipOptions: signed messages, strict
+// verification, peer scoring, validation limits), registers the
+// announcement validator and joins the capability topic.
 func (n *Node) joinGossip(ctx context.Context, rt *nodeRuntime) error {
-	ps, err := pubsub.NewGossipSub(ctx, rt.host,
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
-		pubsub.WithSubscriptionFilter(pubsub.NewAllowlistSubscriptionFilter(CapabilityTopic)),
-		pubsub.WithLogger(n.log.With("component", "grid.pubsub")),
-	)
+	ps, err := pubsub.NewGossipSub(ctx, rt.host, n.gossipOptions()...)
 	if err != nil {
 		return fmt.Errorf("start gossipsub: %w", err)
 	}
 	rt.ps = ps
-	if err := ps.RegisterTopicValidator(CapabilityTopic, n.validateMessage(rt.metrics), pubsub.WithValidatorInline(true)); err != nil {
+	if err := ps.RegisterTopicValidator(CapabilityTopic, n.validateMessage(rt.metrics), validatorOptions()...); err != nil {
 		return fmt.Errorf("register capability validator: %w", err)
 	}
 	if rt.topic, err = ps.Join(CapabilityTopic); err != nil {

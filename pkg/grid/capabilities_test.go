@@ -299,7 +299,12 @@ type rawGossiper struct {
 // so that identify shows it speaks it.
 func newRawGossiper(tb testing.TB, target *Node, task bool) *rawGossiper {
 	tb.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	return newRawGossiperOn(tb, target, task, "/ip4/127.0.0.1/tcp/0")
+}
+
+func newRawGossiperOn(tb testing.TB, target *Node, task bool, addr string) *rawGossiper {
+	tb.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings(addr), libp2p.DisableMetrics())
 	if err != nil {
 		tb.Fatal(err)
 	}

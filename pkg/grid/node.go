@@ -75,6 +75,7 @@ type nodeConfig struct {
 	denyPeers        []peer.ID
 	peerTrust        func(peer.ID) float64 // nil: every peer neutral
 	noGossip         bool                  // WithCapabilityGossip(false)
+	scoreInspect     func(map[peer.ID]float64)
 
 	// Discovery rounds start at discoveryMin and back off to discoveryMax.
 	// Not exported: tests shorten them.
