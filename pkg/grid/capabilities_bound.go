@@ -24,7 +24,8 @@ const (
 	neutralKeepTrust = 0.5
 
 	// A full table keeps up to evictBatch eviction candidates, found by a
-	// scan of every entry at most once per evictRescan.
+	// scan of every entry at most once per evictRescan: at most 64
+	// evictions a second, and one O(entries) scan.
 	evictBatch  = 64
 	evictRescan = time.Second
 )
