@@ -119,6 +119,7 @@ func (n *Node) SearchProviders(ctx context.Context, skill reputation.SkillID) []
 	}
 	e := n.search.entry(skill, time.Now())
 	if e == nil {
+		rt.metrics.lookup("limited")
 		n.log.Debug("DHT provider lookup not started: over the lookup limits", "skill", skill)
 		return nil
 	}
@@ -169,9 +170,15 @@ func (n *Node) searchLoop(ctx context.Context, rt *nodeRuntime) {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			peers, ran := n.lookup(ctx, rt, e.skill)
-			if !ran {
+			switch {
+			case !ran:
+				rt.metrics.lookup("not_run")
 				n.finishSearch(e, nil, 0) // not a miss: do not cache it
 				return
+			case len(peers) == 0:
+				rt.metrics.lookup("none")
+			default:
+				rt.metrics.lookup("found")
 			}
 			n.finishSearch(e, peers, n.search.missTTL)
 		})

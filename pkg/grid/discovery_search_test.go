@@ -8,6 +8,8 @@ import (
 
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func searchFinds(n *Node, skill reputation.SkillID, want *Node) bool {
@@ -25,7 +27,7 @@ func TestDiscoverySearchFindsVerifiedProvidersInTheDHTWithGossipOff(t *testing.T
 	// fake provides the skill in the DHT but speaks no task protocol.
 	fake := startBareNodeT(t, off, fast, WithBootstrapPeers(nodeAddrInfo(boot)))
 	fake.SetCapabilities([]SkillCapability{{"dht.only", "1"}})
-	b := startNodeT(t, off, fast, WithBootstrapPeers(nodeAddrInfo(boot)))
+	b := startNodeT(t, off, fast, WithBootstrapPeers(nodeAddrInfo(boot)), WithPrometheusRegisterer(prometheus.NewRegistry()))
 
 	pollUntil(t, 20*time.Second, "b finds a through the DHT", func() bool { return searchFinds(b, "dht.only", a) })
 	if got := b.Providers("dht.only"); len(got) != 0 {
@@ -47,6 +49,10 @@ func TestDiscoverySearchFindsVerifiedProvidersInTheDHTWithGossipOff(t *testing.T
 	got := b.SearchProviders(ctx, "dht.only")
 	if len(got) != 1 || got[0].Peer != a.ID() || got[0].Version != "" {
 		t.Fatalf("SearchProviders = %+v; want only a, which speaks the task protocol, with no version", got)
+	}
+	var m dto.Metric
+	if err := b.rt.Load().metrics.lookups.WithLabelValues("found").Write(&m); err != nil || m.GetCounter().GetValue() < 1 {
+		t.Errorf("cortex_grid_provider_lookups_total{result=found} = %v (%v), want at least 1", m.GetCounter().GetValue(), err)
 	}
 	if b.SearchProviders(context.Background(), "Not Valid") != nil {
 		t.Error("SearchProviders with a bad skill ID returned providers")

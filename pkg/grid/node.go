@@ -186,6 +186,7 @@ func WithNodeLogger(l *slog.Logger) NodeOption {
 
 // WithPrometheusRegisterer registers go-libp2p's metrics and the node's own
 // (cortex_grid_capability_announcements_total{result},
+// cortex_grid_provider_lookups_total{result},
 // cortex_grid_capability_peers,
 // cortex_grid_gater_refused_connections_total{direction}) on r; only one
 // started Node may use a given r. With nil (the default) go-libp2p's
@@ -578,6 +579,7 @@ func (n *Node) isConnected(p peer.ID) bool {
 type nodeMetrics struct {
 	reg           prometheus.Registerer
 	announcements *prometheus.CounterVec
+	lookups       *prometheus.CounterVec
 	peers         prometheus.GaugeFunc
 	refused       []prometheus.Collector
 }
@@ -594,6 +596,10 @@ func newNodeMetrics(reg prometheus.Registerer, t *capTable, g *peerGater) (*node
 			Name: "cortex_grid_capability_announcements_total",
 			Help: "Capability announcements received from peers, by validation result (accepted, ignored, rejected).",
 		}, []string{"result"}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cortex_grid_provider_lookups_total",
+			Help: "DHT provider lookups SearchProviders asked for, by result (found, none, not_run: no DHT peer yet, limited: over the lookup limits).",
+		}, []string{"result"}),
 		peers: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cortex_grid_capability_peers",
 			Help: "Peers in the capability table.",
@@ -606,7 +612,7 @@ func newNodeMetrics(reg prometheus.Registerer, t *capTable, g *peerGater) (*node
 			ConstLabels: prometheus.Labels{"direction": dir},
 		}, func() float64 { return float64(n.Load()) }))
 	}
-	all := append([]prometheus.Collector{m.announcements, m.peers}, m.refused...)
+	all := append([]prometheus.Collector{m.announcements, m.lookups, m.peers}, m.refused...)
 	for i, c := range all {
 		if err := reg.Register(c); err != nil {
 			for _, done := range all[:i] {
@@ -624,9 +630,16 @@ func (m *nodeMetrics) announcement(result string) {
 	}
 }
 
+func (m *nodeMetrics) lookup(result string) {
+	if m != nil {
+		m.lookups.WithLabelValues(result).Inc()
+	}
+}
+
 func (m *nodeMetrics) unregister() {
 	if m != nil {
 		m.reg.Unregister(m.announcements)
+		m.reg.Unregister(m.lookups)
 		m.reg.Unregister(m.peers)
 		for _, c := range m.refused {
 			m.reg.Unregister(c)
