@@ -67,8 +67,14 @@ func newNodeT(tb testing.TB, opts ...NodeOption) *Node {
 func startNodeT(tb testing.TB, opts ...NodeOption) *Node {
 	tb.Helper()
 	n := startBareNodeT(tb, opts...)
-	n.Host().SetStreamHandler(wire.ProtocolTask, func(s network.Stream) { _ = s.Reset() })
+	speakTask(n)
 	return n
+}
+
+// speakTask makes the started node n speak the task protocol, as an
+// orchestrator would; the handler resets every stream.
+func speakTask(n *Node) {
+	n.Host().SetStreamHandler(wire.ProtocolTask, func(s network.Stream) { _ = s.Reset() })
 }
 
 // startBareNodeT returns a started node from newNodeT that speaks no task
