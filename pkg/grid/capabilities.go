@@ -43,13 +43,9 @@ var ErrBadSkillID = reputation.ErrInvalidSkillID
 var (
 	errAnnTooLarge  = errors.New("announcement too large")
 	errAnnMalformed = errors.New("malformed announcement")
-	errAnnStale     = errors.New("announcement sequence not newer than the last one seen")
+	errAnnStale     = errors.New("stale announcement")
 	errAnnTableFull = errors.New("capability table full")
 )
-
-// maxCapPeers bounds the capability table; announcements from new peers
-// are ignored while it is full.
-const maxCapPeers = 10000
 
 func checkSkillID(id reputation.SkillID) error { return id.Validate() }
 
@@ -70,9 +66,13 @@ type PeerInfo struct {
 	Peer      peer.ID
 	Addrs     []multiaddr.Multiaddr
 	Skills    []SkillCapability // nil if the peer has not announced any
-	Load      Load
-	LastSeen  time.Time // of its last announcement; zero if none
+	Load      Load              // as the peer announced it: a hint, not a fact
+	LastSeen  time.Time         // of its last announcement; zero if none
 	Connected bool
+	// Verified says that identify, over a connection, showed the peer
+	// speaks the task protocol (wire.ProtocolTask). Only a verified peer
+	// is a provider of the skills it announces.
+	Verified bool
 }
 
 // PeerEventKind says what happened to a peer.
@@ -139,9 +139,12 @@ func (n *Node) SetCapabilities(skills []SkillCapability) {
 // report its load. It must be fast and safe to call from any goroutine.
 func (n *Node) SetLoadFunc(f func() Load) { n.loadFn.Store(&f) }
 
-// Providers returns the peers whose announcements, not yet expired, offer
-// skill, one per (peer, version). This node is never among them. It takes
-// no lock and allocates only the returned slice.
+// Providers returns the verified peers whose announcements, not yet
+// expired, offer skill, one per (peer, version). A peer is verified once
+// identify, over a connection, shows it speaks the task protocol
+// (wire.ProtocolTask): an announcement alone makes no provider. This node
+// is never among them. It takes no lock and allocates only the returned
+// slice.
 func (n *Node) Providers(skill reputation.SkillID) []Provider {
 	return n.table.providers(skill, time.Now())
 }
@@ -155,13 +158,13 @@ func (n *Node) Peers() []PeerInfo {
 	out := make([]PeerInfo, 0, len(known))
 	for _, e := range known {
 		byID[e.peer] = len(out)
-		out = append(out, PeerInfo{Peer: e.peer, Addrs: e.addrs, Skills: e.skills, Load: e.load, LastSeen: e.lastSeen})
+		out = append(out, PeerInfo{Peer: e.peer, Addrs: e.addrs, Skills: e.skills, Load: e.load, LastSeen: e.lastSeen, Verified: e.verified})
 	}
 	if rt != nil {
 		for _, p := range rt.host.Network().Peers() {
 			if _, ok := byID[p]; !ok {
 				byID[p] = len(out)
-				out = append(out, PeerInfo{Peer: p})
+				out = append(out, PeerInfo{Peer: p, Verified: speaksTask(rt.host, p)})
 			}
 		}
 		for i := range out {
@@ -198,6 +201,7 @@ type capAnnouncement struct {
 	load   Load
 	addrs  []multiaddr.Multiaddr
 	ttl    time.Duration // 0: the receiver's default
+	stamp  time.Time     // when the author sent it; zero if it did not say
 }
 
 // parseAnnouncement checks an announcement's size and fields. It does not
@@ -250,6 +254,9 @@ func parseAnnouncement(data []byte) (*capAnnouncement, error) {
 	}
 	if m.TtlSeconds > 0 {
 		a.ttl = min(time.Duration(m.TtlSeconds)*time.Second, maxAnnouncedTTL)
+	}
+	if m.TimestampUnixMs > 0 {
+		a.stamp = time.UnixMilli(m.TimestampUnixMs)
 	}
 	return a, nil
 }
@@ -305,7 +312,12 @@ type capEntry struct {
 }
 
 // capSlot holds a peer's current entry; readers load it without a lock.
-type capSlot struct{ entry atomic.Pointer[capEntry] }
+// verified says that identify showed the peer speaks the task protocol:
+// only then is it a provider.
+type capSlot struct {
+	entry    atomic.Pointer[capEntry]
+	verified atomic.Bool
+}
 
 type capRef struct {
 	slot    *capSlot
@@ -316,26 +328,36 @@ type capRef struct {
 // changed, when a peer's skill set changes or a peer comes or goes.
 type capIndex map[reputation.SkillID][]capRef
 
-// seqMark remembers the last sequence accepted from a peer, longer than its
-// entry lives, so that replays of old announcements stay out.
-type seqMark struct {
-	seq   uint64
-	until time.Time
-}
-
 // capTable is the table of who offers what. Writers hold mu; Providers
 // reads index and slots atomically.
+//
+// It is bounded twice: at most maxPeers entries, and at most maxRefs
+// (peer, skill) pairs over all of them. When an announcement from a new
+// peer, or a grown skill set, does not fit, the table evicts the entries it
+// least wants to keep (see keepScore) if they rank below the newcomer, and
+// ignores the newcomer otherwise. The sequence number of a peer lives in
+// its entry and goes with it; a replay of an announcement older than its
+// own TTL (by its timestamp) is ignored.
 type capTable struct {
 	self      peer.ID
 	ttl       time.Duration // for announcements that carry none
 	connected func(peer.ID) bool
 	emit      func(PeerEvent)
-	seqMemory time.Duration
-	maxPeers  int
-	index     atomic.Pointer[capIndex]
-	mu        sync.Mutex
-	slots     map[peer.ID]*capSlot
-	seqs      map[peer.ID]seqMark
+	// speaks reports whether identify showed that p speaks the task
+	// protocol; nil counts every peer as verified (table unit tests).
+	speaks func(peer.ID) bool
+	// trust is this node's trust in p in [0, 1]; nil gives every peer
+	// neutralKeepTrust.
+	trust    func(peer.ID) float64
+	maxPeers int
+	maxRefs  int
+	index    atomic.Pointer[capIndex]
+
+	mu      sync.Mutex
+	slots   map[peer.ID]*capSlot
+	refs    int      // (peer, skill) pairs in slots
+	victims []victim // eviction candidates, worst first; see nextVictimLocked
+	scanned time.Time
 }
 
 func newCapTable(self peer.ID, ttl time.Duration, connected func(peer.ID) bool, emit func(PeerEvent)) *capTable {
@@ -344,20 +366,21 @@ func newCapTable(self peer.ID, ttl time.Duration, connected func(peer.ID) bool, 
 		ttl:       ttl,
 		connected: connected,
 		emit:      emit,
-		seqMemory: max(10*ttl, 10*time.Minute),
 		maxPeers:  maxCapPeers,
+		maxRefs:   maxCapSkillRefs,
 		slots:     make(map[peer.ID]*capSlot),
-		seqs:      make(map[peer.ID]seqMark),
 	}
 	t.index.Store(&capIndex{})
 	return t
 }
 
 // check validates an announcement from author before it changes any state:
-// fields, then, for other nodes, that its sequence is newer than the last
-// one accepted and that the table has room. Errors wrap errAnnTooLarge,
-// errAnnMalformed (both faults), errAnnStale or errAnnTableFull (not).
-func (t *capTable) check(author peer.ID, data []byte) (*capAnnouncement, error) {
+// fields, then, for other nodes, that it is fresh (its sequence newer than
+// the stored entry's, its timestamp within its TTL) and that the table has
+// room for it or would evict a worse entry for it. Errors wrap
+// errAnnTooLarge, errAnnMalformed (both faults), errAnnStale or
+// errAnnTableFull (not).
+func (t *capTable) check(author peer.ID, data []byte, now time.Time) (*capAnnouncement, error) {
 	a, err := parseAnnouncement(data)
 	if err != nil {
 		return nil, err
@@ -365,22 +388,45 @@ func (t *capTable) check(author peer.ID, data []byte) (*capAnnouncement, error) 
 	if author == t.self {
 		return a, nil
 	}
+	if err := t.stale(a, now); err != nil {
+		return nil, err
+	}
 	t.mu.Lock()
-	last, ok := t.seqs[author]
-	_, known := t.slots[author]
-	full := !known && len(t.slots) >= t.maxPeers
-	t.mu.Unlock()
-	switch {
-	case ok && a.seq <= last.seq:
-		return nil, fmt.Errorf("%w: %d after %d", errAnnStale, a.seq, last.seq)
-	case full:
-		return nil, fmt.Errorf("%w: %d peers", errAnnTableFull, t.maxPeers)
+	defer t.mu.Unlock()
+	slot, known := t.slots[author]
+	grow := len(a.skills)
+	if known {
+		e := slot.entry.Load()
+		if a.seq <= e.seq {
+			return nil, fmt.Errorf("%w: sequence %d is not newer than %d", errAnnStale, a.seq, e.seq)
+		}
+		grow -= len(e.skills)
+	}
+	if !t.fitsLocked(known, grow) && !t.wouldEvictLocked(t.keepScore(author), now) {
+		return nil, fmt.Errorf("%w: %d peers, %d skill entries", errAnnTableFull, len(t.slots), t.refs)
 	}
 	return a, nil
 }
 
-// apply stores a checked announcement. Announcements from this node, and
-// ones no newer than the stored entry, are ignored. It reports whether the
+// stale reports, as errAnnStale, an announcement whose own timestamp says
+// it expired already: a replay. Announcements without a timestamp pass.
+func (t *capTable) stale(a *capAnnouncement, now time.Time) error {
+	if a.stamp.IsZero() {
+		return nil
+	}
+	ttl := a.ttl
+	if ttl <= 0 {
+		ttl = t.ttl
+	}
+	if age := now.Sub(a.stamp); age > ttl+maxClockSkew {
+		return fmt.Errorf("%w: sent %s ago, valid for %s (clocks may differ by %s)", errAnnStale, age.Round(time.Second), ttl, maxClockSkew)
+	}
+	return nil
+}
+
+// apply stores a checked announcement, evicting worse entries if the table
+// is full. Announcements from this node, ones no newer than the stored
+// entry, and ones that no longer fit are ignored. It reports whether the
 // table changed.
 func (t *capTable) apply(author peer.ID, a *capAnnouncement, now time.Time) bool {
 	if author == t.self {
@@ -393,20 +439,30 @@ func (t *capTable) apply(author peer.ID, a *capAnnouncement, now time.Time) bool
 	e := &capEntry{peer: author, skills: a.skills, load: a.load, addrs: a.addrs, seq: a.seq, lastSeen: now, expires: now.Add(ttl)}
 	var ev PeerEvent
 	t.mu.Lock()
-	if last, ok := t.seqs[author]; ok && a.seq <= last.seq {
-		t.mu.Unlock()
+	defer t.mu.Unlock()
+	slot, ok := t.slots[author]
+	var old *capEntry
+	grow := len(e.skills)
+	if ok {
+		old = slot.entry.Load()
+		if a.seq <= old.seq {
+			return false
+		}
+		grow -= len(old.skills)
+	}
+	if !t.fitsLocked(ok, grow) && !t.makeRoomLocked(author, ok, grow, now) {
 		return false
 	}
-	t.seqs[author] = seqMark{seq: a.seq, until: now.Add(max(t.seqMemory, 2*ttl))}
-	slot, ok := t.slots[author]
+	t.refs += grow
 	switch {
 	case !ok:
 		slot = &capSlot{}
+		slot.verified.Store(t.speaks == nil || t.speaks(author))
 		slot.entry.Store(e)
 		t.slots[author] = slot
 		t.rebuildLocked()
 		ev = PeerEvent{Kind: PeerJoined, Peer: author, Skills: e.skills, Time: now}
-	case !slices.Equal(slot.entry.Load().skills, e.skills):
+	case !slices.Equal(old.skills, e.skills):
 		slot.entry.Store(e)
 		t.rebuildLocked()
 		ev = PeerEvent{Kind: PeerCapabilitiesChanged, Peer: author, Skills: e.skills, Time: now}
@@ -416,24 +472,66 @@ func (t *capTable) apply(author peer.ID, a *capAnnouncement, now time.Time) bool
 	if ev.Kind != 0 {
 		t.emit(ev) // under mu, so events keep the table's order
 	}
-	t.mu.Unlock()
 	return true
 }
 
-// remove drops p's entry, if any, and emits PeerLeft for it. p's sequence
-// mark stays, so replays of its old announcements stay out.
+// setVerified records whether identify showed that p speaks the task
+// protocol. It reports whether p has an entry.
+func (t *capTable) setVerified(p peer.ID, ok bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	slot, known := t.slots[p]
+	if known {
+		slot.verified.Store(ok)
+	}
+	return known
+}
+
+// reverify asks speaks again for every unverified entry, in case an
+// identify event was missed, and returns the peers still unverified.
+func (t *capTable) reverify() []peer.ID {
+	if t.speaks == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []peer.ID
+	for p, slot := range t.slots {
+		if slot.verified.Load() {
+			continue
+		}
+		if t.speaks(p) {
+			slot.verified.Store(true)
+		} else {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// remove drops p's entry, if any, and emits PeerLeft for it.
 func (t *capTable) remove(p peer.ID, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.slots[p]; !ok {
-		return
+	if t.dropLocked(p, now) {
+		t.rebuildLocked()
 	}
-	delete(t.slots, p)
-	t.rebuildLocked()
-	t.emit(PeerEvent{Kind: PeerLeft, Peer: p, Time: now})
 }
 
-// expire removes entries past their expiry and sequence marks past theirs.
+// dropLocked deletes p's entry and emits PeerLeft; the caller rebuilds the
+// index. It reports whether p had an entry.
+func (t *capTable) dropLocked(p peer.ID, now time.Time) bool {
+	slot, ok := t.slots[p]
+	if !ok {
+		return false
+	}
+	t.refs -= len(slot.entry.Load().skills)
+	delete(t.slots, p)
+	t.emit(PeerEvent{Kind: PeerLeft, Peer: p, Time: now})
+	return true
+}
+
+// expire removes entries past their expiry.
 func (t *capTable) expire(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -442,17 +540,10 @@ func (t *capTable) expire(now time.Time) {
 		if now.Before(slot.entry.Load().expires) {
 			continue
 		}
-		delete(t.slots, p)
-		removed = true
-		t.emit(PeerEvent{Kind: PeerLeft, Peer: p, Time: now})
+		removed = t.dropLocked(p, now) || removed
 	}
 	if removed {
 		t.rebuildLocked()
-	}
-	for p, m := range t.seqs {
-		if _, live := t.slots[p]; !live && now.After(m.until) {
-			delete(t.seqs, p)
-		}
 	}
 }
 
@@ -480,7 +571,7 @@ func (t *capTable) providers(skill reputation.SkillID, now time.Time) []Provider
 	out := make([]Provider, 0, len(refs))
 	for _, r := range refs {
 		e := r.slot.entry.Load()
-		if !now.Before(e.expires) {
+		if !now.Before(e.expires) || !r.slot.verified.Load() {
 			continue
 		}
 		out = append(out, Provider{Peer: e.peer, Version: r.version, Load: e.load, LastSeen: e.lastSeen, Connected: t.connected(e.peer)})
@@ -488,14 +579,20 @@ func (t *capTable) providers(skill reputation.SkillID, now time.Time) []Provider
 	return out
 }
 
+// capView is an entry with whether its peer is verified.
+type capView struct {
+	*capEntry
+	verified bool
+}
+
 // entries returns the unexpired entries.
-func (t *capTable) entries(now time.Time) []*capEntry {
+func (t *capTable) entries(now time.Time) []capView {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]*capEntry, 0, len(t.slots))
+	out := make([]capView, 0, len(t.slots))
 	for _, slot := range t.slots {
 		if e := slot.entry.Load(); now.Before(e.expires) {
-			out = append(out, e)
+			out = append(out, capView{e, slot.verified.Load()})
 		}
 	}
 	return out
@@ -575,19 +672,16 @@ func (h *peerEventHub) run(ctx context.Context) {
 	}
 }
 
-// joinGossip starts gossipsub with signed messages and strict verification,
-// registers the announcement validator and joins the capability topic.
+// joinGossip starts gossipsub (gossipOptions: signed messages, strict
+// verification, peer scoring, validation limits), registers the
+// announcement validator and joins the capability topic.
 func (n *Node) joinGossip(ctx context.Context, rt *nodeRuntime) error {
-	ps, err := pubsub.NewGossipSub(ctx, rt.host,
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
-		pubsub.WithSubscriptionFilter(pubsub.NewAllowlistSubscriptionFilter(CapabilityTopic)),
-		pubsub.WithLogger(n.log.With("component", "grid.pubsub")),
-	)
+	ps, err := pubsub.NewGossipSub(ctx, rt.host, n.gossipOptions()...)
 	if err != nil {
 		return fmt.Errorf("start gossipsub: %w", err)
 	}
 	rt.ps = ps
-	if err := ps.RegisterTopicValidator(CapabilityTopic, n.validateMessage(rt.metrics), pubsub.WithValidatorInline(true)); err != nil {
+	if err := ps.RegisterTopicValidator(CapabilityTopic, n.validateMessage(rt.metrics), validatorOptions()...); err != nil {
 		return fmt.Errorf("register capability validator: %w", err)
 	}
 	if rt.topic, err = ps.Join(CapabilityTopic); err != nil {
@@ -618,7 +712,7 @@ func (n *Node) validateMessage(m *nodeMetrics) func(context.Context, peer.ID, *p
 			count.announcement("ignored")
 			return pubsub.ValidationIgnore
 		}
-		a, err := n.table.check(author, msg.Data)
+		a, err := n.table.check(author, msg.Data, time.Now())
 		switch {
 		case err == nil:
 			msg.ValidatorData = a
@@ -648,12 +742,18 @@ func (n *Node) readLoop(ctx context.Context, rt *nodeRuntime) {
 		if !ok || author == n.id || !n.gater.allowed(author) { // denied since validation
 			continue
 		}
-		if n.table.apply(author, a, time.Now()) && len(a.addrs) > 0 && !hostConnected(rt.host, author) {
+		if !n.table.apply(author, a, time.Now()) || hostConnected(rt.host, author) {
+			continue
+		}
+		if len(a.addrs) > 0 {
 			ttl := a.ttl
 			if ttl <= 0 {
 				ttl = n.cfg.ttl()
 			}
 			rt.host.Peerstore().AddAddrs(author, a.addrs, ttl)
+		}
+		if !speaksTask(rt.host, author) {
+			n.requestProbe(author) // identify decides whether it is a provider
 		}
 	}
 }
@@ -713,6 +813,7 @@ func (n *Node) announceLoop(ctx context.Context, rt *nodeRuntime) {
 			announce()
 		case now := <-expiry.C:
 			n.table.expire(now)
+			n.reverifyRound(rt)
 		}
 	}
 }
@@ -736,6 +837,9 @@ func (n *Node) connEventLoop(ctx context.Context, rt *nodeRuntime) {
 		case e, ok := <-rt.connSub.Out():
 			if !ok {
 				return
+			}
+			if n.onIdentify(e) {
+				continue
 			}
 			ev, ok := e.(event.EvtPeerConnectednessChanged)
 			if !ok {

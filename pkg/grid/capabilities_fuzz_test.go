@@ -59,6 +59,14 @@ func FuzzValidateAnnouncement(f *testing.F) {
 				t.Fatalf("rejected, but the parse error %v is neither malformed nor too large", err)
 			}
 			return
+		case pubsub.ValidationIgnore:
+			// Only an announcement whose timestamp says it expired
+			// already is ignored on an empty table.
+			a, err := parseAnnouncement(data)
+			if err != nil || n.table.stale(a, time.Now()) == nil {
+				t.Fatalf("ignored on an empty table, but not stale: %+v, %v", a, err)
+			}
+			return
 		default:
 			t.Fatalf("validation result %v on an empty table, want accept or reject", res)
 		}
@@ -116,6 +124,9 @@ func checkAnnouncement(t *testing.T, data []byte, a *capAnnouncement) {
 		InFlight:       capClampU32(l.InFlight),
 		WorkerCapacity: capClampU32(l.Capacity),
 		TtlSeconds:     uint32(a.ttl / time.Second),
+	}
+	if !a.stamp.IsZero() {
+		m.TimestampUnixMs = a.stamp.UnixMilli()
 	}
 	for i, d := range l.QueueDepth {
 		m.QueueDepth[i] = capClampU32(d)

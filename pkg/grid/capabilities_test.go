@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/wire"
 	"github.com/cortexgrid/cortexd/pkg/wire/cortexv1"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,12 +28,13 @@ import (
 func capMsg(tb testing.TB, seq uint64, edit func(*cortexv1.CapabilityAnnouncement), skills ...string) []byte {
 	tb.Helper()
 	m := &cortexv1.CapabilityAnnouncement{
-		QueueDepth:     []uint32{1, 2, 3, 4},
-		InFlight:       5,
-		WorkerCapacity: 8,
-		Sequence:       seq,
-		TtlSeconds:     30,
-		Addrs:          [][]byte{multiaddr.StringCast("/ip4/127.0.0.1/tcp/4001").Bytes()},
+		QueueDepth:      []uint32{1, 2, 3, 4},
+		InFlight:        5,
+		WorkerCapacity:  8,
+		Sequence:        seq,
+		TtlSeconds:      30,
+		TimestampUnixMs: time.Now().UnixMilli(),
+		Addrs:           [][]byte{multiaddr.StringCast("/ip4/127.0.0.1/tcp/4001").Bytes()},
 	}
 	for _, s := range skills {
 		m.Skills = append(m.Skills, &cortexv1.SkillCapability{SkillId: s, Version: "1.0.0"})
@@ -91,7 +95,7 @@ func TestCapabilityValidationRejectsBadAnnouncements(t *testing.T) {
 	author := randomPeerID(t)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			a, err := tbl.check(author, c.data)
+			a, err := tbl.check(author, c.data, time.Now())
 			if !errors.Is(err, c.want) {
 				t.Fatalf("check: got %v, %v; want error %v", a, err, c.want)
 			}
@@ -104,7 +108,7 @@ func TestCapabilityValidationRejectsBadAnnouncements(t *testing.T) {
 
 func TestCapabilityValidationAcceptsAndParsesAGoodAnnouncement(t *testing.T) {
 	tbl := newCapTable(randomPeerID(t), time.Minute, func(peer.ID) bool { return false }, func(PeerEvent) {})
-	a, err := tbl.check(randomPeerID(t), capMsg(t, 7, nil, "text.upper", "hash.sha256", "a-b_c.d9"))
+	a, err := tbl.check(randomPeerID(t), capMsg(t, 7, nil, "text.upper", "hash.sha256", "a-b_c.d9"), time.Now())
 	if err != nil {
 		t.Fatalf("check: %v", err)
 	}
@@ -124,7 +128,7 @@ func TestCapabilityValidationDropsReplayedSequences(t *testing.T) {
 	tbl := newCapTable(randomPeerID(t), time.Minute, func(peer.ID) bool { return false }, func(PeerEvent) {})
 	author := randomPeerID(t)
 	now := time.Now()
-	a, err := tbl.check(author, capMsg(t, 10, nil, "echo"))
+	a, err := tbl.check(author, capMsg(t, 10, nil, "echo"), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +136,7 @@ func TestCapabilityValidationDropsReplayedSequences(t *testing.T) {
 		t.Fatal("first announcement not applied")
 	}
 	for _, seq := range []uint64{10, 9, 1} {
-		if _, err := tbl.check(author, capMsg(t, seq, nil, "echo", "other")); !errors.Is(err, errAnnStale) {
+		if _, err := tbl.check(author, capMsg(t, seq, nil, "echo", "other"), time.Now()); !errors.Is(err, errAnnStale) {
 			t.Errorf("sequence %d after 10: got %v, want errAnnStale", seq, err)
 		}
 	}
@@ -140,16 +144,19 @@ func TestCapabilityValidationDropsReplayedSequences(t *testing.T) {
 	if tbl.apply(author, &capAnnouncement{seq: 9, skills: []SkillCapability{{ID: "other"}}}, now) {
 		t.Error("apply stored sequence 9 after 10")
 	}
-	if _, err := tbl.check(author, capMsg(t, 11, nil, "echo")); err != nil {
+	if _, err := tbl.check(author, capMsg(t, 11, nil, "echo"), time.Now()); err != nil {
 		t.Errorf("sequence 11 after 10: %v", err)
 	}
-	// The sequence is remembered after the entry expires, so an old
-	// announcement cannot bring it back.
-	tbl.expire(now.Add(time.Minute)) // past the 30 s TTL, within the memory
+	// Once the entry expired its sequence goes with it, and the
+	// announcement's own timestamp keeps an old copy out.
+	tbl.expire(now.Add(time.Minute)) // past the 30 s TTL
 	if got := tbl.size(); got != 0 {
 		t.Fatalf("%d entries after expiry, want 0", got)
 	}
-	if _, err := tbl.check(author, capMsg(t, 10, nil, "echo")); !errors.Is(err, errAnnStale) {
+	old := capMsg(t, 10, func(m *cortexv1.CapabilityAnnouncement) {
+		m.TimestampUnixMs = now.Add(-time.Minute - maxClockSkew).UnixMilli()
+	}, "echo")
+	if _, err := tbl.check(author, old, now); !errors.Is(err, errAnnStale) {
 		t.Errorf("replay after expiry: got %v, want errAnnStale", err)
 	}
 }
@@ -159,16 +166,16 @@ func TestCapabilityValidationIgnoresNewPeersWhileTheTableIsFull(t *testing.T) {
 	tbl.maxPeers = 2
 	first := randomPeerID(t)
 	for i, p := range []peer.ID{first, randomPeerID(t)} {
-		a, err := tbl.check(p, capMsg(t, 1, nil, "echo"))
+		a, err := tbl.check(p, capMsg(t, 1, nil, "echo"), time.Now())
 		if err != nil {
 			t.Fatalf("peer %d: %v", i, err)
 		}
 		tbl.apply(p, a, time.Now())
 	}
-	if _, err := tbl.check(randomPeerID(t), capMsg(t, 1, nil, "echo")); !errors.Is(err, errAnnTableFull) {
+	if _, err := tbl.check(randomPeerID(t), capMsg(t, 1, nil, "echo"), time.Now()); !errors.Is(err, errAnnTableFull) {
 		t.Fatalf("third peer: %v, want errAnnTableFull", err)
 	}
-	if _, err := tbl.check(first, capMsg(t, 2, nil, "echo")); err != nil {
+	if _, err := tbl.check(first, capMsg(t, 2, nil, "echo"), time.Now()); err != nil {
 		t.Fatalf("a known peer's refresh while full: %v", err)
 	}
 }
@@ -283,17 +290,29 @@ func TestNodePeerEventHubDeliversInOrderUntilUnsubscribed(t *testing.T) {
 // rawGossiper is a bare libp2p host with its own gossipsub, publishing
 // whatever bytes it is given on the capability topic: a misbehaving peer.
 type rawGossiper struct {
+	host  host.Host
 	topic *pubsub.Topic
 }
 
-func newRawGossiper(tb testing.TB, target *Node) *rawGossiper {
+// newRawGossiper connects a raw gossiper to target. With task, it also
+// registers a handler for the task protocol (that resets every stream),
+// so that identify shows it speaks it.
+func newRawGossiper(tb testing.TB, target *Node, task bool) *rawGossiper {
 	tb.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	return newRawGossiperOn(tb, target, task, "/ip4/127.0.0.1/tcp/0")
+}
+
+func newRawGossiperOn(tb testing.TB, target *Node, task bool, addr string) *rawGossiper {
+	tb.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings(addr), libp2p.DisableMetrics())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(func() { cancel(); h.Close() })
+	if task {
+		h.SetStreamHandler(wire.ProtocolTask, func(s network.Stream) { _ = s.Reset() })
+	}
 	ps, err := pubsub.NewGossipSub(ctx, h)
 	if err != nil {
 		tb.Fatal(err)
@@ -308,13 +327,13 @@ func newRawGossiper(tb testing.TB, target *Node) *rawGossiper {
 	pollUntil(tb, 10*time.Second, "raw gossiper sees the node on the topic", func() bool {
 		return slices.Contains(topic.ListPeers(), target.ID())
 	})
-	return &rawGossiper{topic: topic}
+	return &rawGossiper{host: h, topic: topic}
 }
 
 func TestCapabilityValidatorStopsBadGossipFromARawPeer(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	n := startNodeT(t, WithPrometheusRegisterer(reg))
-	raw := newRawGossiper(t, n)
+	raw := newRawGossiper(t, n, true)
 	counter := func(result string) float64 {
 		var m dto.Metric
 		if err := n.rt.Load().metrics.announcements.WithLabelValues(result).Write(&m); err != nil {

@@ -135,6 +135,7 @@ func TestDenyPeerIgnoresAnnouncementsOthersRelay(t *testing.T) {
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	speakTask(c) // so that the relay lists it
 	if err := connectT(t, c, relay); err != nil {
 		t.Fatal(err)
 	}

@@ -73,11 +73,18 @@ type nodeConfig struct {
 	psk              pnet.PSK
 	allowPeers       []peer.ID
 	denyPeers        []peer.ID
+	peerTrust        func(peer.ID) float64 // nil: every peer neutral
+	noGossip         bool                  // WithCapabilityGossip(false)
+	scoreInspect     func(map[peer.ID]float64)
 
 	// Discovery rounds start at discoveryMin and back off to discoveryMax.
 	// Not exported: tests shorten them.
 	discoveryMin time.Duration
 	discoveryMax time.Duration
+	// DHT lookups are cached this long when they found a provider, and
+	// when not. Not exported: tests shorten them.
+	searchHit  time.Duration
+	searchMiss time.Duration
 }
 
 func defaultNodeConfig() nodeConfig {
@@ -92,6 +99,8 @@ func defaultNodeConfig() nodeConfig {
 		connGrace:        DefaultConnGrace,
 		discoveryMin:     time.Second,
 		discoveryMax:     20 * time.Second,
+		searchHit:        searchHitTTL,
+		searchMiss:       searchMissTTL,
 	}
 }
 
@@ -177,6 +186,7 @@ func WithNodeLogger(l *slog.Logger) NodeOption {
 
 // WithPrometheusRegisterer registers go-libp2p's metrics and the node's own
 // (cortex_grid_capability_announcements_total{result},
+// cortex_grid_provider_lookups_total{result},
 // cortex_grid_capability_peers,
 // cortex_grid_gater_refused_connections_total{direction}) on r; only one
 // started Node may use a given r. With nil (the default) go-libp2p's
@@ -185,10 +195,34 @@ func WithPrometheusRegisterer(r prometheus.Registerer) NodeOption {
 	return func(c *nodeConfig) { c.registerer = r }
 }
 
+// WithPeerTrust sets how far this node trusts a peer, in [0, 1]; the
+// capability table, when full, keeps the entries of trusted (and connected,
+// and verified) peers before others. f must be fast and safe for concurrent
+// use, and must not call into the Node. *reputation.Graph's Trust method
+// fits. Default: every peer at 0.5.
+func WithPeerTrust(f func(peer.ID) float64) NodeOption {
+	return func(c *nodeConfig) { c.peerTrust = f }
+}
+
+// WithCapabilityGossip turns the capability gossip on (the default) or
+// off. Off, the node joins no gossipsub topic, announces nothing and hears
+// no announcements: peers find its skills, and it finds theirs, through
+// the DHT's provider records only (SearchProviders). For tests, and for
+// operators who do not want the gossip traffic.
+func WithCapabilityGossip(on bool) NodeOption {
+	return func(c *nodeConfig) { c.noGossip = !on }
+}
+
 // withDiscoveryIntervals sets the first and the longest pause between
 // rendezvous lookups. For tests.
 func withDiscoveryIntervals(first, longest time.Duration) NodeOption {
 	return func(c *nodeConfig) { c.discoveryMin, c.discoveryMax = first, longest }
+}
+
+// withSearchCache sets how long DHT lookups that found providers, and
+// ones that did not, are cached. For tests.
+func withSearchCache(hit, miss time.Duration) NodeOption {
+	return func(c *nodeConfig) { c.searchHit, c.searchMiss = hit, miss }
 }
 
 func (c *nodeConfig) ttl() time.Duration {
@@ -293,6 +327,8 @@ type Node struct {
 	provideNow  chan struct{} // capacity 1: skills to provide changed
 	peerJoined  chan struct{} // capacity 1: a peer joined the topic
 	found       chan peer.AddrInfo
+	probes      chan peer.ID // unverified announcers to dial
+	search      *providerSearch
 
 	rt atomic.Pointer[nodeRuntime] // set once Start succeeds
 
@@ -352,8 +388,12 @@ func NewNode(key crypto.PrivKey, opts ...NodeOption) (*Node, error) {
 		provideNow:  make(chan struct{}, 1),
 		peerJoined:  make(chan struct{}, 1),
 		found:       make(chan peer.AddrInfo, 64),
+		probes:      make(chan peer.ID, probeQueue),
+		search:      newProviderSearch(cfg.searchHit, cfg.searchMiss),
 	}
 	n.table = newCapTable(id, cfg.ttl(), n.isConnected, n.hub.publish)
+	n.table.speaks = n.speaks
+	n.table.trust = n.peerTrust
 	n.gater = newPeerGater(cfg.allowPeers, cfg.denyPeers, func(dir network.Direction, p peer.ID) {
 		n.log.Debug("connection refused by the access lists", "peer", p, "direction", dir)
 	})
@@ -421,10 +461,12 @@ func (n *Node) buildRuntime(ctx context.Context, rt *nodeRuntime) error {
 	if rt.dht, err = n.newDHT(rt.host); err != nil {
 		return err
 	}
-	if err := n.joinGossip(ctx, rt); err != nil {
-		return err
+	if !n.cfg.noGossip {
+		if err := n.joinGossip(ctx, rt); err != nil {
+			return err
+		}
 	}
-	if rt.connSub, err = rt.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged)); err != nil {
+	if rt.connSub, err = rt.host.EventBus().Subscribe(append([]any{new(event.EvtPeerConnectednessChanged)}, identifyEvents...)); err != nil {
 		return fmt.Errorf("subscribe to connection events: %w", err)
 	}
 	if n.cfg.mdns {
@@ -437,11 +479,15 @@ func (n *Node) buildRuntime(ctx context.Context, rt *nodeRuntime) error {
 
 func (n *Node) startLoops(ctx context.Context, rt *nodeRuntime) {
 	n.wg.Go(func() { n.hub.run(ctx) })
-	n.wg.Go(func() { n.readLoop(ctx, rt) })
-	n.wg.Go(func() { n.topicEventLoop(ctx, rt) })
-	n.wg.Go(func() { n.announceLoop(ctx, rt) })
+	if rt.topic != nil {
+		n.wg.Go(func() { n.readLoop(ctx, rt) })
+		n.wg.Go(func() { n.topicEventLoop(ctx, rt) })
+		n.wg.Go(func() { n.announceLoop(ctx, rt) })
+		n.wg.Go(func() { n.probeLoop(ctx, rt) })
+	}
 	n.wg.Go(func() { n.connEventLoop(ctx, rt) })
 	n.wg.Go(func() { n.findLoop(ctx, rt) })
+	n.wg.Go(func() { n.searchLoop(ctx, rt) })
 	n.wg.Go(func() { n.provideLoop(ctx, rt) })
 }
 
@@ -533,6 +579,7 @@ func (n *Node) isConnected(p peer.ID) bool {
 type nodeMetrics struct {
 	reg           prometheus.Registerer
 	announcements *prometheus.CounterVec
+	lookups       *prometheus.CounterVec
 	peers         prometheus.GaugeFunc
 	refused       []prometheus.Collector
 }
@@ -549,6 +596,10 @@ func newNodeMetrics(reg prometheus.Registerer, t *capTable, g *peerGater) (*node
 			Name: "cortex_grid_capability_announcements_total",
 			Help: "Capability announcements received from peers, by validation result (accepted, ignored, rejected).",
 		}, []string{"result"}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cortex_grid_provider_lookups_total",
+			Help: "DHT provider lookups SearchProviders asked for, by result (found, none, not_run: no DHT peer yet, limited: over the lookup limits).",
+		}, []string{"result"}),
 		peers: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cortex_grid_capability_peers",
 			Help: "Peers in the capability table.",
@@ -561,7 +612,7 @@ func newNodeMetrics(reg prometheus.Registerer, t *capTable, g *peerGater) (*node
 			ConstLabels: prometheus.Labels{"direction": dir},
 		}, func() float64 { return float64(n.Load()) }))
 	}
-	all := append([]prometheus.Collector{m.announcements, m.peers}, m.refused...)
+	all := append([]prometheus.Collector{m.announcements, m.lookups, m.peers}, m.refused...)
 	for i, c := range all {
 		if err := reg.Register(c); err != nil {
 			for _, done := range all[:i] {
@@ -579,9 +630,16 @@ func (m *nodeMetrics) announcement(result string) {
 	}
 }
 
+func (m *nodeMetrics) lookup(result string) {
+	if m != nil {
+		m.lookups.WithLabelValues(result).Inc()
+	}
+}
+
 func (m *nodeMetrics) unregister() {
 	if m != nil {
 		m.reg.Unregister(m.announcements)
+		m.reg.Unregister(m.lookups)
 		m.reg.Unregister(m.peers)
 		for _, c := range m.refused {
 			m.reg.Unregister(c)

@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/wire"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	crypto_pb "github.com/libp2p/go-libp2p/core/crypto/pb"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -59,7 +61,25 @@ func newNodeT(tb testing.TB, opts ...NodeOption) *Node {
 	return n
 }
 
+// startNodeT returns a started node from newNodeT that speaks the task
+// protocol, as a node with an orchestrator does: the handler resets every
+// stream. Other nodes list it as a provider once identify shows that.
 func startNodeT(tb testing.TB, opts ...NodeOption) *Node {
+	tb.Helper()
+	n := startBareNodeT(tb, opts...)
+	speakTask(n)
+	return n
+}
+
+// speakTask makes the started node n speak the task protocol, as an
+// orchestrator would; the handler resets every stream.
+func speakTask(n *Node) {
+	n.Host().SetStreamHandler(wire.ProtocolTask, func(s network.Stream) { _ = s.Reset() })
+}
+
+// startBareNodeT returns a started node from newNodeT that speaks no task
+// protocol.
+func startBareNodeT(tb testing.TB, opts ...NodeOption) *Node {
 	tb.Helper()
 	n := newNodeT(tb, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -105,6 +105,9 @@ type routerConfig struct {
 	weights    Weights
 	latencyRef time.Duration
 	gate       PeerGate
+	observed   func(peer.ID) ObservedLoad
+	searcher   Searcher
+	searchWait time.Duration
 }
 
 // DefaultLatencyReference is the latency at which the latency term is 0.5.
@@ -145,17 +148,21 @@ const (
 //
 // where trust is the node's trust in [0, 1]; rating its skill rating in
 // [-1, 1] for this skill; success its recent success rate and latency its
-// recent latency from the PerfSource (for a node with no history yet,
-// success is 1, as the metrics tracker reports an untried node, and the
-// latency term is 0.5); ref the latency reference (WithLatencyReference, 50 ms by
-// default); util its utilization ((queued + in flight) / worker slots): this
-// node's from the load function, a peer's from its last capability
-// announcement plus the attempts this node's coordinator has sent the peer
-// and not yet seen end (announcements come every few seconds: without
-// them a burst of tasks would all go to the peer that looked idlest at the
-// last one). The count may include tasks the announcement already counts;
-// it errs towards spreading. The w are the Weights (DefaultWeights unless
-// WithWeights). The score is in [0, 1].
+// recent latency from the PerfSource, or for a peer the larger of that and
+// ObservedLoad.Latency (for a node with no history yet, success is 1, as
+// the metrics tracker reports an untried node, and the latency term is
+// 0.5); ref the latency reference (WithLatencyReference, 50 ms by
+// default); util its utilization (busy / worker slots): this node's from
+// the load function; a peer's announced load is a hint checked against what
+// this node sees: busy is the larger of what its last capability
+// announcement says (queued + in flight) and what this node observes (the
+// attempts this node's coordinator has sent it and not yet seen end, or
+// ObservedLoad.InFlight if larger), so neither a peer announcing idle nor a
+// burst between announcements sends every task to one peer; and an
+// announced capacity of 0 or over MaxCredibleCapacity (1024) is unknown:
+// UnknownCapacity (4) slots are assumed and util is at least 0.5. The w
+// are the Weights (DefaultWeights unless WithWeights). The score is in
+// [0, 1].
 //
 // Order. Candidates with a live connection (this node counts as one) come
 // first, then peers without one (they may be reachable through a dial, but
@@ -182,7 +189,10 @@ type Router struct {
 	trust     TrustSource
 	perf      PerfSource
 	localLoad func() grid.Load
-	gate      PeerGate // nil: every peer allowed
+	gate      PeerGate                   // nil: every peer allowed
+	observed  func(peer.ID) ObservedLoad // nil: only outstanding counts
+	search    Searcher                   // nil: the Directory only
+	waitFor   time.Duration              // how long Route waits for search
 
 	w          Weights
 	wsum       float64
@@ -210,23 +220,13 @@ func (r *Router) attemptEnded(p peer.ID) {
 	}
 }
 
-// remoteUtil is the utilization the score uses for provider p: its
-// announced load plus this node's attempts outstanding on it.
-func (r *Router) remoteUtil(p *grid.Provider) float64 {
-	l := p.Load
-	if v, ok := r.outstanding.Load(p.Peer); ok && l.Capacity > 0 {
-		l.InFlight += max(int(v.(*atomic.Int32).Load()), 0)
-	}
-	return l.Utilization()
-}
-
 // NewRouter returns a router for this node (self) and its registry. dir,
 // trust, perf and localLoad may be nil: without a Directory only this node
 // is considered; without a TrustSource every peer has trust 0.5 and rating
 // 0; without a PerfSource every node has no history; without localLoad this
 // node counts as idle.
 func NewRouter(self peer.ID, reg *Registry, dir Directory, trust TrustSource, perf PerfSource, localLoad func() grid.Load, opts ...RouterOption) (*Router, error) {
-	cfg := routerConfig{weights: DefaultWeights(), latencyRef: DefaultLatencyReference}
+	cfg := routerConfig{weights: DefaultWeights(), latencyRef: DefaultLatencyReference, searchWait: DefaultSearchWait}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -243,12 +243,16 @@ func NewRouter(self peer.ID, reg *Registry, dir Directory, trust TrustSource, pe
 	if cfg.latencyRef <= 0 {
 		errs = append(errs, fmt.Errorf("latency reference is %v; it must be more than 0", cfg.latencyRef))
 	}
+	if cfg.searchWait <= 0 {
+		errs = append(errs, fmt.Errorf("search wait is %v; it must be more than 0", cfg.searchWait))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("new router: %w", err)
 	}
 	return &Router{
 		self: self, reg: reg, dir: dir, trust: trust, perf: perf, localLoad: localLoad,
 		w: cfg.weights, wsum: cfg.weights.sum(), latencyRef: cfg.latencyRef.Seconds(), gate: cfg.gate,
+		observed: cfg.observed, search: cfg.searcher, waitFor: cfg.searchWait,
 	}, nil
 }
 
@@ -279,7 +283,7 @@ func (r *Router) providers(s reputation.SkillID) []grid.Provider {
 
 // route is Route once the local offer is known.
 func (r *Router) route(t *SkillTask, local bool, localVersion string, exclude []peer.ID) ([]Candidate, error) {
-	provs := r.providers(t.Skill)
+	provs := r.providersOrSearch(t.Skill, local)
 	var f filterCount
 	var out []Candidate
 	if len(provs) == 0 {
@@ -318,7 +322,7 @@ func (r *Router) best(t *SkillTask, local bool, exclude []peer.ID) (Candidate, e
 // peer allowed): the coordinator passes its circuit breakers, also to a
 // Router it did not build.
 func (r *Router) bestWith(t *SkillTask, local bool, exclude []peer.ID, gate PeerGate) (Candidate, error) {
-	provs := r.providers(t.Skill)
+	provs := r.providersOrSearch(t.Skill, local)
 	var f filterCount
 	if len(provs) == 0 {
 		if c, ok := r.localCandidate(t, local, "", exclude, &f); ok {
@@ -422,15 +426,20 @@ func (r *Router) scored(t *SkillTask, c Candidate, util float64) Candidate {
 		rating = r.trust.SkillRating(c.Peer, t.Skill)
 	}
 	success, latency := neutralSuccess, neutralLatency
+	var lat time.Duration
 	if r.perf != nil {
 		if nm, ok := r.perf.Node(c.Peer); ok {
 			if nm.Completed+nm.Failed+nm.TimedOut > 0 {
 				success = clamp01(nm.RecentSuccess)
 			}
-			if nm.RecentLatency > 0 {
-				latency = 1 / (1 + nm.RecentLatency.Seconds()/r.latencyRef)
-			}
+			lat = nm.RecentLatency
 		}
+	}
+	if !c.Local {
+		lat = max(lat, r.observedLatency(c.Peer))
+	}
+	if lat > 0 {
+		latency = 1 / (1 + lat.Seconds()/r.latencyRef)
 	}
 	c.util = util
 	w := r.w
