@@ -29,6 +29,7 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/cortexgrid/cortexd/pkg/store"
+	"github.com/cortexgrid/cortexd/pkg/wasm"
 )
 
 // builtinNames are the built-in skills skills.enabled may list.
@@ -64,6 +65,9 @@ type daemon struct {
 	qopts    []grid.QueueOption // the coordinator builds the queue
 	api      *api.Server
 	store    *store.Store // persistent state (issue 5); closes last
+
+	wasmStore  *wasm.Store  // installed wasm skills, DIR/wasm
+	wasmEngine *wasm.Engine // runs them; closes after the coordinator
 
 	listener net.Listener
 	url      string
@@ -188,6 +192,10 @@ func (d *daemon) buildGrid() error {
 			MaxStreams: c.Network.Resources.MaxStreams,
 		}),
 		grid.WithNodeLogger(d.log.With("subsystem", "grid")),
+		grid.WithCapabilityGossip(c.PubSub.Enabled),
+		// d.trust is built below, before the node starts; the capability
+		// table asks only after Start.
+		grid.WithPeerTrust(func(p peer.ID) float64 { return d.trust.Trust(p) }),
 	}
 	if d.prom != nil {
 		opts = append(opts, grid.WithPrometheusRegisterer(d.prom))
@@ -269,7 +277,9 @@ func (d *daemon) buildSkills() error {
 	}
 	w := c.Routing.Weights
 	d.router, err = skill.NewRouter(d.node.ID(), d.registry, d.node, d.trust, d.metrics, d.localLoad,
-		skill.WithWeights(skill.Weights{Trust: w.Trust, Skill: w.Skill, Success: w.Success, Latency: w.Latency, Load: w.Load}))
+		skill.WithWeights(skill.Weights{Trust: w.Trust, Skill: w.Skill, Success: w.Success, Latency: w.Latency, Load: w.Load}),
+		skill.WithSearcher(d.node, 0), // the DHT when gossip lists no provider; waits up to skill.DefaultSearchWait
+		skill.WithObservedLoad(d.observedLoad))
 	if err != nil {
 		return fmt.Errorf("build router: %w", err)
 	}
@@ -368,6 +378,9 @@ func (d *daemon) start(ctx context.Context) (err error) {
 	}
 	if err := d.openStore(ctx); err != nil {
 		return err
+	}
+	if err := d.openWasm(ctx); err != nil {
+		return fmt.Errorf("open wasm skills: %w", err)
 	}
 	if err := d.node.Start(ctx); err != nil {
 		return fmt.Errorf("start node: %w", err)
@@ -602,3 +615,18 @@ type orchActivity struct{ o *grid.Orchestrator }
 
 func (a orchActivity) PeerUsage(p peer.ID) grid.PeerUsage { return a.o.Usage(p) }
 func (a orchActivity) Outstanding(p peer.ID) int          { return a.o.Outstanding(p) }
+
+// observedLoad is what this node itself sees of p's load, against which
+// the router checks what p announces: the tasks it has outstanding there
+// and p's recent latency as measured here. The orchestrator is built after
+// the router but before any task is routed.
+func (d *daemon) observedLoad(p peer.ID) skill.ObservedLoad {
+	var o skill.ObservedLoad
+	if d.orch != nil {
+		o.InFlight = d.orch.Outstanding(p)
+	}
+	if nm, ok := d.metrics.Node(p); ok {
+		o.Latency = nm.RecentLatency
+	}
+	return o
+}

@@ -78,6 +78,9 @@ type DHT struct {
 
 // PubSub configures capability gossip.
 type PubSub struct {
+	// Enabled turns capability gossip on; off, providers are found in
+	// the DHT only.
+	Enabled          bool          `mapstructure:"enabled"`
 	AnnounceInterval time.Duration `mapstructure:"announce_interval"`
 	CapabilityTTL    time.Duration `mapstructure:"capability_ttl"`
 }
@@ -233,7 +236,7 @@ func Default() Config {
 			MaxMessageSize: 16 << 20,
 		},
 		DHT:    DHT{Prefix: "/cortex", Mode: "server", Rendezvous: "cortex/v1"},
-		PubSub: PubSub{AnnounceInterval: 10 * time.Second, CapabilityTTL: 30 * time.Second},
+		PubSub: PubSub{Enabled: true, AnnounceInterval: 10 * time.Second, CapabilityTTL: 30 * time.Second},
 		Queue: Queue{
 			MaxPerLevel:    1000,
 			DefaultTimeout: 300 * time.Second,
