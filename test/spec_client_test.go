@@ -342,11 +342,8 @@ func TestSpecClient(t *testing.T) {
 		if first == nil || !first.GetSuccess() {
 			t.Fatalf("debug.sleep did not succeed: %v", first)
 		}
-		// Today a repeat that arrives before the daemon's store has written
-		// the first result (write-behind, a few ms) runs the work again;
-		// until the coordinator also answers repeats from memory while it
-		// has a store, give the write time to land.
-		time.Sleep(time.Second)
+		// At once: before the daemon's store has written the first result
+		// (write-behind, a few ms), the answer comes from memory.
 		// The same (task ID, attempt) again, as a requester unsure whether
 		// its request got through would send it (section 5.3).
 		if err := c.send(&cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: req}}); err != nil {

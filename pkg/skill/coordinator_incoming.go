@@ -206,11 +206,13 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 // outlives Close), or returns the rejection; false and nil let the task
 // run.
 func (c *DelegationCoordinator) answerRepeat(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) (bool, error) {
-	if c.cfg.store != nil {
-		return c.answerStored(from, rt, reply), nil
-	}
+	// The ring of recent answers is checked first, store or not: the
+	// store's copy of a result is written behind, so a repeat that comes
+	// within milliseconds of the answer finds it only here.
 	sr, ok := c.recent.get(from, rt.ID, time.Now())
 	switch {
+	case !ok && c.cfg.store != nil:
+		return c.answerStored(from, rt, reply), nil
 	case !ok:
 		return false, nil
 	case repeatRuns(rt.Attempt, sr.attempt, sr.res.Success && sr.kept):
@@ -221,6 +223,10 @@ func (c *DelegationCoordinator) answerRepeat(from peer.ID, rt *grid.RemoteTask, 
 	}
 	res := sr.res
 	reply(&res)
+	if c.cfg.store != nil {
+		// Queued behind the write of the result itself.
+		c.cfg.store.MarkDeliveredAsync(from, rt.ID, nil)
+	}
 	return true, nil
 }
 
@@ -233,12 +239,10 @@ func repeatRuns(attempt, answered int, servable bool) bool {
 	return attempt > answered && !servable
 }
 
-// sent records res, the answer to in, when the coordinator has no store
-// (which records it otherwise).
+// sent records res, the answer to in, in the ring of recent answers (the
+// store, if there is one, records it too, written behind).
 func (c *DelegationCoordinator) sent(in *incoming, res *grid.RemoteResult) {
-	if c.cfg.store == nil {
-		c.recent.add(in.from, in.id, in.rt.Attempt, res, time.Now())
-	}
+	c.recent.add(in.from, in.id, in.rt.Attempt, res, time.Now())
 }
 
 // onIncomingDone is the Done of admitted peer tasks.
