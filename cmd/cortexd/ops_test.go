@@ -42,6 +42,8 @@ func TestCLIUsageErrorsNameWhatIsMissingAndPointToTheSubcommand(t *testing.T) {
 			"cortexd: unknown flag: --bogus", "Run 'cortexd task list --help' for usage."}},
 		{"an unknown subcommand is named", []string{"task", "frob"}, []string{
 			`cortexd: task has no subcommand "frob"`, "Usage: cortexd task [command]", "Run 'cortexd task --help' for usage."}},
+		{"a number out of range prints in plain digits", []string{"task", "submit", "echo", "--min-trust", "1e8"}, []string{
+			"cortexd: --min-trust must be between 0 and 1, not 100000000", "Run 'cortexd task submit --help' for usage."}},
 		{"a bad flag value points to the subcommand's help", []string{"task", "submit", "echo", "--priority", "300"}, []string{
 			`cortexd: --priority "300": want 0-255 or a level name (critical, high, normal, low)`, "Run 'cortexd task submit --help' for usage."}},
 	}
@@ -333,5 +335,20 @@ func TestCLIPeersShowWhatThisNodeSeesBesideWhatThePeerAnnounced(t *testing.T) {
 	}
 	if code != 0 || !strings.Contains(rows, " ago") || !strings.Contains(rows, "1/0") {
 		t.Errorf("peers table: exit %d\n%s\nwant node 2's announcement age and 1/0 outcomes", code, stdout)
+	}
+}
+
+func TestCLIWrongTokenPointsToCortexdToken(t *testing.T) {
+	e := apitest.NewEngine(t)
+	s, err := api.New(e.Deps(), api.WithToken("not-the-repo-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	repo := initTestRepo(t, "")
+	code, _, stderr := cli(t, "--repo", repo, "--api", srv.URL, "peers")
+	if code != exitFailed || !strings.Contains(stderr, "the bearer token is wrong") || !strings.Contains(stderr, "`cortexd token`") {
+		t.Fatalf("exit %d, stderr %q; want exit 1 saying the token is wrong and pointing to cortexd token", code, stderr)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -127,7 +128,7 @@ func (a *app) submitRequest(cmd *cobra.Command, skillID string, f *submitFlags) 
 	fl := cmd.Flags()
 	if fl.Changed("min-trust") {
 		if f.minTrust < 0 || f.minTrust > 1 {
-			return req, usageErrorf("--min-trust must be between 0 and 1, got %v", f.minTrust)
+			return req, usageErrorf("--min-trust must be between 0 and 1, not %s", strconv.FormatFloat(f.minTrust, 'f', -1, 64))
 		}
 		req.MinTrust = &f.minTrust
 	}

@@ -201,7 +201,7 @@ func checkDefaults(d *TaskDefaults) error {
 		errs = append(errs, fmt.Errorf("api: default timeout %s is not in (0, %s]", d.Timeout, apiv1.MaxTimeout))
 	}
 	if !(d.MinTrust >= 0 && d.MinTrust <= 1) {
-		errs = append(errs, fmt.Errorf("api: default minimum trust %v is not in [0, 1]", d.MinTrust))
+		errs = append(errs, fmt.Errorf("api: default minimum trust %s is not in [0, 1]", plainNumber(d.MinTrust)))
 	}
 	if d.MaxRetries < 0 || d.MaxRetries > maxRetriesLimit {
 		errs = append(errs, fmt.Errorf("api: default retries %d is not in [0, %d]", d.MaxRetries, maxRetriesLimit))

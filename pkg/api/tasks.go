@@ -151,11 +151,12 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 	f := skill.ListFilter{Limit: defaultLimit}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxLimit {
-			s.writeError(w, r, badRequest("limit %.40q: want a whole number from 1 to %d (page with after for more)", v, maxLimit))
+		if err != nil || n < 1 {
+			s.writeError(w, r, badRequest("limit %.40q: want a whole number from 1 to %d", v, maxLimit))
 			return
 		}
-		f.Limit = n
+		// A page holds at most maxLimit tasks; next says that more follow.
+		f.Limit = min(n, maxLimit)
 	}
 	if v := q.Get("state"); v != "" {
 		st, ok := stateFilter(v)
