@@ -139,7 +139,7 @@ func TestAPIOutOfRangeParametersAreRefused(t *testing.T) {
 	h := server(t, e).Handler()
 	task := submit(t, h, `{"skill":"echo"}`)
 	for _, tc := range []struct{ name, path, msg string }{
-		{"a wait longer than 10m is refused with the bound", "/v1/tasks/" + task.ID + "/wait?timeout=11m", "longer than the most, 10m0s"},
+		{"a wait longer than 10m is refused with the bound", "/v1/tasks/" + task.ID + "/wait?timeout=11m", "longer than the most a wait may take, 10m0s"},
 		{"a wait without a unit is refused", "/v1/tasks/" + task.ID + "/wait?timeout=30", "with a unit"},
 		{"a list limit that is not a number is refused with the bound", "/v1/tasks?limit=lots", "from 1 to 999"},
 	} {

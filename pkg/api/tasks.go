@@ -105,7 +105,7 @@ func (s *Server) waitTask(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if wait > maxWait {
-			s.writeError(w, r, badRequest("timeout %s is longer than the most, %s: wait again after it ends", wait, maxWait))
+			s.writeError(w, r, badRequest("timeout %s is longer than the most a wait may take, %s: wait in rounds of at most %s", wait, maxWait, maxWait))
 			return
 		}
 	}
