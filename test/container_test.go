@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,25 +52,81 @@ func TestContainerComposeBootstrapIDMatchesSeed(t *testing.T) {
 // TestContainerComposeGrid builds the image as `make image` does and runs
 // the compose grid: a task submitted on node1 runs on node2 and node3.
 // It runs only where Docker works and CORTEX_CONTAINER_TEST=1.
+// composeCommand returns the command that runs Compose here: docker
+// compose (v2), else docker-compose (v1); nil if neither works.
+func composeCommand() []string {
+	if err := exec.Command("docker", "compose", "version").Run(); err == nil {
+		return []string{"docker", "compose"}
+	}
+	if _, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{"docker-compose"}
+	}
+	return nil
+}
+
+// composeDocCommands returns the commands that docker-compose.yml's header
+// tells the reader to run, as written: its indented comment lines, without
+// `make image`, which the test does its own way.
+func composeDocCommands(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		cmd, ok := strings.CutPrefix(line, "#   ")
+		if !ok || strings.HasPrefix(cmd, " ") || cmd == "make image" {
+			continue
+		}
+		out = append(out, cmd)
+	}
+	return out
+}
+
+func TestContainerDocsAreTheREADMEs(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := composeDocCommands(t)
+	if len(cmds) < 5 {
+		t.Fatalf("docker-compose.yml documents %d commands: %q", len(cmds), cmds)
+	}
+	for _, c := range cmds {
+		if !strings.Contains(string(readme), "    "+c+"\n") {
+			t.Errorf("README.md does not show the compose command %q as docker-compose.yml does", c)
+		}
+		if strings.Contains(c, "cat ") {
+			t.Errorf("%q: the image has no cat", c)
+		}
+	}
+}
+
 func TestContainerComposeGrid(t *testing.T) {
 	if os.Getenv("CORTEX_CONTAINER_TEST") != "1" {
-		t.Skip("set CORTEX_CONTAINER_TEST=1 to build the image and run the compose grid (needs docker and docker-compose)")
+		t.Skip("set CORTEX_CONTAINER_TEST=1 to build the image and run the compose grid (needs docker and docker compose or docker-compose)")
 	}
-	for _, tool := range []string{"docker", "docker-compose"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found", tool)
-		}
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("docker not found")
+	}
+	composeCmd := composeCommand()
+	if composeCmd == nil {
+		t.Skip("neither docker compose nor docker-compose works")
 	}
 	image := fmt.Sprintf("cortexd:e2e-%d", os.Getpid())
 	buildImage(t, image)
 
 	project := fmt.Sprintf("cortexde2e%d", os.Getpid())
 	env := append(os.Environ(), "CORTEXD_IMAGE="+image)
-	for i := 1; i <= 3; i++ {
-		env = append(env, fmt.Sprintf("CORTEXD_NODE%d_PORT=%d", i, freeTCPPort(t)))
+	ports := make([]int, 3)
+	for i := range ports {
+		ports[i] = freeTCPPort(t)
+		env = append(env, fmt.Sprintf("CORTEXD_NODE%d_PORT=%d", i+1, ports[i]))
 	}
+	composeArgs := append(composeCmd[1:], "-p", project, "-f", "../docker-compose.yml")
 	compose := func(ctx context.Context, args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, "docker-compose", append([]string{"-p", project, "-f", "../docker-compose.yml"}, args...)...)
+		cmd := exec.CommandContext(ctx, composeCmd[0], append(slices.Clone(composeArgs), args...)...)
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
 		return string(out), err
@@ -125,6 +184,40 @@ func TestContainerComposeGrid(t *testing.T) {
 	out, err = exec1("--json", "task", "submit", "debug.sleep", "--input", `{"ms":10}`, "--wait")
 	if err != nil || !strings.Contains(out, `"succeeded"`) {
 		t.Fatalf("submit debug.sleep on node1: %v\n%s", err, out)
+	}
+	// The commands the compose file and the README show, as written, with
+	// this test's project (and -T: the test has no terminal).
+	script := []string{"set -eu", fmt.Sprintf("compose() { %s \"$@\"; }", strings.Join(append(slices.Clone(composeCmd), "-p", project, "-f", "../docker-compose.yml"), " "))}
+	for _, c := range composeDocCommands(t) {
+		c = strings.ReplaceAll(c, "docker compose exec -T ", "docker compose exec ")
+		c = strings.ReplaceAll(c, "docker compose exec ", "compose exec -T ")
+		script = append(script, strings.ReplaceAll(c, "docker compose ", "compose "), `echo "--- ok"`)
+	}
+	doc := exec.CommandContext(ctx, "bash", "-c", strings.Join(script, "\n"))
+	doc.Env = env
+	docOut, err := doc.CombinedOutput()
+	if err != nil || strings.Count(string(docOut), "--- ok") != len(composeDocCommands(t)) {
+		t.Fatalf("the documented commands failed: %v\n%s\n%s", err, strings.Join(script, "\n"), docOut)
+	}
+	if !strings.Contains(string(docOut), helloSHA256) || !strings.Contains(string(docOut), `"circuit"`) {
+		t.Errorf("the documented commands did not submit a task and list peers over curl:\n%s", docOut)
+	}
+	// A token pasted wrong gets a JSON 401 that says what is wrong.
+	tok, err := exec1("token")
+	if err != nil || len(strings.TrimSpace(tok)) != 64 {
+		t.Fatalf("cortexd token in node1: %q, %v", tok, err)
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/v1/peers", ports[0]), nil)
+	req.Header.Set("Authorization", "Bearer OCI runtime exec failed: exec failed: unable to start container process")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var eb apiv1.ErrorBody
+	if resp.StatusCode != http.StatusUnauthorized || json.Unmarshal(body, &eb) != nil || !strings.Contains(eb.Error.Message, "cortexd token") {
+		t.Errorf("a pasted error as the token: %s %s; want a JSON 401 pointing to cortexd token", resp.Status, body)
 	}
 	// Every container reports healthy through the image's HEALTHCHECK.
 	for _, svc := range []string{"node1", "node2", "node3"} {

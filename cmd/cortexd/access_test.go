@@ -261,7 +261,7 @@ func TestCLIPeersDenyAndAllow(t *testing.T) {
 		msg  string
 	}{
 		{"a malformed peer ID is a usage error", []string{"peers", "deny", "not-a-peer"}, exitUsage, `"not-a-peer" is not a peer ID`},
-		{"a missing peer ID is a usage error", []string{"peers", "allow"}, exitUsage, "accepts 1 arg"},
+		{"a missing peer ID is a usage error", []string{"peers", "allow"}, exitUsage, "peers allow: missing PEER"},
 		{"denying the node itself is refused", []string{"peers", "deny", id1.ID}, exitFailed, "cannot deny itself"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

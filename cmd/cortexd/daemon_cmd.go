@@ -47,7 +47,7 @@ second signal cuts the grace period short.
 
 Settings come from DIR/config.yaml, then CORTEXD_* environment variables, then
 these flags.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			dir, err := a.repoDir()
 			if err != nil {

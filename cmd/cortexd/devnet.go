@@ -44,7 +44,7 @@ example command, and runs until Ctrl-C.
 
 The repos go into a new temporary directory, removed at exit, unless --dir
 names one (kept, and reused next time).`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			if o.nodes < 1 || o.nodes > 32 {
 				return usageErrorf("--nodes must be between 1 and 32, got %d", o.nodes)
@@ -229,12 +229,13 @@ func (a *app) printDevnet(base string, nodes []*daemon, o devnetOptions) {
 	first := nodes[0]
 	fmt.Fprintf(w, "\nTalk to node 1 from another terminal:\n\n")
 	fmt.Fprintf(w, "  export CORTEXD_PATH=%s\n", first.dir)
+	fmt.Fprintf(w, "  API=$(cat $CORTEXD_PATH/api)   # %s\n", first.url)
 	fmt.Fprintf(w, "  cortexd peers\n")
 	fmt.Fprintf(w, "  cortexd task submit hash.sha256 --input '{\"data\":\"aGVsbG8=\"}' --wait\n")
 	if len(nodes) >= 3 {
 		fmt.Fprintf(w, "  cortexd task submit debug.sleep --input '{\"ms\":3000}' --priority high --wait\n")
 	}
-	fmt.Fprintf(w, "  curl -s %s/v1/tasks -H 'Content-Type: application/json' -d '{\"skill\":\"hash.sha256\",\"input\":{\"data\":\"aGVsbG8=\"}}'\n", first.url)
+	fmt.Fprintf(w, "  curl -s $API/v1/tasks -H 'Content-Type: application/json' -d '{\"skill\":\"hash.sha256\",\"input\":{\"data\":\"aGVsbG8=\"}}'\n")
 	fmt.Fprintf(w, "  cortexd metrics; cortexd trust\n")
 	if o.dir == "" && !o.keep {
 		fmt.Fprintf(w, "\nThe repos in %s are removed when devnet stops (--keep keeps them).\n", base)

@@ -19,17 +19,20 @@ const (
 	exitTimeout     = 4 // the task timed out, or waiting for it did
 )
 
-// exitError carries the exit code an error ends the command with.
+// exitError carries the exit code an error ends the command with. A
+// usage error may carry the line that shows the command's usage.
 type exitError struct {
-	code int
-	err  error
+	code  int
+	err   error
+	usage string // "cortexd task submit SKILL [flags]", shown under the error
+	help  string // the command whose --help to point to: "cortexd task submit"
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func usageErrorf(format string, args ...any) error {
-	return &exitError{exitUsage, fmt.Errorf(format, args...)}
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
 }
 
 // silentError ends the command with a code and prints nothing more: the
@@ -66,7 +69,17 @@ func report(err error, stderr io.Writer) int {
 		msg := strings.TrimSpace(err.Error())
 		fmt.Fprintln(stderr, "cortexd: "+msg)
 		if code == exitUsage {
-			fmt.Fprintln(stderr, "Run 'cortexd --help' for usage.")
+			help := "cortexd"
+			var ee *exitError
+			if errors.As(err, &ee) {
+				if ee.usage != "" {
+					fmt.Fprintln(stderr, "Usage: "+ee.usage)
+				}
+				if ee.help != "" {
+					help = ee.help
+				}
+			}
+			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", help)
 		}
 	}
 	return code

@@ -19,7 +19,7 @@ func (a *app) idCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "id",
 		Short: "Print the running node's peer ID and addresses",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
 				id, err := c.ID(ctx)
@@ -52,13 +52,18 @@ CLASS is how much the peer may use here (admission in the config): trusted
 (listed in trust.pre_trusted or network.allow_peers), known (it has earned
 trust), stranger (not yet: the small admission.stranger limits) or refused
 (trust below trust.accept_threshold). HERE is what it holds on this node now
-against its limits: tasks, then input plus output bytes. LOAD is what the peer
-last announced, which may be seconds old; OURS is how many of this node's
-tasks are in flight to it right now.
+against its limits: tasks, then input plus output bytes.
+
+LOAD is what the peer last announced of how busy it is, and AGE how long ago
+that announcement came (pubsub.announce_interval apart): it may be seconds
+stale. The next columns are what this node sees itself, now: OURS is how many
+of its tasks are in flight to the peer, LATENCY the recent time from sending
+one of them to its result (a moving average), OK/FAILED how many completed and
+how many failed or timed out there.
 
 'cortexd peers deny PEER' cuts a peer off at once; 'cortexd peers allow PEER'
 lets it back.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
 				peers, err := c.Peers(ctx)
@@ -78,10 +83,11 @@ lets it back.`,
 						}
 					}
 					rows = append(rows, []string{p.ID, yesNo(p.Connected), orDash(p.Access), fmt.Sprintf("%.2f", p.Trust),
-						admissionClass(p.Admission), admissionUsage(p.Admission), joinOr(p.Skills, "-"), formatLoad(p.Load),
-						optInt(p.Outstanding), addr})
+						admissionClass(p.Admission), admissionUsage(p.Admission), joinOr(p.Skills, "-"),
+						formatLoad(p.Load), announcedAgo(p), optInt(p.Outstanding), seenLatency(p.Seen), seenOutcomes(p.Seen), addr})
 				}
-				return a.table([]string{"PEER", "CONNECTED", "ACCESS", "TRUST", "CLASS", "HERE", "SKILLS", "LOAD", "OURS", "ADDRESS"}, rows)
+				return a.table([]string{"PEER", "CONNECTED", "ACCESS", "TRUST", "CLASS", "HERE", "SKILLS",
+					"LOAD", "AGE", "OURS", "LATENCY", "OK/FAILED", "ADDRESS"}, rows)
 			})
 		}),
 	}
@@ -93,7 +99,7 @@ func (a *app) skillsCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "skills",
 		Short: "List the skills offered by this node and known on the network",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
 				skills, err := c.Skills(ctx)
@@ -118,7 +124,7 @@ func (a *app) metricsCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "metrics",
 		Short: "Show task counts, latencies and queue depth",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
 				m, err := c.Metrics(ctx)
@@ -166,7 +172,7 @@ func (a *app) trustCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "trust [PEER]",
 		Short: "Show the trust this node has in its peers, or in one peer",
-		Args:  cobra.MaximumNArgs(1),
+		Args:  maxArgs(argPeer),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
 				var entries []apiv1.TrustEntry
@@ -204,7 +210,7 @@ func (a *app) versionCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the version of this cortexd binary",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: a.runE(func(*cobra.Command, []string) error {
 			if a.asJSON {
 				return a.printJSON(map[string]string{"version": version, "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH})
@@ -222,7 +228,7 @@ func (a *app) healthCommand() *cobra.Command {
 		Short: "Exit 0 if the running daemon answers /healthz (or /readyz with --ready)",
 		Long: `health checks the daemon running on the repo dir (or at --api) and exits 0 if
 it is healthy. Container healthchecks use it, since the image has no curl.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
 				ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -325,6 +331,31 @@ func formatBytes(n int64) string {
 	s := strconv.FormatFloat(v, 'f', 1, 64)
 	s = strings.TrimSuffix(s, ".0")
 	return s + [...]string{"KiB", "MiB", "GiB"}[i]
+}
+
+// announcedAgo is the AGE column of `cortexd peers`: how old the peer's
+// last announcement is.
+func announcedAgo(p apiv1.Peer) string {
+	if p.AnnouncedAgo <= 0 {
+		return "-"
+	}
+	return time.Duration(p.AnnouncedAgo).Round(100*time.Millisecond).String() + " ago"
+}
+
+// seenLatency is the LATENCY column of `cortexd peers`.
+func seenLatency(s *apiv1.PeerSeen) string {
+	if s == nil {
+		return "-"
+	}
+	return ms(s.RecentLatencyMS)
+}
+
+// seenOutcomes is the OK/FAILED column of `cortexd peers`.
+func seenOutcomes(s *apiv1.PeerSeen) string {
+	if s == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", s.Completed, s.Failed+s.TimedOut)
 }
 
 // optInt writes n, or "-" if it is not reported.

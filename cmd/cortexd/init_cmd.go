@@ -28,7 +28,7 @@ join: share it as you would a password.`,
 		Example: `  cortexd init
   cortexd init --swarm-key                       # first node of a private network
   cortexd init --swarm-key-from /tmp/swarm.key   # every other node`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			dir, err := a.repoDir()
 			if err != nil {

@@ -24,7 +24,7 @@ The deny is kept in memory only: it ends when the daemon restarts, or with
 'cortexd peers allow PEER'. To keep PEER out for good, also add it to
 network.deny_peers in DIR/config.yaml.`,
 		Example: `  cortexd peers deny 12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo`,
-		Args:    cobra.ExactArgs(1),
+		Args:    exactArgs(argPeer),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			return a.changeAccess(cmd, args[0], (*client.Client).DenyPeer)
 		}),
@@ -41,7 +41,7 @@ at once: it reconnects when discovery finds PEER or PEER dials in.
 
 Like deny, it lasts until the daemon restarts: a peer listed in
 network.deny_peers is denied again then; remove it there to allow it for good.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(argPeer),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			return a.changeAccess(cmd, args[0], (*client.Client).AllowPeer)
 		}),

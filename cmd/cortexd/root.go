@@ -47,12 +47,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetIn(a.stdin)
-	_, err := root.ExecuteContextC(ctx)
+	c, err := root.ExecuteContextC(ctx)
 	if err != nil && !a.started {
 		var ee *exitError
 		if !errors.As(err, &ee) {
-			err = &exitError{exitUsage, err}
+			err = &exitError{code: exitUsage, err: err}
 		}
+	}
+	var ee *exitError
+	if errors.As(err, &ee) && ee.code == exitUsage && ee.help == "" && c != nil {
+		ee.help = c.CommandPath()
 	}
 	return err
 }
@@ -94,7 +98,9 @@ the request; 2 usage error; 3 daemon unreachable; 4 timed out.`,
 		a.trustCommand(),
 		a.versionCommand(),
 		a.healthCommand(),
+		a.tokenCommand(),
 	)
+	a.registerCompletions(root)
 	return root
 }
 
@@ -136,8 +142,13 @@ func (a *app) client() (*client.Client, error) {
 		return nil, err
 	}
 	tokenFile := ""
-	if c, err := config.Load(filepath.Join(dir, config.FileName), nil); err == nil {
+	if c := a.repoConfig(dir); c != nil {
 		tokenFile = c.API.TokenFile
+	}
+	if a.apiURL == "" {
+		if err := checkRepo(dir); err != nil {
+			return nil, err
+		}
 	}
 	if a.apiURL != "" {
 		var opts []client.Option
@@ -151,6 +162,40 @@ func (a *app) client() (*client.Client, error) {
 		return c, nil
 	}
 	return client.FromRepo(dir, tokenFile)
+}
+
+// repoConfig returns the repo's config, or nil if it cannot be read: the
+// client commands use it for hints (the token file, the body limit) and
+// work without it.
+func (a *app) repoConfig(dir string) *config.Config {
+	c, err := config.Load(filepath.Join(dir, config.FileName), nil)
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
+// noRepoError is the error of a client command run on a repo
+// dir that does not exist or was never initialized: no daemon can be
+// running there.
+type noRepoError struct{ msg string }
+
+func (e *noRepoError) Error() string { return e.msg }
+func (e *noRepoError) Unwrap() error { return client.ErrUnreachable }
+
+// checkRepo returns an error that points to `cortexd init` if dir is not
+// an initialized repo.
+func checkRepo(dir string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return &noRepoError{fmt.Sprintf("repo %s does not exist: create it with `cortexd --repo %s init`, or point --repo or $CORTEXD_PATH at an existing one", dir, dir)}
+	case err == nil && !st.IsDir():
+		return &noRepoError{fmt.Sprintf("repo %s is a file, not a directory: point --repo or $CORTEXD_PATH at a repo dir", dir)}
+	case err == nil && !initialized(dir):
+		return &noRepoError{fmt.Sprintf("%s is not a cortexd repo (it has no %s): create one with `cortexd --repo %s init`", dir, config.FileName, dir)}
+	}
+	return nil
 }
 
 func readToken(dir, tokenFile string) (string, error) {

@@ -8,13 +8,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/cortexgrid/cortexd/cmd/cortexd/internal/config"
+	"github.com/cortexgrid/cortexd/pkg/api"
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/client"
 )
@@ -23,6 +27,8 @@ func (a *app) taskCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "task",
 		Short: "Submit, follow, cancel and list tasks",
+		Args:  noArgs, // a subcommand that does not exist is a usage error
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(a.taskSubmitCommand(), a.taskGetCommand(), a.taskWaitCommand(), a.taskCancelCommand(), a.taskListCommand())
 	return cmd
@@ -59,7 +65,7 @@ is sent as JSON; anything else, or anything with --raw, as raw bytes.`,
   cortexd task submit hash.sha256 --input '{"data":"aGVsbG8="}' --priority high --wait
   cortexd task submit hash.sha256 --input @photo.jpg --raw --wait
   cortexd task submit image.resize --input @req.json --attempts 5 --backoff 200ms --max-backoff 10s --retry-on execution_failed,timeout`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(argSkill),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			req, err := a.submitRequest(cmd, args[0], &f)
 			if err != nil {
@@ -70,7 +76,13 @@ is sent as JSON; anything else, or anything with --raw, as raw bytes.`,
 				return err
 			}
 			sctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
-			t, err := c.Submit(sctx, req)
+			var t *apiv1.Task
+			if raw := req.InputBase64; raw != nil {
+				// Raw bytes go as the body, not base64 in JSON.
+				t, err = c.SubmitRaw(sctx, req, bytes.NewReader(raw), int64(len(raw)))
+			} else {
+				t, err = c.Submit(sctx, req)
+			}
 			cancel()
 			if err != nil {
 				return submitError(err)
@@ -110,13 +122,13 @@ func (a *app) submitRequest(cmd *cobra.Command, skillID string, f *submitFlags) 
 	req := apiv1.SubmitRequest{Skill: skillID, Version: f.version, Timeout: apiv1.Duration(f.timeout)}
 	p, err := apiv1.ParsePriority(f.priority)
 	if err != nil {
-		return req, usageErrorf("--priority: %v", err)
+		return req, usageErrorf("--priority %.40q: want 0-255 or a level name (%s)", f.priority, strings.Join(apiv1.PriorityNames, ", "))
 	}
 	req.Priority = &p
 	fl := cmd.Flags()
 	if fl.Changed("min-trust") {
 		if f.minTrust < 0 || f.minTrust > 1 {
-			return req, usageErrorf("--min-trust must be between 0 and 1, got %v", f.minTrust)
+			return req, usageErrorf("--min-trust must be between 0 and 1, not %s", strconv.FormatFloat(f.minTrust, 'f', -1, 64))
 		}
 		req.MinTrust = &f.minTrust
 	}
@@ -139,6 +151,16 @@ func (a *app) submitRequest(cmd *cobra.Command, skillID string, f *submitFlags) 
 	}
 	in, fromData, err := a.readInput(f.input)
 	if err != nil {
+		return req, err
+	}
+	label := f.input
+	switch {
+	case f.input == "-":
+		label = "from stdin"
+	case !strings.HasPrefix(f.input, "@"):
+		label = "(inline)"
+	}
+	if err := a.checkInputSize(label, in, f.raw || !json.Valid(in)); err != nil {
 		return req, err
 	}
 	switch {
@@ -200,18 +222,30 @@ func retryFlags(fl *pflag.FlagSet, f *submitFlags) (*apiv1.RetryPolicy, error) {
 }
 
 // readInput reads --input. fromData is true when the bytes came from a file
-// or stdin, which may hold raw bytes; an inline value must be JSON.
+// or stdin, which may hold raw bytes; an inline value must be JSON. A file
+// or stdin larger than a task input may be is refused before it is read
+// (a file) or once past the limit (stdin).
 func (a *app) readInput(s string) (in []byte, fromData bool, err error) {
 	switch {
 	case s == "":
 		return nil, false, nil
 	case s == "-":
-		b, err := io.ReadAll(a.stdin)
+		b, err := io.ReadAll(io.LimitReader(a.stdin, apiv1.MaxInputBytes+1))
 		if err != nil {
 			return nil, false, fmt.Errorf("read input from stdin: %w", err)
 		}
+		if len(b) > apiv1.MaxInputBytes {
+			return nil, false, inputTooLarge("from stdin", -1)
+		}
 		return b, true, nil
 	case strings.HasPrefix(s, "@"):
+		st, err := os.Stat(s[1:])
+		if err != nil {
+			return nil, false, usageErrorf("--input: %v", err)
+		}
+		if st.Size() > apiv1.MaxInputBytes {
+			return nil, false, inputTooLarge(s, st.Size())
+		}
 		b, err := os.ReadFile(s[1:])
 		if err != nil {
 			return nil, false, usageErrorf("--input: %v", err)
@@ -221,12 +255,49 @@ func (a *app) readInput(s string) (in []byte, fromData bool, err error) {
 	return []byte(s), false, nil
 }
 
+// inputTooLarge refuses an input over apiv1.MaxInputBytes; size is -1 if
+// not known.
+func inputTooLarge(what string, size int64) error {
+	n := "more than"
+	if size >= 0 {
+		n = fmt.Sprintf("%s (%d bytes), more than", formatBytes(size), size)
+	}
+	return usageErrorf("--input %s is %s a task input may be: %d bytes (16 MiB less 4 KiB), the most one task protocol frame carries to a peer, which no config key raises; split it into several tasks",
+		what, n, apiv1.MaxInputBytes)
+}
+
+// checkInputSize refuses an input whose submission the daemon would refuse
+// for its size: over its api.max_body_bytes as the body (raw) or inside
+// the JSON body (base64 for raw bytes that must go as JSON is not sent:
+// raw bytes always go as the body). The limit is read from the repo's
+// config, or is the default.
+func (a *app) checkInputSize(what string, in []byte, raw bool) error {
+	if len(in) > apiv1.MaxInputBytes {
+		return inputTooLarge(what, int64(len(in)))
+	}
+	limit, where := int64(api.DefaultMaxBodyBytes), "the default"
+	if dir, err := a.repoDir(); err == nil {
+		if c := a.repoConfig(dir); c != nil {
+			limit, where = c.API.MaxBodyBytes, "in "+filepath.Join(dir, config.FileName)
+		}
+	}
+	body := int64(len(in))
+	if !raw {
+		body += 4 << 10 // the other fields of the JSON body
+	}
+	if body > limit {
+		return usageErrorf("--input %s makes a request body of about %d bytes, more than the daemon's api.max_body_bytes of %d bytes (%s): raise api.max_body_bytes and restart the daemon, or split the input",
+			what, body, limit, where)
+	}
+	return nil
+}
+
 func (a *app) taskGetCommand() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show a task's state, and its result once it has one",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(argTaskID),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
 				t, err := c.Task(ctx, args[0])
@@ -256,7 +327,7 @@ func (a *app) taskWaitCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "wait ID",
 		Short: "Wait for a task to finish and print its result",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(argTaskID),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -287,7 +358,7 @@ func (a *app) taskCancelCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel ID",
 		Short: "Cancel a task",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(argTaskID),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
 				t, err := c.Cancel(ctx, args[0])
@@ -309,7 +380,7 @@ func (a *app) taskListCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List tasks, newest first",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			if o.State != "" && !slices.Contains(apiv1.States, o.State) {
 				return usageErrorf("--state %q: want one of %s", o.State, strings.Join(apiv1.States, ", "))
@@ -462,7 +533,7 @@ func (a *app) follow(ctx context.Context, c *client.Client, t *apiv1.Task) (*api
 	done, err := c.Wait(ctx, t.ID)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, &exitError{exitTimeout, fmt.Errorf("task %s has not finished yet (still %s): waiting timed out; `cortexd task wait %s` waits again", t.ID, lastState(done, t), t.ID)}
+			return nil, &exitError{code: exitTimeout, err: fmt.Errorf("task %s has not finished yet (still %s): waiting timed out; `cortexd task wait %s` waits again", t.ID, lastState(done, t), t.ID)}
 		}
 		return nil, err
 	}

@@ -41,7 +41,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		got, ok := bearer(r)
+		got, ok, malformed := bearer(r)
+		if malformed != "" {
+			s.unauthorized(w, r, malformed)
+			return
+		}
 		if !ok && !s.requireToken.Load() { // beyond loopback: 401 below
 			if err := s.checkHost(r); err != nil {
 				s.writeError(w, r, err)
@@ -51,10 +55,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		switch {
 		case ok && len(s.token) > 0 && subtle.ConstantTimeCompare([]byte(got), s.token) == 1:
 		case ok:
-			s.unauthorized(w, r, "the bearer token is wrong: use the token in the repo's api.token_file")
+			s.unauthorized(w, r, "the bearer token is wrong: use the one in the repo's api.token_file, which `cortexd token` prints")
 			return
 		case s.requireToken.Load():
-			s.unauthorized(w, r, "this API listens beyond loopback: send Authorization: Bearer <token from the repo's api.token_file>")
+			s.unauthorized(w, r, "this API listens beyond loopback: send Authorization: Bearer <token>, with the token `cortexd token` prints (the repo's api.token_file)")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -65,8 +69,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 // request from another origin (the Origin header is not this API's own,
 // http://<Host>), and a body that is not JSON (an HTML form or a
 // text/plain fetch needs no CORS preflight, application/json does). A
-// request with a body must say Content-Type: application/json; one
-// without a body (POST /v1/tasks/{id}/cancel) may leave it out.
+// request with a body must say Content-Type: application/json, or
+// application/octet-stream for a raw input to POST /v1/tasks (which needs
+// a preflight too); one without a body (POST /v1/tasks/{id}/cancel) may
+// leave it out.
 func (s *Server) checkBrowser(r *http.Request) error {
 	if o := r.Header.Get("Origin"); o != "" && !strings.EqualFold(o, "http://"+r.Host) {
 		return &httpError{http.StatusForbidden, apiv1.CodeForbiddenOrigin,
@@ -80,11 +86,18 @@ func (s *Server) checkBrowser(r *http.Request) error {
 	if ct == "" && r.ContentLength == 0 {
 		return nil
 	}
-	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+	mt, _, err := mime.ParseMediaType(ct)
+	switch {
+	case err == nil && mt == "application/json":
+		return nil
+	case err == nil && mt == rawMediaType && r.Method == http.MethodPost && r.URL.Path == "/v1/tasks":
+		return nil // not a type a web page may send without a CORS preflight
+	case r.URL.Path == "/v1/tasks":
 		return &httpError{http.StatusUnsupportedMediaType, apiv1.CodeUnsupportedType,
-			fmt.Sprintf("Content-Type %q is refused: send the body as JSON with Content-Type: application/json (curl: -H 'Content-Type: application/json')", clip(ct, 100))}
+			fmt.Sprintf("Content-Type %q is refused: send a JSON submission with Content-Type: application/json (curl: -H 'Content-Type: application/json'), or the raw input with Content-Type: %s and the other fields in the query", clip(ct, 100), rawMediaType)}
 	}
-	return nil
+	return &httpError{http.StatusUnsupportedMediaType, apiv1.CodeUnsupportedType,
+		fmt.Sprintf("Content-Type %q is refused: send the body as JSON with Content-Type: application/json (curl: -H 'Content-Type: application/json')", clip(ct, 100))}
 }
 
 // checkHost guards a request without a token against DNS rebinding: once
@@ -115,14 +128,23 @@ func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request, msg string
 	s.writeError(w, r, &httpError{http.StatusUnauthorized, apiv1.CodeUnauthorized, msg})
 }
 
-func bearer(r *http.Request) (string, bool) {
+// bearer returns the token of the Authorization header and whether there
+// is one. A header that is not "Bearer <token>" is malformed: then it
+// returns what is wrong with it, without quoting the token.
+func bearer(r *http.Request) (tok string, ok bool, malformed string) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		return "", false
+		return "", false, ""
 	}
-	scheme, tok, found := strings.Cut(h, " ")
-	if !found || !strings.EqualFold(scheme, "Bearer") {
-		return "", true // present but malformed: treated as a wrong token
+	const want = "send Authorization: Bearer <token>, with the token `cortexd token` prints"
+	scheme, tok, found := strings.Cut(strings.TrimSpace(h), " ")
+	switch {
+	case !strings.EqualFold(scheme, "Bearer"):
+		return "", true, fmt.Sprintf("the Authorization header starts %q, not Bearer: %s", clip(scheme, 20), want)
+	case !found || strings.TrimSpace(tok) == "":
+		return "", true, "the Authorization header has no token after Bearer: " + want
+	case strings.ContainsAny(strings.TrimSpace(tok), " \t"):
+		return "", true, fmt.Sprintf("the bearer token has %d words, not one: was an error message pasted as the token? %s", len(strings.Fields(tok)), want)
 	}
-	return strings.TrimSpace(tok), true
+	return strings.TrimSpace(tok), true, ""
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -85,7 +86,14 @@ func taskOf(st skill.TaskStatus) apiv1.Task {
 		if msg == "" && st.Result != nil {
 			msg = st.Result.Error
 		}
-		t.Error = &apiv1.Error{Code: code, Message: msg, Reason: failureReason(st, code, msg)}
+		reason := failureReason(st, code, msg)
+		if reason != "" && st.Peer != "" {
+			// The coordinator's message wraps the reason in the chain of what
+			// it was doing ("task T: invalid input: peer P: delegate task T
+			// to P: task rejected: invalid input: ..."): say it once.
+			msg = fmt.Sprintf("node %s refused the input: %s", st.Peer, reason)
+		}
+		t.Error = &apiv1.Error{Code: code, Message: msg, Reason: reason}
 	}
 	return t
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -41,5 +42,22 @@ func TestFailureReasonOfInvalidInput(t *testing.T) {
 	}
 	if got := failureReason(skill.TaskStatus{Err: errors.New("x")}, apiv1.CodeExecution, "x"); got != "" {
 		t.Errorf("reason of an execution failure %q, want none", got)
+	}
+}
+
+func TestRefusedInputIsToldOnce(t *testing.T) {
+	p, err := peer.Decode("12D3KooWKMU7oXdsZLYbPbvzwSKT1rWsB9SSZT9vhubpopCyMzNe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const why = `invalid input for skill "hash.sha256": /data: got number, want string`
+	rej := &grid.RejectError{Reason: grid.RejectInvalidInput, Message: why}
+	chain := fmt.Errorf("task 1ddaccb08baa: %w", fmt.Errorf("%w: peer %s: delegate task 1ddaccb08baa to %s: %w", skill.ErrInvalidInput, p, p, rej))
+	task := taskOf(skill.TaskStatus{State: skill.StateFailed, Peer: p, Err: chain, Error: chain.Error()})
+	if task.Error == nil || task.Error.Message != "node "+p.String()+" refused the input: "+why {
+		t.Fatalf("error %+v; want the peer's refusal said once", task.Error)
+	}
+	if n := strings.Count(task.Error.Message, p.String()); n != 1 {
+		t.Errorf("message names the peer %d times: %s", n, task.Error.Message)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -100,7 +101,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case apiv1.CodeTooLarge:
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			msg = fmt.Sprintf("request body is larger than the limit of %d bytes (api.max_body_bytes)", mbe.Limit)
+			msg = fmt.Sprintf("the request body is larger than the limit of %d bytes (api.max_body_bytes)", mbe.Limit)
 		}
 	}
 	writeJSON(w, status, apiv1.ErrorBody{Error: apiv1.Error{Code: code, Message: msg}})
@@ -109,9 +110,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // writeJSON answers with v as JSON.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil { // Encode ends with a newline
+	if err := newJSONEncoder(&buf).Encode(v); err != nil { // Encode ends with a newline
 		slog.Error("encode API response", "err", err)
 		status = http.StatusInternalServerError
 		buf.Reset()
@@ -122,4 +121,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// newJSONEncoder returns an encoder that leaves <, > and & as they are:
+// the API's answers are not HTML.
+func newJSONEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -15,11 +16,13 @@ import (
 
 // peers answers GET /v1/peers: every peer the node knows, and every
 // denied peer, with its access, its admission class and limits, what it
-// holds here and what this node has in flight to it.
+// holds here, what this node has in flight to it and has seen of its tasks
+// there, and how old its last announcement is.
 func (s *Server) peers(w http.ResponseWriter, _ *http.Request) {
 	infos := s.deps.Node.Peers()
 	acc := s.accessLists()
 	circuits := s.circuits()
+	seen := s.peerSeen()
 	out := make([]apiv1.Peer, 0, len(infos)+len(acc.deny))
 	listed := make(map[peer.ID]bool, len(infos))
 	for _, pi := range infos {
@@ -35,6 +38,7 @@ func (s *Server) peers(w http.ResponseWriter, _ *http.Request) {
 			Access:    acc.of(pi.Peer),
 		})
 		circuits.fill(&out[len(out)-1], pi.Peer)
+		seen.fill(&out[len(out)-1], pi.Peer, pi.LastSeen)
 		s.fillAdmission(&out[len(out)-1], pi.Peer)
 	}
 	for p := range acc.deny {
@@ -42,6 +46,7 @@ func (s *Server) peers(w http.ResponseWriter, _ *http.Request) {
 			out = append(out, apiv1.Peer{ID: p.String(), Addrs: []string{}, Skills: []string{},
 				Trust: s.deps.Trust.Trust(p), Access: apiv1.AccessDenied})
 			circuits.fill(&out[len(out)-1], p)
+			seen.fill(&out[len(out)-1], p, time.Time{})
 			s.fillAdmission(&out[len(out)-1], p)
 		}
 	}

@@ -68,12 +68,15 @@ func TestAPIPeersShowAdmissionClassLimitsAndUsage(t *testing.T) {
 	}
 }
 
-func TestAPIPeersLeaveAdmissionOutWithoutAPolicy(t *testing.T) {
+func TestAPIPeersLeaveAdmissionOutWithoutAPolicyAndCountTasksInFlightThemselves(t *testing.T) {
 	e := newEngine(t)
 	other := connectedPeer(t, e).ID()
 	p, ok := peerEntry(t, server(t, e).Handler(), other)
-	if !ok || p.Admission != nil || p.Outstanding != nil {
+	if !ok || p.Admission != nil {
 		t.Fatalf("peer entry %+v; want no admission fields when the node reports none", p)
+	}
+	if p.Outstanding == nil || *p.Outstanding != 0 {
+		t.Fatalf("outstanding = %v; want 0 counted from the coordinator's tasks when there is no Activity", p.Outstanding)
 	}
 }
 

@@ -38,8 +38,13 @@ func connectedPeer(t testing.TB, e *apitest.Engine) *grid.Node {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	if e.Node.Host().Network().Connectedness(n.ID()) != network.Connected {
-		t.Fatal("the second node did not connect to the first")
+	// Start returns once the bootstrap dial succeeded; the first node may
+	// see the connection a moment later.
+	for e.Node.Host().Network().Connectedness(n.ID()) != network.Connected {
+		if ctx.Err() != nil {
+			t.Fatal("the second node did not connect to the first within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	return n
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
@@ -90,7 +91,8 @@ type Option func(*Server)
 // /readyz must.
 func WithToken(tok string) Option { return func(s *Server) { s.token = []byte(tok) } }
 
-// WithMaxBodyBytes sets the largest request body (default 20 MiB).
+// WithMaxBodyBytes sets the largest request body (default
+// DefaultMaxBodyBytes).
 func WithMaxBodyBytes(n int64) Option { return func(s *Server) { s.maxBody = n } }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -109,8 +111,10 @@ type TaskDefaults struct {
 	MaxRetries int
 }
 
-// DefaultMaxBodyBytes is the default request body limit.
-const DefaultMaxBodyBytes = 20 << 20
+// DefaultMaxBodyBytes is the default request body limit, 22 MiB: enough
+// for a JSON submission whose input_base64 holds an input of
+// apiv1.MaxInputBytes (base64 makes it 21.3 MiB).
+const DefaultMaxBodyBytes = 22 << 20
 
 // Server is cortexd's HTTP API. Create it with New, run it with Serve,
 // stop it with Drain and then Shutdown. It is safe for concurrent use.
@@ -213,7 +217,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowed(mux, r); len(allow) > 0 {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
-			s.writeError(w, r, &httpError{http.StatusMethodNotAllowed, "method_not_allowed",
+			s.writeError(w, r, &httpError{http.StatusMethodNotAllowed, apiv1.CodeMethodNotAllowed,
 				fmt.Sprintf("%s does not take %s; it takes %s", r.URL.Path, r.Method, strings.Join(allow, ", "))})
 			return
 		}
@@ -272,7 +276,7 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	s.srv = srv
 	s.mu.Unlock()
-	return srv.Serve(l)
+	return srv.Serve(jsonErrorListener{l})
 }
 
 // Drain makes the server refuse new tasks (503 shutting_down) and report

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -43,9 +44,12 @@ func parseSubmit(body io.Reader, d TaskDefaults, self peer.ID) (*skill.SkillTask
 }
 
 // decodeBody reads one JSON object into v, refusing unknown fields and
-// trailing data.
+// trailing data. Its errors name the field whose value is wrong, or say
+// where the JSON breaks.
 func decodeBody(body io.Reader, v any) error {
 	var mbe *http.MaxBytesError
+	var fe *apiv1.FieldError
+	var se *json.SyntaxError
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -53,9 +57,15 @@ func decodeBody(body io.Reader, v any) error {
 		case errors.As(err, &mbe):
 			return err
 		case errors.Is(err, io.EOF):
-			return badRequest("the request body is empty: send a JSON object")
+			return badRequest("the request body is empty: send a JSON object such as {\"skill\":\"echo\"}")
+		case errors.As(err, &fe):
+			return badRequest("%s", clip(fe.Error(), maxErrorDetail))
+		case errors.As(err, &se):
+			return badRequest("the request body is not valid JSON: %s (at byte %d)", clip(se.Error(), maxErrorDetail), se.Offset)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return badRequest("the request body is not valid JSON: it ends before the object does")
 		}
-		return badRequest("the request body is not valid JSON for this endpoint: %s", clip(err.Error(), maxErrorDetail))
+		return badRequest("%s", clip(err.Error(), maxErrorDetail))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		if errors.As(err, &mbe) {
@@ -82,6 +92,10 @@ func buildTask(req *apiv1.SubmitRequest, d TaskDefaults, self peer.ID) (*skill.S
 	switch {
 	case req.Input != nil && req.InputBase64 != nil:
 		return nil, badRequest(`set "input" or "input_base64", not both`)
+	case len(req.InputBase64) > apiv1.MaxInputBytes:
+		return nil, inputTooLarge(int64(len(req.InputBase64)))
+	case len(req.Input) > apiv1.MaxInputBytes:
+		return nil, inputTooLarge(int64(len(req.Input)))
 	case req.InputBase64 != nil:
 		in = skill.RawInput(req.InputBase64)
 	case req.Input != nil:
@@ -96,21 +110,21 @@ func buildTask(req *apiv1.SubmitRequest, d TaskDefaults, self peer.ID) (*skill.S
 	}
 	switch to := time.Duration(req.Timeout); {
 	case to < 0:
-		return nil, badRequest(`"timeout" must be positive, got %s`, to)
+		return nil, badRequest(`"timeout" must be positive, not %s`, to)
 	case to > apiv1.MaxTimeout:
-		return nil, badRequest(`"timeout" must be at most %s, got %s`, apiv1.MaxTimeout, to)
+		return nil, badRequest(`"timeout" must be at most %s, not %s`, apiv1.MaxTimeout, to)
 	case to > 0:
 		t.WithTimeout(to)
 	}
 	if req.MinTrust != nil {
 		if v := *req.MinTrust; !(v >= 0 && v <= 1) {
-			return nil, badRequest(`"min_trust" must be between 0 and 1, got %v`, v)
+			return nil, badRequest(`"min_trust" must be between 0 and 1, not %s`, plainNumber(v))
 		}
 		t.WithMinTrust(*req.MinTrust)
 	}
 	if req.MaxRetries != nil {
 		if v := *req.MaxRetries; v < 0 || v > maxRetriesLimit {
-			return nil, badRequest(`"max_retries" must be between 0 and %d, got %d`, maxRetriesLimit, v)
+			return nil, badRequest(`"max_retries" must be between 0 and %d, not %d`, maxRetriesLimit, v)
 		}
 		t.WithMaxRetries(*req.MaxRetries)
 	}
@@ -187,13 +201,22 @@ func checkDefaults(d *TaskDefaults) error {
 		errs = append(errs, fmt.Errorf("api: default timeout %s is not in (0, %s]", d.Timeout, apiv1.MaxTimeout))
 	}
 	if !(d.MinTrust >= 0 && d.MinTrust <= 1) {
-		errs = append(errs, fmt.Errorf("api: default minimum trust %v is not in [0, 1]", d.MinTrust))
+		errs = append(errs, fmt.Errorf("api: default minimum trust %s is not in [0, 1]", plainNumber(d.MinTrust)))
 	}
 	if d.MaxRetries < 0 || d.MaxRetries > maxRetriesLimit {
 		errs = append(errs, fmt.Errorf("api: default retries %d is not in [0, %d]", d.MaxRetries, maxRetriesLimit))
 	}
 	return errors.Join(errs...)
 }
+
+// inputTooLarge is the refusal of an input of n bytes.
+func inputTooLarge(n int64) error {
+	return &httpError{http.StatusRequestEntityTooLarge, apiv1.CodeInputTooLarge,
+		fmt.Sprintf("the input is %d bytes, more than the %d bytes (16 MiB less 4 KiB) one task may carry: it travels to a peer in one task protocol frame; split it into several tasks", n, apiv1.MaxInputBytes)}
+}
+
+// plainNumber writes f in plain digits, never with an exponent.
+func plainNumber(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
 
 // clip shortens s to at most n bytes, on a rune boundary, marking the cut.
 func clip(s string, n int) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -31,9 +32,9 @@ var _ Tasks = (*skill.DelegationCoordinator)(nil)
 // Limits of the task endpoints.
 const (
 	defaultWait  = 30 * time.Second
-	maxWait      = 10 * time.Minute
+	maxWait      = apiv1.MaxWait
 	defaultLimit = 50
-	maxLimit     = skill.MaxListLimit - 1 // one more is asked for, to know whether a next page exists
+	maxLimit     = apiv1.MaxListLimit // skill.MaxListLimit less the one more asked for, to know whether a next page exists
 )
 
 func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
@@ -41,7 +42,15 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errDraining)
 		return
 	}
-	t, err := parseSubmit(r.Body, s.defaults, s.deps.Node.ID())
+	var t *skill.SkillTask
+	var err error
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == rawMediaType {
+		t, err = parseRawSubmit(r.URL.Query(), r.Body, r.ContentLength, s.defaults, s.deps.Node.ID())
+	} else if r.URL.RawQuery != "" {
+		err = badRequest("a JSON submission takes no query parameters: put the fields in the body, or send the input raw with Content-Type: %s", rawMediaType)
+	} else {
+		t, err = parseSubmit(r.Body, s.defaults, s.deps.Node.ID())
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -92,10 +101,13 @@ func (s *Server) waitTask(w http.ResponseWriter, r *http.Request) {
 	wait := defaultWait
 	if v := r.URL.Query().Get("timeout"); v != "" {
 		if wait, err = time.ParseDuration(v); err != nil || wait < 0 {
-			s.writeError(w, r, badRequest("timeout %q: want a duration such as 30s", v))
+			s.writeError(w, r, badRequest("timeout %.40q: want a duration with a unit, such as 30s, of at most %s", v, maxWait))
 			return
 		}
-		wait = min(wait, maxWait)
+		if wait > maxWait {
+			s.writeError(w, r, badRequest("timeout %s is longer than the most a wait may take, %s: wait in rounds of at most %s", wait, maxWait, maxWait))
+			return
+		}
 	}
 	if _, err := s.deps.Tasks.Status(id); err != nil {
 		s.writeError(w, r, err)
@@ -140,9 +152,10 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			s.writeError(w, r, badRequest("limit %q: want a number from 1 to %d", v, maxLimit))
+			s.writeError(w, r, badRequest("limit %.40q: want a whole number from 1 to %d", v, maxLimit))
 			return
 		}
+		// A page holds at most maxLimit tasks; next says that more follow.
 		f.Limit = min(n, maxLimit)
 	}
 	if v := q.Get("state"); v != "" {

@@ -145,6 +145,12 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return err
 	}
+	return c.doRequest(req, out)
+}
+
+// doRequest sends req and decodes a 2xx JSON answer into out (if not nil).
+func (c *Client) doRequest(req *http.Request, out any) error {
+	method, path := req.Method, req.URL.Path
 	resp, err := c.send(req)
 	if err != nil {
 		return err

@@ -22,6 +22,33 @@ func (c *Client) Submit(ctx context.Context, req apiv1.SubmitRequest) (*apiv1.Ta
 	return &out, c.do(ctx, http.MethodPost, "/v1/tasks", req, &out)
 }
 
+// SubmitRaw submits a task whose input is the raw bytes of body, size of
+// them (-1 if not known), sent as the request body with Content-Type
+// application/octet-stream, so that they are not inflated by base64; req's
+// other fields go in the query, its Input and InputBase64 are ignored. An
+// input known to be over apiv1.MaxInputBytes is refused before anything
+// is sent, with the error the API would answer.
+func (c *Client) SubmitRaw(ctx context.Context, req apiv1.SubmitRequest, body io.Reader, size int64) (*apiv1.Task, error) {
+	if size > apiv1.MaxInputBytes {
+		return nil, &Error{Status: http.StatusRequestEntityTooLarge, Code: apiv1.CodeInputTooLarge,
+			Message: fmt.Sprintf("the input is %d bytes, more than the %d bytes one task may carry", size, apiv1.MaxInputBytes)}
+	}
+	hr, err := c.newRequest(ctx, http.MethodPost, "/v1/tasks?"+req.Query().Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if size != 0 {
+		hr.Body = io.NopCloser(body)
+		hr.ContentLength = size
+		if size < 0 {
+			hr.ContentLength = -1 // chunked
+		}
+	}
+	hr.Header.Set("Content-Type", "application/octet-stream")
+	var out apiv1.Task
+	return &out, c.doRequest(hr, &out)
+}
+
 // Task returns a task's status, with its result once it has one.
 func (c *Client) Task(ctx context.Context, id string) (*apiv1.Task, error) {
 	var out apiv1.Task

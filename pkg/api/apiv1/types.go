@@ -1,10 +1,9 @@
 package apiv1
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"math"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -85,45 +84,6 @@ func CheckRetryCode(name string) error {
 	return fmt.Errorf("unknown error code %.40q: want %s", name, strings.Join(RetryCodes, ", "))
 }
 
-// UnmarshalJSON reads a retry policy, naming the field of a value it cannot
-// read ("retry.base_backoff: ...") and refusing unknown fields.
-func (p *RetryPolicy) UnmarshalJSON(b []byte) error {
-	var raw struct {
-		MaxAttempts json.RawMessage `json:"max_attempts"`
-		BaseBackoff json.RawMessage `json:"base_backoff"`
-		MaxBackoff  json.RawMessage `json:"max_backoff"`
-		RetryOn     json.RawMessage `json:"retry_on"`
-	}
-	if len(b) == 0 || b[0] != '{' {
-		return fmt.Errorf("retry: %.40q is not an object: want {\"max_attempts\": 3, ...}", b)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
-		return fmt.Errorf("retry: %w", err)
-	}
-	var out RetryPolicy
-	for _, f := range [...]struct {
-		name string
-		raw  json.RawMessage
-		v    any
-	}{
-		{"max_attempts", raw.MaxAttempts, &out.MaxAttempts},
-		{"base_backoff", raw.BaseBackoff, &out.BaseBackoff},
-		{"max_backoff", raw.MaxBackoff, &out.MaxBackoff},
-		{"retry_on", raw.RetryOn, &out.RetryOn},
-	} {
-		if f.raw == nil {
-			continue
-		}
-		if err := json.Unmarshal(f.raw, f.v); err != nil {
-			return fmt.Errorf("retry.%s: %w", f.name, err)
-		}
-	}
-	*p = out
-	return nil
-}
-
 // Task is a task's status, and its result once it has one.
 type Task struct {
 	ID         string     `json:"id"`
@@ -202,6 +162,24 @@ type Peer struct {
 	// Load, which is only what the peer last announced. Nil when the node
 	// does not report it.
 	Outstanding *int `json:"outstanding,omitempty"`
+	// AnnouncedAgo is how long before this answer the peer's last
+	// announcement (its Load and Skills) arrived; left out if none did.
+	AnnouncedAgo Duration `json:"announced_ago,omitempty"`
+	// Seen is what this node observed itself of the tasks it sent the
+	// peer; nil if it has sent it none.
+	Seen *PeerSeen `json:"seen,omitempty"`
+}
+
+// PeerSeen is what a node observed of the tasks it sent one peer.
+type PeerSeen struct {
+	Completed uint64 `json:"completed"`
+	Failed    uint64 `json:"failed"`
+	TimedOut  uint64 `json:"timed_out"`
+	// RecentLatencyMS is a moving average (each new task weighing 0.2) of
+	// the time from sending a task to its result; 0 until one completed.
+	RecentLatencyMS float64 `json:"recent_latency_ms"`
+	// LastOutcome is when the last of them completed, failed or timed out.
+	LastOutcome time.Time `json:"last_outcome,omitzero"`
 }
 
 // PeerAdmission is a peer's admission class on this node, the limits that
@@ -360,25 +338,125 @@ type Error struct {
 
 // Error codes.
 const (
-	CodeInvalidRequest  = "invalid_request" // malformed JSON, bad parameter
-	CodeInvalidInput    = "invalid_input"   // input does not satisfy the skill's schema
-	CodeUnknownSkill    = "unknown_skill"
-	CodeNotFound        = "not_found" // no such task, peer or endpoint
-	CodeQueueFull       = "queue_full"
-	CodeNoCapableNode   = "no_capable_node"
-	CodeDelegation      = "delegation_failed"
-	CodeTimeout         = "timeout"
-	CodeCanceled        = "canceled"
-	CodeFinished        = "already_finished" // cancel of a finished task
-	CodeExecution       = "execution_failed"
-	CodeTooLarge        = "body_too_large"
-	CodeUnauthorized    = "unauthorized"
-	CodeForbiddenOrigin = "forbidden_origin"       // a web page's request (Origin is not the API's own)
-	CodeForbiddenHost   = "forbidden_host"         // no token and a Host that is not loopback (DNS rebinding)
-	CodeUnsupportedType = "unsupported_media_type" // a body without Content-Type: application/json
-	CodeShuttingDown    = "shutting_down"          // draining or not started
-	CodeInternal        = "internal"
+	CodeInvalidRequest   = "invalid_request" // malformed JSON, bad parameter
+	CodeInvalidInput     = "invalid_input"   // input does not satisfy the skill's schema
+	CodeUnknownSkill     = "unknown_skill"
+	CodeNotFound         = "not_found" // no such task, peer or endpoint
+	CodeMethodNotAllowed = "method_not_allowed"
+	CodeQueueFull        = "queue_full"
+	CodeNoCapableNode    = "no_capable_node"
+	CodeDelegation       = "delegation_failed"
+	CodeTimeout          = "timeout"
+	CodeCanceled         = "canceled"
+	CodeFinished         = "already_finished" // cancel of a finished task
+	CodeExecution        = "execution_failed"
+	CodeTooLarge         = "body_too_large"
+	CodeInputTooLarge    = "input_too_large" // a task input over MaxInputBytes
+	CodeUnauthorized     = "unauthorized"
+	CodeForbiddenOrigin  = "forbidden_origin"       // a web page's request (Origin is not the API's own)
+	CodeForbiddenHost    = "forbidden_host"         // no token and a Host that is not loopback (DNS rebinding)
+	CodeUnsupportedType  = "unsupported_media_type" // a body that is not JSON (or raw bytes where they are taken)
+	CodeShuttingDown     = "shutting_down"          // draining or not started
+	CodeInternal         = "internal"
 )
+
+// CodeInfo documents one error code: the HTTP status of an answer that
+// carries it, and what it means. Status is 0 for a code that only a failed
+// task's error carries (Task.Error), never an answer.
+type CodeInfo struct {
+	Code    string
+	Status  int
+	Meaning string
+}
+
+// Codes lists every error code the API answers with or puts in a failed
+// task's error. A failed task's error may also carry invalid_request,
+// unknown_skill, no_capable_node, delegation_failed, timeout, canceled,
+// shutting_down and internal, with the meanings here.
+var Codes = []CodeInfo{
+	{CodeInvalidRequest, 400, "the request is malformed: bad JSON, an unknown field or parameter, a value out of range; the message names it"},
+	{CodeInvalidInput, 400, "the input does not satisfy the skill's input schema; the message (and a task's error reason) says how"},
+	{CodeUnauthorized, 401, "no bearer token where one is required, a wrong one, or a malformed Authorization header"},
+	{CodeForbiddenOrigin, 403, "a request from a web page (its Origin is not the API's own)"},
+	{CodeForbiddenHost, 403, "a request without a token whose Host is not loopback (DNS rebinding)"},
+	{CodeUnknownSkill, 404, "no node on the grid offers the skill"},
+	{CodeNotFound, 404, "no such task, peer or endpoint"},
+	{CodeMethodNotAllowed, 405, "the endpoint does not take this method; Allow lists those it takes"},
+	{CodeFinished, 409, "cancel of a task that has already finished"},
+	{CodeCanceled, 409, "the task was canceled"},
+	{CodeTooLarge, 413, "the request body is larger than api.max_body_bytes"},
+	{CodeInputTooLarge, 413, "the task input is larger than the most one task may carry (MaxInputBytes)"},
+	{CodeUnsupportedType, 415, "the body is not sent as application/json (or, to POST /v1/tasks, application/octet-stream)"},
+	{CodeQueueFull, 429, "the queue level of the task's priority is full; retry after Retry-After"},
+	{CodeInternal, 500, "a fault of this node; its log has the cause"},
+	{CodeDelegation, 502, "every attempt failed and no retry is left; the message has the last failure"},
+	{CodeNoCapableNode, 503, "nodes offer the skill, but none may run it now (trust, reachability)"},
+	{CodeShuttingDown, 503, "the daemon is draining or not started yet"},
+	{CodeTimeout, 504, "the task did not finish by its deadline"},
+	{CodeExecution, 0, "the skill ran and failed; the message is the skill's"},
+}
+
+// MaxInputBytes is the largest task input, in bytes: what one frame of the
+// task protocol carries beside the rest of a request (wire.MaxTaskInput,
+// 16 MiB less 4 KiB). Larger inputs are refused with 413 input_too_large.
+const MaxInputBytes = 16<<20 - 4<<10
+
+// Query parameters of POST /v1/tasks with a raw body (Content-Type
+// application/octet-stream): the body is the input, these are the other
+// fields of a SubmitRequest, with the retry policy's fields flattened.
+const (
+	ParamSkill       = "skill"
+	ParamVersion     = "version"
+	ParamPriority    = "priority"
+	ParamTimeout     = "timeout"
+	ParamMinTrust    = "min_trust"
+	ParamMaxRetries  = "max_retries"
+	ParamMaxAttempts = "max_attempts"
+	ParamBaseBackoff = "base_backoff"
+	ParamMaxBackoff  = "max_backoff"
+	ParamRetryOn     = "retry_on" // comma-separated
+)
+
+// SubmitParams lists the query parameters of a raw submission.
+var SubmitParams = []string{ParamSkill, ParamVersion, ParamPriority, ParamTimeout, ParamMinTrust, ParamMaxRetries,
+	ParamMaxAttempts, ParamBaseBackoff, ParamMaxBackoff, ParamRetryOn}
+
+// Query returns r's fields other than the input as the query parameters of
+// a raw submission.
+func (r *SubmitRequest) Query() url.Values {
+	q := url.Values{ParamSkill: {r.Skill}}
+	set := func(k, v string) {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	set(ParamVersion, r.Version)
+	if r.Priority != nil {
+		set(ParamPriority, strconv.Itoa(int(*r.Priority)))
+	}
+	if r.Timeout != 0 {
+		set(ParamTimeout, time.Duration(r.Timeout).String())
+	}
+	if r.MinTrust != nil {
+		set(ParamMinTrust, strconv.FormatFloat(*r.MinTrust, 'f', -1, 64))
+	}
+	if r.MaxRetries != nil {
+		set(ParamMaxRetries, strconv.Itoa(*r.MaxRetries))
+	}
+	if p := r.Retry; p != nil {
+		if p.MaxAttempts != 0 {
+			set(ParamMaxAttempts, strconv.Itoa(p.MaxAttempts))
+		}
+		if p.BaseBackoff != 0 {
+			set(ParamBaseBackoff, time.Duration(p.BaseBackoff).String())
+		}
+		if p.MaxBackoff != 0 {
+			set(ParamMaxBackoff, time.Duration(p.MaxBackoff).String())
+		}
+		set(ParamRetryOn, strings.Join(p.RetryOn, ","))
+	}
+	return q
+}
 
 // Priority is a 0-255 task priority. In JSON it is a number or one of the
 // level names low (32), normal (96), high (160) and critical (224).
@@ -395,64 +473,17 @@ func ParsePriority(s string) (Priority, error) {
 	}
 	n, err := strconv.ParseUint(s, 10, 8)
 	if err != nil {
-		return 0, fmt.Errorf("priority %.40q: want critical, high, normal, low or a number 0-255", s)
+		return 0, fmt.Errorf("priority %.40q: want 0-255 or a level name (%s)", s, strings.Join(PriorityNames, ", "))
 	}
 	return Priority(n), nil
 }
 
-// UnmarshalJSON accepts a number or a level name.
-func (p *Priority) UnmarshalJSON(b []byte) error {
-	var s string
-	if len(b) > 0 && b[0] == '"' {
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-	} else {
-		s = string(b)
-	}
-	v, err := ParsePriority(s)
-	if err != nil {
-		return err
-	}
-	*p = v
-	return nil
-}
+// MaxWait is the longest timeout of GET /v1/tasks/{id}/wait.
+const MaxWait = 10 * time.Minute
+
+// MaxListLimit is the largest limit of GET /v1/tasks.
+const MaxListLimit = 999
 
 // MaxTimeout is the longest timeout a task may have: the task protocol
 // refuses deadlines more than a day ahead.
 const MaxTimeout = 24 * time.Hour
-
-// Duration is a time.Duration that is a Go duration string in JSON ("60s");
-// a number is taken as seconds.
-type Duration time.Duration
-
-// MarshalJSON writes a duration string.
-func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(time.Duration(d).String())
-}
-
-// UnmarshalJSON reads "60s" or 60.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		v, err := time.ParseDuration(s)
-		if err != nil {
-			return fmt.Errorf("duration %.40q: want a Go duration such as 60s or 5m", s)
-		}
-		*d = Duration(v)
-		return nil
-	}
-	var secs float64
-	if err := json.Unmarshal(b, &secs); err != nil {
-		return fmt.Errorf("duration %.40s: want a string such as \"60s\" or a number of seconds", b)
-	}
-	// Beyond ±292 years a time.Duration overflows.
-	if ns := secs * float64(time.Second); ns >= math.MaxInt64 || ns <= math.MinInt64 {
-		return fmt.Errorf("duration %.40s seconds is out of range", b)
-	}
-	*d = Duration(secs * float64(time.Second))
-	return nil
-}

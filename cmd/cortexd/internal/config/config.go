@@ -259,7 +259,7 @@ func Default() Config {
 			NodeMaxBytes: 512 << 20,
 		},
 		Skills:  Skills{Enabled: []string{"echo", "hash.sha256", "image.resize"}},
-		API:     API{Listen: "127.0.0.1:5080", TokenFile: "api-token", MaxBodyBytes: 20 << 20},
+		API:     API{Listen: "127.0.0.1:5080", TokenFile: "api-token", MaxBodyBytes: 22 << 20},
 		Metrics: Metrics{Enabled: true},
 		Log:     Log{Level: "info", Format: "text"},
 		Shutdown: Shutdown{
