@@ -266,7 +266,7 @@ func (d *daemon) buildSkills() error {
 			return fmt.Errorf("register skill %s: %w", s.Descriptor().ID, err)
 		}
 	}
-	eopts := []skill.ExecutorOption{skill.WithExecLogger(d.log.With("subsystem", "executor"))}
+	eopts := []skill.ExecutorOption{skill.WithExecLogger(d.log)}
 	if c.Queue.Workers > 0 {
 		eopts = append(eopts, skill.WithWorkers(c.Queue.Workers))
 	}
@@ -400,7 +400,7 @@ func (d *daemon) start(ctx context.Context) (err error) {
 		grid.WithLeaseMisses(t.LeaseMisses),
 		grid.WithPeerPolicy(d.admit),
 		grid.WithNodeByteBudget(d.cfg.Admission.NodeMaxBytes),
-		grid.WithOrchLogger(d.log.With("subsystem", "orchestrator")),
+		grid.WithOrchLogger(d.log),
 	}
 	if d.prom != nil {
 		oopts = append(oopts, grid.WithOrchRegisterer(d.prom))
@@ -426,7 +426,7 @@ func (d *daemon) start(ctx context.Context) (err error) {
 		skill.WithMaxTasks(t.MaxTasks),
 		skill.WithAdmission(d.admit),
 		skill.WithCircuitBreaker(d.cfg.Breaker.Failures, d.cfg.Breaker.OpenFor),
-		skill.WithLogger(d.log.With("subsystem", "coordinator")),
+		skill.WithLogger(d.log),
 		skill.WithStore(d.store),
 	)
 	if err != nil {

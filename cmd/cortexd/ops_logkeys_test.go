@@ -1,9 +1,3 @@
-//go:build ops_merge
-
-// This test fails until daemon.go stops adding "subsystem" to the loggers
-// of the orchestrator, coordinator and executor, which add it themselves
-// (see the ops helper's report); delete the build tag with that fix.
-
 package main
 
 import (

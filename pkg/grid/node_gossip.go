@@ -144,7 +144,7 @@ func (n *Node) gossipOptions() []pubsub.Option {
 	opts := []pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		pubsub.WithSubscriptionFilter(pubsub.NewAllowlistSubscriptionFilter(CapabilityTopic)),
-		pubsub.WithLogger(n.log.With("component", "grid.pubsub")),
+		pubsub.WithLogger(n.cfg.logger.With("component", "grid.pubsub")),
 		pubsub.WithPeerScore(peerScoreParams(), peerScoreThresholds()),
 		pubsub.WithValidateQueueSize(scoreValidateQueue),
 		pubsub.WithValidateThrottle(scoreValidateConcurrency),

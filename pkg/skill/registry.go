@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,7 +166,7 @@ func schemaReason(err error) string {
 		}
 		if len(e.Causes) == 0 {
 			if _, isGroup := e.ErrorKind.(*kind.Schema); !isGroup {
-				parts = append(parts, instancePath(e.InstanceLocation)+": "+e.ErrorKind.LocalizedString(schemaPrinter))
+				parts = append(parts, instancePath(e.InstanceLocation)+": "+kindMessage(e.ErrorKind))
 			}
 			return
 		}
@@ -381,4 +383,43 @@ func (r *Registry) OnChange(fn func()) {
 	r.mu.Lock()
 	r.listeners = append(slices.Clip(r.listeners), fn)
 	r.mu.Unlock()
+}
+
+// kindMessage says what a schema violation is, numbers in plain digits:
+// the library prints them through x/text, as 1×10⁰⁸ and 4,096.
+func kindMessage(k jsonschema.ErrorKind) string {
+	switch k := k.(type) {
+	case *kind.Minimum:
+		return fmt.Sprintf("must be at least %s, not %s", ratString(k.Want), ratString(k.Got))
+	case *kind.Maximum:
+		return fmt.Sprintf("must be at most %s, not %s", ratString(k.Want), ratString(k.Got))
+	case *kind.ExclusiveMinimum:
+		return fmt.Sprintf("must be more than %s, not %s", ratString(k.Want), ratString(k.Got))
+	case *kind.ExclusiveMaximum:
+		return fmt.Sprintf("must be less than %s, not %s", ratString(k.Want), ratString(k.Got))
+	case *kind.MultipleOf:
+		return fmt.Sprintf("must be a multiple of %s, not %s", ratString(k.Want), ratString(k.Got))
+	case *kind.MinLength:
+		return fmt.Sprintf("must be at least %d characters long, not %d", k.Want, k.Got)
+	case *kind.MaxLength:
+		return fmt.Sprintf("must be at most %d characters long, not %d", k.Want, k.Got)
+	case *kind.MinItems:
+		return fmt.Sprintf("must have at least %d items, not %d", k.Want, k.Got)
+	case *kind.MaxItems:
+		return fmt.Sprintf("must have at most %d items, not %d", k.Want, k.Got)
+	}
+	return k.LocalizedString(schemaPrinter)
+}
+
+// ratString writes r in plain digits: an integer as one, else the nearest
+// float64 without an exponent.
+func ratString(r *big.Rat) string {
+	if r == nil {
+		return "?"
+	}
+	if r.IsInt() {
+		return r.Num().String()
+	}
+	f, _ := r.Float64()
+	return strconv.FormatFloat(f, 'f', -1, 64)
 }

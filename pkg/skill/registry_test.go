@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 )
 
@@ -221,7 +222,7 @@ func TestRegistryValidateGivesReadableReasons(t *testing.T) {
 		{"a wrong type names the field and the types", "hash.sha256", mustJSON(t, `{"data":5}`), ErrInvalidInput, []string{"/data", "string", "number"}},
 		{"a missing field is named", "hash.sha256", mustJSON(t, `{}`), ErrInvalidInput, []string{"data", "missing"}},
 		{"an extra field is named", "hash.sha256", mustJSON(t, `{"data":"","x":1}`), ErrInvalidInput, []string{"x"}},
-		{"an out-of-range number names the field and the bound", "debug.sleep", mustJSON(t, `{"ms":700000}`), ErrInvalidInput, []string{"/ms", "maximum", "600"}},
+		{"an out-of-range number names the field and the bound", "debug.sleep", mustJSON(t, `{"ms":700000}`), ErrInvalidInput, []string{"/ms", "at most 600000", "not 700000"}},
 		{"malformed JSON says so", "hash.sha256", SkillInput{Kind: 1, Data: []byte(`{"data":`)}, ErrInvalidInput, []string{"not valid JSON"}},
 		{"an unknown skill is ErrUnknownSkill", "nope", mustJSON(t, `{}`), ErrUnknownSkill, []string{"nope"}},
 	}
@@ -283,4 +284,14 @@ func mustJSON(tb testing.TB, s string) SkillInput {
 		tb.Fatal(err)
 	}
 	return in
+}
+
+// Schema errors print numbers in plain digits, not as x/text does
+// (1×10⁰⁸, 4,096).
+func TestRegistrySchemaErrorsPrintPlainNumbers(t *testing.T) {
+	r := newTestRegistry(t, testSkill("num.check", "1.0.0", `{"type":"object","properties":{"n":{"type":"number","maximum":4096}}}`))
+	err := r.Validate("num.check", "", SkillInput{Kind: grid.InputJSON, Data: []byte(`{"n":100000000}`)})
+	if err == nil || !strings.Contains(err.Error(), "must be at most 4096, not 100000000") {
+		t.Fatalf("Validate = %v, want a message with plain digits", err)
+	}
 }
