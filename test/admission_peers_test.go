@@ -36,7 +36,7 @@ func TestAdmissionPeersShowsAStrangerOnThePublicNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	var entry apiv1.Peer
-	pollUntil(t, 30*time.Second, "node 1 to list node 2", func() error {
+	pollUntil(t, 30*time.Second, "node 1 to list node 2, verified as speaking the task protocol", func() error {
 		code, stdout, stderr := runCLI(t, bin, "--repo", r1, "peers", "--json")
 		if code != 0 {
 			return fmt.Errorf("exit %d: %s", code, stderr)
@@ -46,7 +46,7 @@ func TestAdmissionPeersShowsAStrangerOnThePublicNetwork(t *testing.T) {
 			return err
 		}
 		for _, p := range peers {
-			if p.ID == id2.ID {
+			if p.ID == id2.ID && p.Verified {
 				entry = p
 				return nil
 			}
@@ -61,7 +61,7 @@ func TestAdmissionPeersShowsAStrangerOnThePublicNetwork(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("cortexd peers: exit %d: %s", code, stderr)
 	}
-	for _, w := range []string{"CLASS", "HERE", "OURS", "stranger", "/2 tasks", "/4MiB"} {
+	for _, w := range []string{"VERIFIED", "CLASS", "HERE", "OURS", "stranger", "/2 tasks", "/4MiB"} {
 		if !strings.Contains(stdout, w) {
 			t.Errorf("cortexd peers does not show %q:\n%s", w, stdout)
 		}

@@ -46,7 +46,9 @@ func (a *app) peersCommand() *cobra.Command {
 		Long: `peers lists the peers the running node knows, with their addresses, trust,
 skills and load, and whether they may connect (ACCESS: allowed, denied, or
 not_allowed when the node has an allow list without them). Denied peers are
-listed even if the node has never seen them.
+listed even if the node has never seen them. VERIFIED says identify showed
+the peer speaks the task protocol: only then is it a provider of the skills
+it announces.
 
 CLASS is how much the peer may use here (admission in the config): trusted
 (listed in trust.pre_trusted or network.allow_peers), known (it has earned
@@ -82,11 +84,11 @@ lets it back.`,
 							addr += fmt.Sprintf(" (+%d)", len(p.Addrs)-1)
 						}
 					}
-					rows = append(rows, []string{p.ID, yesNo(p.Connected), orDash(p.Access), fmt.Sprintf("%.2f", p.Trust),
+					rows = append(rows, []string{p.ID, yesNo(p.Connected), yesNo(p.Verified), orDash(p.Access), fmt.Sprintf("%.2f", p.Trust),
 						admissionClass(p.Admission), admissionUsage(p.Admission), joinOr(p.Skills, "-"),
 						formatLoad(p.Load), announcedAgo(p), optInt(p.Outstanding), seenLatency(p.Seen), seenOutcomes(p.Seen), addr})
 				}
-				return a.table([]string{"PEER", "CONNECTED", "ACCESS", "TRUST", "CLASS", "HERE", "SKILLS",
+				return a.table([]string{"PEER", "CONNECTED", "VERIFIED", "ACCESS", "TRUST", "CLASS", "HERE", "SKILLS",
 					"LOAD", "AGE", "OURS", "LATENCY", "OK/FAILED", "ADDRESS"}, rows)
 			})
 		}),
@@ -142,8 +144,8 @@ func (a *app) metricsCommand() *cobra.Command {
 
 func (a *app) printMetrics(m *apiv1.Metrics) error {
 	t := m.Tasks
-	fmt.Fprintf(a.stdout, "tasks: %d submitted, %d completed, %d failed, %d timed out (success %.1f%%)\n",
-		t.Submitted, t.Completed, t.Failed, t.TimedOut, t.SuccessRate*100)
+	fmt.Fprintf(a.stdout, "tasks: %d submitted, %d completed, %d failed, %d timed out (success %.1f%%); %d unanswered, %d refused, %d retried\n",
+		t.Submitted, t.Completed, t.Failed, t.TimedOut, t.SuccessRate*100, t.Unavailable, t.Rejected, t.Retried)
 	fmt.Fprintf(a.stdout, "execution: min %s, avg %s, p50 %s, p95 %s, p99 %s, max %s\n",
 		ms(t.MinMS), ms(t.AvgMS), ms(t.P50MS), ms(t.P95MS), ms(t.P99MS), ms(t.MaxMS))
 	q := m.Queue
@@ -163,9 +165,10 @@ func (a *app) printMetrics(m *apiv1.Metrics) error {
 	for _, n := range nodes {
 		nm := m.PerNode[n]
 		rows = append(rows, []string{n, strconv.FormatUint(nm.Submitted, 10), strconv.FormatUint(nm.Completed, 10),
-			strconv.FormatUint(nm.Failed+nm.TimedOut, 10), fmt.Sprintf("%.1f%%", nm.SuccessRate*100), ms(nm.AvgMS), ms(nm.P99MS)})
+			strconv.FormatUint(nm.Failed+nm.TimedOut, 10), strconv.FormatUint(nm.Unavailable, 10), strconv.FormatUint(nm.Rejected, 10),
+			fmt.Sprintf("%.1f%%", nm.SuccessRate*100), ms(nm.AvgMS), ms(nm.P99MS)})
 	}
-	return a.table([]string{"NODE", "SUBMITTED", "COMPLETED", "FAILED", "SUCCESS", "AVG", "P99"}, rows)
+	return a.table([]string{"NODE", "SUBMITTED", "COMPLETED", "FAILED", "UNANSWERED", "REFUSED", "SUCCESS", "AVG", "P99"}, rows)
 }
 
 func (a *app) trustCommand() *cobra.Command {

@@ -75,15 +75,21 @@ func errorMessage(err error) string {
 		// that has just submitted.
 		return strings.TrimPrefix(err.Error(), "submit task: ")
 	}
+	var msg string
 	switch nc.Reason {
 	case skill.NoProvider:
 		return fmt.Sprintf("unknown skill %q: no node on the grid offers it", nc.Skill)
 	case skill.AllBelowTrust:
-		return fmt.Sprintf("no node may run %q: every node that offers it (%d) is below the minimum trust %.2f", nc.Skill, nc.Checked, nc.MinTrust)
+		msg = fmt.Sprintf("no node may run %q: every node that offers it (%d) is below the minimum trust %.2f", nc.Skill, nc.Checked, nc.MinTrust)
 	case skill.AllUnreachable:
-		return fmt.Sprintf("no node may run %q: every node that offers it with enough trust is unreachable", nc.Skill)
+		msg = fmt.Sprintf("no node may run %q: every node that offers it with enough trust is unreachable", nc.Skill)
+	default:
+		msg = fmt.Sprintf("no node may run %q: %s", nc.Skill, nc.Reason)
 	}
-	return fmt.Sprintf("no node may run %q: %s", nc.Skill, nc.Reason)
+	if h := nc.Hint(); h != "" {
+		msg += ": " + h
+	}
+	return msg
 }
 
 // writeError answers with err as an apiv1.ErrorBody.

@@ -113,6 +113,7 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 func taskMetrics(m grid.Metrics) apiv1.TaskMetrics {
 	return apiv1.TaskMetrics{
 		Submitted: m.Submitted, Completed: m.Completed, Failed: m.Failed, TimedOut: m.TimedOut,
+		Unavailable: m.Unavailable, Rejected: m.Rejected, Retried: m.Retried,
 		SuccessRate: m.SuccessRate(), FailureRate: m.FailureRate(),
 		MinMS: msOf(m.MinExec), MaxMS: msOf(m.MaxExec), AvgMS: msOf(m.AvgExec),
 		P50MS: msOf(m.P50), P95MS: msOf(m.P95), P99MS: msOf(m.P99),

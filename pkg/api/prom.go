@@ -55,7 +55,7 @@ func NewCollector(stats StatsSource, node Network, trust TrustView) *Collector {
 		submitted: prometheus.NewDesc("cortex_tasks_submitted_total",
 			"Task attempts started, on this node or on a peer.", nil, nil),
 		finished: prometheus.NewDesc("cortex_tasks_finished_total",
-			"Task attempts finished, by outcome: completed, failed, timed_out.", []string{"outcome"}, nil),
+			"Task attempts finished, by outcome: completed, failed, timed_out, unavailable (never answered), rejected (refused or given back unrun).", []string{"outcome"}, nil),
 		execSeconds: prometheus.NewDesc("cortex_task_execution_seconds",
 			"Execution time of completed task attempts on the node that ran them (quantiles within 1%).", nil, nil),
 		peers: prometheus.NewDesc("cortex_grid_peers",
@@ -94,6 +94,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.finished, prometheus.CounterValue, float64(m.Completed), "completed")
 	ch <- prometheus.MustNewConstMetric(c.finished, prometheus.CounterValue, float64(m.Failed), "failed")
 	ch <- prometheus.MustNewConstMetric(c.finished, prometheus.CounterValue, float64(m.TimedOut), "timed_out")
+	ch <- prometheus.MustNewConstMetric(c.finished, prometheus.CounterValue, float64(m.Unavailable), "unavailable")
+	ch <- prometheus.MustNewConstMetric(c.finished, prometheus.CounterValue, float64(m.Rejected), "rejected")
 	ch <- prometheus.MustNewConstSummary(c.execSeconds, m.Completed, m.AvgExec.Seconds()*float64(m.Completed),
 		map[float64]float64{0.5: m.P50.Seconds(), 0.95: m.P95.Seconds(), 0.99: m.P99.Seconds()})
 

@@ -140,6 +140,7 @@ type Peer struct {
 	ID        string    `json:"id"`
 	Addrs     []string  `json:"addrs"`
 	Connected bool      `json:"connected"`
+	Verified  bool      `json:"verified"` // identify showed it speaks the task protocol: only then a provider
 	Trust     float64   `json:"trust"`
 	Skills    []string  `json:"skills"` // "id@version"
 	Load      Load      `json:"load"`
@@ -282,6 +283,9 @@ type TaskMetrics struct {
 	Completed   uint64  `json:"completed"`
 	Failed      uint64  `json:"failed"`
 	TimedOut    uint64  `json:"timed_out"`
+	Unavailable uint64  `json:"unavailable"` // attempts the node never answered (down, unreachable): not in the rates
+	Rejected    uint64  `json:"rejected"`    // attempts it refused or gave back unrun: not in the rates
+	Retried     uint64  `json:"retried"`     // attempts that retried a failed one
 	SuccessRate float64 `json:"success_rate"`
 	FailureRate float64 `json:"failure_rate"`
 	MinMS       float64 `json:"min_ms"`
