@@ -1,0 +1,123 @@
+package command
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/landlock-lsm/go-landlock/landlock"
+	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
+)
+
+// Confinement says what Landlock enforces for a skill on this kernel.
+type Confinement struct {
+	// LandlockABI is the kernel's Landlock ABI version; 0: no Landlock
+	// (an old kernel, or not enabled at boot: add "landlock" to the lsm=
+	// boot parameter).
+	LandlockABI int
+	// Filesystem: Spec.FS is enforced. False with FS rules set means the
+	// program may use every path the daemon's user may.
+	Filesystem bool
+	// Network: TCP connect and bind are denied (Spec.DenyNetwork, ABI 4);
+	// UDP too from ABI 10 (NetworkUDP).
+	Network    bool
+	NetworkUDP bool
+	// Signals: the program cannot signal processes outside its task, the
+	// daemon among them (ABI 6).
+	Signals bool
+}
+
+// String describes c for a log line.
+func (c Confinement) String() string {
+	if c.LandlockABI == 0 {
+		return "no Landlock on this kernel: no filesystem, network or signal rules"
+	}
+	return fmt.Sprintf("Landlock ABI %d: filesystem rules %s, network denied %s, signal scope %s",
+		c.LandlockABI, onOff(c.Filesystem), netText(c), onOff(c.Signals))
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func netText(c Confinement) string {
+	switch {
+	case c.NetworkUDP:
+		return "on (TCP, UDP)"
+	case c.Network:
+		return "on (TCP only)"
+	}
+	return "off"
+}
+
+// landlockABI returns the kernel's Landlock ABI version, 0 if none.
+func landlockABI() int {
+	v, err := llsys.LandlockGetABIVersion()
+	if err != nil || v < 0 {
+		return 0
+	}
+	return v
+}
+
+// confinement is what Landlock enforces for s at ABI abi.
+func confinement(s Spec, abi int) Confinement {
+	return Confinement{
+		LandlockABI: abi,
+		Filesystem:  abi >= 1 && !s.FS.empty(),
+		Network:     abi >= 4 && s.DenyNetwork,
+		NetworkUDP:  abi >= 10 && s.DenyNetwork,
+		Signals:     abi >= 6,
+	}
+}
+
+// restrictLandlock confines the shim (and so the program) as sp says, as
+// far as the kernel can (best effort). It runs in the shim.
+func restrictLandlock(sp shimSpec) error {
+	cfg := landlock.Config{Scoped: landlock.V11.Scoped &^ scopeAbstractUnix}
+	var rules []landlock.Rule
+	if sp.FS {
+		cfg.HandledAccessFS = landlock.V11.HandledAccessFS
+		for _, p := range sp.ReadOnly {
+			r, err := pathRule(p, false)
+			if err != nil {
+				return err
+			}
+			rules = append(rules, r)
+		}
+		for _, p := range sp.ReadWrite {
+			r, err := pathRule(p, true)
+			if err != nil {
+				return err
+			}
+			rules = append(rules, r)
+		}
+	}
+	if sp.DenyNetwork {
+		cfg.HandledAccessNet = landlock.V11.HandledAccessNet
+		cfg.Scoped = landlock.V11.Scoped
+	}
+	return cfg.BestEffort().Restrict(rules...)
+}
+
+// scopeAbstractUnix is the abstract Unix socket scope, which only
+// DenyNetwork sets.
+const scopeAbstractUnix = landlock.ScopedSet(llsys.ScopeAbstractUnixSocket)
+
+// pathRule allows p, a directory or a file, read-only or read-write.
+func pathRule(p string, rw bool) (landlock.Rule, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case fi.IsDir() && rw:
+		return landlock.RWDirs(p).WithRefer(), nil
+	case fi.IsDir():
+		return landlock.RODirs(p), nil
+	case rw:
+		return landlock.RWFiles(p), nil
+	}
+	return landlock.ROFiles(p), nil
+}
