@@ -22,6 +22,9 @@ import (
 // is left of the group, reaps the leader and only then looks at the
 // outcome.
 func (s *Skill) run(parent context.Context, input []byte) ([]byte, error) {
+	if err := parent.Err(); err != nil {
+		return nil, fmt.Errorf("command skill %q not started: %w", s.spec.Name, err)
+	}
 	ctx, cancel := context.WithTimeout(parent, s.spec.Timeout)
 	defer cancel()
 	dir, tmp := s.spec.Dir, false
@@ -282,6 +285,8 @@ func (s *Skill) signalHint(sig syscall.Signal) string {
 	switch {
 	case sig == syscall.SIGXCPU && l.CPUTime > 0:
 		return fmt.Sprintf("its CPU time limit, limits.cpu_time %s", l.CPUTime)
+	case sig == syscall.SIGKILL && l.CPUTime > 0:
+		return fmt.Sprintf("not by cortexd: its CPU time limit, limits.cpu_time %s, if it ignored SIGXCPU; else the kernel's out-of-memory killer or another process", l.CPUTime)
 	case sig == syscall.SIGKILL:
 		return "not by cortexd: the kernel's out-of-memory killer, or another process"
 	case (sig == syscall.SIGSEGV || sig == syscall.SIGABRT || sig == syscall.SIGBUS) && l.Memory > 0:
