@@ -18,7 +18,7 @@ var _ skill.Skill = (*Skill)(nil)
 
 // Confinement says what Landlock enforces; there is no Landlock here.
 type Confinement struct {
-	LandlockABI                                   int
+	LandlockABI                              int
 	Filesystem, Network, NetworkUDP, Signals bool
 }
 

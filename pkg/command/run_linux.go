@@ -100,7 +100,7 @@ func (s *Skill) start(dir string, input []byte, sp shimSpec) (*proc, error) {
 	}
 	cmd := &exec.Cmd{
 		Path:       s.shim,
-		Args:       []string{s.shim, ShimArg},
+		Args:       append([]string{s.shim}, s.shimArgs...),
 		Env:        []string{},
 		Dir:        dir,
 		Stdin:      bytes.NewReader(input),

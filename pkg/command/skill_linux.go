@@ -25,13 +25,14 @@ import (
 // execution_failed, with the end of stderr in the message; the deadline
 // (the task's or Spec.Timeout) is timeout; a cancel is canceled.
 type Skill struct {
-	spec   Spec
-	shim   string
-	grace  time.Duration
-	tmp    string
-	env    []string
-	desc   skill.Descriptor
-	confin Confinement
+	spec     Spec
+	shim     string
+	shimArgs []string // after the shim's name: Options.ShimArgs, ShimArg
+	grace    time.Duration
+	tmp      string
+	env      []string
+	desc     skill.Descriptor
+	confin   Confinement
 }
 
 var _ skill.Skill = (*Skill)(nil)
@@ -45,7 +46,8 @@ func New(spec Spec, opts Options) (*Skill, error) {
 	if err := spec.validate(); err != nil {
 		return nil, err
 	}
-	s := &Skill{spec: spec, shim: opts.Shim, grace: opts.KillGrace, tmp: opts.TempDir}
+	s := &Skill{spec: spec, shim: opts.Shim, grace: opts.KillGrace, tmp: opts.TempDir,
+		shimArgs: append(append([]string(nil), opts.ShimArgs...), ShimArg)}
 	if s.shim == "" {
 		exe, err := os.Executable()
 		if err != nil {

@@ -102,6 +102,10 @@ type Options struct {
 	// Shim is the binary that runs ShimMain when its first argument is
 	// ShimArg. Empty: os.Executable(), the daemon itself.
 	Shim string
+	// ShimArgs come before ShimArg on the shim's command line. A test
+	// binary that runs ShimMain from a test function, rather than from
+	// TestMain, selects it with them: []string{"-test.run=^TestShim$"}.
+	ShimArgs []string
 	// KillGrace is how long the program's process group has between
 	// SIGTERM and SIGKILL on a deadline or cancel. Zero: DefaultKillGrace.
 	KillGrace time.Duration
