@@ -2,9 +2,7 @@ package command
 
 import (
 	"fmt"
-	"os"
 
-	"github.com/landlock-lsm/go-landlock/landlock"
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 )
 
@@ -70,54 +68,4 @@ func confinement(s Spec, abi int) Confinement {
 		NetworkUDP:  abi >= 10 && s.DenyNetwork,
 		Signals:     abi >= 6,
 	}
-}
-
-// restrictLandlock confines the shim (and so the program) as sp says, as
-// far as the kernel can (best effort). It runs in the shim.
-func restrictLandlock(sp shimSpec) error {
-	cfg := landlock.Config{Scoped: landlock.V11.Scoped &^ scopeAbstractUnix}
-	var rules []landlock.Rule
-	if sp.FS {
-		cfg.HandledAccessFS = landlock.V11.HandledAccessFS
-		for _, p := range sp.ReadOnly {
-			r, err := pathRule(p, false)
-			if err != nil {
-				return err
-			}
-			rules = append(rules, r)
-		}
-		for _, p := range sp.ReadWrite {
-			r, err := pathRule(p, true)
-			if err != nil {
-				return err
-			}
-			rules = append(rules, r)
-		}
-	}
-	if sp.DenyNetwork {
-		cfg.HandledAccessNet = landlock.V11.HandledAccessNet
-		cfg.Scoped = landlock.V11.Scoped
-	}
-	return cfg.BestEffort().Restrict(rules...)
-}
-
-// scopeAbstractUnix is the abstract Unix socket scope, which only
-// DenyNetwork sets.
-const scopeAbstractUnix = landlock.ScopedSet(llsys.ScopeAbstractUnixSocket)
-
-// pathRule allows p, a directory or a file, read-only or read-write.
-func pathRule(p string, rw bool) (landlock.Rule, error) {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case fi.IsDir() && rw:
-		return landlock.RWDirs(p).WithRefer(), nil
-	case fi.IsDir():
-		return landlock.RODirs(p), nil
-	case rw:
-		return landlock.RWFiles(p), nil
-	}
-	return landlock.ROFiles(p), nil
 }

@@ -5,7 +5,6 @@ package command
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 
 	"github.com/cortexgrid/cortexd/pkg/skill"
@@ -37,9 +36,3 @@ func (*Skill) Execute(context.Context, skill.SkillInput) ([]byte, error) { retur
 
 // Confinement is empty.
 func (*Skill) Confinement() Confinement { return Confinement{} }
-
-// ShimMain returns 125: there is no shim on this system.
-func ShimMain([]string) int {
-	fmt.Fprintln(os.Stderr, "cortexd: "+ShimArg+": command skills need Linux")
-	return 125
-}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cortexgrid/cortexd/pkg/command/shim"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,7 +78,7 @@ type proc struct {
 }
 
 // start starts the shim in dir with input on stdin and hands it sp.
-func (s *Skill) start(dir string, input []byte, sp shimSpec) (*proc, error) {
+func (s *Skill) start(dir string, input []byte, sp shim.Spec) (*proc, error) {
 	b, err := json.Marshal(sp)
 	if err != nil {
 		return nil, err
@@ -247,7 +248,7 @@ func (s *Skill) outcome(parent, ctx context.Context, o outcome) ([]byte, error) 
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("command skill %q stopped after its timeout of %s; its process group was killed%s: %w", name, s.spec.Timeout, stderrSuffix(tail), ctx.Err())
 	case len(o.status) > 0:
-		var st shimStatus
+		var st shim.Status
 		msg := string(o.status)
 		if json.Unmarshal(o.status, &st) == nil && st.Error != "" {
 			msg = st.Error

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cortexgrid/cortexd/pkg/command/shim"
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/skill"
 )
@@ -116,9 +117,9 @@ func (s *Skill) Execute(ctx context.Context, in skill.SkillInput) ([]byte, error
 
 // shimSpec is the spec the shim gets for one run in dir, tmp if dir is
 // the task's fresh working dir.
-func (s *Skill) shimSpec(dir string, tmp bool) shimSpec {
+func (s *Skill) shimSpec(dir string, tmp bool) shim.Spec {
 	l := s.spec.Limits
-	sp := shimSpec{
+	sp := shim.Spec{
 		Argv:        s.spec.Argv,
 		Env:         s.env,
 		Memory:      l.Memory,

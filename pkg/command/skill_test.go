@@ -222,3 +222,15 @@ func TestInvalidSpecsNameTheField(t *testing.T) {
 		})
 	}
 }
+
+func TestAGibibyteToStdoutStopsAtTheDefaultCap(t *testing.T) {
+	s := newSkill(t, command.Spec{Argv: []string{"head", "-c", "1G", "/dev/zero"}})
+	start := time.Now()
+	_, err := run(t, s, "")
+	if !errors.Is(err, command.ErrOutputTooLarge) {
+		t.Fatalf("err %v, want ErrOutputTooLarge", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %s to stop at the cap", d)
+	}
+}

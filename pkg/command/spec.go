@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/cortexgrid/cortexd/pkg/command/shim"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/wire"
 )
@@ -21,7 +22,17 @@ const (
 
 // ShimArg is the hidden first argument that makes the daemon's binary run
 // ShimMain instead of its command line.
-const ShimArg = "__exec-shim"
+const ShimArg = shim.Arg
+
+// ShimMain is the hidden ShimArg command: it reads a task's spec on fd 3,
+// confines itself and executes the program (see shim.Main). A daemon calls
+// it first thing in main, before it installs signal handlers or starts
+// goroutines:
+//
+//	if len(os.Args) > 1 && os.Args[1] == command.ShimArg {
+//		os.Exit(command.ShimMain(os.Args[2:]))
+//	}
+func ShimMain(args []string) int { return shim.Main(args) }
 
 // Spec is one command skill, as the operator configures it. The zero value
 // of every optional field means "not set": no limit, no rule.
@@ -99,8 +110,9 @@ func (f FSRules) empty() bool { return len(f.ReadOnly) == 0 && len(f.ReadWrite) 
 
 // Options are the node-wide settings of command skills.
 type Options struct {
-	// Shim is the binary that runs ShimMain when its first argument is
-	// ShimArg. Empty: os.Executable(), the daemon itself.
+	// Shim is the binary that runs ShimMain (or shim.Main) when its first
+	// argument is ShimArg. Empty: os.Executable(), the daemon itself. A
+	// binary of package shim alone starts faster (see package shim).
 	Shim string
 	// ShimArgs come before ShimArg on the shim's command line. A test
 	// binary that runs ShimMain from a test function, rather than from

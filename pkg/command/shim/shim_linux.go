@@ -1,4 +1,4 @@
-package command
+package shim
 
 import (
 	"encoding/json"
@@ -9,20 +9,22 @@ import (
 	"runtime"
 	"syscall"
 
+	"github.com/landlock-lsm/go-landlock/landlock"
+	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
 )
 
-// Fds of the shim, set up by start.
+// Fds of the shim, as its parent sets them up.
 const (
-	specFD   = 3 // the shimSpec as JSON; the shim reads it to EOF
-	statusFD = 4 // close-on-exec: EOF alone means the program started
+	SpecFD   = 3 // the Spec as JSON; the shim reads it to EOF
+	StatusFD = 4 // close-on-exec: EOF alone means the program started
 )
 
-// maxShimSpec bounds the spec the shim reads.
-const maxShimSpec = 1 << 20
+// maxSpec bounds the spec the shim reads.
+const maxSpec = 1 << 20
 
-// shimSpec is what the shim needs to confine and start the program.
-type shimSpec struct {
+// Spec is what the shim needs to confine and start the program.
+type Spec struct {
 	Argv        []string `json:"argv"`
 	Env         []string `json:"env"`
 	Memory      int64    `json:"memory,omitempty"`
@@ -36,36 +38,36 @@ type shimSpec struct {
 	DenyNetwork bool     `json:"deny_network,omitempty"`
 }
 
-// shimStatus is what the shim writes on statusFD when it fails.
-type shimStatus struct {
+// Status is what the shim writes on StatusFD when it fails.
+type Status struct {
 	Error string `json:"error"`
 }
 
-// ShimMain is the hidden ShimArg command: it reads a spec on fd 3,
+// Main is the hidden Arg command: it reads a spec on fd 3,
 // confines itself as the spec says and executes the program, so it
 // returns only on failure, after writing why on fd 4. It returns the exit
 // code (126 when the program could not be executed, 125 for any other
 // failure). A daemon calls it first thing in main when os.Args[1] is
-// ShimArg, before it installs signal handlers or starts goroutines:
+// Arg, before it installs signal handlers or starts goroutines:
 //
-//	if len(os.Args) > 1 && os.Args[1] == command.ShimArg {
-//		os.Exit(command.ShimMain(os.Args[2:]))
+//	if len(os.Args) > 1 && os.Args[1] == shim.Arg {
+//		os.Exit(shim.Main(os.Args[2:]))
 //	}
 //
 // args is unused today.
-func ShimMain(args []string) int {
+func Main(args []string) int {
 	_ = args
 	// Every step that is per thread (no_new_privs, the exec) runs on this
 	// one; Landlock is applied to every thread.
 	runtime.LockOSThread()
-	status := os.NewFile(statusFD, "status")
+	status := os.NewFile(StatusFD, "status")
 	if status == nil {
-		fmt.Fprintln(os.Stderr, "cortexd: "+ShimArg+" is internal: the daemon runs it to start a command skill")
+		fmt.Fprintln(os.Stderr, "cortexd: "+Arg+" is internal: the daemon runs it to start a command skill")
 		return 125
 	}
-	syscall.CloseOnExec(statusFD)
+	syscall.CloseOnExec(StatusFD)
 	code, err := shim()
-	b, _ := json.Marshal(shimStatus{Error: err.Error()})
+	b, _ := json.Marshal(Status{Error: err.Error()})
 	_, _ = status.Write(b)
 	return code
 }
@@ -73,16 +75,16 @@ func ShimMain(args []string) int {
 // shim confines itself and executes the program; it returns only on
 // failure, with the exit code and why.
 func shim() (int, error) {
-	f := os.NewFile(specFD, "spec")
+	f := os.NewFile(SpecFD, "spec")
 	if f == nil {
 		return 125, errors.New("no spec on fd 3")
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxShimSpec))
+	b, err := io.ReadAll(io.LimitReader(f, maxSpec))
 	_ = f.Close()
 	if err != nil {
 		return 125, fmt.Errorf("read spec: %w", err)
 	}
-	var sp shimSpec
+	var sp Spec
 	if err := json.Unmarshal(b, &sp); err != nil {
 		return 125, fmt.Errorf("decode spec: %w", err)
 	}
@@ -111,7 +113,7 @@ func shim() (int, error) {
 }
 
 // setLimits sets the spec's rlimits (soft and hard) and a core size of 0.
-func setLimits(sp shimSpec) error {
+func setLimits(sp Spec) error {
 	set := func(name string, res int, cur, max uint64) error {
 		if err := syscall.Setrlimit(res, &syscall.Rlimit{Cur: cur, Max: max}); err != nil {
 			return fmt.Errorf("set %s to %d: %w", name, cur, err)
@@ -142,4 +144,54 @@ func setLimits(sp shimSpec) error {
 		}
 	}
 	return nil
+}
+
+// restrictLandlock confines the shim (and so the program) as sp says, as
+// far as the kernel can (best effort). It runs in the shim.
+func restrictLandlock(sp Spec) error {
+	cfg := landlock.Config{Scoped: landlock.V11.Scoped &^ scopeAbstractUnix}
+	var rules []landlock.Rule
+	if sp.FS {
+		cfg.HandledAccessFS = landlock.V11.HandledAccessFS
+		for _, p := range sp.ReadOnly {
+			r, err := pathRule(p, false)
+			if err != nil {
+				return err
+			}
+			rules = append(rules, r)
+		}
+		for _, p := range sp.ReadWrite {
+			r, err := pathRule(p, true)
+			if err != nil {
+				return err
+			}
+			rules = append(rules, r)
+		}
+	}
+	if sp.DenyNetwork {
+		cfg.HandledAccessNet = landlock.V11.HandledAccessNet
+		cfg.Scoped = landlock.V11.Scoped
+	}
+	return cfg.BestEffort().Restrict(rules...)
+}
+
+// scopeAbstractUnix is the abstract Unix socket scope, which only
+// DenyNetwork sets.
+const scopeAbstractUnix = landlock.ScopedSet(llsys.ScopeAbstractUnixSocket)
+
+// pathRule allows p, a directory or a file, read-only or read-write.
+func pathRule(p string, rw bool) (landlock.Rule, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case fi.IsDir() && rw:
+		return landlock.RWDirs(p).WithRefer(), nil
+	case fi.IsDir():
+		return landlock.RODirs(p), nil
+	case rw:
+		return landlock.RWFiles(p), nil
+	}
+	return landlock.ROFiles(p), nil
 }
