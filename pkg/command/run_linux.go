@@ -57,16 +57,12 @@ func (s *Skill) run(parent context.Context, input []byte) ([]byte, error) {
 	stopKiller()
 	p.group.reaped()
 	waitErr := p.cmd.Wait()
+	// The group is gone, so the pipes are at EOF, unless a process that
+	// left the group holds them: then stop reading after the grace.
 	escaped := !waitTimeout(&wg, s.grace)
-	if escaped {
-		// A process outside the group holds a pipe: stop reading.
-		_ = p.stdout.Close()
-		_ = p.stderr.Close()
-		wg.Wait()
-	} else {
-		_ = p.stdout.Close()
-		_ = p.stderr.Close()
-	}
+	_ = p.stdout.Close()
+	_ = p.stderr.Close()
+	wg.Wait()
 	return s.outcome(parent, ctx, outcome{status: status, waitErr: waitErr, out: &out, stderr: &stderr, escaped: escaped})
 }
 
