@@ -67,9 +67,9 @@ func TestBlameWorkerKilledAndRestartedGetsTasksAgain(t *testing.T) {
 	big := `"` + strings.Repeat("a", wire.MaxTaskInput+1) + `"`
 	_, err = r.Submit(ctx, apiv1.SubmitRequest{Skill: "debug.sleep", Input: json.RawMessage(big)})
 	var apiErr *client.Error
-	if !errors.As(err, &apiErr) || (apiErr.Code != apiv1.CodeInvalidInput && apiErr.Code != apiv1.CodeTooLarge) ||
+	if !errors.As(err, &apiErr) || apiErr.Code != apiv1.CodeInputTooLarge ||
 		!strings.Contains(apiErr.Message, strconv.Itoa(wire.MaxTaskInput)) {
-		t.Fatalf("submit of a %d-byte input = %v; want invalid_input or too_large naming the limit %d", len(big), err, wire.MaxTaskInput)
+		t.Fatalf("submit of a %d-byte input = %v; want input_too_large naming the limit %d", len(big), err, wire.MaxTaskInput)
 	}
 	if got := trustAt(t, ctx, r, wID); got.Trust != trust0.Trust || got.Failures != 0 || got.Ratings["debug.sleep"] != trust0.Ratings["debug.sleep"] {
 		t.Errorf("W's trust after an oversize input = %+v; want it unchanged from %+v", got, trust0)
