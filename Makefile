@@ -16,8 +16,9 @@ BENCHTIME     ?= 2s
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## static binary in bin/cortexd (CGO_ENABLED=0)
+build: ## static binaries in bin/: cortexd and cortexd-shim, the light starter of command skills (CGO_ENABLED=0)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/cortexd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(dir $(BIN))cortexd-shim ./cmd/cortexd-shim
 
 test: ## vet, then every test with the race detector (what CI runs)
 	$(GO) vet ./...

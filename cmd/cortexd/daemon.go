@@ -266,6 +266,9 @@ func (d *daemon) buildSkills() error {
 			return fmt.Errorf("register skill %s: %w", s.Descriptor().ID, err)
 		}
 	}
+	if err := d.registerCommands(); err != nil {
+		return err
+	}
 	eopts := []skill.ExecutorOption{skill.WithExecLogger(d.log)}
 	if c.Queue.Workers > 0 {
 		eopts = append(eopts, skill.WithWorkers(c.Queue.Workers))

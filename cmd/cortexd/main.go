@@ -9,9 +9,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/cortexgrid/cortexd/pkg/command"
 )
 
 func main() {
+	// A command skill's shim: before signal handlers, config or goroutines
+	// of our own, as it confines itself and becomes the program.
+	if len(os.Args) > 1 && os.Args[1] == command.ShimArg {
+		os.Exit(command.ShimMain(os.Args[2:]))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

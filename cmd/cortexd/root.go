@@ -98,6 +98,7 @@ the request; 2 usage error; 3 daemon unreachable; 4 timed out.`,
 		a.trustCommand(),
 		a.versionCommand(),
 		a.healthCommand(),
+		a.shimCommand(),
 		a.tokenCommand(),
 	)
 	a.registerCompletions(root)

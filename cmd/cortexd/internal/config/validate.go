@@ -210,6 +210,7 @@ func (c *Config) validateMisc(p *problems) {
 		}
 		seen[s] = true
 	}
+	c.validateCommands(p)
 	if _, err := ParseListen(c.API.Listen); err != nil {
 		p.add("api.listen", "%v", err)
 	}
