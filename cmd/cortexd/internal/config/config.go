@@ -288,7 +288,7 @@ func Default() Config {
 			Known:        PeerLimits{Rate: 20000, Burst: 5000, MaxTasks: 4096, MaxBytes: 256 << 20},
 			NodeMaxBytes: 512 << 20,
 		},
-		Skills:  Skills{Enabled: []string{"echo", "hash.sha256", "image.resize"}},
+		Skills: Skills{Enabled: []string{"echo", "hash.sha256", "image.resize"}},
 		Wasm: Wasm{
 			MaxModule: wasm.DefaultMaxModule,
 			Max: WasmMax{Memory: wasm.DefaultMaxMemory, Timeout: time.Duration(wasm.DefaultMaxTimeout),
