@@ -66,7 +66,7 @@ type SkillInstaller interface {
 // ok is false for an error it does not know.
 func installStatus(err error) (status int, code string, ok bool) {
 	switch {
-	case errors.Is(err, ErrSkillExists):
+	case errors.Is(err, ErrSkillExists), errors.Is(err, wasm.ErrExists):
 		return http.StatusConflict, apiv1.CodeSkillExists, true
 	case errors.Is(err, ErrNotRemovable):
 		return http.StatusConflict, apiv1.CodeNotRemovable, true
