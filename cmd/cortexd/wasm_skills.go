@@ -12,6 +12,7 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/api"
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/cortexgrid/cortexd/pkg/wasm"
 )
 
@@ -30,7 +31,7 @@ func (d *daemon) openWasm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	inst := &skillInstaller{d: d}
+	inst := &skillInstaller{d: d, register: d.registry.Register}
 	d.addCloser("wasm engine", func() error {
 		err := eng.Close(context.Background())
 		inst.closing.Wait() // Close stopped what still ran of removed skills
@@ -67,6 +68,8 @@ func (d *daemon) openWasm(ctx context.Context) error {
 // at a time.
 type skillInstaller struct {
 	d *daemon
+	// register is d.registry.Register unless a test fails it.
+	register func(skill.Skill) error
 
 	mu      sync.Mutex     // serializes Install and Remove
 	closing sync.WaitGroup // programs of removed skills, closing once their runs end
@@ -111,7 +114,7 @@ func (s *skillInstaller) Install(ctx context.Context, m wasm.Manifest, module []
 	if err != nil {
 		return api.SkillInfo{}, err
 	}
-	if err := d.registry.Register(wasm.NewSkill(p)); err != nil {
+	if err := s.register(wasm.NewSkill(p)); err != nil {
 		_ = p.Close(context.Background())
 		if _, rerr := d.wasmStore.Remove(m.Name, m.Version); rerr != nil {
 			d.log.Error("wasm skill not registered, and its files were not removed; remove them by hand",

@@ -101,7 +101,7 @@ func TestErrorStatusesMatchTheCodeTable(t *testing.T) {
 		errDraining, skill.ErrTimeout, skill.ErrCanceled, skill.ErrDelegationFailed, errors.New("anything else"),
 		&httpError{http.StatusUnauthorized, apiv1.CodeUnauthorized, "x"},
 		ErrSkillExists, ErrNotRemovable, skill.ErrDuplicateSkill, wasm.ErrModuleTooLarge, wasm.ErrNotWasm, wasm.ErrCompile,
-		wasm.ErrHashMismatch, wasm.ErrInvalidManifest, wasm.ErrNotFound, wasm.ErrClosed, moduleTooLarge(2, 1),
+		wasm.ErrHashMismatch, wasm.ErrExists, wasm.ErrInvalidManifest, wasm.ErrNotFound, wasm.ErrClosed, moduleTooLarge(2, 1),
 	} {
 		status, code := errorStatus(err)
 		c, ok := codeInfo(code)
