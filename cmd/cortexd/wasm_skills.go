@@ -26,7 +26,7 @@ import (
 func (d *daemon) openWasm(ctx context.Context) error {
 	dir := filepath.Join(d.dir, "wasm")
 	opts := d.cfg.Wasm.WasmOptions()
-	opts.Logger = d.log.With("subsystem", "wasm")
+	opts.Logger = d.log // the engine adds subsystem=wasm itself
 	eng, err := wasm.NewEngine(filepath.Join(dir, "cache"), opts)
 	if err != nil {
 		return err

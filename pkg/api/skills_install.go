@@ -132,7 +132,6 @@ func (s *Server) installSkill(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("wasm skill added through the API", "skill", m.Name, "version", m.Version, "module", m.Module.Short())
 	out := s.skillOf(info)
 	out.Local, out.Providers = true, []string{s.deps.Node.ID().String()}
 	writeJSON(w, http.StatusCreated, out)
@@ -221,7 +220,6 @@ func (s *Server) removeSkill(w http.ResponseWriter, r *http.Request) {
 	for _, g := range gone {
 		out.Removed = append(out.Removed, s.skillOf(g))
 	}
-	s.log.Info("wasm skill removed through the API", "skill", name, "version", q.Get(apiv1.ParamVersion), "removed", len(gone))
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -326,3 +326,20 @@ func TestSkillEndpointsNeedTheTokenAndAnInstaller(t *testing.T) {
 		t.Errorf("DELETE without an installer: %d %s", a.status, a.body)
 	}
 }
+
+func TestInstallSkillIsRefusedWhileDraining(t *testing.T) {
+	f := &fakeInstaller{max: 1 << 20}
+	e := newEngine(t)
+	f.reg = e.Registry
+	deps := e.Deps()
+	deps.Installer = f
+	s, err := api.New(deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Drain()
+	a := wasmRequest(t, s.Handler(), "POST", "/v1/skills?name=a.b&version=1", strings.NewReader(wasmBody))
+	if a.status != 503 || a.errorCode(t) != apiv1.CodeShuttingDown || len(f.installed) != 0 {
+		t.Fatalf("POST while draining: %d %s", a.status, a.body)
+	}
+}
