@@ -120,6 +120,8 @@ func TestCLISkillAddListRunRemove(t *testing.T) {
 			[]string{"wasm magic", "(invalid_module)"}},
 		{"a module over wasm.max_module", []string{"skill", "add", writeFile(t, "big.wasm", big), "--name", "a.b", "--version", "1"}, exitFailed,
 			[]string{"limit of 1KiB", "wasm.max_module", "(module_too_large)"}},
+		{"a large module over wasm.max_module", []string{"skill", "add", writeFile(t, "huge.wasm", append(append([]byte{}, hiModule...), make([]byte, 8<<20)...)), "--name", "a.b", "--version", "1"}, exitFailed,
+			[]string{"limit of 1KiB", "wasm.max_module", "(module_too_large)"}},
 		{"a module that does not compile", []string{"skill", "add", writeFile(t, "bad.wasm", bad), "--name", "a.b", "--version", "1"}, exitFailed,
 			[]string{"does not compile", "(invalid_module)"}},
 		{"a bad name", []string{"skill", "add", hi, "--name", "A B", "--version", "1"}, exitFailed, []string{"name", "(invalid_request)"}},
