@@ -11,6 +11,7 @@ import (
 
 	"github.com/cortexgrid/cortexd/pkg/api"
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+	"github.com/cortexgrid/cortexd/pkg/command"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/cortexgrid/cortexd/pkg/wasm"
@@ -143,7 +144,7 @@ func (s *skillInstaller) Remove(_ context.Context, name reputation.SkillID, vers
 	if sk, err := d.registry.Lookup(name, ""); err == nil {
 		ws, ok := sk.(*wasm.Skill)
 		if !ok {
-			return nil, fmt.Errorf("remove skill %q: it is a command skill, set in the config; remove it there: %w", name, api.ErrNotRemovable)
+			return nil, fmt.Errorf("remove skill %q: it is not a wasm skill but a command skill, set in the config; remove it there: %w", name, api.ErrNotRemovable)
 		}
 		if version == "" || ws.Descriptor().Version == version {
 			d.registry.Unregister(name)
@@ -179,20 +180,23 @@ func (s *skillInstaller) Remove(_ context.Context, name reputation.SkillID, vers
 	return out, nil
 }
 
-// Describe implements api.SkillInstaller: wasm skills are *wasm.Skill, the
-// built-ins are named in builtinNames, and every other registered skill
-// is a command skill from the config.
+// Describe implements api.SkillInstaller: wasm skills are *wasm.Skill,
+// command skills *command.Skill, and the built-ins are named in
+// builtinNames. Any other skill has no kind.
 func (s *skillInstaller) Describe(id reputation.SkillID) (api.SkillInfo, bool) {
 	sk, err := s.d.registry.Lookup(id, "")
 	if err != nil {
 		return api.SkillInfo{}, false
 	}
-	if ws, ok := sk.(*wasm.Skill); ok {
-		p := ws.Program()
+	switch sk := sk.(type) {
+	case *wasm.Skill:
+		p := sk.Program()
 		return api.SkillInfo{Kind: apiv1.SkillWasm, Manifest: p.Manifest(), Limits: p.Limits()}, true
+	case *command.Skill:
+		return api.SkillInfo{Kind: apiv1.SkillCommand}, true
 	}
 	if slices.Contains(builtinNames, string(id)) {
 		return api.SkillInfo{Kind: apiv1.SkillBuiltin}, true
 	}
-	return api.SkillInfo{Kind: apiv1.SkillCommand}, true
+	return api.SkillInfo{}, true
 }

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 
 	"github.com/cortexgrid/cortexd/cmd/cortexd/internal/config"
 	"github.com/cortexgrid/cortexd/pkg/api"
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+	"github.com/cortexgrid/cortexd/pkg/command"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/cortexgrid/cortexd/pkg/wasm"
@@ -124,5 +126,37 @@ func TestInstallerRemoveUnregistersAndClosesTheProgram(t *testing.T) {
 	}
 	if _, err := inst.Remove(context.Background(), "echo", ""); !errors.Is(err, api.ErrNotRemovable) {
 		t.Fatalf("Remove(echo): %v, want ErrNotRemovable", err)
+	}
+}
+
+func TestInstallerDescribesEachKind(t *testing.T) {
+	inst := testInstaller(t)
+	if _, err := inst.Install(context.Background(), hiManifest("text.hi", "1.0.0"), hiModule); err != nil {
+		t.Fatal(err)
+	}
+	want := map[reputation.SkillID]string{"echo": apiv1.SkillBuiltin, "text.hi": apiv1.SkillWasm}
+	if runtime.GOOS == "linux" {
+		cs, err := command.New(command.Spec{Name: "cmd.true", Version: "1.0.0", Argv: []string{"true"}}, command.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := inst.d.registry.Register(cs); err != nil {
+			t.Fatal(err)
+		}
+		want["cmd.true"] = apiv1.SkillCommand
+		if _, err := inst.Remove(context.Background(), "cmd.true", ""); !errors.Is(err, api.ErrNotRemovable) {
+			t.Errorf("Remove(cmd.true): %v, want ErrNotRemovable", err)
+		}
+		if _, err := inst.Install(context.Background(), hiManifest("cmd.true", "2.0.0"), hiModule); !errors.Is(err, api.ErrSkillExists) {
+			t.Errorf("Install over a command skill: %v, want ErrSkillExists", err)
+		}
+	}
+	for id, kind := range want {
+		if info, ok := inst.Describe(id); !ok || info.Kind != kind {
+			t.Errorf("Describe(%s) = %+v, %v; want kind %s", id, info, ok, kind)
+		}
+	}
+	if _, ok := inst.Describe("no.such"); ok {
+		t.Error("Describe of an unregistered skill is ok")
 	}
 }
