@@ -75,6 +75,21 @@ func listSkills(ctx context.Context, c *client.Client) ([]string, error) {
 	return out, nil
 }
 
+// listWasmSkills lists this node's wasm skills, for `skill rm`.
+func listWasmSkills(ctx context.Context, c *client.Client) ([]string, error) {
+	skills, err := c.Skills(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range skills {
+		if s.Kind == apiv1.SkillWasm && s.Local {
+			out = append(out, s.ID+"	"+s.Version+", module "+shortModule(s.Module))
+		}
+	}
+	return out, nil
+}
+
 // listTasks lists the newest task IDs; with live, only unfinished ones.
 func listTasks(live bool) func(context.Context, *client.Client) ([]string, error) {
 	return func(ctx context.Context, c *client.Client) ([]string, error) {
@@ -153,6 +168,7 @@ func (a *app) registerCompletions(root *cobra.Command) {
 		"peers deny":  a.fromDaemon(listPeers),
 		"peers allow": a.fromDaemon(listPeers),
 		"trust":       a.fromDaemon(listPeers),
+		"skill rm":    a.fromDaemon(listWasmSkills),
 	}
 	for path, fn := range args {
 		byPath[path].ValidArgsFunction = fn

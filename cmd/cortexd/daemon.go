@@ -66,8 +66,9 @@ type daemon struct {
 	api      *api.Server
 	store    *store.Store // persistent state (issue 5); closes last
 
-	wasmStore  *wasm.Store  // installed wasm skills, DIR/wasm
-	wasmEngine *wasm.Engine // runs them; closes after the coordinator
+	wasmStore  *wasm.Store     // installed wasm skills, DIR/wasm
+	wasmEngine *wasm.Engine    // runs them; closes after the coordinator
+	installer  *skillInstaller // adds and removes them for the API
 
 	listener net.Listener
 	url      string
@@ -507,7 +508,8 @@ func (d *daemon) startAPI(tok string) error {
 		api.WithVersion(version),
 		api.WithDefaults(api.TaskDefaults{Timeout: c.Queue.DefaultTimeout, MinTrust: c.Trust.MinTrustDefault, MaxRetries: c.Queue.MaxRetries}),
 	)
-	deps := api.Deps{Tasks: d.coord, Node: d.node, Skills: d.registry, Trust: d.trust, Admission: d.admit, Activity: orchActivity{d.orch}}
+	deps := api.Deps{Tasks: d.coord, Node: d.node, Skills: d.registry, Trust: d.trust, Admission: d.admit, Activity: orchActivity{d.orch},
+		Installer: d.installer}
 	if d.prom != nil {
 		if err := d.prom.Register(api.NewCollector(d.coord, d.node, d.trust)); err != nil {
 			return fmt.Errorf("register cortex metrics: %w", err)

@@ -97,31 +97,6 @@ lets it back.`,
 	return cmd
 }
 
-func (a *app) skillsCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "skills",
-		Short: "List the skills offered by this node and known on the network",
-		Args:  noArgs,
-		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
-				skills, err := c.Skills(ctx)
-				if err != nil {
-					return err
-				}
-				if a.asJSON {
-					return a.printJSON(skills)
-				}
-				rows := make([][]string, 0, len(skills))
-				for _, s := range skills {
-					rows = append(rows, []string{s.ID, orDash(s.Version), yesNo(s.Local),
-						strconv.Itoa(len(s.Providers)), shortPeers(s.Providers)})
-				}
-				return a.table([]string{"SKILL", "VERSION", "LOCAL", "PROVIDERS", "PEERS"}, rows)
-			})
-		}),
-	}
-}
-
 func (a *app) metricsCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "metrics",

@@ -70,8 +70,9 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 // http://<Host>), and a body that is not JSON (an HTML form or a
 // text/plain fetch needs no CORS preflight, application/json does). A
 // request with a body must say Content-Type: application/json, or
-// application/octet-stream for a raw input to POST /v1/tasks (which needs
-// a preflight too); one without a body (POST /v1/tasks/{id}/cancel) may
+// application/octet-stream for a raw input to POST /v1/tasks, or
+// application/wasm for a module to POST /v1/skills (both need a preflight
+// too); one without a body (POST /v1/tasks/{id}/cancel) may
 // leave it out.
 func (s *Server) checkBrowser(r *http.Request) error {
 	if o := r.Header.Get("Origin"); o != "" && !strings.EqualFold(o, "http://"+r.Host) {
@@ -92,6 +93,12 @@ func (s *Server) checkBrowser(r *http.Request) error {
 		return nil
 	case err == nil && mt == rawMediaType && r.Method == http.MethodPost && r.URL.Path == "/v1/tasks":
 		return nil // not a type a web page may send without a CORS preflight
+	case err == nil && mt == apiv1.WasmMediaType && r.Method == http.MethodPost && r.URL.Path == "/v1/skills":
+		return nil // nor is this one
+	case r.URL.Path == "/v1/skills" && r.Method == http.MethodPost:
+		return &httpError{http.StatusUnsupportedMediaType, apiv1.CodeUnsupportedType,
+			fmt.Sprintf("Content-Type %q is refused: POST /v1/skills takes the module's bytes with Content-Type: %s (curl: -H 'Content-Type: %s' --data-binary @FILE.wasm), the manifest's fields in the query",
+				clip(ct, 100), apiv1.WasmMediaType, apiv1.WasmMediaType)}
 	case r.URL.Path == "/v1/tasks":
 		return &httpError{http.StatusUnsupportedMediaType, apiv1.CodeUnsupportedType,
 			fmt.Sprintf("Content-Type %q is refused: send a JSON submission with Content-Type: application/json (curl: -H 'Content-Type: application/json'), or the raw input with Content-Type: %s and the other fields in the query", clip(ct, 100), rawMediaType)}

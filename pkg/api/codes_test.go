@@ -18,6 +18,7 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/skill"
+	"github.com/cortexgrid/cortexd/pkg/wasm"
 )
 
 // codeInfo returns the entry of apiv1.Codes for code.
@@ -99,6 +100,8 @@ func TestErrorStatusesMatchTheCodeTable(t *testing.T) {
 		skill.ErrTaskNotFound, skill.ErrQueueFull, skill.ErrNoCapableNode, skill.ErrTaskFinished, skill.ErrClosed,
 		errDraining, skill.ErrTimeout, skill.ErrCanceled, skill.ErrDelegationFailed, errors.New("anything else"),
 		&httpError{http.StatusUnauthorized, apiv1.CodeUnauthorized, "x"},
+		ErrSkillExists, ErrNotRemovable, skill.ErrDuplicateSkill, wasm.ErrModuleTooLarge, wasm.ErrNotWasm, wasm.ErrCompile,
+		wasm.ErrHashMismatch, wasm.ErrExists, wasm.ErrInvalidManifest, wasm.ErrNotFound, wasm.ErrClosed, moduleTooLarge(2, 1),
 	} {
 		status, code := errorStatus(err)
 		c, ok := codeInfo(code)

@@ -11,6 +11,8 @@
 //	GET    /v1/tasks/{id}/wait?timeout=30s  wait (at most 10m) -> apiv1.Task
 //	POST   /v1/tasks/{id}/cancel    cancel (also DELETE /v1/tasks/{id})
 //	GET    /v1/id | /v1/peers | /v1/skills | /v1/metrics | /v1/trust[/{peer}]
+//	POST   /v1/skills?name=&version=&...  add a wasm skill (body: the module, application/wasm) -> 201 apiv1.Skill
+//	DELETE /v1/skills/{name}[?version=]   remove a wasm skill -> apiv1.RemovedSkills
 //	POST   /v1/peers/{peer}/deny    cut a peer off until restart -> apiv1.PeerAccess
 //	POST   /v1/peers/{peer}/allow   undo a deny (or extend the allow list) -> apiv1.PeerAccess
 //	GET    /v1/events[?task=ID][&types=task,peer]  server-sent events (apiv1.Event)
@@ -18,11 +20,13 @@
 //	GET    /healthz | /readyz       liveness; readiness (503 while draining)
 //
 // Every 4xx and 5xx answer is an apiv1.ErrorBody with a code from the
-// apiv1.Code* constants. Request bodies are limited (WithMaxBodyBytes).
+// apiv1.Code* constants. Request bodies are limited (WithMaxBodyBytes; a
+// module to POST /v1/skills by Deps.Installer's MaxModule instead).
 // A bearer token, when set, is always accepted, and is required for every
 // endpoint but /healthz and /readyz when the listener is beyond loopback.
 // Web pages cannot drive the API: a request whose Origin is not the API's
 // own is refused (403), a body must come with Content-Type:
-// application/json (415), and a request without a token must name a
+// application/json (415; raw inputs and modules have their own types, which
+// need a CORS preflight too), and a request without a token must name a
 // loopback Host with the listener's port (403; DNS rebinding).
 package api

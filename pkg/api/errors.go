@@ -33,9 +33,14 @@ func badRequest(format string, args ...any) error {
 func errorStatus(err error) (int, string) {
 	var he *httpError
 	var mbe *http.MaxBytesError
+	if status, code, ok := installStatus(err); ok && !errors.As(err, &he) {
+		return status, code
+	}
 	switch {
 	case errors.As(err, &he):
 		return he.status, he.code
+	case errors.Is(err, skill.ErrDuplicateSkill):
+		return http.StatusConflict, apiv1.CodeSkillExists
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, apiv1.CodeTooLarge
 	case errors.Is(err, skill.ErrInvalidInput):

@@ -71,6 +71,11 @@ func (s *Server) skills(w http.ResponseWriter, _ *http.Request) {
 		sk := get(string(d.ID))
 		sk.Version, sk.Description, sk.Local, sk.InputSchema = d.Version, d.Description, true, d.InputSchema
 		sk.Providers = append(sk.Providers, self)
+		if s.deps.Installer != nil {
+			if info, ok := s.deps.Installer.Describe(d.ID); ok {
+				describeInto(sk, info)
+			}
+		}
 	}
 	for _, pi := range s.deps.Node.Peers() {
 		for _, c := range pi.Skills {

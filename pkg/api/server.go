@@ -81,6 +81,10 @@ type Deps struct {
 	// out.
 	Admission PeerAdmission
 	Activity  PeerActivity
+	// Installer serves POST /v1/skills and DELETE /v1/skills/{name} and
+	// the kind and module of each local skill in GET /v1/skills. If nil,
+	// those two endpoints answer 404 and skills are listed without kind.
+	Installer SkillInstaller
 }
 
 // Option configures a Server.
@@ -210,6 +214,10 @@ func (s *Server) routes() http.Handler {
 		mux.HandleFunc("POST /v1/peers/{peer}/allow", s.allowPeer)
 	}
 	mux.HandleFunc("GET /v1/skills", s.skills)
+	if s.deps.Installer != nil {
+		mux.HandleFunc("POST /v1/skills", s.installSkill)
+		mux.HandleFunc("DELETE /v1/skills/{name}", s.removeSkill)
+	}
 	mux.HandleFunc("GET /v1/metrics", s.metrics)
 	mux.HandleFunc("GET /v1/trust", s.trustAll)
 	mux.HandleFunc("GET /v1/trust/{peer}", s.trustOne)
@@ -241,7 +249,11 @@ func allowed(mux *http.ServeMux, r *http.Request) []string {
 func (s *Server) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil {
-			r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+			limit := s.maxBody
+			if s.deps.Installer != nil && r.Method == http.MethodPost && r.URL.Path == "/v1/skills" {
+				limit = s.deps.Installer.MaxModule() // a module, not a submission
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -252,6 +252,62 @@ type Skill struct {
 	Local       bool            `json:"local"`
 	Providers   []string        `json:"providers"` // peer IDs offering it, this node's included when Local
 	InputSchema json.RawMessage `json:"input_schema,omitempty"`
+	// Kind is how this node implements the skill: SkillBuiltin,
+	// SkillWasm or SkillCommand; empty for a skill only peers offer.
+	Kind string `json:"kind,omitempty"`
+	// Module is the sha256 of a wasm skill's module, 64 hex digits.
+	Module string `json:"module,omitempty"`
+	// Limits are what each run of a local wasm skill gets: the manifest's,
+	// defaulted and capped by this node's wasm config.
+	Limits *SkillLimits `json:"limits,omitempty"`
+	// Deterministic is a local wasm skill's manifest setting: fake clock
+	// and seeded random source when true.
+	Deterministic bool `json:"deterministic,omitempty"`
+}
+
+// Kinds of skill (Skill.Kind).
+const (
+	SkillBuiltin = "builtin"
+	SkillWasm    = "wasm"
+	SkillCommand = "command"
+)
+
+// SkillLimits are a wasm skill's limits, sizes with units ("64MiB") and
+// the timeout as a Go duration ("30s").
+type SkillLimits struct {
+	Memory  string `json:"memory"`
+	Timeout string `json:"timeout"`
+	Input   string `json:"input"`
+	Output  string `json:"output"`
+}
+
+// WasmMediaType is the Content-Type of POST /v1/skills: the body is the
+// module's bytes, the manifest's fields are the query (SkillParams).
+const WasmMediaType = "application/wasm"
+
+// Query parameters of POST /v1/skills. Name and version are required; the
+// limits are sizes ("64MiB", "1048576") and a duration ("30s"), left out
+// for the node's defaults; input_schema is JSON; deterministic is true or
+// false (default false).
+const (
+	ParamName          = "name"
+	ParamDescription   = "description"
+	ParamInputSchema   = "input_schema"
+	ParamMemory        = "memory"
+	ParamInput         = "input"
+	ParamOutput        = "output"
+	ParamDeterministic = "deterministic"
+)
+
+// SkillParams are the parameters POST /v1/skills takes (ParamVersion and
+// ParamTimeout are shared with a raw submission).
+var SkillParams = []string{ParamName, ParamVersion, ParamDescription, ParamInputSchema,
+	ParamMemory, ParamTimeout, ParamInput, ParamOutput, ParamDeterministic}
+
+// RemovedSkills is the answer of DELETE /v1/skills/{name}: what was
+// unregistered and deleted (one entry per stored version).
+type RemovedSkills struct {
+	Removed []Skill `json:"removed"`
 }
 
 // TrustEntry is one entry of GET /v1/trust, or the body of GET
@@ -362,6 +418,10 @@ const (
 	CodeUnsupportedType  = "unsupported_media_type" // a body that is not JSON (or raw bytes where they are taken)
 	CodeShuttingDown     = "shutting_down"          // draining or not started
 	CodeInternal         = "internal"
+	CodeSkillExists      = "skill_exists"        // skill add: the name is taken
+	CodeNotRemovable     = "skill_not_removable" // skill rm of a built-in or command skill
+	CodeInvalidModule    = "invalid_module"      // skill add: not wasm, or does not compile
+	CodeModuleTooLarge   = "module_too_large"    // skill add: over wasm.max_module
 )
 
 // CodeInfo documents one error code: the HTTP status of an answer that
@@ -384,13 +444,17 @@ var Codes = []CodeInfo{
 	{CodeForbiddenOrigin, 403, "a request from a web page (its Origin is not the API's own)"},
 	{CodeForbiddenHost, 403, "a request without a token whose Host is not loopback (DNS rebinding)"},
 	{CodeUnknownSkill, 404, "no node on the grid offers the skill"},
-	{CodeNotFound, 404, "no such task, peer or endpoint"},
+	{CodeNotFound, 404, "no such task, peer, installed wasm skill or endpoint"},
 	{CodeMethodNotAllowed, 405, "the endpoint does not take this method; Allow lists those it takes"},
 	{CodeFinished, 409, "cancel of a task that has already finished"},
 	{CodeCanceled, 409, "the task was canceled"},
+	{CodeSkillExists, 409, "a skill of that name is built in or registered here; remove it first, or pick another name"},
+	{CodeNotRemovable, 409, "the skill is built in or a command skill, set in the config; only wasm skills are added and removed here"},
 	{CodeTooLarge, 413, "the request body is larger than api.max_body_bytes"},
 	{CodeInputTooLarge, 413, "the task input is larger than the most one task may carry (MaxInputBytes)"},
-	{CodeUnsupportedType, 415, "the body is not sent as application/json (or, to POST /v1/tasks, application/octet-stream)"},
+	{CodeModuleTooLarge, 413, "the wasm module is larger than wasm.max_module"},
+	{CodeUnsupportedType, 415, "the body is not sent as application/json (or, to POST /v1/tasks, application/octet-stream; to POST /v1/skills, application/wasm)"},
+	{CodeInvalidModule, 422, "the module is not WebAssembly, does not compile, or is not a WASI command this node can run; the message says which"},
 	{CodeQueueFull, 429, "the queue level of the task's priority is full; retry after Retry-After"},
 	{CodeInternal, 500, "a fault of this node; its log has the cause"},
 	{CodeDelegation, 502, "every attempt failed and no retry is left; the message has the last failure"},

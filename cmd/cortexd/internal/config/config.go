@@ -3,7 +3,11 @@
 // Library packages take options; only the daemon reads this schema.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/wasm"
+)
 
 // Config is the whole configuration of one cortexd node. Keys are the
 // mapstructure tags joined with dots, e.g. "queue.max_per_level"; the
@@ -22,6 +26,7 @@ type Config struct {
 	Trust     Trust     `mapstructure:"trust"`
 	Admission Admission `mapstructure:"admission"`
 	Skills    Skills    `mapstructure:"skills"`
+	Wasm      Wasm      `mapstructure:"wasm"`
 	API       API       `mapstructure:"api"`
 	Metrics   Metrics   `mapstructure:"metrics"`
 	Log       Log       `mapstructure:"log"`
@@ -207,6 +212,31 @@ type Skills struct {
 	CommandShim string `mapstructure:"command_shim"`
 }
 
+// Wasm caps and defaults what wasm skills may use (wasm.Options). Sizes
+// are bytes or a number with a unit ("64MiB"); a manifest asking for more
+// than a max gets the max, one leaving a limit out gets the default.
+type Wasm struct {
+	MaxModule wasm.Size   `mapstructure:"max_module"` // largest module accepted (skill add, POST /v1/skills)
+	Max       WasmMax     `mapstructure:"max"`
+	Default   WasmDefault `mapstructure:"default"`
+}
+
+// WasmMax caps every wasm skill's limits.
+type WasmMax struct {
+	Memory  wasm.Size     `mapstructure:"memory"`
+	Timeout time.Duration `mapstructure:"timeout"`
+	Input   wasm.Size     `mapstructure:"input"`
+	Output  wasm.Size     `mapstructure:"output"`
+}
+
+// WasmDefault is what a wasm skill that leaves a limit out gets; its input
+// limit is then max.input.
+type WasmDefault struct {
+	Memory  wasm.Size     `mapstructure:"memory"`
+	Timeout time.Duration `mapstructure:"timeout"`
+	Output  wasm.Size     `mapstructure:"output"`
+}
+
 // API configures the local HTTP API.
 type API struct {
 	Listen       string `mapstructure:"listen"`
@@ -266,7 +296,13 @@ func Default() Config {
 			Known:        PeerLimits{Rate: 20000, Burst: 5000, MaxTasks: 4096, MaxBytes: 256 << 20},
 			NodeMaxBytes: 512 << 20,
 		},
-		Skills:  Skills{Enabled: []string{"echo", "hash.sha256", "image.resize"}, Commands: []CommandSkill{}},
+		Skills: Skills{Enabled: []string{"echo", "hash.sha256", "image.resize"}, Commands: []CommandSkill{}},
+		Wasm: Wasm{
+			MaxModule: wasm.DefaultMaxModule,
+			Max: WasmMax{Memory: wasm.DefaultMaxMemory, Timeout: time.Duration(wasm.DefaultMaxTimeout),
+				Input: wasm.DefaultMaxInput, Output: wasm.DefaultMaxOutput},
+			Default: WasmDefault{Memory: wasm.DefaultMemory, Timeout: time.Duration(wasm.DefaultTimeout), Output: wasm.DefaultOutput},
+		},
 		API:     API{Listen: "127.0.0.1:5080", TokenFile: "api-token", MaxBodyBytes: 22 << 20},
 		Metrics: Metrics{Enabled: true},
 		Log:     Log{Level: "info", Format: "text"},

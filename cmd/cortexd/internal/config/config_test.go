@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/cortexgrid/cortexd/pkg/wasm"
 )
 
 func writeConfig(t testing.TB, body string) string {
@@ -119,6 +121,31 @@ func TestConfigErrors(t *testing.T) {
 			wants: []string{"queue.max_retries", "$CORTEXD_QUEUE_MAX_RETRIES"},
 		},
 		{
+			name:  "a size that is not a size names its key",
+			file:  "wasm:\n  max:\n    memory: lots\n",
+			wants: []string{"wasm.max.memory", "want a size such as 64MiB", `"lots"`},
+		},
+		{
+			name: "wasm limits out of range name their keys",
+			file: "wasm:\n  max_module: 100\n  max:\n    memory: 8GiB\n    timeout: 1us\n    output: 0\n" +
+				"  default:\n    memory: 1KiB\n",
+			wants: []string{"wasm.max_module: must be between 1KiB and 1GiB", "wasm.max.memory: must be between 64KiB",
+				"wasm.max.timeout: must be at least 1ms", "wasm.max.output: must be at least 1 byte", "wasm.default.memory: must be between 64KiB"},
+		},
+		{
+			name: "a wasm default over its max names both keys",
+			file: "wasm:\n  max:\n    memory: 128MiB\n    timeout: 10s\n    output: 1MiB\n" +
+				"  default:\n    memory: 256MiB\n    timeout: 1m\n    output: 2MiB\n",
+			wants: []string{"wasm.default.memory: must not exceed wasm.max.memory (128MiB), got 256MiB",
+				"wasm.default.timeout: must not exceed wasm.max.timeout (10s), got 1m0s",
+				"wasm.default.output: must not exceed wasm.max.output (1MiB), got 2MiB"},
+		},
+		{
+			name:  "a bad wasm size in the environment names the variable",
+			env:   map[string]string{"CORTEXD_WASM_MAX_MODULE": "big"},
+			wants: []string{"wasm.max_module", "$CORTEXD_WASM_MAX_MODULE"},
+		},
+		{
 			name:  "a deny list entry that is not a peer ID is named with its index",
 			file:  "network:\n  deny_peers: [" + peerA + ", not-a-peer]\n",
 			wants: []string{"network.deny_peers[1]", `"not-a-peer" is not a peer ID`},
@@ -195,6 +222,26 @@ const (
 	peerA = "12D3KooWJpPHJ3gu91QYVxBVfGWa7nGF3Qz3Q6zScHkpfrBCiAai"
 	peerB = "12D3KooWKMU7oXdsZLYbPbvzwSKT1rWsB9SSZT9vhubpopCyMzNe"
 )
+
+func TestConfigWasmSectionMapsOntoTheEngineOptions(t *testing.T) {
+	t.Setenv("CORTEXD_WASM_DEFAULT_MEMORY", "32MiB")
+	c, err := Load(writeConfig(t, "wasm:\n  max_module: 1048576\n  max:\n    timeout: 1m\n    input: 1MB\n  default:\n    output: 64KiB\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Wasm.WasmOptions()
+	want := wasm.Options{
+		MaxModule: wasm.MiB,
+		Max:       wasm.Limits{Memory: 256 * wasm.MiB, Timeout: wasm.Duration(time.Minute), Input: 1000 * 1000, Output: 16 * wasm.MiB},
+		Default:   wasm.Limits{Memory: 32 * wasm.MiB, Timeout: wasm.Duration(30 * time.Second), Input: 1000 * 1000, Output: 64 * wasm.KiB},
+	}
+	if got != want {
+		t.Fatalf("options %+v, want %+v", got, want)
+	}
+	if _, err := wasm.NewEngine("", got); err != nil {
+		t.Fatalf("the engine refuses what the config accepted: %v", err)
+	}
+}
 
 func TestConfigAccessKeys(t *testing.T) {
 	c, err := Load(writeConfig(t, "network:\n  allow_peers: ["+peerA+", "+peerB+"]\n  swarm_key_file: keys/swarm.key\n"+

@@ -15,6 +15,8 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/cortexgrid/cortexd/pkg/wasm"
 )
 
 // FileName is the config file's name inside the repo dir.
@@ -146,8 +148,18 @@ func checkMovedEnv() error {
 func decodeOptions(dc *mapstructure.DecoderConfig) {
 	dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
 		mapstructure.StringToTimeDurationHookFunc(),
+		stringToSize,
 		stringToSlice,
 	)
+}
+
+// stringToSize reads a size with a unit ("64MiB") or a number of bytes
+// as a string, as YAML, the environment and flags give it.
+func stringToSize(f, t reflect.Type, data any) (any, error) {
+	if f.Kind() != reflect.String || t != reflect.TypeOf(wasm.Size(0)) {
+		return data, nil
+	}
+	return wasm.ParseSize(data.(string))
 }
 
 // stringToSlice splits "a,b" into a list, for lists set from the
@@ -288,6 +300,8 @@ func describe(t reflect.Type) string {
 	switch {
 	case t == reflect.TypeOf(time.Duration(0)):
 		return "a duration such as 30s, 5m or 1h"
+	case t == reflect.TypeOf(wasm.Size(0)):
+		return "a size such as 64MiB, 512KiB or 1048576 (bytes)"
 	case t.Kind() == reflect.Bool:
 		return "true or false"
 	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/wasm"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 )
@@ -24,6 +25,7 @@ func (c *Config) Validate() error {
 	c.validateTrust(&p)
 	c.validateAdmission(&p)
 	c.validateMisc(&p)
+	c.validateWasm(&p)
 	if len(p) == 0 {
 		return nil
 	}
@@ -261,4 +263,56 @@ func ParseListen(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("%q: host must be an IP address or localhost", s)
 	}
 	return netip.AddrPortFrom(a, uint16(n)), nil
+}
+
+// validateWasm checks the wasm section against the bounds wasm.Options
+// takes: memory from one wasm page (64KiB) to 4GiB, timeouts from 1ms,
+// sizes of at least 1 byte, each default within its max.
+func (c *Config) validateWasm(p *problems) {
+	w := c.Wasm
+	if w.MaxModule < wasm.KiB || w.MaxModule > wasm.GiB {
+		p.add("wasm.max_module", "must be between 1KiB and 1GiB (a module is read into memory whole), got %s", w.MaxModule)
+	}
+	memory := func(key string, v, max wasm.Size, maxKey string) {
+		switch {
+		case v < 64*wasm.KiB || v > 4*wasm.GiB:
+			p.add(key, "must be between 64KiB (one wasm page) and 4GiB (all a 32-bit module can address), got %s", v)
+		case maxKey != "" && v > max:
+			p.add(key, "must not exceed %s (%s), got %s", maxKey, max, v)
+		}
+	}
+	memory("wasm.max.memory", w.Max.Memory, 0, "")
+	memory("wasm.default.memory", w.Default.Memory, w.Max.Memory, "wasm.max.memory")
+	timeout := func(key string, v, max time.Duration, maxKey string) {
+		switch {
+		case v < time.Millisecond:
+			p.add(key, "must be at least 1ms, got %s", v)
+		case maxKey != "" && v > max:
+			p.add(key, "must not exceed %s (%s), got %s", maxKey, max, v)
+		}
+	}
+	timeout("wasm.max.timeout", w.Max.Timeout, 0, "")
+	timeout("wasm.default.timeout", w.Default.Timeout, w.Max.Timeout, "wasm.max.timeout")
+	size := func(key string, v, max wasm.Size, maxKey string) {
+		switch {
+		case v < 1:
+			p.add(key, "must be at least 1 byte, got %d", v)
+		case maxKey != "" && v > max:
+			p.add(key, "must not exceed %s (%s), got %s", maxKey, max, v)
+		}
+	}
+	size("wasm.max.input", w.Max.Input, 0, "")
+	size("wasm.max.output", w.Max.Output, 0, "")
+	size("wasm.default.output", w.Default.Output, w.Max.Output, "wasm.max.output")
+}
+
+// WasmOptions maps the wasm section onto the engine's options.
+func (w Wasm) WasmOptions() wasm.Options {
+	return wasm.Options{
+		MaxModule: w.MaxModule,
+		Max: wasm.Limits{Memory: w.Max.Memory, Timeout: wasm.Duration(w.Max.Timeout),
+			Input: w.Max.Input, Output: w.Max.Output},
+		Default: wasm.Limits{Memory: w.Default.Memory, Timeout: wasm.Duration(w.Default.Timeout),
+			Input: w.Max.Input, Output: w.Default.Output},
+	}
 }
