@@ -139,6 +139,9 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 	if err != nil {
 		return reject(grid.RejectUnknownSkill, 0, "%v", err)
 	}
+	if err := checkModule(e.skill, rt); err != nil {
+		return err
+	}
 	in := SkillInput{Kind: rt.InputKind, Data: rt.Input}
 	if err := e.validate(in); err != nil {
 		return reject(grid.RejectInvalidInput, 0, "%v", err)
@@ -368,4 +371,36 @@ func (t *incomingTable) cancelAll(c *DelegationCoordinator) {
 			c.stopIncoming(qid, in, in.reply, grid.CodeCanceled, "node shutting down")
 		}
 	}
+}
+
+// ModuleSkill is a skill that runs a wasm module (*wasm.Skill is one):
+// its module's sha256 is what a TaskRequest's module hash is checked
+// against, and what the node announces.
+type ModuleSkill interface {
+	Skill
+	ModuleSHA256() [32]byte
+}
+
+// ModuleOf returns the module hash of s if it is a ModuleSkill.
+func ModuleOf(s Skill) ([32]byte, bool) {
+	if m, ok := s.(ModuleSkill); ok {
+		return m.ModuleSHA256(), true
+	}
+	return [32]byte{}, false
+}
+
+// checkModule refuses a task that names a module other than the one the
+// local skill runs: the requester meant other code.
+func checkModule(s Skill, rt *grid.RemoteTask) error {
+	if rt.ModuleSHA256 == ([32]byte{}) {
+		return nil
+	}
+	have, ok := ModuleOf(s)
+	switch {
+	case !ok:
+		return reject(grid.RejectUnknownSkill, 0, "skill %q is not a wasm skill here, the task names module %x", rt.Skill, rt.ModuleSHA256)
+	case have != rt.ModuleSHA256:
+		return reject(grid.RejectUnknownSkill, 0, "skill %q runs module %x here, the task names module %x", rt.Skill, have, rt.ModuleSHA256)
+	}
+	return nil
 }
