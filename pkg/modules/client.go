@@ -85,7 +85,8 @@ func (o FetchOptions) withDefaults() FetchOptions {
 // over the caps before allocating for it, and returns the module only if
 // its sha256 is id and the manifest is valid and names id; a mismatch
 // wraps wasm.ErrHashMismatch, a bad manifest wasm.ErrInvalidManifest. The
-// module is the caller's. Canceling ctx resets the stream.
+// module is the caller's. Canceling ctx resets the stream; the transfer
+// as a whole takes at most the first-byte and frame timeouts together.
 func Fetch(ctx context.Context, h host.Host, p peer.ID, id wasm.ModuleID, opts FetchOptions) (wasm.Manifest, []byte, error) {
 	o := opts.withDefaults()
 	m, mod, err := fetch(ctx, h, p, id, o)
@@ -96,6 +97,10 @@ func Fetch(ctx context.Context, h host.Host, p peer.ID, id wasm.ModuleID, opts F
 }
 
 func fetch(ctx context.Context, h host.Host, p peer.ID, id wasm.ModuleID, o FetchOptions) (wasm.Manifest, []byte, error) {
+	// The whole transfer is bounded too: a peer that neither reads the
+	// request nor answers must not hold the caller.
+	ctx, cancel := context.WithTimeout(ctx, o.FirstByteTimeout+o.FrameTimeout)
+	defer cancel()
 	st, err := h.NewStream(ctx, p, ProtocolModule)
 	if err != nil {
 		return wasm.Manifest{}, nil, err
