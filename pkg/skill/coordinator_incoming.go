@@ -512,6 +512,7 @@ func (h *FetchingHandler) HandleTask(from peer.ID, rt *grid.RemoteTask, reply fu
 func (h *FetchingHandler) fetch(ctx context.Context, key pendingKey, rt *grid.RemoteTask) {
 	defer h.wg.Done()
 	err := h.f.FetchModule(ctx, key.from, reputation.SkillID(rt.Skill), rt.Version, rt.ModuleSHA256)
+	expired := ctx.Err() != nil
 	p := h.take(key, nil)
 	if p == nil {
 		return // canceled, and answered
@@ -523,7 +524,7 @@ func (h *FetchingHandler) fetch(ctx context.Context, key pendingKey, rt *grid.Re
 	switch {
 	case h.ctx.Err() != nil:
 		fail(grid.CodeCanceled, "node shutting down")
-	case err != nil && ctx.Err() != nil:
+	case err != nil && expired:
 		fail(grid.CodeTimeout, "deadline passed while fetching the module of skill %q: %v", rt.Skill, err)
 	case err != nil:
 		fail(grid.CodeUnknownSkill, "skill %q could not be fetched: %v", rt.Skill, err)
