@@ -9,7 +9,7 @@
 // uvarint body length, then the message, as on task streams. Caps,
 // checked before anything is allocated: a request frame is at most 64
 // bytes; a response frame at most 1 KiB + 256 KiB (manifest) + the
-// fetcher's module cap (16 MiB by default). Each side reads under a time
+// fetcher's module cap (32 MiB by default). Each side reads under a time
 // limit (10 s for the request, 30 s for a frame that has started, and
 // the fetcher's own deadline for the whole transfer), and resets the
 // stream on any fault.
