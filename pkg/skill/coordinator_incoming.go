@@ -486,23 +486,28 @@ func (h *FetchingHandler) HandleTask(from peer.ID, rt *grid.RemoteTask, reply fu
 	}
 	key := pendingKey{from, rt.ID}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	switch old := h.pending[key]; {
 	case h.closed:
+		h.mu.Unlock()
 		return reject(grid.RejectShuttingDown, 0, "node is shutting down")
 	case old != nil && rt.Attempt <= old.rt.Attempt:
+		h.mu.Unlock()
 		return reject(grid.RejectDuplicate, 0, "task %s attempt %d is waiting for its module here already (attempt %d)", rt.ID.Short(), rt.Attempt, old.rt.Attempt)
 	case old != nil:
 		prev := old.reply
 		old.rt, old.reply = rt, reply
+		h.mu.Unlock()
 		prev(&grid.RemoteResult{ID: rt.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: "superseded by a newer attempt of the same task", Executor: c.self})
 		return nil
 	case len(h.pending) >= h.max:
-		return reject(grid.RejectOverBudget, time.Second, "%d tasks are waiting for modules to be fetched here", len(h.pending))
+		n := len(h.pending)
+		h.mu.Unlock()
+		return reject(grid.RejectOverBudget, time.Second, "%d tasks are waiting for modules to be fetched here", n)
 	}
 	ctx, cancel := context.WithDeadline(h.ctx, rt.Deadline)
 	h.pending[key] = &pendingFetch{rt: rt, reply: reply, cancel: cancel}
 	h.wg.Add(1)
+	h.mu.Unlock()
 	go h.fetch(ctx, key, rt)
 	return nil
 }
