@@ -79,7 +79,9 @@ type fetchingNode struct {
 }
 
 // fetchHandlerRef forwards to the FetchingHandler once it is set.
-type fetchHandlerRef struct{ h atomic.Pointer[skill.FetchingHandler] }
+type fetchHandlerRef struct {
+	h atomic.Pointer[skill.FetchingHandler]
+}
 
 func (r *fetchHandlerRef) HandleTask(from peer.ID, t *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
 	h := r.h.Load()

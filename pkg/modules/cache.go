@@ -259,4 +259,3 @@ func writeFile(dir, path string, b []byte) error {
 	}
 	return err
 }
-

@@ -60,7 +60,7 @@ const (
 // Options configures a Fetcher.
 type Options struct {
 	Mode     Mode
-	MinTrust float64                // for ModeTrusted, in [0, 1]
+	MinTrust float64                 // for ModeTrusted, in [0, 1]
 	Trust    func(p peer.ID) float64 // required for ModeTrusted: *reputation.Graph's Trust
 	// Holders lists other peers that announce module id (the capability
 	// table's ModuleHolders); tried after the requester. Optional.

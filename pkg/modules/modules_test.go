@@ -145,7 +145,9 @@ func TestConcurrentTasksForOneModuleShareOneFetch(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
 	for i := range errs {
-		wg.Go(func() { errs[i] = f.FetchModule(context.Background(), srv.ID(), "text.echo", "1.0.0", wasm.ModuleIDOf(mod)) })
+		wg.Go(func() {
+			errs[i] = f.FetchModule(context.Background(), srv.ID(), "text.echo", "1.0.0", wasm.ModuleIDOf(mod))
+		})
 	}
 	wg.Wait()
 	for i, err := range errs {

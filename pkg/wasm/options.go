@@ -25,18 +25,18 @@ type Limits struct {
 
 // Node-wide defaults and caps used when Options leaves a field zero.
 const (
-	DefaultMaxModule             = 32 * MiB
-	DefaultMaxMemory             = 256 * MiB
-	DefaultMemory                = 64 * MiB
-	DefaultMaxTimeout            = Duration(5 * time.Minute)
-	DefaultTimeout               = Duration(30 * time.Second)
-	DefaultMaxInput              = 16 * MiB
-	DefaultMaxOutput             = 16 * MiB
-	DefaultOutput                = 1 * MiB
-	pageSize                Size = 64 * KiB
-	maxPages                     = 65536 // wasm32: 4 GiB
-	minMemory                    = pageSize
-	minTimeout                   = Duration(time.Millisecond)
+	DefaultMaxModule       = 32 * MiB
+	DefaultMaxMemory       = 256 * MiB
+	DefaultMemory          = 64 * MiB
+	DefaultMaxTimeout      = Duration(5 * time.Minute)
+	DefaultTimeout         = Duration(30 * time.Second)
+	DefaultMaxInput        = 16 * MiB
+	DefaultMaxOutput       = 16 * MiB
+	DefaultOutput          = 1 * MiB
+	pageSize          Size = 64 * KiB
+	maxPages               = 65536 // wasm32: 4 GiB
+	minMemory              = pageSize
+	minTimeout             = Duration(time.Millisecond)
 )
 
 // Options configures an Engine: the node's caps and defaults. The daemon

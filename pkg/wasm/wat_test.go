@@ -57,20 +57,20 @@ func cat(parts ...[]byte) []byte {
 const i32 = 0x7f
 
 // Opcodes used below.
-func i32c(v int32) []byte   { return append([]byte{0x41}, sleb(int64(v))...) }
-func call(f uint32) []byte  { return append([]byte{0x10}, uleb(uint64(f))...) }
-func br(d uint32) []byte    { return append([]byte{0x0c}, uleb(uint64(d))...) }
-func brIf(d uint32) []byte  { return append([]byte{0x0d}, uleb(uint64(d))...) }
-func store() []byte         { return []byte{0x36, 0x02, 0x00} } // i32.store align=4
-func load() []byte          { return []byte{0x28, 0x02, 0x00} } // i32.load align=4
-func loopBegin() []byte     { return []byte{0x03, 0x40} }
-func ifBegin() []byte       { return []byte{0x04, 0x40} }
-func end() []byte           { return []byte{0x0b} }
-func drop() []byte          { return []byte{0x1a} }
-func memGrow() []byte       { return []byte{0x40, 0x00} }
-func memSize() []byte       { return []byte{0x3f, 0x00} }
-func i32ne() []byte         { return []byte{0x47} }
-func unreachable() []byte   { return []byte{0x00} }
+func i32c(v int32) []byte  { return append([]byte{0x41}, sleb(int64(v))...) }
+func call(f uint32) []byte { return append([]byte{0x10}, uleb(uint64(f))...) }
+func br(d uint32) []byte   { return append([]byte{0x0c}, uleb(uint64(d))...) }
+func brIf(d uint32) []byte { return append([]byte{0x0d}, uleb(uint64(d))...) }
+func store() []byte        { return []byte{0x36, 0x02, 0x00} } // i32.store align=4
+func load() []byte         { return []byte{0x28, 0x02, 0x00} } // i32.load align=4
+func loopBegin() []byte    { return []byte{0x03, 0x40} }
+func ifBegin() []byte      { return []byte{0x04, 0x40} }
+func end() []byte          { return []byte{0x0b} }
+func drop() []byte         { return []byte{0x1a} }
+func memGrow() []byte      { return []byte{0x40, 0x00} }
+func memSize() []byte      { return []byte{0x3f, 0x00} }
+func i32ne() []byte        { return []byte{0x47} }
+func unreachable() []byte  { return []byte{0x00} }
 func funcType(params, results int) []byte {
 	p := make([][]byte, params)
 	for i := range p {
@@ -102,7 +102,9 @@ func buildModule(s modSpec) []byte {
 	if imod == "" {
 		imod = "wasi_snapshot_preview1"
 	}
-	imp := func(name string, typ uint32) []byte { return cat(str(imod), str(name), []byte{0x00}, uleb(uint64(typ))) }
+	imp := func(name string, typ uint32) []byte {
+		return cat(str(imod), str(name), []byte{0x00}, uleb(uint64(typ)))
+	}
 	limits := cat([]byte{0x00}, uleb(uint64(s.minPages)))
 	if s.maxPages > 0 {
 		limits = cat([]byte{0x01}, uleb(uint64(s.minPages)), uleb(uint64(s.maxPages)))

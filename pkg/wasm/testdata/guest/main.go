@@ -4,8 +4,8 @@ package main
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"math/rand/v2"
