@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
 	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/cortexgrid/cortexd/pkg/wasm"
@@ -249,5 +250,42 @@ func TestCacheKeepsItsBudgetLeastRecentlyUsedOutFirst(t *testing.T) {
 	check(reopened, "after reopening")
 	if err := c.Put(manifestOf("text.huge", padded(echoModule(t), int(budget))), padded(echoModule(t), int(budget))); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("put of a module over the whole budget: %v; want ErrTooLarge", err)
+	}
+}
+
+func TestAModuleTheRequesterDoesNotServeIsFetchedFromAPeerAnnouncingIt(t *testing.T) {
+	mn, err := mocknet.FullMeshConnected(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mn.Close() })
+	hs := mn.Hosts()
+	requester, holder, node := hs[0], hs[1], hs[2]
+	e := newEngine(t)
+	mod := echoModule(t)
+	id := wasm.ModuleIDOf(mod)
+	startServer(t, requester, Local{}, ServerOptions{}) // serves nothing
+	startServer(t, holder, Local{Store: installed(t, e, "text.echo", mod)}, ServerOptions{})
+	cache, err := OpenCache(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := skill.NewRegistry()
+	f, err := NewFetcher(node, e, cache, reg, Options{Mode: ModeAny,
+		Holders: func(h [32]byte) []peer.ID {
+			if h == id {
+				return []peer.ID{requester.ID(), holder.ID()}
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if err := f.FetchModule(context.Background(), requester.ID(), "text.echo", "", id); err != nil {
+		t.Fatal(err)
+	}
+	if !reg.Has("text.echo") || !cache.Has(id) {
+		t.Fatal("the module fetched from the holder is not registered and cached")
 	}
 }
