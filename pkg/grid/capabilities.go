@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -55,9 +56,17 @@ type SkillCapability struct {
 	Version string
 }
 
+// SkillModules maps a node's wasm skills to the sha256 of their modules.
+// A SkillCapability stays two fields (tests and callers spell it
+// unkeyed); the module hash travels beside it, in the announcement's
+// SkillCapability.module_sha256.
+type SkillModules map[SkillCapability][32]byte
+
 func compareSkills(a, b SkillCapability) int {
 	return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Version, b.Version))
 }
+
+func sameSkill(a, b SkillCapability) bool { return compareSkills(a, b) == 0 }
 
 // PeerInfo is what the node knows about one peer: from its announcements,
 // the peerstore and the host's connections. Skills is shared: do not modify
@@ -123,7 +132,7 @@ func (n *Node) SetCapabilities(skills []SkillCapability) {
 		clean = append(clean, s)
 	}
 	slices.SortFunc(clean, compareSkills)
-	clean = slices.Compact(clean)
+	clean = slices.CompactFunc(clean, sameSkill)
 	if len(clean) > MaxAnnouncedSkills {
 		n.log.Warn("too many skills: announcing the first ones", "skills", len(clean), "max", MaxAnnouncedSkills)
 		clean = clean[:MaxAnnouncedSkills]
@@ -133,6 +142,104 @@ func (n *Node) SetCapabilities(skills []SkillCapability) {
 	}
 	nudge(n.announceNow)
 	nudge(n.provideNow)
+}
+
+// SetFetchesModules sets whether this node's announcements say that it
+// fetches the modules of wasm skills it lacks (see ModuleFetchers), and
+// announces at once if that changed.
+func (n *Node) SetFetchesModules(on bool) {
+	if n.table.selfFetches.Swap(on) != on {
+		nudge(n.announceNow)
+	}
+}
+
+// SetSkillModules sets the module hashes of this node's wasm skills,
+// announced with the skills SetCapabilities sets (hashes of skills not
+// among them are not announced), and announces at once if they changed.
+func (n *Node) SetSkillModules(mods SkillModules) {
+	clean := make(SkillModules, len(mods))
+	for k, v := range mods {
+		if v != ([32]byte{}) {
+			clean[k] = v
+		}
+	}
+	if old := n.table.selfModules.Swap(&clean); old == nil || !maps.Equal(*old, clean) {
+		nudge(n.announceNow)
+	}
+}
+
+// ModuleFetchers returns the verified peers, not yet expired, that
+// announce they fetch modules and do not offer skill themselves, if skill
+// is a wasm skill (this node or a peer announces it with a module hash);
+// nil otherwise. Their Version is empty: a fetcher runs whichever version
+// a task's module is. This node is never among them.
+func (n *Node) ModuleFetchers(skill reputation.SkillID) []Provider {
+	fs := *n.table.fetchers.Load()
+	if len(fs) == 0 || !n.isWasmSkill(skill) {
+		return nil
+	}
+	now := time.Now()
+	out := make([]Provider, 0, len(fs))
+	for _, slot := range fs {
+		e := slot.entry.Load()
+		if !now.Before(e.expires) || !slot.verified.Load() || !e.fetches || e.offers(skill) {
+			continue
+		}
+		out = append(out, Provider{Peer: e.peer, Load: e.load, LastSeen: e.lastSeen, Connected: n.table.connected(e.peer)})
+	}
+	return out
+}
+
+func (n *Node) isWasmSkill(skill reputation.SkillID) bool {
+	if own := n.table.selfModules.Load(); own != nil {
+		for s := range *own {
+			if s.ID == skill {
+				return true
+			}
+		}
+	}
+	for _, r := range (*n.table.index.Load())[skill] {
+		if r.module != ([32]byte{}) {
+			return true
+		}
+	}
+	return false
+}
+
+// ModuleHolders returns the verified peers whose unexpired announcements
+// list a wasm skill with module id: where else a module may be fetched.
+func (n *Node) ModuleHolders(id [32]byte) []peer.ID {
+	if id == ([32]byte{}) {
+		return nil
+	}
+	var out []peer.ID
+	for _, e := range n.table.entries(time.Now()) {
+		for _, m := range e.modules {
+			if e.verified && m == id {
+				out = append(out, e.peer)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// AnnouncedModule returns the module p announces for skill (at version,
+// or at any version if version is empty), if p announces it as a wasm
+// skill.
+func (n *Node) AnnouncedModule(p peer.ID, skill reputation.SkillID, version string) ([32]byte, bool) {
+	for _, e := range n.table.entries(time.Now()) {
+		if e.peer != p {
+			continue
+		}
+		for _, s := range e.skills {
+			if m, ok := e.modules[s]; ok && s.ID == skill && (version == "" || s.Version == version) {
+				return m, true
+			}
+		}
+	}
+	return [32]byte{}, false
 }
 
 // SetLoadFunc sets the function the node calls at each announcement to
@@ -202,6 +309,10 @@ type capAnnouncement struct {
 	addrs  []multiaddr.Multiaddr
 	ttl    time.Duration // 0: the receiver's default
 	stamp  time.Time     // when the author sent it; zero if it did not say
+	// fetches says the author runs wasm skills it lacks by fetching them;
+	// modules are the module hashes of its wasm skills (nil if none).
+	fetches bool
+	modules SkillModules
 }
 
 // parseAnnouncement checks an announcement's size and fields. It does not
@@ -235,9 +346,20 @@ func parseAnnouncement(data []byte) (*capAnnouncement, error) {
 			return nil, bad("skill %s version is %d bytes, the limit is %d", s.GetSkillId(), len(s.GetVersion()), MaxSkillVersionLen)
 		}
 		a.skills[i] = SkillCapability{ID: reputation.SkillID(s.GetSkillId()), Version: s.GetVersion()}
+		switch h := s.GetModuleSha256(); len(h) {
+		case 0:
+		case 32:
+			if a.modules == nil {
+				a.modules = SkillModules{}
+			}
+			a.modules[a.skills[i]] = [32]byte(h)
+		default:
+			return nil, bad("skill %s module sha256 is %d bytes, want 32", s.GetSkillId(), len(h))
+		}
 	}
+	a.fetches = m.FetchesModules
 	slices.SortFunc(a.skills, compareSkills)
-	if len(slices.Compact(slices.Clone(a.skills))) != len(a.skills) {
+	if len(slices.CompactFunc(slices.Clone(a.skills), sameSkill)) != len(a.skills) {
 		return nil, bad("a skill is listed twice")
 	}
 	for i, d := range m.QueueDepth {
@@ -276,9 +398,17 @@ func (n *Node) buildAnnouncement(addrs []multiaddr.Multiaddr, now time.Time) ([]
 		Sequence:        n.seq.Add(1),
 		TimestampUnixMs: now.UnixMilli(),
 		TtlSeconds:      uint32((n.cfg.ttl() + time.Second - 1) / time.Second),
+		FetchesModules:  n.table.selfFetches.Load(),
+	}
+	var mods SkillModules
+	if p := n.table.selfModules.Load(); p != nil {
+		mods = *p
 	}
 	for i, s := range skills {
 		m.Skills[i] = &cortexv1.SkillCapability{SkillId: string(s.ID), Version: s.Version}
+		if h, ok := mods[s]; ok {
+			m.Skills[i].ModuleSha256 = h[:]
+		}
 	}
 	for i, d := range load.QueueDepth {
 		m.QueueDepth[i] = capClampU32(d)
@@ -309,6 +439,13 @@ type capEntry struct {
 	seq      uint64
 	lastSeen time.Time
 	expires  time.Time
+	fetches  bool         // it fetches the modules of wasm skills it lacks
+	modules  SkillModules // of its wasm skills; nil if none
+}
+
+// offers reports whether the entry lists skill, at any version.
+func (e *capEntry) offers(skill reputation.SkillID) bool {
+	return slices.ContainsFunc(e.skills, func(s SkillCapability) bool { return s.ID == skill })
 }
 
 // capSlot holds a peer's current entry; readers load it without a lock.
@@ -322,6 +459,7 @@ type capSlot struct {
 type capRef struct {
 	slot    *capSlot
 	version string
+	module  [32]byte // zero unless a wasm skill
 }
 
 // capIndex maps each skill to the slots offering it. It is rebuilt, never
@@ -352,6 +490,11 @@ type capTable struct {
 	maxPeers int
 	maxRefs  int
 	index    atomic.Pointer[capIndex]
+	// fetchers are the slots whose entries said they fetch modules,
+	// rebuilt with index; selfFetches is what this node announces.
+	fetchers    atomic.Pointer[[]*capSlot]
+	selfFetches atomic.Bool
+	selfModules atomic.Pointer[SkillModules]
 
 	mu      sync.Mutex
 	slots   map[peer.ID]*capSlot
@@ -371,6 +514,7 @@ func newCapTable(self peer.ID, ttl time.Duration, connected func(peer.ID) bool, 
 		slots:     make(map[peer.ID]*capSlot),
 	}
 	t.index.Store(&capIndex{})
+	t.fetchers.Store(&[]*capSlot{})
 	return t
 }
 
@@ -436,7 +580,7 @@ func (t *capTable) apply(author peer.ID, a *capAnnouncement, now time.Time) bool
 	if ttl <= 0 {
 		ttl = t.ttl
 	}
-	e := &capEntry{peer: author, skills: a.skills, load: a.load, addrs: a.addrs, seq: a.seq, lastSeen: now, expires: now.Add(ttl)}
+	e := &capEntry{peer: author, skills: a.skills, load: a.load, addrs: a.addrs, seq: a.seq, lastSeen: now, expires: now.Add(ttl), fetches: a.fetches, modules: a.modules}
 	var ev PeerEvent
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -466,6 +610,9 @@ func (t *capTable) apply(author peer.ID, a *capAnnouncement, now time.Time) bool
 		slot.entry.Store(e)
 		t.rebuildLocked()
 		ev = PeerEvent{Kind: PeerCapabilitiesChanged, Peer: author, Skills: e.skills, Time: now}
+	case old.fetches != e.fetches || !maps.Equal(old.modules, e.modules):
+		slot.entry.Store(e)
+		t.rebuildLocked()
 	default:
 		slot.entry.Store(e) // same skills: the index still points at the slot
 	}
@@ -554,13 +701,19 @@ func (t *capTable) rebuildLocked() {
 	}
 	slices.Sort(ids)
 	idx := make(capIndex)
+	var fetchers []*capSlot
 	for _, p := range ids {
 		slot := t.slots[p]
-		for _, s := range slot.entry.Load().skills {
-			idx[s.ID] = append(idx[s.ID], capRef{slot: slot, version: s.Version})
+		e := slot.entry.Load()
+		for _, s := range e.skills {
+			idx[s.ID] = append(idx[s.ID], capRef{slot: slot, version: s.Version, module: e.modules[s]})
+		}
+		if e.fetches {
+			fetchers = append(fetchers, slot)
 		}
 	}
 	t.index.Store(&idx)
+	t.fetchers.Store(&fetchers)
 }
 
 func (t *capTable) providers(skill reputation.SkillID, now time.Time) []Provider {

@@ -29,6 +29,12 @@ func FuzzValidateAnnouncement(f *testing.F) {
 		capMsg(f, 3, func(m *cortexv1.CapabilityAnnouncement) { m.TtlSeconds = 1 << 31 }, "echo"),
 		capMsg(f, 4, func(m *cortexv1.CapabilityAnnouncement) { m.Addrs = nil; m.Skills = nil }),
 		capMsg(f, 5, nil, "echo", "echo"),
+		capMsg(f, 6, func(m *cortexv1.CapabilityAnnouncement) {
+			m.FetchesModules = true
+			m.Skills[0].ModuleSha256 = make([]byte, 32)
+			m.Skills[0].ModuleSha256[0] = 1
+		}, "text.upper", "echo"),
+		capMsg(f, 7, func(m *cortexv1.CapabilityAnnouncement) { m.Skills[0].ModuleSha256 = []byte{1} }, "text.upper"),
 		{},
 	} {
 		f.Add(b)
@@ -124,6 +130,7 @@ func checkAnnouncement(t *testing.T, data []byte, a *capAnnouncement) {
 		InFlight:       capClampU32(l.InFlight),
 		WorkerCapacity: capClampU32(l.Capacity),
 		TtlSeconds:     uint32(a.ttl / time.Second),
+		FetchesModules: a.fetches,
 	}
 	if !a.stamp.IsZero() {
 		m.TimestampUnixMs = a.stamp.UnixMilli()
@@ -132,7 +139,11 @@ func checkAnnouncement(t *testing.T, data []byte, a *capAnnouncement) {
 		m.QueueDepth[i] = capClampU32(d)
 	}
 	for _, s := range a.skills {
-		m.Skills = append(m.Skills, &cortexv1.SkillCapability{SkillId: string(s.ID), Version: s.Version})
+		sc := &cortexv1.SkillCapability{SkillId: string(s.ID), Version: s.Version}
+		if h, ok := a.modules[s]; ok {
+			sc.ModuleSha256 = h[:]
+		}
+		m.Skills = append(m.Skills, sc)
 	}
 	for _, ma := range a.addrs {
 		if _, err := multiaddr.NewMultiaddrBytes(ma.Bytes()); err != nil {

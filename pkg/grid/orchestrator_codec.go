@@ -128,6 +128,9 @@ func decodeRequest(e *wire.Request, c *strCache, now time.Time, from peer.ID, t 
 	if err := checkTrust(e.MinTrust); err != nil {
 		return RejectMalformed, err
 	}
+	if n := len(e.ModuleSHA256); n != 0 && n != 32 {
+		return RejectMalformed, invalidf("module sha256 of %d bytes (want 32, or none)", n)
+	}
 	if e.DeadlineUnixMs <= 0 {
 		return RejectMalformed, invalidf("no deadline")
 	}
@@ -154,6 +157,7 @@ func decodeRequest(e *wire.Request, c *strCache, now time.Time, from peer.ID, t 
 		Attempt:   int(e.Attempt),
 		Requester: from,
 	}
+	copy(t.ModuleSHA256[:], e.ModuleSHA256)
 	if err := reputation.SkillID(t.Skill).Validate(); err != nil {
 		return RejectMalformed, invalidf("%v", err)
 	}
@@ -241,7 +245,16 @@ func appendRequestFrame(dst []byte, t *RemoteTask, requester []byte) []byte {
 		MinTrust:       t.MinTrust,
 		Attempt:        uint32(t.Attempt),
 		Requester:      requester,
+		ModuleSHA256:   moduleBytes(&t.ModuleSHA256),
 	})
+}
+
+// moduleBytes is a module hash as it goes on the wire: left out if zero.
+func moduleBytes(h *[32]byte) []byte {
+	if *h == ([32]byte{}) {
+		return nil
+	}
+	return h[:]
 }
 
 // appendAckFrame appends a TaskAck frame for attempt of task id: accepted

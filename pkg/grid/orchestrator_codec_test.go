@@ -233,6 +233,9 @@ func TestOrchestratorCodecRequestValidation(t *testing.T) {
 		{"an input over the wire's per-task cap is too large", func(r *cortexv1.TaskRequest) { r.Input = make([]byte, wire.MaxTaskInput+1) }, RejectTooLarge, false},
 		{"a negative deadline is malformed", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = -5 }, RejectMalformed, false},
 		{"a deadline two days ahead is malformed", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = now.Add(48 * time.Hour).UnixMilli() }, RejectMalformed, false},
+		{"a module sha256 of 32 bytes is accepted", func(r *cortexv1.TaskRequest) { r.ModuleSha256 = make([]byte, 32) }, 0, true},
+		{"a module sha256 of 31 bytes is malformed", func(r *cortexv1.TaskRequest) { r.ModuleSha256 = make([]byte, 31) }, RejectMalformed, false},
+		{"a module sha256 of 33 bytes is malformed", func(r *cortexv1.TaskRequest) { r.ModuleSha256 = make([]byte, 33) }, RejectMalformed, false},
 		{"a deadline that has passed is rejected as passed", func(r *cortexv1.TaskRequest) { r.DeadlineUnixMs = now.Add(-time.Second).UnixMilli() }, RejectDeadlinePassed, false},
 	}
 	for _, tc := range cases {
@@ -355,6 +358,40 @@ func TestOrchestratorCodecTruncateUTF8(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := truncateUTF8(tc.in, tc.n); got != tc.want {
 				t.Fatalf("truncateUTF8(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestOrchestratorCodecRequestCarriesTheModuleHash(t *testing.T) {
+	requester := orchPeerID(t)
+	now := time.Now()
+	out := &RemoteTask{ID: NewTaskID(), Skill: "text.upper", InputKind: InputRaw, Deadline: now.Add(time.Minute), Attempt: 1}
+	for i := range out.ModuleSHA256 {
+		out.ModuleSHA256[i] = byte(i + 1)
+	}
+	for _, tc := range []struct {
+		name string
+		hash [32]byte
+	}{{"a wasm task's module hash arrives as sent", out.ModuleSHA256}, {"no module hash arrives as none", [32]byte{}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			out.ModuleSHA256 = tc.hash
+			frame := appendRequestFrame(nil, out, []byte(requester))
+			_, k := protowire.ConsumeVarint(frame)
+			var e wire.Envelope
+			if err := wire.DecodeEnvelope(frame[k:], &e); err != nil {
+				t.Fatal(err)
+			}
+			if tc.hash == ([32]byte{}) && e.Request.ModuleSHA256 != nil {
+				t.Fatalf("a zero module hash went on the wire as %x", e.Request.ModuleSHA256)
+			}
+			var c strCache
+			var in RemoteTask
+			if _, err := decodeRequest(&e.Request, &c, now, requester, &in); err != nil {
+				t.Fatal(err)
+			}
+			if in.ModuleSHA256 != tc.hash {
+				t.Fatalf("module hash %x arrived as %x", tc.hash, in.ModuleSHA256)
 			}
 		})
 	}

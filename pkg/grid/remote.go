@@ -50,6 +50,9 @@ type RemoteTask struct {
 	MinTrust  float64
 	Attempt   int
 	Requester peer.ID
+	// ModuleSHA256 is, for a wasm skill, the sha256 of the module the
+	// requester means; zero for other skills or when it is not known.
+	ModuleSHA256 [32]byte
 }
 
 // ErrorCode classifies a failed RemoteResult. Values match the wire enum.

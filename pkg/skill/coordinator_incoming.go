@@ -139,6 +139,9 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 	if err != nil {
 		return reject(grid.RejectUnknownSkill, 0, "%v", err)
 	}
+	if err := checkModule(e.skill, rt); err != nil {
+		return err
+	}
 	in := SkillInput{Kind: rt.InputKind, Data: rt.Input}
 	if err := e.validate(in); err != nil {
 		return reject(grid.RejectInvalidInput, 0, "%v", err)
@@ -368,4 +371,219 @@ func (t *incomingTable) cancelAll(c *DelegationCoordinator) {
 			c.stopIncoming(qid, in, in.reply, grid.CodeCanceled, "node shutting down")
 		}
 	}
+}
+
+// ModuleSkill is a skill that runs a wasm module (*wasm.Skill is one):
+// its module's sha256 is what a TaskRequest's module hash is checked
+// against, and what the node announces.
+type ModuleSkill interface {
+	Skill
+	ModuleSHA256() [32]byte
+}
+
+// ModuleOf returns the module hash of s if it is a ModuleSkill.
+func ModuleOf(s Skill) ([32]byte, bool) {
+	if m, ok := s.(ModuleSkill); ok {
+		return m.ModuleSHA256(), true
+	}
+	return [32]byte{}, false
+}
+
+// checkModule refuses a task that names a module other than the one the
+// local skill runs: the requester meant other code.
+func checkModule(s Skill, rt *grid.RemoteTask) error {
+	if rt.ModuleSHA256 == ([32]byte{}) {
+		return nil
+	}
+	have, ok := ModuleOf(s)
+	switch {
+	case !ok:
+		return reject(grid.RejectUnknownSkill, 0, "skill %q is not a wasm skill here, the task names module %x", rt.Skill, rt.ModuleSHA256)
+	case have != rt.ModuleSHA256:
+		return reject(grid.RejectUnknownSkill, 0, "skill %q runs module %x here, the task names module %x", rt.Skill, have, rt.ModuleSHA256)
+	}
+	return nil
+}
+
+// ModuleFetcher makes a wasm skill this node lacks runnable, for a task a
+// peer sent: *modules.Fetcher implements it.
+type ModuleFetcher interface {
+	// CanFetch says, at once, why this node would not fetch a module for
+	// a task from from (its fetch policy), or nil.
+	CanFetch(from peer.ID) error
+	// FetchModule fetches module (zero: the one from announces for skill),
+	// verifies and compiles it and registers skill, returning once the
+	// registry runs it or with why not. Concurrent calls for one module
+	// share its fetch.
+	FetchModule(ctx context.Context, from peer.ID, skill reputation.SkillID, version string, module [32]byte) error
+}
+
+// DefaultMaxPendingFetches bounds the tasks a FetchingHandler holds while
+// their modules are fetched.
+const DefaultMaxPendingFetches = 256
+
+// FetchingHandler is the coordinator as the orchestrator's grid.TaskHandler
+// on a node that fetches modules: a task for a skill the registry lacks,
+// from a peer the ModuleFetcher would fetch from, is accepted at once
+// (before its module is here: the fetch takes longer than an ack may
+// wait), its module fetched, and then admitted by the coordinator as any
+// other task. A fetch that fails, or an admission that fails after it,
+// answers the task with a failed result (CodeUnknownSkill for the fetch;
+// the rejection's message otherwise). Every other task goes straight to
+// the coordinator. Register it as the orchestrator's handler in place of
+// the coordinator. It is safe for concurrent use.
+//
+// Close stops the fetches it waits on and answers their tasks; close it
+// before the coordinator.
+type FetchingHandler struct {
+	c   *DelegationCoordinator
+	f   ModuleFetcher
+	max int
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	pending map[pendingKey]*pendingFetch
+}
+
+type pendingKey struct {
+	from peer.ID
+	id   grid.TaskID
+}
+
+type pendingFetch struct {
+	rt     *grid.RemoteTask
+	reply  func(*grid.RemoteResult)
+	cancel context.CancelFunc
+}
+
+var (
+	_ grid.TaskHandler   = (*FetchingHandler)(nil)
+	_ grid.TaskAbandoner = (*FetchingHandler)(nil)
+)
+
+// NewFetchingHandler returns c's task handler with fetching through f.
+func NewFetchingHandler(c *DelegationCoordinator, f ModuleFetcher) *FetchingHandler {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &FetchingHandler{c: c, f: f, max: DefaultMaxPendingFetches, ctx: ctx, cancel: cancel, pending: map[pendingKey]*pendingFetch{}}
+}
+
+// HandleTask implements grid.TaskHandler.
+func (h *FetchingHandler) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+	c := h.c
+	if rt == nil || reply == nil || from == "" || !c.running.Load() || !rt.Deadline.After(time.Now()) ||
+		c.reg.find(reputation.SkillID(rt.Skill), rt.Version) != nil {
+		return c.HandleTask(from, rt, reply)
+	}
+	if err := c.admission.Check(from); err != nil {
+		return err
+	}
+	if err := h.f.CanFetch(from); err != nil {
+		return reject(grid.RejectUnknownSkill, 0, "skill %q is not here: %v", rt.Skill, err)
+	}
+	key := pendingKey{from, rt.ID}
+	h.mu.Lock()
+	switch old := h.pending[key]; {
+	case h.closed:
+		h.mu.Unlock()
+		return reject(grid.RejectShuttingDown, 0, "node is shutting down")
+	case old != nil && rt.Attempt <= old.rt.Attempt:
+		h.mu.Unlock()
+		return reject(grid.RejectDuplicate, 0, "task %s attempt %d is waiting for its module here already (attempt %d)", rt.ID.Short(), rt.Attempt, old.rt.Attempt)
+	case old != nil:
+		prev := old.reply
+		old.rt, old.reply = rt, reply
+		h.mu.Unlock()
+		prev(&grid.RemoteResult{ID: rt.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: "superseded by a newer attempt of the same task", Executor: c.self})
+		return nil
+	case len(h.pending) >= h.max:
+		n := len(h.pending)
+		h.mu.Unlock()
+		return reject(grid.RejectOverBudget, time.Second, "%d tasks are waiting for modules to be fetched here", n)
+	}
+	ctx, cancel := context.WithDeadline(h.ctx, rt.Deadline)
+	h.pending[key] = &pendingFetch{rt: rt, reply: reply, cancel: cancel}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	go h.fetch(ctx, key, rt)
+	return nil
+}
+
+// fetch waits for the module of the pending task key, then hands the task
+// to the coordinator or answers it with the failure.
+func (h *FetchingHandler) fetch(ctx context.Context, key pendingKey, rt *grid.RemoteTask) {
+	defer h.wg.Done()
+	err := h.f.FetchModule(ctx, key.from, reputation.SkillID(rt.Skill), rt.Version, rt.ModuleSHA256)
+	expired := ctx.Err() != nil
+	p := h.take(key, nil)
+	if p == nil {
+		return // canceled, and answered
+	}
+	p.cancel()
+	fail := func(code grid.ErrorCode, format string, args ...any) {
+		p.reply(&grid.RemoteResult{ID: rt.ID, ErrorCode: code, ErrorMessage: fmt.Sprintf(format, args...), Executor: h.c.self})
+	}
+	switch {
+	case h.ctx.Err() != nil:
+		fail(grid.CodeCanceled, "node shutting down")
+	case err != nil && expired:
+		fail(grid.CodeTimeout, "deadline passed while fetching the module of skill %q: %v", rt.Skill, err)
+	case err != nil:
+		fail(grid.CodeUnknownSkill, "skill %q could not be fetched: %v", rt.Skill, err)
+	default:
+		if err := h.c.HandleTask(key.from, p.rt, p.reply); err != nil {
+			fail(grid.CodeInternal, "module of skill %q fetched, then: %v", rt.Skill, err)
+		}
+	}
+}
+
+// take removes the pending entry key (only if its request is rt, when rt
+// is set) and returns it.
+func (h *FetchingHandler) take(key pendingKey, rt *grid.RemoteTask) *pendingFetch {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.pending[key]
+	if p == nil || (rt != nil && p.rt != rt) {
+		return nil
+	}
+	delete(h.pending, key)
+	return p
+}
+
+// CancelTask implements grid.TaskHandler.
+func (h *FetchingHandler) CancelTask(from peer.ID, id grid.TaskID) {
+	if p := h.take(pendingKey{from, id}, nil); p != nil {
+		p.cancel()
+		p.reply(&grid.RemoteResult{ID: id, ErrorCode: grid.CodeCanceled, ErrorMessage: "canceled by the requester", Executor: h.c.self})
+		return
+	}
+	h.c.CancelTask(from, id)
+}
+
+// AbandonTask implements grid.TaskAbandoner.
+func (h *FetchingHandler) AbandonTask(from peer.ID, t *grid.RemoteTask) {
+	if t == nil {
+		return
+	}
+	if p := h.take(pendingKey{from, t.ID}, t); p != nil {
+		p.cancel()
+		p.reply(&grid.RemoteResult{ID: t.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: connLostMessage, Executor: h.c.self})
+		return
+	}
+	h.c.AbandonTask(from, t)
+}
+
+// Close answers the tasks waiting for modules with CodeCanceled and waits
+// for their goroutines. It does not close the coordinator or the
+// fetcher. It is idempotent.
+func (h *FetchingHandler) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.cancel()
+	h.wg.Wait()
+	return nil
 }

@@ -24,6 +24,17 @@ type Directory interface {
 	Providers(skill reputation.SkillID) []grid.Provider
 }
 
+// FetcherDirectory is a Directory that also lists the peers that run a
+// wasm skill they lack by fetching its module (capability gossip's
+// fetches_modules): *grid.Node is one. ModuleFetchers returns nil for a
+// skill that is not a wasm skill. The router counts such peers as
+// candidates for the skill, at any version, beside its providers.
+type FetcherDirectory interface {
+	ModuleFetchers(skill reputation.SkillID) []grid.Provider
+}
+
+var _ FetcherDirectory = (*grid.Node)(nil)
+
 // TrustSource says how far this node trusts a peer, overall in [0, 1] and
 // for one skill in [-1, 1]. *reputation.Graph implements it.
 type TrustSource interface {
@@ -138,7 +149,9 @@ const (
 //
 // Filter. A node is a candidate if it offers the task's skill (the exact
 // version if the task names one), is not excluded, and its trust is at least
-// the task's MinTrust. This node offers what its Registry holds and has
+// the task's MinTrust. A peer that fetches the modules of wasm skills it
+// lacks (a Directory that is a FetcherDirectory lists them) offers every
+// wasm skill at every version. This node offers what its Registry holds and has
 // trust 1; remote peers come from the Directory with the trust that the
 // TrustSource gives them.
 //
@@ -281,9 +294,26 @@ func (r *Router) providers(s reputation.SkillID) []grid.Provider {
 	return r.dir.Providers(s)
 }
 
+// withFetchers appends to provs the peers that would fetch t's skill (see
+// FetcherDirectory), at the version t asks for, unless listed already.
+func (r *Router) withFetchers(t *SkillTask, provs []grid.Provider) []grid.Provider {
+	fd, ok := r.dir.(FetcherDirectory)
+	if !ok {
+		return provs
+	}
+	for _, p := range fd.ModuleFetchers(t.Skill) {
+		if slices.ContainsFunc(provs, func(q grid.Provider) bool { return q.Peer == p.Peer }) {
+			continue
+		}
+		p.Version = t.Version
+		provs = append(provs, p)
+	}
+	return provs
+}
+
 // route is Route once the local offer is known.
 func (r *Router) route(t *SkillTask, local bool, localVersion string, exclude []peer.ID) ([]Candidate, error) {
-	provs := r.providersOrSearch(t.Skill, local)
+	provs := r.withFetchers(t, r.providersOrSearch(t.Skill, local))
 	var f filterCount
 	var out []Candidate
 	if len(provs) == 0 {
@@ -322,7 +352,7 @@ func (r *Router) best(t *SkillTask, local bool, exclude []peer.ID) (Candidate, e
 // peer allowed): the coordinator passes its circuit breakers, also to a
 // Router it did not build.
 func (r *Router) bestWith(t *SkillTask, local bool, exclude []peer.ID, gate PeerGate) (Candidate, error) {
-	provs := r.providersOrSearch(t.Skill, local)
+	provs := r.withFetchers(t, r.providersOrSearch(t.Skill, local))
 	var f filterCount
 	if len(provs) == 0 {
 		if c, ok := r.localCandidate(t, local, "", exclude, &f); ok {

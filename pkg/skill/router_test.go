@@ -3,6 +3,7 @@ package skill
 import (
 	"errors"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -346,5 +347,69 @@ func BenchmarkRoute(b *testing.B) {
 				_, _ = r.best(task, true, nil)
 			}
 		})
+	}
+}
+
+// rtFetchDirectory is an rtDirectory whose fetchers offer the wasm skills
+// in wasm.
+type rtFetchDirectory struct {
+	rtDirectory
+	fetchers []grid.Provider
+	wasm     map[reputation.SkillID]bool
+}
+
+func (d rtFetchDirectory) ModuleFetchers(s reputation.SkillID) []grid.Provider {
+	if !d.wasm[s] {
+		return nil
+	}
+	return append([]grid.Provider(nil), d.fetchers...)
+}
+
+func TestRouteCountsModuleFetchersAsCandidatesForWasmSkills(t *testing.T) {
+	ids := rtPeers(t, 3)
+	self, holder, fetcher := ids[0], ids[1], ids[2]
+	idle := grid.Load{Capacity: 4}
+	dir := rtFetchDirectory{
+		rtDirectory: rtDirectory{"text.upper": {{Peer: holder, Version: "1.0.0", Load: idle, Connected: true}}},
+		fetchers:    []grid.Provider{{Peer: fetcher, Load: idle, Connected: true}, {Peer: holder, Load: idle, Connected: true}},
+		wasm:        map[reputation.SkillID]bool{"text.upper": true, "text.lower": true},
+	}
+	r := newRtRouter(t, self, dir, nil, nil, nil)
+	tests := []struct {
+		name    string
+		task    *SkillTask
+		want    []peer.ID // in any order
+		version string    // the fetcher candidate's
+	}{
+		{"a fetcher joins the holder for a wasm skill", NewSkillTask("text.upper", RawInput(nil), self), []peer.ID{holder, fetcher}, ""},
+		{"a fetcher matches the version a task names", NewSkillTask("text.upper", RawInput(nil), self).WithVersion("1.0.0"), []peer.ID{holder, fetcher}, "1.0.0"},
+		{"fetchers alone can run a wasm skill no one has", NewSkillTask("text.lower", RawInput(nil), self), []peer.ID{fetcher, holder}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cs, err := r.Route(tc.task)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := rtPeersOf(cs)
+			if len(got) != len(tc.want) {
+				t.Fatalf("candidates %v, want %v", got, tc.want)
+			}
+			for _, p := range tc.want {
+				i := slices.Index(got, p)
+				if i < 0 {
+					t.Fatalf("candidates %v lack %s", got, p)
+				}
+				if p == fetcher && cs[i].Version != tc.version {
+					t.Fatalf("the fetcher's version is %q, want %q", cs[i].Version, tc.version)
+				}
+			}
+		})
+	}
+	if _, err := r.Route(NewSkillTask("hash.sha256", RawInput(nil), self)); err != nil {
+		t.Fatalf("a built-in skill: %v", err)
+	}
+	if cs, _ := r.Route(NewSkillTask("hash.sha256", RawInput(nil), self)); slices.Contains(rtPeersOf(cs), fetcher) {
+		t.Fatal("a fetcher is a candidate for a skill that is not wasm")
 	}
 }

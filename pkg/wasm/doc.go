@@ -23,8 +23,10 @@
 //     node's Options.
 //   - Program: one compiled module under its limits; Run instantiates it
 //     afresh per task, so no state leaks from one task to the next.
-//   - Store: content-addressed module files and manifests on disk.
-//   - Skill: a Program as a skill.Skill for the registry and executor.
+//   - Store: content-addressed module files and manifests on disk;
+//     Serve hands pkg/modules what it may send to peers.
+//   - Skill: a Program as a skill.Skill for the registry and executor;
+//     a skill.ModuleSkill, so a task's module hash is checked against it.
 //   - Install and Load: the daemon's two entry points.
 //
 // # Limits

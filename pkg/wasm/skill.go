@@ -41,6 +41,13 @@ func (s *Skill) Descriptor() skill.Descriptor { return s.desc }
 // Module returns the ID of the module the skill runs, for announcements.
 func (s *Skill) Module() ModuleID { return s.p.Manifest().Module }
 
+// ModuleSHA256 returns the sha256 of the module the skill runs: it makes
+// a *Skill a skill.ModuleSkill, which the grid checks a task's module hash
+// against and announces.
+func (s *Skill) ModuleSHA256() [32]byte { return s.p.Manifest().Module }
+
+var _ skill.ModuleSkill = (*Skill)(nil)
+
 // Program returns the program the skill runs.
 func (s *Skill) Program() *Program { return s.p }
 

@@ -198,6 +198,28 @@ func (s *Store) Manifests() ([]Manifest, error) {
 	return out, errors.Join(errs...)
 }
 
+// Serve returns the manifest (as stored, JSON) and the bytes of a stored
+// module, checked against id, for serving to peers; ok is false if no
+// stored manifest names id.
+func (s *Store) Serve(id ModuleID) (manifest, module []byte, ok bool) {
+	ms, _ := s.Manifests()
+	for _, m := range ms {
+		if m.Module != id {
+			continue
+		}
+		man, err := os.ReadFile(s.manifestPath(m.Name, m.Version))
+		if err != nil {
+			return nil, nil, false
+		}
+		mod, err := s.Module(id)
+		if err != nil {
+			return nil, nil, false
+		}
+		return man, mod, true
+	}
+	return nil, nil, false
+}
+
 // Remove deletes the manifest of name at version, or every version of
 // name if version is empty, and then each module no manifest still uses.
 // It returns what it removed; nothing matching is ErrNotFound.

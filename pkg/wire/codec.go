@@ -63,6 +63,7 @@ type Request struct {
 	MinTrust       float64
 	Attempt        uint32
 	Requester      []byte
+	ModuleSHA256   []byte // empty or, to be valid, 32 bytes; checked by the grid
 }
 
 // Ack is cortex.v1.TaskAck.
@@ -306,6 +307,7 @@ const (
 	fReqMinTrust  = 8
 	fReqAttempt   = 9
 	fReqRequester = 10
+	fReqModule    = 11
 
 	fAckTaskID     = 1
 	fAckAccepted   = 2
@@ -356,6 +358,8 @@ func (m *Request) set(num protowire.Number, v fieldValue) (bool, error) {
 		return setVarint(&m.Attempt, v), nil
 	case fReqRequester:
 		return setBytes(&m.Requester, v), nil
+	case fReqModule:
+		return setBytes(&m.ModuleSHA256, v), nil
 	}
 	return false, nil
 }
@@ -485,7 +489,8 @@ func (m *Request) size() int {
 		sizeVarint(fReqPriority, uint64(m.Priority)) +
 		sizeVarint(fReqDeadline, uint64(m.DeadlineUnixMs)) +
 		sizeVarint(fReqAttempt, uint64(m.Attempt)) +
-		sizeBytes(fReqRequester, len(m.Requester))
+		sizeBytes(fReqRequester, len(m.Requester)) +
+		sizeBytes(fReqModule, len(m.ModuleSHA256))
 	if m.trustBits() != 0 {
 		n += protowire.SizeTag(fReqMinTrust) + protowire.SizeFixed64()
 	}
@@ -505,7 +510,8 @@ func (m *Request) appendTo(b []byte) []byte {
 		b = protowire.AppendFixed64(b, bits)
 	}
 	b = appendVarint(b, fReqAttempt, uint64(m.Attempt))
-	return appendBytes(b, fReqRequester, m.Requester)
+	b = appendBytes(b, fReqRequester, m.Requester)
+	return appendBytes(b, fReqModule, m.ModuleSHA256)
 }
 
 func (m *Ack) size() int {

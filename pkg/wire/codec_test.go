@@ -28,7 +28,7 @@ func toProto(e *wire.Envelope) *cortexv1.Envelope {
 		return &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
 			TaskId: nb(r.TaskID), SkillId: string(r.SkillID), SkillVersion: string(r.SkillVersion), Input: nb(r.Input),
 			InputKind: cortexv1.InputKind(r.InputKind), Priority: r.Priority, DeadlineUnixMs: r.DeadlineUnixMs,
-			MinTrust: r.MinTrust, Attempt: r.Attempt, Requester: nb(r.Requester),
+			MinTrust: r.MinTrust, Attempt: r.Attempt, Requester: nb(r.Requester), ModuleSha256: nb(r.ModuleSHA256),
 		}}}
 	case wire.KindAck:
 		a := &e.Ack
@@ -138,6 +138,13 @@ func codecSeeds(tb testing.TB) [][]byte {
 		TaskId: id, SkillId: "text.echo", SkillVersion: "1.0.0", Input: []byte("hi"), InputKind: 2, Priority: 7,
 		DeadlineUnixMs: 1_900_000_000_000, MinTrust: 0.25, Attempt: 2, Requester: []byte("peer"),
 	}}})
+	wasmReq := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
+		TaskId: id, SkillId: "text.upper", InputKind: 2, DeadlineUnixMs: 1_900_000_000_000, Attempt: 1,
+		ModuleSha256: bytes.Repeat([]byte{0xab}, 32),
+	}}})
+	shortModule := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
+		TaskId: id, ModuleSha256: []byte{1, 2, 3},
+	}}})
 	negTrust := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{MinTrust: math.Copysign(0, -1)}}})
 	negKind := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{InputKind: -1}}})
 	ack := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Ack{Ack: &cortexv1.TaskAck{
@@ -171,6 +178,7 @@ func codecSeeds(tb testing.TB) [][]byte {
 		append(append([]byte{}, wrongType...), cancel...),
 		append(append([]byte{}, group...), ack...),
 		badUTF8,
+		wasmReq, shortModule, // module_sha256: any length decodes; the grid checks it
 		{0x0a, 0x05, 0x08},       // truncated body
 		{0x00},                   // field number zero
 		{0x0c},                   // an end group with no start

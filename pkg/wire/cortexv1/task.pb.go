@@ -284,9 +284,14 @@ func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 //     attempt's answers may still come, and are ignored by the requester).
 //     A task_id whose result was sent is a new request; the executor may
 //     answer it from a record of its recent results.
+//   - module_sha256 empty or 32 bytes [MALFORMED].
 //   - then the executor's own admission: the skill [UNKNOWN_SKILL], the
 //     input [INVALID_INPUT], the sender's trust [TRUST_TOO_LOW], its queue
-//     [QUEUE_FULL, with retry_after_ms].
+//     [QUEUE_FULL, with retry_after_ms]. A wasm skill whose local module
+//     is not module_sha256 [UNKNOWN_SKILL, the message names both hashes];
+//     an executor that fetches modules (see module.proto) may first fetch
+//     a wasm skill it lacks from the requester, and then accepts the task
+//     and fails it with UNKNOWN_SKILL if the fetch fails.
 type TaskRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	TaskId         []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`                                    // required: 32 bytes, not all zero, chosen by the requester
@@ -299,8 +304,14 @@ type TaskRequest struct {
 	MinTrust       float64                `protobuf:"fixed64,8,opt,name=min_trust,json=minTrust,proto3" json:"min_trust,omitempty"`                            // [0, 1]
 	Attempt        uint32                 `protobuf:"varint,9,opt,name=attempt,proto3" json:"attempt,omitempty"`                                               // 1 for the first attempt, +1 for each retry; echoed in every answer
 	Requester      []byte                 `protobuf:"bytes,10,opt,name=requester,proto3" json:"requester,omitempty"`                                           // not believed: the executor takes the stream's remote peer as the requester and ignores this value; may be left empty
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// For a wasm skill: the sha256 of the module the requester means, so
+	// that the executor runs exactly that code (or refuses); empty for
+	// other skills or when the requester does not know it. An executor
+	// older than this field ignores it and runs whatever module it holds
+	// under skill_id and skill_version.
+	ModuleSha256  []byte `protobuf:"bytes,11,opt,name=module_sha256,json=moduleSha256,proto3" json:"module_sha256,omitempty"` // empty or 32 bytes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskRequest) Reset() {
@@ -399,6 +410,13 @@ func (x *TaskRequest) GetAttempt() uint32 {
 func (x *TaskRequest) GetRequester() []byte {
 	if x != nil {
 		return x.Requester
+	}
+	return nil
+}
+
+func (x *TaskRequest) GetModuleSha256() []byte {
+	if x != nil {
+		return x.ModuleSha256
 	}
 	return nil
 }
@@ -850,9 +868,13 @@ func (*Envelope_Heartbeat) isEnvelope_Body() {}
 
 // SkillCapability is one skill a node offers.
 type SkillCapability struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SkillId       string                 `protobuf:"bytes,1,opt,name=skill_id,json=skillId,proto3" json:"skill_id,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	SkillId string                 `protobuf:"bytes,1,opt,name=skill_id,json=skillId,proto3" json:"skill_id,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// For a wasm skill: the sha256 of its module, which the node serves
+	// over /cortex/module/1.0.0 (see module.proto). Empty for other skills.
+	// A receiver drops an announcement whose value is not empty or 32 bytes.
+	ModuleSha256  []byte `protobuf:"bytes,3,opt,name=module_sha256,json=moduleSha256,proto3" json:"module_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -901,6 +923,13 @@ func (x *SkillCapability) GetVersion() string {
 	return ""
 }
 
+func (x *SkillCapability) GetModuleSha256() []byte {
+	if x != nil {
+		return x.ModuleSha256
+	}
+	return nil
+}
+
 // CapabilityAnnouncement is published on the capability gossipsub topic at
 // start, on change and periodically. The message is signed by pubsub; the
 // sender is the pubsub message author.
@@ -914,8 +943,14 @@ type CapabilityAnnouncement struct {
 	TimestampUnixMs int64                  `protobuf:"varint,6,opt,name=timestamp_unix_ms,json=timestampUnixMs,proto3" json:"timestamp_unix_ms,omitempty"`
 	Addrs           [][]byte               `protobuf:"bytes,7,rep,name=addrs,proto3" json:"addrs,omitempty"`                              // multiaddrs the node listens on (binary)
 	TtlSeconds      uint32                 `protobuf:"varint,8,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // how long the entry stays valid without a refresh
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The node runs a wasm skill it lacks by fetching its module (from the
+	// requester) when a TaskRequest carries module_sha256, so a router may
+	// count it as a candidate for any wasm skill. Whether it fetches from a
+	// given requester is its own policy (off, trusted peers, any), so a
+	// task may still be rejected; the requester then tries another node.
+	FetchesModules bool `protobuf:"varint,9,opt,name=fetches_modules,json=fetchesModules,proto3" json:"fetches_modules,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CapabilityAnnouncement) Reset() {
@@ -1004,11 +1039,18 @@ func (x *CapabilityAnnouncement) GetTtlSeconds() uint32 {
 	return 0
 }
 
+func (x *CapabilityAnnouncement) GetFetchesModules() bool {
+	if x != nil {
+		return x.FetchesModules
+	}
+	return false
+}
+
 var File_cortex_v1_task_proto protoreflect.FileDescriptor
 
 const file_cortex_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x14cortex/v1/task.proto\x12\tcortex.v1\"\xcc\x02\n" +
+	"\x14cortex/v1/task.proto\x12\tcortex.v1\"\xf1\x02\n" +
 	"\vTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x19\n" +
 	"\bskill_id\x18\x02 \x01(\tR\askillId\x12#\n" +
@@ -1021,7 +1063,8 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\tmin_trust\x18\b \x01(\x01R\bminTrust\x12\x18\n" +
 	"\aattempt\x18\t \x01(\rR\aattempt\x12\x1c\n" +
 	"\trequester\x18\n" +
-	" \x01(\fR\trequester\"\xc9\x01\n" +
+	" \x01(\fR\trequester\x12#\n" +
+	"\rmodule_sha256\x18\v \x01(\fR\fmoduleSha256\"\xc9\x01\n" +
 	"\aTaskAck\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x1a\n" +
 	"\baccepted\x18\x02 \x01(\bR\baccepted\x12/\n" +
@@ -1055,10 +1098,11 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\x06result\x18\x03 \x01(\v2\x15.cortex.v1.TaskResultH\x00R\x06result\x12/\n" +
 	"\x06cancel\x18\x04 \x01(\v2\x15.cortex.v1.TaskCancelH\x00R\x06cancel\x128\n" +
 	"\theartbeat\x18\x05 \x01(\v2\x18.cortex.v1.TaskHeartbeatH\x00R\theartbeatB\x06\n" +
-	"\x04body\"F\n" +
+	"\x04body\"k\n" +
 	"\x0fSkillCapability\x12\x19\n" +
 	"\bskill_id\x18\x01 \x01(\tR\askillId\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\tR\aversion\"\xb2\x02\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12#\n" +
+	"\rmodule_sha256\x18\x03 \x01(\fR\fmoduleSha256\"\xdb\x02\n" +
 	"\x16CapabilityAnnouncement\x122\n" +
 	"\x06skills\x18\x01 \x03(\v2\x1a.cortex.v1.SkillCapabilityR\x06skills\x12\x1f\n" +
 	"\vqueue_depth\x18\x02 \x03(\rR\n" +
@@ -1069,7 +1113,8 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\x11timestamp_unix_ms\x18\x06 \x01(\x03R\x0ftimestampUnixMs\x12\x14\n" +
 	"\x05addrs\x18\a \x03(\fR\x05addrs\x12\x1f\n" +
 	"\vttl_seconds\x18\b \x01(\rR\n" +
-	"ttlSeconds*P\n" +
+	"ttlSeconds\x12'\n" +
+	"\x0ffetches_modules\x18\t \x01(\bR\x0efetchesModules*P\n" +
 	"\tInputKind\x12\x1a\n" +
 	"\x16INPUT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fINPUT_KIND_JSON\x10\x01\x12\x12\n" +
