@@ -26,6 +26,7 @@ import (
 	"github.com/cortexgrid/cortexd/cmd/cortexd/internal/config"
 	"github.com/cortexgrid/cortexd/pkg/api"
 	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/modules"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/cortexgrid/cortexd/pkg/store"
@@ -66,9 +67,10 @@ type daemon struct {
 	api      *api.Server
 	store    *store.Store // persistent state (issue 5); closes last
 
-	wasmStore  *wasm.Store     // installed wasm skills, DIR/wasm
-	wasmEngine *wasm.Engine    // runs them; closes after the coordinator
-	installer  *skillInstaller // adds and removes them for the API
+	wasmStore   *wasm.Store     // installed wasm skills, DIR/wasm
+	wasmEngine  *wasm.Engine    // runs them; closes after the coordinator
+	moduleCache *modules.Cache  // modules fetched from peers, DIR/wasm/fetched
+	installer   *skillInstaller // adds and removes them for the API
 
 	listener net.Listener
 	url      string
@@ -440,7 +442,11 @@ func (d *daemon) start(ctx context.Context) (err error) {
 		return fmt.Errorf("start coordinator: %w", err)
 	}
 	d.addCloser("coordinator", d.coord.Close)
-	d.handler.set(d.coord)
+	h, err := d.startModules()
+	if err != nil {
+		return err
+	}
+	d.handler.set(h)
 
 	d.node.SetLoadFunc(d.localLoad)
 	d.announceSkills()
@@ -454,9 +460,17 @@ func (d *daemon) start(ctx context.Context) (err error) {
 func (d *daemon) announceSkills() {
 	ds := d.registry.List()
 	caps := make([]grid.SkillCapability, 0, len(ds))
+	mods := grid.SkillModules{}
 	for _, s := range ds {
-		caps = append(caps, grid.SkillCapability{ID: s.ID, Version: s.Version})
+		c := grid.SkillCapability{ID: s.ID, Version: s.Version}
+		caps = append(caps, c)
+		if sk, err := d.registry.Lookup(s.ID, s.Version); err == nil {
+			if h, ok := skill.ModuleOf(sk); ok {
+				mods[c] = h
+			}
+		}
 	}
+	d.node.SetSkillModules(mods) // first, so the next announcement carries both
 	d.node.SetCapabilities(caps)
 }
 

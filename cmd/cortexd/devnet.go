@@ -85,6 +85,8 @@ pubsub:
   capability_ttl: 10s
 skills:
   enabled: [%s]
+  # A wasm skill added on one node runs on the others: they fetch its module.
+  fetch_modules: any
 api:
   listen: 127.0.0.1:0
 admission:

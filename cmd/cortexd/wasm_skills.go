@@ -12,6 +12,8 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/api"
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/command"
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/modules"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/cortexgrid/cortexd/pkg/wasm"
@@ -43,6 +45,10 @@ func (d *daemon) openWasm(ctx context.Context) error {
 		return err
 	}
 	d.wasmStore, d.wasmEngine, d.installer = st, eng, inst
+	cacheBytes, _ := wasm.ParseSize(d.cfg.Skills.ModuleCache) // validated by config.Load
+	if d.moduleCache, err = modules.OpenCache(filepath.Join(dir, "fetched"), int64(cacheBytes)); err != nil {
+		return fmt.Errorf("open the fetched-module cache: %w", err)
+	}
 	start := time.Now()
 	progs, err := wasm.Load(ctx, eng, st)
 	if err != nil {
@@ -199,4 +205,40 @@ func (s *skillInstaller) Describe(id reputation.SkillID) (api.SkillInfo, bool) {
 		return api.SkillInfo{Kind: apiv1.SkillBuiltin}, true
 	}
 	return api.SkillInfo{}, true
+}
+
+// startModules serves the modules of this node's wasm skills to peers
+// (/cortex/module/1.0.0) and, with skills.fetch_modules on, fetches the
+// module of a wasm skill it lacks when a task for it arrives. It returns
+// the handler peers' tasks go to.
+func (d *daemon) startModules() (grid.TaskHandler, error) {
+	msrv, err := modules.NewServer(d.node.Host(), modules.Local{Store: d.wasmStore, Cache: d.moduleCache},
+		modules.ServerOptions{Logger: d.log.With("subsystem", "modules")})
+	if err != nil {
+		return nil, fmt.Errorf("build module server: %w", err)
+	}
+	if err := msrv.Start(); err != nil {
+		return nil, fmt.Errorf("start module server: %w", err)
+	}
+	d.addCloser("module server", msrv.Close)
+	mode, _ := modules.ParseMode(d.cfg.Skills.FetchModules) // validated by config.Load
+	d.node.SetFetchesModules(mode != modules.ModeOff)
+	if mode == modules.ModeOff {
+		return d.coord, nil
+	}
+	f, err := modules.NewFetcher(d.node.Host(), d.wasmEngine, d.moduleCache, d.registry, modules.Options{
+		Mode: mode, MinTrust: d.cfg.Skills.FetchMinTrust, Trust: d.trust.Trust,
+		Holders: d.node.ModuleHolders, Announced: d.node.AnnouncedModule,
+		Fetch:  modules.FetchOptions{MaxModule: int(d.wasmEngine.Options().MaxModule)},
+		Logger: d.log.With("subsystem", "modules"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("build module fetcher: %w", err)
+	}
+	d.addCloser("module fetcher", f.Close)
+	fh := skill.NewFetchingHandler(d.coord, f)
+	// Closes before the coordinator, so tasks waiting for a fetch are
+	// answered while it still runs.
+	d.addCloser("module fetch handler", fh.Close)
+	return fh, nil
 }

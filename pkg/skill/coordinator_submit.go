@@ -290,20 +290,26 @@ type asyncDelegator interface {
 
 var _ asyncDelegator = (*grid.Orchestrator)(nil)
 
-// remoteTask returns attempt n of r as sent to a peer.
-func remoteTask(r *record, n int) *grid.RemoteTask {
+// remoteTask returns attempt n of r as sent to a peer. A task for a wasm
+// skill this node has names its module, so that the peer runs exactly
+// that code (or fetches it from here).
+func (c *DelegationCoordinator) remoteTask(r *record, n int) *grid.RemoteTask {
 	t := r.task
-	return &grid.RemoteTask{
+	rt := &grid.RemoteTask{
 		ID: t.ID, Skill: string(t.Skill), Version: t.Version, Input: t.Input.Data, InputKind: t.Input.Kind,
 		Priority: t.Priority, Deadline: t.Deadline(), MinTrust: t.MinTrust, Attempt: n, Requester: t.Requester,
 	}
+	if e := c.reg.find(t.Skill, t.Version); e != nil {
+		rt.ModuleSHA256, _ = ModuleOf(e.skill)
+	}
+	return rt
 }
 
 // startRemote starts one remote attempt through ad and settles it from
 // ad's callback, which owns the attempt's place on c.wg.
 func (c *DelegationCoordinator) startRemote(ad asyncDelegator, ctx context.Context, cancel context.CancelFunc, r *record, n int, p peer.ID) {
 	start := time.Now()
-	ad.DelegateAsync(ctx, p, remoteTask(r, n), func(res *grid.RemoteResult, err error) {
+	ad.DelegateAsync(ctx, p, c.remoteTask(r, n), func(res *grid.RemoteResult, err error) {
 		c.router.attemptEnded(p)
 		c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
 		cancel()
@@ -317,7 +323,7 @@ func (c *DelegationCoordinator) runRemote(ctx context.Context, cancel context.Ca
 	defer c.wg.Done()
 	defer cancel()
 	start := time.Now()
-	res, err := c.remote.Delegate(ctx, p, remoteTask(r, n))
+	res, err := c.remote.Delegate(ctx, p, c.remoteTask(r, n))
 	c.router.attemptEnded(p)
 	c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
 }

@@ -210,6 +210,14 @@ type Skills struct {
 	// (cortexd-shim, which starts in about 1 ms). Empty: the daemon's own
 	// binary, whose start costs about 10 ms a task.
 	CommandShim string `mapstructure:"command_shim"`
+	// FetchModules says whose wasm modules this node fetches to run a wasm
+	// skill it lacks: off, trusted (requesters whose trust is at least
+	// FetchMinTrust) or any.
+	FetchModules  string  `mapstructure:"fetch_modules"`
+	FetchMinTrust float64 `mapstructure:"fetch_min_trust"`
+	// ModuleCache is the byte budget of fetched modules on disk
+	// (DIR/wasm/fetched), least recently used out first.
+	ModuleCache string `mapstructure:"module_cache"`
 }
 
 // Wasm caps and defaults what wasm skills may use (wasm.Options). Sizes
@@ -296,7 +304,8 @@ func Default() Config {
 			Known:        PeerLimits{Rate: 20000, Burst: 5000, MaxTasks: 4096, MaxBytes: 256 << 20},
 			NodeMaxBytes: 512 << 20,
 		},
-		Skills: Skills{Enabled: []string{"echo", "hash.sha256", "image.resize"}, Commands: []CommandSkill{}},
+		Skills: Skills{Enabled: []string{"echo", "hash.sha256", "image.resize"}, Commands: []CommandSkill{},
+			FetchModules: "off", FetchMinTrust: 0.6, ModuleCache: "512MiB"},
 		Wasm: Wasm{
 			MaxModule: wasm.DefaultMaxModule,
 			Max: WasmMax{Memory: wasm.DefaultMaxMemory, Timeout: time.Duration(wasm.DefaultMaxTimeout),

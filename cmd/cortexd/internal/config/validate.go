@@ -213,6 +213,13 @@ func (c *Config) validateMisc(p *problems) {
 		seen[s] = true
 	}
 	c.validateCommands(p)
+	p.oneOf("skills.fetch_modules", c.Skills.FetchModules, "off", "trusted", "any")
+	p.unit("skills.fetch_min_trust", c.Skills.FetchMinTrust)
+	if n, err := wasm.ParseSize(c.Skills.ModuleCache); err != nil {
+		p.add("skills.module_cache", "%v", err)
+	} else if n < wasm.MiB {
+		p.add("skills.module_cache", "must be at least 1MiB, got %s", c.Skills.ModuleCache)
+	}
 	if _, err := ParseListen(c.API.Listen); err != nil {
 		p.add("api.listen", "%v", err)
 	}
