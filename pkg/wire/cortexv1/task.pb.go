@@ -285,9 +285,12 @@ func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 //     A task_id whose result was sent is a new request; the executor may
 //     answer it from a record of its recent results.
 //   - module_sha256 empty or 32 bytes [MALFORMED].
-//   - then the executor's own admission: the skill [UNKNOWN_SKILL], the
-//     input [INVALID_INPUT], the sender's trust [TRUST_TOO_LOW], its queue
-//     [QUEUE_FULL, with retry_after_ms]. A wasm skill whose local module
+//   - then the executor's own admission, in this order: the sender's
+//     trust [TRUST_TOO_LOW]; a repeat of a task whose result was sent is
+//     answered with that result; the skill [UNKNOWN_SKILL]; the input
+//     [INVALID_INPUT]; the deadline [DEADLINE_PASSED]; the task ID running
+//     for another sender or this attempt running already [DUPLICATE]; the
+//     queue [QUEUE_FULL, with retry_after_ms]. A wasm skill whose local module
 //     is not module_sha256 [UNKNOWN_SKILL, the message names both hashes];
 //     an executor that fetches modules (see module.proto) may first fetch
 //     a wasm skill it lacks from the requester, and then accepts the task
