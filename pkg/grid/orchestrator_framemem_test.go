@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 
 	"github.com/cortexgrid/cortexd/pkg/wire"
@@ -151,5 +154,26 @@ func TestOrchestratorFramesArrivingAreReservedWithTheResourceManager(t *testing.
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOrchestratorOutputOverTheFrameLimitIsInvalidInput has the handler
+// return more than one result frame of the executor carries: the requester
+// gets a failure with code invalid input (never charged, not retried) that
+// names the limit, not an execution failure.
+func TestOrchestratorOutputOverTheFrameLimitIsInvalidInput(t *testing.T) {
+	const maxMsg = 64 << 10
+	p := newOrchPair(t, WithMaxMessageSize(maxMsg))
+	p.handler.set(func(_ peer.ID, t *RemoteTask, reply func(*RemoteResult)) error {
+		reply(&RemoteResult{ID: t.ID, Success: true, Output: make([]byte, maxMsg)})
+		return nil
+	})
+	res, err := p.client.Delegate(orchCtx(t), p.serverH.ID(), p.task("x"))
+	if err != nil {
+		t.Fatalf("Delegate: %v", err)
+	}
+	limit := strconv.Itoa(maxMsg - 4<<10)
+	if res.Success || res.ErrorCode != CodeInvalidInput || !strings.Contains(res.ErrorMessage, limit) {
+		t.Fatalf("result = success %v, code %v, %q; want code invalid input naming the limit of %s bytes", res.Success, res.ErrorCode, res.ErrorMessage, limit)
 	}
 }

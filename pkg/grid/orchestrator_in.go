@@ -659,9 +659,12 @@ func (it *inTask) reply(r *RemoteResult) {
 	st.untrack(it)
 	st.release(it)
 	if limit := min(wire.MaxTaskOutput, st.o.cfg.maxMsg-4<<10); len(r.Output) > limit {
-		st.o.log.Warn("task output over the wire limit; sending a failure instead", "task", it.id.Short(), "bytes", len(r.Output), "max", limit)
-		r = &RemoteResult{ErrorCode: CodeExecutionFailed, ExecTime: r.ExecTime,
-			ErrorMessage: fmt.Sprintf("output of %d bytes is over the %d-byte limit of one task result", len(r.Output), limit)}
+		// A limit, not a fault of this node or the requester's: invalid
+		// input, which is neither charged nor retried (as the executor
+		// does for wire.MaxTaskOutput).
+		st.o.log.Warn("task output over the wire limit; sending an invalid-input failure instead", "task", it.id.Short(), "bytes", len(r.Output), "max", limit)
+		r = &RemoteResult{ErrorCode: CodeInvalidInput, ExecTime: r.ExecTime,
+			ErrorMessage: fmt.Sprintf("output of %d bytes for this input is over the limit of %d bytes of one task result on this node; split the work into smaller tasks", len(r.Output), limit)}
 	}
 	f := getFrame()
 	*f = appendResultFrame((*f)[:0], &it.id, it.attempt, r, st.o.selfBytes)
