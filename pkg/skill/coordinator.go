@@ -253,8 +253,8 @@ func WithLogger(l *slog.Logger) CoordinatorOption { return func(c *coordinatorCo
 // For a peer, Trust.Record gets only what the peer's own answer shows:
 // OutcomeSuccess, OutcomeFailure (it reported a failure), OutcomeTimeout
 // (it took the task and did not finish it in time) or OutcomeWrongResult
-// (a result that is malformed, for another attempt, or that fails the
-// skill's OutputChecker), weighing four failures. A peer that did not
+// (a result that is malformed or that fails the skill's OutputChecker,
+// which every built-in implements), weighing four failures. A peer that did not
 // answer is left to its breaker: an availability problem is not evidence
 // about honesty, and must not drop the peer below the trust that routing
 // and admission require. The user's mistakes (invalid input, a cancel, a

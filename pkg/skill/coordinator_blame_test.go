@@ -99,14 +99,14 @@ func TestCoordinatorPeerThatWentAwayKeepsItsTrustAndGetsTasksBack(t *testing.T) 
 	})
 }
 
-// A malformed result, or one for another attempt, is a wrong result.
+// A malformed result is a wrong result.
 func TestCoordinatorRecordsWrongResults(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ids := rtPeers(t, 2)
 		a, b := ids[0], ids[1]
 		e := newCoEnv(t, coEnvConfig{dir: coRemoteDir(a, b)})
 		e.trust.Record(a, "remote.only", reputation.OutcomeSuccess) // a ranks first
-		e.del.behave[a] = coFailWith(fmt.Errorf("delegate: %w: result for attempt 1, sent for attempt 2", grid.ErrInvalidResult))
+		e.del.behave[a] = coFailWith(fmt.Errorf("delegate: %w: output of 17000000 bytes is over the limit", grid.ErrInvalidResult))
 		e.del.behave[b] = coSucceedAs(b)
 
 		res, err := e.wait(t, e.submit(t, NewSkillTask("remote.only", RawInput([]byte("x")), "")))

@@ -159,8 +159,9 @@ func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteR
 	case errors.As(err, &rej):
 		o = classifyReject(p, rej, err, o)
 	case errors.Is(err, grid.ErrInvalidResult):
-		// A malformed answer, or one for another attempt: another node
-		// may answer right, and this one answered wrong.
+		// A malformed answer: another node may answer right, and this
+		// one answered wrong. (A result for a stale attempt never gets
+		// here: the orchestrator drops it and counts it.)
 		o.kind, o.trust, o.code = kindRetry, reputation.OutcomeWrongResult, grid.CodeInternal
 		o.err = fmt.Errorf("peer %s: %w", p, err)
 	case errors.Is(err, wire.ErrMessageTooLarge):
