@@ -51,8 +51,10 @@ func TestCoordinatorRefusedAttemptsDoNotUseUpRetries(t *testing.T) {
 			ids = append(ids, e.submit(t, NewSkillTask("remote.only", RawInput(nil), "").WithMaxRetries(1).WithTimeout(time.Minute)))
 		}
 		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
 		for _, id := range ids {
-			if res, err := e.wait(t, id); err != nil {
+			if res, err := e.c.Wait(ctx, id); err != nil {
 				t.Fatalf("task %s: Wait = %+v, %v; want it to succeed once the worker has room", id.Short(), res, err)
 			}
 		}
@@ -86,14 +88,14 @@ func TestCoordinatorRefusalsFromEveryNodeArePaced(t *testing.T) {
 		for _, p := range ids {
 			e.del.behave[p] = full
 		}
-		task := NewSkillTask("remote.only", RawInput(nil), "").WithMaxRetries(1).WithTimeout(10 * time.Second)
+		task := NewSkillTask("remote.only", RawInput(nil), "").WithMaxRetries(1).WithTimeout(5 * time.Second)
 		if _, err := e.wait(t, e.submit(t, task)); !errors.Is(err, ErrTimeout) {
 			t.Fatalf("Wait = %v; want ErrTimeout once the deadline passes", err)
 		}
-		// The backoff from 100 ms doubles to at most 10 s: some 7 rounds
-		// of 2 in 10 s.
+		// The backoff from 100 ms doubles (±50%): some 6 rounds of 2 in
+		// 5 s.
 		if calls := len(e.del.Calls()); calls < 3 || calls > 20 {
-			t.Fatalf("%d attempts in 10 s between two full workers; want 3 to 20", calls)
+			t.Fatalf("%d attempts in 5 s between two full workers; want 3 to 20", calls)
 		}
 	})
 }
