@@ -2,12 +2,12 @@ package skill
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
-	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Searcher finds providers of a skill that the Directory does not list:
@@ -75,7 +75,7 @@ func WithSearcher(s Searcher, wait time.Duration) RouterOption {
 // remembered per skill. It is safe for concurrent use.
 type dhtSearch struct {
 	s     Searcher
-	mu    sync.Mutex
+	mu    sync.RWMutex
 	peeks map[reputation.SkillID]peekEntry
 }
 
@@ -97,9 +97,9 @@ func (d *dhtSearch) gossipOff() bool {
 // peek returns the providers of skill that s's lookups have found, asking
 // s without waiting if the last answer is over peekEvery old.
 func (d *dhtSearch) peek(skill reputation.SkillID, now time.Time) []grid.Provider {
-	d.mu.Lock()
+	d.mu.RLock()
 	e, ok := d.peeks[skill]
-	d.mu.Unlock()
+	d.mu.RUnlock()
 	if ok && now.Sub(e.at) < peekEvery {
 		return e.found
 	}
@@ -148,23 +148,22 @@ func (r *Router) providersOrSearch(s reputation.SkillID, local bool) []grid.Prov
 }
 
 // mergeProviders returns provs and the providers of found that provs does
-// not list. provs is not changed.
+// not list. provs is not changed, and no copy is made when found adds
+// nothing (the common case: the DHT names the peers the gossip lists).
+// found is short (a lookup keeps at most 20), so a scan beats a map.
 func mergeProviders(provs, found []grid.Provider) []grid.Provider {
-	if len(found) == 0 {
-		return provs
-	}
-	if len(provs) == 0 {
-		return found
-	}
-	out := provs[:len(provs):len(provs)]
-	listed := make(map[peer.ID]struct{}, len(provs))
-	for i := range provs {
-		listed[provs[i].Peer] = struct{}{}
-	}
+	var out []grid.Provider
 	for _, p := range found {
-		if _, ok := listed[p.Peer]; !ok {
-			out = append(out, p)
+		if slices.ContainsFunc(provs, func(q grid.Provider) bool { return q.Peer == p.Peer }) {
+			continue
 		}
+		if out == nil {
+			out = append(make([]grid.Provider, 0, len(provs)+len(found)), provs...)
+		}
+		out = append(out, p)
+	}
+	if out == nil {
+		return provs
 	}
 	return out
 }
