@@ -142,9 +142,7 @@ func WithAckTimeout(d time.Duration) OrchestratorOption {
 // WithPeerPolicy sets who may hold what here: the orchestrator asks p for
 // a peer's PeerLimits when the peer opens a task stream and again at most
 // once a second while it keeps sending, and enforces them on its requests
-// (see PeerLimits). Without a policy every peer gets the rate and task
-// limits of WithPeerRateLimit and WithMaxInFlightPerPeer (or their
-// defaults) and DefaultPeerMaxBytes.
+// (see PeerLimits). Without a policy every peer gets DefaultPeerLimits.
 func WithPeerPolicy(p PeerPolicy) OrchestratorOption {
 	return func(c *orchConfig) { c.policy = p }
 }
@@ -517,8 +515,9 @@ type FixedLimits PeerLimits
 // PeerLimits returns l, whoever p is.
 func (l FixedLimits) PeerLimits(peer.ID) PeerLimits { return PeerLimits(l) }
 
-// DefaultPeerLimits are a peer's limits without a PeerPolicy (and without
-// WithPeerRateLimit or WithMaxInFlightPerPeer).
+// DefaultPeerLimits are a peer's limits without a PeerPolicy:
+// DefaultPeerRate, DefaultPeerBurst, DefaultMaxInFlightPerPeer and
+// DefaultPeerMaxBytes.
 var DefaultPeerLimits = PeerLimits{Rate: DefaultPeerRate, Burst: DefaultPeerBurst, MaxTasks: DefaultMaxInFlightPerPeer, MaxBytes: DefaultPeerMaxBytes}
 
 // Usage returns what p holds on this node now: the tasks it has running

@@ -84,7 +84,8 @@ type inStream struct {
 	idleMark  uint64 // janitor only
 	idleSince int
 
-	strs strCache // the reader's
+	strs strCache     // the reader's
+	r    *wire.Reader // the reader's
 }
 
 // inTask states: the order of HandleTask returning and reply being called
@@ -250,17 +251,22 @@ func (st *inStream) readLoop() {
 	o := st.o
 	r := wire.NewReader(st.s, o.cfg.maxMsg)
 	r.SetFrameTimeout(st.s, o.cfg.frameTimeout)
+	r.SetReserve(st.reserveFrame, st.releaseFrame)
+	defer r.ReleaseFrame()
+	st.r = r
 	var env wire.Envelope
 	for {
 		frame, err := r.ReadFrame()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			switch {
+			case errors.Is(err, io.EOF):
 				// Half-closed: the answers still go out.
 				st.eof.Store(true)
 				st.maybeFinish()
 				return
-			}
-			if !errors.Is(err, network.ErrReset) {
+			case errors.Is(err, wire.ErrFrameRefused):
+				o.log.Debug("resetting task stream: no memory for the frame arriving on it", "peer", st.from, "err", err)
+			case !errors.Is(err, network.ErrReset):
 				o.log.Debug("resetting task stream after a bad frame", "peer", st.from, "err", err)
 			}
 			st.fail(fmt.Errorf("read task stream: %w", err))
@@ -287,12 +293,54 @@ func (st *inStream) readLoop() {
 			o.stats.dropped.Add(1)
 			o.log.Debug("dropping a task message only an executor sends", "peer", st.from, "kind", env.Kind)
 		}
+		r.ReleaseFrame()
+		if len(frame) > bigFrame {
+			env = wire.Envelope{} // do not pin the frame while the stream idles
+		}
 		if err != nil {
 			// Only a failure to queue an answer gets here.
 			st.fail(err)
 			return
 		}
 	}
+}
+
+// bigFrame is the frame size above which the reader's buffer is the
+// frame's own (see wire.Reader): the reader charges it while it arrives and
+// drops every reference to it once handled.
+const bigFrame = 64 << 10
+
+// frameReservePriority is the resource-manager priority of a frame's
+// memory. It is ReservationPriorityAlways because go-libp2p's default
+// stream and protocol-peer scopes hold 16 MiB, the size of the largest
+// frame: any lower priority (a share of the scope) would refuse every
+// task input over 6.4 MiB (low) to 12.8 MiB (high) on a default host. The
+// system scope, which network.resources.max_memory_mb sets, still bounds
+// all of them together, and the node byte budget comes first.
+const frameReservePriority = network.ReservationPriorityAlways
+
+// reserveFrame charges n bytes of a frame arriving on the stream, before
+// the reader allocates them, to the node's byte budget and to the
+// stream's resource-manager scope. Its error makes the reader refuse the
+// frame, which resets the stream: a framing-level refusal, charged to no
+// one's trust.
+func (st *inStream) reserveFrame(n int) error {
+	o := st.o
+	if held := o.nodeBytes.Add(int64(n)); held > o.cfg.nodeBudget {
+		o.nodeBytes.Add(-int64(n))
+		return fmt.Errorf("this node's byte budget of %d is spent", o.cfg.nodeBudget)
+	}
+	if err := st.s.Scope().ReserveMemory(n, frameReservePriority); err != nil {
+		o.nodeBytes.Add(-int64(n))
+		return fmt.Errorf("resource manager: %w", err)
+	}
+	return nil
+}
+
+// releaseFrame gives back what reserveFrame charged.
+func (st *inStream) releaseFrame(n int) {
+	st.s.Scope().ReleaseMemory(n)
+	st.o.nodeBytes.Add(-int64(n))
 }
 
 // usableID returns b as a task ID an answer can name: 32 bytes. (A zero
@@ -338,7 +386,9 @@ func (st *inStream) onRequest(req *wire.Request) error {
 	}
 	it := &inTask{st: st, id: id, attempt: attempt}
 	t := &it.task
-	if reason, err := decodeRequest(req, &st.strs, now, st.from, t); err != nil {
+	reason, err := decodeRequest(req, &st.strs, now, st.from, t)
+	st.r.ReleaseFrame() // t holds a copy of the input: admit charges that
+	if err != nil {
 		if reason == RejectMalformed {
 			o.stats.malformed.Add(1)
 		}
@@ -375,7 +425,7 @@ func (st *inStream) onRequest(req *wire.Request) error {
 			}
 		}
 	}
-	_, err := st.fw.push(it.early)
+	_, err = st.fw.push(it.early)
 	return err
 }
 
@@ -609,9 +659,12 @@ func (it *inTask) reply(r *RemoteResult) {
 	st.untrack(it)
 	st.release(it)
 	if limit := min(wire.MaxTaskOutput, st.o.cfg.maxMsg-4<<10); len(r.Output) > limit {
-		st.o.log.Warn("task output over the wire limit; sending a failure instead", "task", it.id.Short(), "bytes", len(r.Output), "max", limit)
-		r = &RemoteResult{ErrorCode: CodeExecutionFailed, ExecTime: r.ExecTime,
-			ErrorMessage: fmt.Sprintf("output of %d bytes is over the %d-byte limit of one task result", len(r.Output), limit)}
+		// A limit, not a fault of this node or the requester's: invalid
+		// input, which is neither charged nor retried (as the executor
+		// does for wire.MaxTaskOutput).
+		st.o.log.Warn("task output over the wire limit; sending an invalid-input failure instead", "task", it.id.Short(), "bytes", len(r.Output), "max", limit)
+		r = &RemoteResult{ErrorCode: CodeInvalidInput, ExecTime: r.ExecTime,
+			ErrorMessage: fmt.Sprintf("output of %d bytes for this input is over the limit of %d bytes of one task result on this node; split the work into smaller tasks", len(r.Output), limit)}
 	}
 	f := getFrame()
 	*f = appendResultFrame((*f)[:0], &it.id, it.attempt, r, st.o.selfBytes)

@@ -10,7 +10,7 @@ import (
 )
 
 // ErrDuplicateTask is returned by Enqueue for an ID the queue already holds,
-// queued, delayed or in flight.
+// queued or in flight.
 var ErrDuplicateTask = errors.New("task ID already in the queue")
 
 var zeroTaskID TaskID
@@ -22,8 +22,11 @@ var (
 
 // QueueStats is a snapshot of a TaskQueue's state and of its counters.
 type QueueStats struct {
-	Depth    [NumLevels]int // ready tasks per level, index = Level
-	Delayed  int            // retries waiting for NotBefore
+	Depth [NumLevels]int // ready tasks per level, index = Level
+	// Delayed is always 0: the queue holds no delayed tasks (a retry waits
+	// out its backoff in the skill coordinator, then is enqueued ready).
+	// It stays only for the cortex_queue_delayed_tasks gauge of pkg/api.
+	Delayed  int
 	InFlight int
 	// Totals since NewTaskQueue. Failed counts tasks settled as failed;
 	// Retried counts enqueued retry attempts (QueuedTask.Retries > 0: the
@@ -34,15 +37,14 @@ type QueueStats struct {
 }
 
 // TaskQueue holds the tasks of one node: ready tasks in one FIFO per priority
-// level, retries waiting out their backoff, and tasks in flight (dequeued and
-// not yet completed, failed or removed). All methods are safe for concurrent
-// use.
+// level, and tasks in flight (dequeued and not yet settled or removed). All
+// methods are safe for concurrent use.
 //
 // Order. Dequeue looks only at the head of each level's FIFO, which is the
 // task of that level that arrived first, and takes the one with the highest
 // effective level. A task's effective level is its own level raised by one
 // for every AgingStep of its age, capped at Critical; its age counts from
-// its CreatedAt (for a retry, from when its backoff ended). Ties go to the
+// its CreatedAt. Ties go to the
 // higher original level (and, within a level, FIFO order means the older
 // task). So in the ordinary case, where no task waits a whole AgingStep
 // (default 10 s), order is strict: highest level first, FIFO within a
@@ -52,13 +54,13 @@ type QueueStats struct {
 // tasks are served first by design, and only they can hold back the others
 // for good. WithAgingStep(0) disables aging.
 //
-// Limits. Each level holds at most its limit (default 1000) of waiting tasks
-// (ready plus delayed retries); Enqueue on a full level returns a
+// Limits. Each level holds at most its limit (default 1000) of ready
+// tasks; Enqueue on a full level returns a
 // *QueueFullError naming the level, and other levels still accept.
 //
 // Deadlines. A task enqueued without a Deadline gets CreatedAt plus the
 // default timeout (300 s). Once Start has been called, a sweeper removes
-// queued, delayed and in-flight tasks past their deadline every sweep
+// queued and in-flight tasks past their deadline every sweep
 // interval (default 250 ms); Dequeue also drops expired heads as it meets
 // them. Every task removed for its deadline is counted in TimedOut and
 // passed to the expiry handler, outside the lock.
@@ -67,19 +69,18 @@ type QueueStats struct {
 // dropping expired heads use the latest reading the queue made, refreshed
 // at least every sweep interval, so they may act up to one interval late
 // (never early). A clock read costs about as much as a whole channel send
-// and receive, and this keeps it off the hot path. CreatedAt, NotBefore and
-// the sweeper itself use exact readings.
+// and receive, and this keeps it off the hot path. CreatedAt and the
+// sweeper itself use exact readings.
 //
 // Retries. The queue does not retry: the skill coordinator's retry policy
-// is the one retry engine, and it enqueues each retry attempt that runs
-// here as a new task with Retries set, which Retried counts. A task
-// enqueued with a NotBefore in the future waits, delayed, until then: it is
-// not dequeued before, and a blocked Dequeue wakes when it becomes due.
+// is the one retry engine; it waits out each backoff itself and enqueues
+// each retry attempt that runs here as a new task with Retries set, which
+// Retried counts.
 type TaskQueue struct {
 	cfg      queueConfig
 	epoch    time.Time // clock origin: internal times are nanoseconds since it
 	closedCh chan struct{}
-	wg       sync.WaitGroup // the sweeper and a pending retry-timer callback
+	wg       sync.WaitGroup // the sweeper
 	// waiterPool recycles queueWaiters. It is per queue, not global, so that
 	// the channels of a queue made in a synctest bubble stay in that bubble.
 	waiterPool sync.Pool
@@ -89,17 +90,13 @@ type TaskQueue struct {
 	ready      [NumLevels]queueRing // may hold removed tombstones
 	live       [NumLevels]int       // ready tasks per level, tombstones excluded
 	tombs      [NumLevels]int       // tombstones per level
-	delayed    queueDelayHeap
-	delayedAt  [NumLevels]int
 	inFlight   int
 	free       []*queueItem
 	sweepBuf   []*queueItem   // reused by expireDueLocked
 	waiters    []*queueWaiter // blocked Dequeue calls, first come first served
 	nextExpiry int64          // no deadline held is earlier than this
-	retryTimer *time.Timer
-	retryAt    int64 // when retryTimer fires; 0 when not armed
-	coarse     int64 // latest clock reading; see nowLocked
-	coarseOn   bool  // the sweeper refreshes coarse
+	coarse     int64          // latest clock reading; see nowLocked
+	coarseOn   bool           // the sweeper refreshes coarse
 	started    bool
 	closed     bool
 
@@ -147,20 +144,16 @@ func (q *TaskQueue) Start(ctx context.Context) error {
 }
 
 // Close stops the queue: Enqueue, Dequeue and TryDequeue fail from then on,
-// and blocked Dequeue calls return ErrClosed. It waits for the sweeper and
-// for a retry-timer callback, but not for expiry handlers running in other
-// goroutines' Dequeue calls. Tasks still held are neither dropped nor
-// reported; Complete, Fail, Remove and Stats keep working. Close is
-// idempotent and always returns nil.
+// and blocked Dequeue calls return ErrClosed. It waits for the sweeper,
+// but not for expiry handlers running in other goroutines' Dequeue calls.
+// Tasks still held are neither dropped nor reported; Complete,
+// SettleTryDequeue, Remove and Stats keep working. Close is idempotent and
+// always returns nil.
 func (q *TaskQueue) Close() error {
 	q.mu.Lock()
 	if !q.closed {
 		q.closed = true
 		close(q.closedCh)
-		if q.retryTimer != nil && q.retryTimer.Stop() {
-			q.wg.Done()
-		}
-		q.retryAt = 0
 	}
 	q.mu.Unlock()
 	q.wg.Wait()
@@ -169,12 +162,11 @@ func (q *TaskQueue) Close() error {
 
 // Enqueue adds t at the tail of its level. It sets t.CreatedAt to now if
 // zero (a clock read that callers who have stamped the task already can
-// save) and t.Deadline to CreatedAt plus the default timeout if zero. A
-// NotBefore in the future holds the task back until then. It returns a
-// *QueueFullError (errors.Is ErrQueueFull) if t's level is full, ErrClosed
-// after Close, ErrDuplicateTask if t.ID is held already, and an error for a
-// nil task or a zero ID. From a nil return until Complete, Fail without
-// requeue, Remove or expiry, the queue owns t.
+// save) and t.Deadline to CreatedAt plus the default timeout if zero. It
+// returns a *QueueFullError (errors.Is ErrQueueFull) if t's level is full,
+// ErrClosed after Close, ErrDuplicateTask if t.ID is held already, and an
+// error for a nil task or a zero ID. From a nil return until Complete,
+// SettleTryDequeue, Remove or expiry, the queue owns t.
 func (q *TaskQueue) Enqueue(t *QueuedTask) error {
 	if t == nil {
 		return fmt.Errorf("enqueue task: %w", errNilTask)
@@ -211,14 +203,6 @@ func (q *TaskQueue) Enqueue(t *QueuedTask) error {
 	if it.deadline < q.nextExpiry {
 		q.nextExpiry = it.deadline
 	}
-	if !t.NotBefore.IsZero() {
-		if nb := int64(t.NotBefore.Sub(q.epoch)); nb > q.nowLocked() {
-			it.notBefore = nb
-			q.pushDelayedLocked(it, q.now())
-			q.mu.Unlock()
-			return nil
-		}
-	}
 	if len(q.waiters) == 0 {
 		q.pushReadyLocked(it, created)
 		q.mu.Unlock()
@@ -241,7 +225,7 @@ func (q *TaskQueue) admitLocked(t *QueuedTask, l Level) (uint64, int, error) {
 	if q.closed {
 		return 0, 0, fmt.Errorf("enqueue task %s: %w", t.ID.Short(), ErrClosed)
 	}
-	if q.live[l]+q.delayedAt[l] >= q.cfg.limits[l] {
+	if q.live[l] >= q.cfg.limits[l] {
 		q.rejected++
 		return 0, 0, &QueueFullError{Level: l, Max: q.cfg.limits[l]}
 	}
@@ -350,7 +334,7 @@ func (q *TaskQueue) Complete(id TaskID) bool {
 }
 
 // SettleTryDequeue ends the in-flight task id as Complete(id) does if done
-// is set, and as Fail(id) does if not, then takes the next ready
+// is set, and counted failed if not, then takes the next ready
 // task as TryDequeue does, all under one acquisition of the queue's lock: a
 // worker that goes on to its next task saves a lock round trip per task.
 // settled reports whether id was in flight; next is nil if no task is
@@ -404,17 +388,7 @@ func (q *TaskQueue) settleAtLocked(slot int, done bool) {
 	q.freeItemLocked(it)
 }
 
-// Fail marks the in-flight task id failed and lets go of it. It returns
-// false if id is not in flight. It does not retry: a retry is a new
-// Enqueue, by the skill coordinator, whose retry policy decides it.
-func (q *TaskQueue) Fail(id TaskID) bool {
-	q.mu.Lock()
-	ok := q.settleLocked(&id, false)
-	q.mu.Unlock()
-	return ok
-}
-
-// Remove takes task id out of the queue wherever it is (ready, delayed or in
+// Remove takes task id out of the queue wherever it is (ready or in
 // flight), for cancellation, and returns it. It is counted neither failed nor
 // timed out. It returns false if the queue does not hold id.
 func (q *TaskQueue) Remove(id TaskID) (*QueuedTask, bool) {
@@ -440,7 +414,6 @@ func (q *TaskQueue) Stats() QueueStats {
 	defer q.mu.Unlock()
 	return QueueStats{
 		Depth:     q.live,
-		Delayed:   len(q.delayed),
 		InFlight:  q.inFlight,
 		Enqueued:  q.enqueued,
 		Completed: q.completed,
@@ -451,11 +424,11 @@ func (q *TaskQueue) Stats() QueueStats {
 	}
 }
 
-// Len returns the number of tasks waiting: ready plus delayed, not in flight.
+// Len returns the number of tasks waiting: ready, not in flight.
 func (q *TaskQueue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := len(q.delayed)
+	n := 0
 	for _, d := range q.live {
 		n += d
 	}
@@ -466,8 +439,8 @@ func (q *TaskQueue) Len() int {
 func (q *TaskQueue) now() int64 { return int64(time.Since(q.epoch)) }
 
 // nowLocked returns the time for decisions that may lag real time a little:
-// aging, dropping expired heads, promoting due retries (a lagging clock
-// never promotes early). While the sweeper runs it is the latest clock
+// aging and dropping expired heads (a lagging clock never expires early).
+// While the sweeper runs it is the latest clock
 // reading the queue made, refreshed every sweep interval, which keeps clock
 // reads (about as costly as a whole channel send and receive) off the hot
 // path; otherwise it reads the clock.

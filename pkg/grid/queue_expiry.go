@@ -14,7 +14,7 @@ type queueExpired struct {
 }
 
 // expireLocked forgets it as timed out and records it for report. The caller
-// takes it out of the ring, heap or in-flight count.
+// takes it out of the ring or the in-flight count.
 func (q *TaskQueue) expireLocked(it *queueItem, expired *[]queueExpired) {
 	q.index.delete(it)
 	q.timedOut++
@@ -31,10 +31,6 @@ func (q *TaskQueue) dropLocked(it *queueItem) {
 		it.task = nil
 		q.live[it.level]--
 		q.tombs[it.level]++
-	case stateDelayed:
-		q.delayed.remove(it.heapIdx)
-		q.delayedAt[it.level]--
-		q.freeItemLocked(it)
 	case stateInFlight:
 		q.inFlight--
 		q.freeItemLocked(it)

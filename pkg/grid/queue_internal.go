@@ -1,15 +1,10 @@
 package grid
 
-import (
-	"time"
-)
-
 // queueState says where a queueItem is.
 type queueState uint8
 
 const (
 	stateReady    queueState = iota + 1 // in ready[level]
-	stateDelayed                        // in the delay heap
 	stateInFlight                       // dequeued, only in items
 	stateRemoved                        // a tombstone left in ready[level]
 )
@@ -17,15 +12,13 @@ const (
 // queueItem is the queue's record of one task. Times are nanoseconds since
 // the queue's epoch. Items are recycled through TaskQueue.free.
 type queueItem struct {
-	id        TaskID // task.ID, kept here so the index need not follow task
-	hash      uint64 // set by queueIndex.putAt
-	task      *QueuedTask
-	level     Level
-	state     queueState
-	heapIdx   int
-	readyAt   int64 // when it joined its level's FIFO
-	deadline  int64
-	notBefore int64
+	id       TaskID // task.ID, kept here so the index need not follow task
+	hash     uint64 // set by queueIndex.putAt
+	task     *QueuedTask
+	level    Level
+	state    queueState
+	readyAt  int64 // when it joined its level's FIFO
+	deadline int64
 }
 
 // queueMaxFree bounds the free list, so a burst does not pin memory.
@@ -96,72 +89,6 @@ func (r *queueRing) grow() {
 	r.buf, r.head = buf, 0
 }
 
-// queueDelayHeap is a min-heap of delayed items by notBefore.
-type queueDelayHeap []*queueItem
-
-func (h queueDelayHeap) less(i, j int) bool { return h[i].notBefore < h[j].notBefore }
-
-func (h queueDelayHeap) swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx, h[j].heapIdx = i, j
-}
-
-func (h *queueDelayHeap) push(it *queueItem) {
-	it.heapIdx = len(*h)
-	*h = append(*h, it)
-	h.up(it.heapIdx)
-}
-
-// remove takes out the item at index i and returns it.
-func (h *queueDelayHeap) remove(i int) *queueItem {
-	old := *h
-	last := len(old) - 1
-	it := old[i]
-	if i != last {
-		old.swap(i, last)
-	}
-	old[last] = nil
-	*h = old[:last]
-	if i != last {
-		if !h.down(i) {
-			h.up(i)
-		}
-	}
-	it.heapIdx = -1
-	return it
-}
-
-func (h queueDelayHeap) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h.less(i, p) {
-			return
-		}
-		h.swap(i, p)
-		i = p
-	}
-}
-
-// down sifts i down and reports whether it moved.
-func (h queueDelayHeap) down(i int) bool {
-	start := i
-	for {
-		c := 2*i + 1
-		if c >= len(h) {
-			break
-		}
-		if r := c + 1; r < len(h) && h.less(r, c) {
-			c = r
-		}
-		if !h.less(c, i) {
-			break
-		}
-		h.swap(i, c)
-		i = c
-	}
-	return i > start
-}
-
 // queueWaiter is a blocked Dequeue. Whoever takes it off TaskQueue.waiters
 // (under the lock) sends it exactly one task, or nothing if the Dequeue took
 // itself off. ch has room for one, so the send never blocks.
@@ -202,12 +129,12 @@ func (q *TaskQueue) dispatchLocked(now int64, expired *[]queueExpired) {
 // while Dequeue calls are blocked, straight to the first of them without
 // going through its level's FIFO, and reports whether it did. While a
 // Dequeue is blocked no task is ready (dispatchLocked hands every ready
-// task to a waiter), so it is next in the queue's order, unless a delayed
-// retry has come due or it is past its deadline: then it declines, and the
-// caller queues it and dispatches as usual.
+// task to a waiter), so it is next in the queue's order, unless it is past
+// its deadline: then it declines, and the caller queues it and dispatches
+// as usual.
 func (q *TaskQueue) handOffLocked(it *queueItem, readyAt int64) bool {
 	now := q.nowLocked()
-	if it.deadline <= now || q.live != [NumLevels]int{} || (len(q.delayed) > 0 && q.delayed[0].notBefore <= now) {
+	if it.deadline <= now || q.live != [NumLevels]int{} {
 		return false
 	}
 	it.state = stateInFlight
@@ -219,9 +146,9 @@ func (q *TaskQueue) handOffLocked(it *queueItem, readyAt int64) bool {
 	return true
 }
 
-// takeLocked is pickLocked for Dequeue and TryDequeue. If picking promoted
-// more due retries than it took while other Dequeue calls are blocked, it
-// hands those the rest.
+// takeLocked is pickLocked at the queue's clock, for Dequeue and
+// TryDequeue. Should Dequeue calls be blocked while tasks are left ready,
+// it hands those the rest.
 func (q *TaskQueue) takeLocked(expired *[]queueExpired) *queueItem {
 	now := q.nowLocked()
 	it := q.pickLocked(now, expired)
@@ -232,12 +159,9 @@ func (q *TaskQueue) takeLocked(expired *[]queueExpired) *queueItem {
 }
 
 // pickLocked moves the next task (see TaskQueue) to in flight and returns
-// it, or returns nil if none is ready. It first promotes due retries, and
-// drops tombstones and expired tasks it finds at the heads.
+// it, or returns nil if none is ready. It drops tombstones and expired
+// tasks it finds at the heads.
 func (q *TaskQueue) pickLocked(now int64, expired *[]queueExpired) *queueItem {
-	if len(q.delayed) > 0 && q.delayed[0].notBefore <= now {
-		q.promoteLocked(now, expired)
-	}
 	best, bestEff := -1, -1
 	step := int64(q.cfg.agingStep)
 	for l := NumLevels - 1; l >= 0 && bestEff < int(LevelCritical); l-- {
@@ -291,69 +215,4 @@ func (q *TaskQueue) pushReadyLocked(it *queueItem, now int64) {
 	it.readyAt = now
 	q.ready[it.level].push(it)
 	q.live[it.level]++
-}
-
-func (q *TaskQueue) pushDelayedLocked(it *queueItem, now int64) {
-	it.state = stateDelayed
-	q.delayed.push(it)
-	q.delayedAt[it.level]++
-	q.armRetryLocked(now)
-}
-
-// promoteLocked moves retries whose NotBefore has come to the tail of their
-// level (or expires them) and re-arms the retry timer for the rest.
-func (q *TaskQueue) promoteLocked(now int64, expired *[]queueExpired) {
-	for len(q.delayed) > 0 && q.delayed[0].notBefore <= now {
-		it := q.delayed.remove(0)
-		q.delayedAt[it.level]--
-		if it.deadline <= now {
-			q.expireLocked(it, expired)
-			q.freeItemLocked(it)
-			continue
-		}
-		q.pushReadyLocked(it, now)
-	}
-	q.armRetryLocked(now)
-}
-
-// armRetryLocked makes sure the retry timer fires when the earliest delayed
-// task becomes due, so that blocked Dequeue calls get it. Each pending or
-// running timer callback holds one count of q.wg.
-func (q *TaskQueue) armRetryLocked(now int64) {
-	if q.closed || len(q.delayed) == 0 {
-		return
-	}
-	due := q.delayed[0].notBefore
-	if q.retryAt != 0 && q.retryAt <= due {
-		return
-	}
-	d := time.Duration(max(due-now, 0))
-	if q.retryTimer == nil {
-		q.wg.Add(1)
-		q.retryTimer = time.AfterFunc(d, q.onRetryTimer)
-	} else {
-		if q.retryTimer.Stop() {
-			q.wg.Done()
-		}
-		q.wg.Add(1)
-		q.retryTimer.Reset(d)
-	}
-	q.retryAt = due
-}
-
-func (q *TaskQueue) onRetryTimer() {
-	defer q.wg.Done()
-	var expired []queueExpired
-	q.mu.Lock()
-	q.retryAt = 0
-	if q.closed {
-		q.mu.Unlock()
-		return
-	}
-	now := q.now()
-	q.observeLocked(now)
-	q.promoteLocked(now, &expired)
-	q.dispatchLocked(now, &expired)
-	q.mu.Unlock()
-	q.report(expired)
 }

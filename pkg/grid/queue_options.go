@@ -38,8 +38,8 @@ func defaultQueueConfig() queueConfig {
 	return c
 }
 
-// WithMaxPerLevel sets the maximum number of waiting tasks (ready plus
-// delayed) of every level. The default is 1000; n must be positive.
+// WithMaxPerLevel sets the maximum number of ready tasks of every level.
+// The default is 1000; n must be positive.
 func WithMaxPerLevel(n int) QueueOption {
 	return func(c *queueConfig) {
 		for i := range c.limits {

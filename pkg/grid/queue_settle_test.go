@@ -101,30 +101,6 @@ func TestQueueEnqueueHandsATaskStraightToABlockedDequeue(t *testing.T) {
 	})
 }
 
-func TestQueueHandOverKeepsADueRetryOfAHigherLevelFirst(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		q := newQueueT(t)
-		retried := qtask(1, prioHigh)
-		mustEnqueue(t, q, retried)
-		mustTryDequeue(t, q)
-		retryAfter(t, q, retried, time.Second)
-		q.retryTimer.Stop() // as if its callback were late
-		q.wg.Done()
-		q.retryAt = 0
-		time.Sleep(2 * time.Second) // the retry is due, not yet promoted
-		got := listWaiter(t, q)
-		fresh := qtask(2, prioLow)
-		mustEnqueue(t, q, fresh)
-		synctest.Wait()
-		if g := <-got; g != retried {
-			t.Fatalf("the blocked Dequeue got %s, want the due high retry", g.ID.Short())
-		}
-		if g := mustTryDequeue(t, q); g != fresh {
-			t.Fatalf("next task %s, want the fresh low one", g.ID.Short())
-		}
-	})
-}
-
 func TestQueueHandOverReportsATaskPastItsDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		log := &expiryLog{}

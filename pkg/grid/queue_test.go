@@ -25,16 +25,24 @@ func qtask(n int, prio uint8) *QueuedTask {
 	return &QueuedTask{ID: id, Priority: prio}
 }
 
-// retryAfter fails the in-flight task and enqueues it again as the skill
-// coordinator enqueues a retry that runs on its node: one more retry, due
-// after d.
-func retryAfter(tb testing.TB, q *TaskQueue, task *QueuedTask, d time.Duration) {
+// settleFailed lets go of the in-flight task id, counted failed, as
+// SettleTryDequeue(id, false) does without taking the next task. It
+// reports whether id was in flight.
+func settleFailed(q *TaskQueue, id TaskID) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.settleLocked(&id, false)
+}
+
+// retry fails the in-flight task and enqueues it again as the skill
+// coordinator enqueues a retry that runs on its node, once its backoff is
+// over: one more retry, ready at once.
+func retry(tb testing.TB, q *TaskQueue, task *QueuedTask) {
 	tb.Helper()
-	if !q.Fail(task.ID) {
-		tb.Fatalf("Fail(%s): not in flight", task.ID.Short())
+	if !settleFailed(q, task.ID) {
+		tb.Fatalf("fail %s: not in flight", task.ID.Short())
 	}
 	task.Retries++
-	task.NotBefore = time.Now().Add(d)
 	mustEnqueue(tb, q, task)
 }
 
@@ -170,15 +178,15 @@ func TestNewTaskQueueJoinsEveryProblem(t *testing.T) {
 func TestQueueRemove(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		q := newQueueT(t)
-		ready, delayed, inFlight, next := qtask(1, prioHigh), qtask(2, prioLow), qtask(3, prioCritical), qtask(4, prioHigh)
-		mustEnqueue(t, q, delayed)
+		ready, retried, inFlight, next := qtask(1, prioHigh), qtask(2, prioLow), qtask(3, prioCritical), qtask(4, prioHigh)
+		mustEnqueue(t, q, retried)
 		mustTryDequeue(t, q)
-		retryAfter(t, q, delayed, time.Minute)
+		retry(t, q, retried)
 		mustEnqueue(t, q, inFlight)
 		mustTryDequeue(t, q)
 		mustEnqueue(t, q, ready, next)
 
-		for _, task := range []*QueuedTask{ready, delayed, inFlight} {
+		for _, task := range []*QueuedTask{ready, retried, inFlight} {
 			got, ok := q.Remove(task.ID)
 			if !ok || got != task {
 				t.Fatalf("Remove(%s) = %v, %v, want the task", task.ID.Short(), got, ok)
@@ -188,7 +196,7 @@ func TestQueueRemove(t *testing.T) {
 			}
 		}
 		s := q.Stats()
-		if s.Depth[LevelHigh] != 1 || s.Delayed != 0 || s.InFlight != 0 || s.Failed != 1 || s.TimedOut != 0 || q.Len() != 1 {
+		if s.Depth != [NumLevels]int{0, 0, 1, 0} || s.InFlight != 0 || s.Failed != 1 || s.TimedOut != 0 || q.Len() != 1 {
 			t.Fatalf("after Remove: %+v, Len %d; want only the next high task left, only the retried attempt failed", s, q.Len())
 		}
 		if q.Complete(inFlight.ID) {
@@ -243,11 +251,11 @@ func TestQueueStats(t *testing.T) {
 	mustTryDequeue(t, q)                // b
 	mustTryDequeue(t, q)                // c
 	q.Complete(d.ID)
-	q.Fail(b.ID)
-	retryAfter(t, q, c, time.Minute)
+	settleFailed(q, b.ID)
+	retry(t, q, c)
 	want := QueueStats{
-		Depth:   [NumLevels]int{1, 0, 0, 0},
-		Delayed: 1, InFlight: 0,
+		Depth:    [NumLevels]int{1, 1, 0, 0},
+		InFlight: 0,
 		Enqueued: 5, Completed: 1, Failed: 2, Retried: 1, TimedOut: 0, Rejected: 1,
 	}
 	if got := q.Stats(); got != want {
@@ -310,7 +318,7 @@ func TestQueueConcurrentProducersAndConsumersLoseNothing(t *testing.T) {
 				}
 				if (task.ID[2]+byte(c))%7 == 0 && task.Retries < 1 { // some fail once, and are retried
 					seen.Delete(task.ID)
-					q.Fail(task.ID)
+					settleFailed(q, task.ID)
 					task.Retries++
 					for {
 						err := q.Enqueue(task)

@@ -123,69 +123,20 @@ func TestQueueDequeueDropsExpiredHeadsAndReportsThem(t *testing.T) {
 	})
 }
 
-func TestQueueDelayedRetryWaitsForItsNotBefore(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		const wait = 100 * time.Millisecond
-		q := newQueueT(t)
-		task := qtask(1, prioNormal)
-		mustEnqueue(t, q, task)
-		mustTryDequeue(t, q)
-		failedAt := time.Now()
-		retryAfter(t, q, task, wait)
-		if s := q.Stats(); s.Delayed != 1 || s.Retried != 1 || s.Failed != 1 || s.InFlight != 0 || q.Len() != 1 {
-			t.Fatalf("Delayed %d, Retried %d, Failed %d, InFlight %d, Len %d, want 1, 1, 1, 0, 1", s.Delayed, s.Retried, s.Failed, s.InFlight, q.Len())
-		}
-		if _, ok := q.TryDequeue(); ok {
-			t.Fatal("a retry was dequeued before its NotBefore")
-		}
-		// A blocked Dequeue wakes when the retry becomes due, not before.
-		got, err := q.Dequeue(t.Context())
-		if err != nil || got != task {
-			t.Fatalf("Dequeue = %v, %v, want the retried task", got, err)
-		}
-		if now := time.Now(); now.Before(task.NotBefore) || now.After(task.NotBefore.Add(time.Millisecond)) {
-			t.Fatalf("retry dequeued at +%v, NotBefore is +%v", now.Sub(failedAt), wait)
-		}
-	})
-}
-
-func TestQueueFailCountsFailedAndDoesNotRetry(t *testing.T) {
+func TestQueueSettlingAFailureCountsFailedAndDoesNotRetry(t *testing.T) {
 	q := newQueueT(t)
 	task := qtask(1, prioNormal)
 	mustEnqueue(t, q, task)
 	mustTryDequeue(t, q)
-	if !q.Fail(task.ID) {
-		t.Fatal("Fail of an in-flight task returned false")
+	if next, ok := q.SettleTryDequeue(task.ID, false); !ok || next != nil {
+		t.Fatalf("SettleTryDequeue of an in-flight task = %v, %v; want nil, true", next, ok)
 	}
 	if s := q.Stats(); s.Failed != 1 || s.Retried != 0 || s.InFlight != 0 || q.Len() != 0 || task.Retries != 0 {
 		t.Fatalf("Failed %d, Retried %d, InFlight %d, Len %d, Retries %d; want 1, 0, 0, 0, 0: the queue does not retry", s.Failed, s.Retried, s.InFlight, q.Len(), task.Retries)
 	}
-	if q.Fail(task.ID) || q.Complete(task.ID) {
-		t.Fatal("Fail or Complete of a task no longer held returned true")
+	if _, ok := q.SettleTryDequeue(task.ID, false); ok || q.Complete(task.ID) {
+		t.Fatal("settling a task no longer held returned true")
 	}
-}
-
-func TestQueueExpiresDelayedRetries(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var log expiryLog
-		q := newQueueT(t, WithExpiryHandler(log.handler))
-		if err := q.Start(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		task := qtask(1, prioNormal)
-		task.Deadline = time.Now().Add(time.Second)
-		mustEnqueue(t, q, task)
-		mustTryDequeue(t, q)
-		retryAfter(t, q, task, time.Minute)
-		time.Sleep(2 * time.Second)
-		synctest.Wait()
-		if nq, nf := log.counts(); nq != 1 || nf != 0 {
-			t.Fatalf("expired %d queued, %d in flight, want the delayed retry reported as not in flight", nq, nf)
-		}
-		if s := q.Stats(); s.Delayed != 0 || s.TimedOut != 1 {
-			t.Fatalf("Delayed, TimedOut = %d, %d, want 0, 1", s.Delayed, s.TimedOut)
-		}
-	})
 }
 
 func TestQueueAging(t *testing.T) {
@@ -314,41 +265,6 @@ func TestQueueHandsTasksToWaitersInArrivalOrder(t *testing.T) {
 		}
 		if s := q.Stats(); s.InFlight != 3 {
 			t.Fatalf("InFlight = %d, want 3", s.InFlight)
-		}
-	})
-}
-
-func TestQueueRetriesDueTogetherReachEveryBlockedDequeue(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		q := newQueueT(t)
-		a, b := qtask(1, prioNormal), qtask(2, prioNormal)
-		mustEnqueue(t, q, a, b)
-		mustTryDequeue(t, q)
-		mustTryDequeue(t, q)
-		retryAfter(t, q, a, time.Second)
-		retryAfter(t, q, b, time.Second)
-		// Both retries are due by the time the waiter below is listed; the
-		// TryDequeue that promotes them takes one and must hand on the other.
-		q.retryTimer.Stop() // as if its callback were late
-		q.wg.Done()
-		q.retryAt = 0
-		time.Sleep(2 * time.Second)
-		got := make(chan *QueuedTask, 1)
-		q.mu.Lock()
-		w := q.waiterPool.Get().(*queueWaiter)
-		w.listed = true
-		q.waiters = append(q.waiters, w) // as a Dequeue that blocked just before
-		q.mu.Unlock()
-		go func() { got <- <-w.ch }()
-		first := mustTryDequeue(t, q)
-		synctest.Wait()
-		select {
-		case second := <-got:
-			if second == first {
-				t.Fatal("the same task was handed out twice")
-			}
-		default:
-			t.Fatal("the blocked Dequeue got nothing while a due retry sat ready")
 		}
 	})
 }

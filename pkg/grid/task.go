@@ -105,18 +105,17 @@ func ParseLevel(s string) (Level, error) {
 }
 
 // QueuedTask is one entry in a TaskQueue. The queue owns the entry from
-// Enqueue until Complete, Fail without retry, Remove or expiry; callers must
+// Enqueue until Complete, SettleTryDequeue, Remove or expiry; callers must
 // not modify it while the queue owns it, except Payload's own contents.
 type QueuedTask struct {
 	ID         TaskID
 	Priority   uint8   // 0-255; LevelOf(Priority) is its level
 	Payload    any     // opaque to the queue
 	TargetNode peer.ID // empty: run on this node
-	Retries    int     // attempts that failed and were retried so far
-	MaxRetries int     // Fail(id, true) requeues only while Retries < MaxRetries
+	Retries    int     // earlier attempts of the task (the coordinator's retries); Stats counts Retried
+	MaxRetries int     // for the caller: the queue never retries (the coordinator's retry policy does)
 	CreatedAt  time.Time
 	Deadline   time.Time // zero: CreatedAt + the queue's default timeout
-	NotBefore  time.Time // set by the queue when a retry is backing off
 }
 
 // Level returns the task's priority level.

@@ -1,6 +1,7 @@
 package skill
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -68,6 +69,13 @@ type BuiltinOptions struct {
 //     demos). It sleeps ms milliseconds or until ctx is done, in which case
 //     it fails with ctx's error (the executor reports a timeout or a
 //     cancellation).
+//
+// Every built-in is an OutputChecker, so that a peer's wrong output is
+// recorded as a wrong result: echo and hash.sha256 check exactly (the
+// output equals the input; the hash is recomputed), debug.sleep checks
+// that the output is the one its input gives, and image.resize checks the
+// shape (a PNG or JPEG of the format asked for, whose header gives the
+// width and height asked for, as the output says), not the pixels.
 func Builtins(opts BuiltinOptions) []Skill {
 	maxPix := opts.MaxImagePixels
 	if maxPix <= 0 {
@@ -90,6 +98,21 @@ func (echoSkill) Descriptor() Descriptor {
 func (echoSkill) Execute(_ context.Context, in SkillInput) ([]byte, error) { return in.Data, nil }
 
 func (echoSkill) contextFree() {}
+
+// CheckOutput accepts only the input itself.
+func (echoSkill) CheckOutput(in SkillInput, out []byte) error {
+	if !bytes.Equal(out, in.Data) {
+		return fmt.Errorf("echo returned %d bytes that differ from its input of %d bytes", len(out), len(in.Data))
+	}
+	return nil
+}
+
+var (
+	_ OutputChecker = echoSkill{}
+	_ OutputChecker = hashSkill{}
+	_ OutputChecker = sleepSkill{}
+	_ OutputChecker = (*resizeSkill)(nil)
+)
 
 // hashSkill computes SHA-256.
 type hashSkill struct{}
@@ -135,6 +158,19 @@ func (hashSkill) Execute(_ context.Context, in SkillInput) ([]byte, error) {
 	return append(out, post...), nil
 }
 
+// CheckOutput recomputes the hash: SHA-256 is quick next to the transfer
+// of its input.
+func (h hashSkill) CheckOutput(in SkillInput, out []byte) error {
+	want, err := h.Execute(context.Background(), in)
+	if err != nil {
+		return fmt.Errorf("hash.sha256 succeeded on an input it refuses here: %w", err)
+	}
+	if !bytes.Equal(out, want) {
+		return fmt.Errorf("hash.sha256 returned %.80q, not %s", out, want)
+	}
+	return nil
+}
+
 // hashSkill does not block; hashing even large inputs is quick next to
 // moving them over the network.
 func (hashSkill) contextFree() {}
@@ -175,4 +211,18 @@ func (sleepSkill) Execute(ctx context.Context, in SkillInput) ([]byte, error) {
 	case <-t.C:
 	}
 	return fmt.Appendf(nil, `{"slept_ms":%d}`, *req.MS), nil
+}
+
+// CheckOutput accepts only the output the input gives.
+func (sleepSkill) CheckOutput(in SkillInput, out []byte) error {
+	var req struct {
+		MS *int64 `json:"ms"`
+	}
+	if err := json.Unmarshal(in.Data, &req); err != nil || req.MS == nil {
+		return fmt.Errorf("debug.sleep succeeded on an input it refuses here")
+	}
+	if want := fmt.Appendf(nil, `{"slept_ms":%d}`, *req.MS); !bytes.Equal(out, want) {
+		return fmt.Errorf("debug.sleep returned %.80q, not %s", out, want)
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"image"
 	"image/jpeg"
 	"image/png"
+	"strings"
 
 	"golang.org/x/image/draw"
 )
@@ -139,6 +140,44 @@ func (s *resizeSkill) Execute(ctx context.Context, in SkillInput) ([]byte, error
 		return nil, fmt.Errorf("encode image.resize output: %w", err)
 	}
 	return out, nil
+}
+
+// CheckOutput checks the output's shape, not its pixels: a JSON object
+// whose image is a PNG or JPEG of the format asked for (else the input's)
+// and whose header gives the size asked for (one side from the input's
+// aspect ratio if 0), as its width, height and format say. It reads only
+// the images' headers.
+func (s *resizeSkill) CheckOutput(in SkillInput, out []byte) error {
+	var req resizeRequest
+	if err := json.Unmarshal(in.Data, &req); err != nil || req.check() != nil {
+		return errors.New("image.resize succeeded on an input it refuses here")
+	}
+	src, inFormat, err := image.DecodeConfig(base64.NewDecoder(base64.StdEncoding, strings.NewReader(*req.Image)))
+	if err != nil || src.Width <= 0 || src.Height <= 0 {
+		return errors.New("image.resize succeeded on an input image it cannot read here")
+	}
+	w, h, err := targetSize(src.Width, src.Height, req.Width, req.Height)
+	if err != nil {
+		return fmt.Errorf("image.resize succeeded on an input it refuses here: %w", err)
+	}
+	format := req.Format
+	if format == "" {
+		format = inFormat
+	}
+	var resp resizeResponse
+	if err := json.Unmarshal(out, &resp); err != nil {
+		return fmt.Errorf("image.resize output is not the documented JSON object: %w", err)
+	}
+	got, gotFormat, err := image.DecodeConfig(bytes.NewReader(resp.Image))
+	switch {
+	case err != nil:
+		return fmt.Errorf("image.resize output image cannot be read: %w", err)
+	case gotFormat != format || resp.Format != format:
+		return fmt.Errorf("image.resize output is %s (says %q), not the %s asked for", gotFormat, resp.Format, format)
+	case got.Width != w || got.Height != h || resp.Width != w || resp.Height != h:
+		return fmt.Errorf("image.resize output is %dx%d (says %dx%d), not the %dx%d asked for", got.Width, got.Height, resp.Width, resp.Height, w, h)
+	}
+	return nil
 }
 
 // check repeats the schema's checks, so that Execute is safe when called

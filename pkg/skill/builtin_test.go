@@ -339,3 +339,53 @@ func TestResizeStopsWhenTheContextIsDone(t *testing.T) {
 		t.Fatalf("Execute with a done context = %v, want context.Canceled", err)
 	}
 }
+
+// Each built-in accepts the output it gives itself and refuses a wrong
+// one, so that a peer's wrong output is caught.
+func TestBuiltinsCheckTheOutputsOfPeers(t *testing.T) {
+	run := func(s Skill, in SkillInput) []byte {
+		t.Helper()
+		out, err := s.Execute(context.Background(), in)
+		if err != nil {
+			t.Fatalf("%s: %v", s.Descriptor().ID, err)
+		}
+		return bytes.Clone(out)
+	}
+	opts := BuiltinOptions{DebugSleep: true}
+	echo, hash, sleep, resize := builtin(t, opts, "echo"), builtin(t, opts, "hash.sha256"), builtin(t, opts, "debug.sleep"), builtin(t, opts, "image.resize")
+	hashIn := mustJSON(t, `{"data":"aGVsbG8="}`)
+	pngIn := encodePNG(t, testImage(200, 100))
+	halfPNG := resizeInput(t, pngIn, `,"width":100,"height":0`)
+	tests := []struct {
+		name  string
+		skill Skill
+		in    SkillInput
+		out   []byte
+		ok    bool
+	}{
+		{"echo accepts its input", echo, RawInput([]byte("hello")), []byte("hello"), true},
+		{"echo refuses other bytes", echo, RawInput([]byte("hello")), []byte("hellp"), false},
+		{"echo refuses an empty output for an input", echo, RawInput([]byte("hello")), nil, false},
+		{"hash.sha256 accepts the hash of its input", hash, hashIn, run(hash, hashIn), true},
+		{"hash.sha256 accepts the hash of raw bytes", hash, RawInput([]byte("hi")), run(hash, RawInput([]byte("hi"))), true},
+		{"hash.sha256 refuses the hash of other bytes", hash, hashIn, run(hash, RawInput([]byte("hellp"))), false},
+		{"hash.sha256 refuses an output that is not its JSON", hash, hashIn, []byte(`{"sha256":"00"}`), false},
+		{"debug.sleep accepts its output", sleep, mustJSON(t, `{"ms":5}`), []byte(`{"slept_ms":5}`), true},
+		{"debug.sleep refuses another time", sleep, mustJSON(t, `{"ms":5}`), []byte(`{"slept_ms":6}`), false},
+		{"image.resize accepts its output", resize, halfPNG, run(resize, halfPNG), true},
+		{"image.resize refuses another size", resize, halfPNG, run(resize, resizeInput(t, pngIn, `,"width":99,"height":0`)), false},
+		{"image.resize refuses another format", resize, halfPNG, run(resize, resizeInput(t, pngIn, `,"width":100,"height":0,"format":"jpeg"`)), false},
+		{"image.resize refuses an output that is not its JSON", resize, halfPNG, []byte("garbage"), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			oc, ok := tc.skill.(OutputChecker)
+			if !ok {
+				t.Fatalf("%s is not an OutputChecker", tc.skill.Descriptor().ID)
+			}
+			if err := oc.CheckOutput(tc.in, tc.out); (err == nil) != tc.ok {
+				t.Fatalf("CheckOutput = %v; want ok %v", err, tc.ok)
+			}
+		})
+	}
+}

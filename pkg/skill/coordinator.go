@@ -201,14 +201,19 @@ func WithLogger(l *slog.Logger) CoordinatorOption { return func(c *coordinatorCo
 // candidate not tried yet for this task;
 // when every candidate has been tried, on the best other than the last
 // one; when that is the only one, on it again. A peer that rejected the
-// attempt (queue full, rate limited, shutting down, ...) is left at once
-// for a different candidate, without backoff and without blame in trust;
-// a rejection still uses up an attempt. Input that a node refuses as
-// invalid or too large fails the task with ErrInvalidInput (and
-// ErrTooLarge) without a retry, as does a request that does not fit in a
-// task message. When
-// attempts run out, or the policy does not retry the failure's code, the
-// task fails with ErrDelegationFailed.
+// attempt (queue full, rate limited, over its budget for this node,
+// shutting down, ...) is left at once for a candidate not tried yet,
+// without blame in trust; once every candidate has been tried, the next
+// one waits out the backoff and the rejecting node's retry-after. A
+// refusal is not a failure: rejected attempts do not count against
+// MaxAttempts, and the deadline bounds how long a task keeps asking. A
+// node that refuses the task as too large for what it lets this node hold
+// is not asked again for it; when every node left has refused it so, the
+// task fails with ErrInvalidInput and ErrTooLarge. Input that a node
+// refuses as invalid fails the task with ErrInvalidInput without a retry,
+// as does a request that does not fit in a task message. When failed
+// attempts reach MaxAttempts, or the policy does not retry the failure's
+// code, the task fails with ErrDelegationFailed.
 //
 // Circuit breakers. Each peer has a circuit breaker (WithCircuitBreaker),
 // fed from the accounting below: consecutive attempts that the peer did
@@ -248,8 +253,8 @@ func WithLogger(l *slog.Logger) CoordinatorOption { return func(c *coordinatorCo
 // For a peer, Trust.Record gets only what the peer's own answer shows:
 // OutcomeSuccess, OutcomeFailure (it reported a failure), OutcomeTimeout
 // (it took the task and did not finish it in time) or OutcomeWrongResult
-// (a result that is malformed, for another attempt, or that fails the
-// skill's OutputChecker), weighing four failures. A peer that did not
+// (a result that is malformed or that fails the skill's OutputChecker,
+// which every built-in implements), weighing four failures. A peer that did not
 // answer is left to its breaker: an availability problem is not evidence
 // about honesty, and must not drop the peer below the trust that routing
 // and admission require. The user's mistakes (invalid input, a cancel, a
@@ -298,6 +303,11 @@ type DelegationCoordinator struct {
 
 	// waiters recycles the resultWaiters of Wait calls.
 	waiters sync.Pool
+
+	// refused holds, for each task that had an attempt rejected, its
+	// *refusals; every access is under the task's shard lock, and the
+	// entry goes when the task finishes.
+	refused sync.Map
 
 	// admission decides which peers may send tasks (see WithAdmission);
 	// recent answers requests repeated after their result was sent.

@@ -99,14 +99,14 @@ func TestCoordinatorPeerThatWentAwayKeepsItsTrustAndGetsTasksBack(t *testing.T) 
 	})
 }
 
-// A malformed result, or one for another attempt, is a wrong result.
+// A malformed result is a wrong result.
 func TestCoordinatorRecordsWrongResults(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ids := rtPeers(t, 2)
 		a, b := ids[0], ids[1]
 		e := newCoEnv(t, coEnvConfig{dir: coRemoteDir(a, b)})
 		e.trust.Record(a, "remote.only", reputation.OutcomeSuccess) // a ranks first
-		e.del.behave[a] = coFailWith(fmt.Errorf("delegate: %w: result for attempt 1, sent for attempt 2", grid.ErrInvalidResult))
+		e.del.behave[a] = coFailWith(fmt.Errorf("delegate: %w: output of 17000000 bytes is over the limit", grid.ErrInvalidResult))
 		e.del.behave[b] = coSucceedAs(b)
 
 		res, err := e.wait(t, e.submit(t, NewSkillTask("remote.only", RawInput([]byte("x")), "")))
@@ -206,8 +206,6 @@ func TestCoordinatorChargesNoNodeForUserMistakesAndLimits(t *testing.T) {
 			task: NewSkillTask("remote.only", RawInput(nil), ""), wantErr: ErrInvalidInput},
 		{name: "a peer that refuses the input as invalid", behave: coFailWith(&grid.RejectError{Reason: grid.RejectInvalidInput}),
 			task: NewSkillTask("remote.only", RawInput(nil), ""), wantErr: ErrInvalidInput},
-		{name: "a peer that refuses the input as too large", behave: coFailWith(&grid.RejectError{Reason: grid.RejectTooLarge}),
-			task: NewSkillTask("remote.only", RawInput(nil), ""), wantErr: ErrTooLarge},
 		{name: "a request too large for a frame", behave: coFailWith(fmt.Errorf("delegate: request frame of 17000000 bytes (max 16777216): %w", wire.ErrMessageTooLarge)),
 			task: NewSkillTask("remote.only", RawInput(nil), ""), wantErr: ErrTooLarge},
 		{name: "a local skill that finds the input invalid",
@@ -426,7 +424,7 @@ func TestClassifyRemoteBlamesOnlyThePeersOwnAnswers(t *testing.T) {
 		{"a peer without the skill declined it", nil, failed(grid.CodeUnknownSkill), nil, kindRetry, 0, declined, breakerNeutral},
 		{"invalid input is the user's", nil, failed(grid.CodeInvalidInput), nil, kindFatal, 0, none, breakerNeutral},
 		{"a refused invalid input is the user's", nil, nil, reject(grid.RejectInvalidInput), kindFatal, 0, none, breakerNeutral},
-		{"a refused oversize input is a limit", nil, nil, reject(grid.RejectTooLarge), kindFatal, 0, none, breakerNeutral},
+		{"an input over what the peer lets us hold is a rejection", nil, nil, reject(grid.RejectTooLarge), kindRejected, 0, none, breakerNeutral},
 		{"a request refused as malformed is no retry's to fix", nil, nil, reject(grid.RejectMalformed), kindFatal, 0, none, breakerNeutral},
 		{"a request that arrived past its deadline is nobody's", nil, nil, reject(grid.RejectDeadlinePassed), kindTimeout, 0, none, breakerNeutral},
 		{"a full queue is a rejection", nil, nil, reject(grid.RejectQueueFull), kindRejected, 0, none, breakerNeutral},

@@ -164,8 +164,9 @@ func TestCoordinatorRejectionsDoNotTripTheBreaker(t *testing.T) {
 		e := newFailEnv(t, &fDirectory{m: coRemoteDir(a)}, 2)
 		e.del.behave[a] = coFailWith(&grid.RejectError{Reason: grid.RejectQueueFull})
 		for range 5 {
-			if _, err := e.wait(t, e.submit(t, NewSkillTask("remote.only", RawInput(nil), "").WithMaxRetries(0))); err == nil {
-				t.Fatal("a rejected task succeeded")
+			task := NewSkillTask("remote.only", RawInput(nil), "").WithMaxRetries(0).WithTimeout(5 * time.Second)
+			if _, err := e.wait(t, e.submit(t, task)); !errors.Is(err, ErrTimeout) {
+				t.Fatalf("Wait = %v; want ErrTimeout: a refused task asks again until its deadline", err)
 			}
 		}
 		e.del.behave[a] = coFailWith(&grid.RejectError{Reason: grid.RejectInvalidInput})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
@@ -54,6 +55,52 @@ type outcome struct {
 	elapsed     time.Duration      // recorded in metrics on success
 	retryAfter  time.Duration      // a rejecting node's hint
 	unstarted   bool               // never started: no metrics, no trust
+	tooLarge    bool               // rejected as more than the node lets this one hold
+}
+
+// refusals is what the rejected attempts of one task leave behind (see
+// DelegationCoordinator.refused): how many there were, which do not count
+// against the task's attempts, and the nodes that refused it as too large,
+// which are not asked again.
+type refusals struct {
+	n        int32
+	tooLarge []peer.ID
+}
+
+// refusalsLocked returns r's refusals, or nil if it has had none. The
+// shard lock must be held.
+func (c *DelegationCoordinator) refusalsLocked(r *record) *refusals {
+	if r.retry == nil {
+		return nil // a task with refusals has a retry state: see noteRefusalLocked
+	}
+	v, _ := c.refused.Load(r)
+	rf, _ := v.(*refusals)
+	return rf
+}
+
+// noteRefusalLocked counts o, a rejection of r's current attempt. The
+// shard lock must be held.
+func (c *DelegationCoordinator) noteRefusalLocked(r *record, o outcome) {
+	rf := c.refusalsLocked(r)
+	if rf == nil {
+		r.retryState(&c.cfg)
+		rf = &refusals{}
+		c.refused.Store(r, rf)
+	}
+	rf.n++
+	if o.tooLarge && !slices.Contains(rf.tooLarge, o.peer) {
+		rf.tooLarge = append(rf.tooLarge, o.peer)
+	}
+}
+
+// failedAttempts is how many of r's attempts count against its
+// maxAttempts: all but the rejected ones. The shard lock must be held.
+func (c *DelegationCoordinator) failedAttempts(r *record) int {
+	n := int(r.attempts)
+	if rf := c.refusalsLocked(r); rf != nil {
+		n -= int(rf.n)
+	}
+	return n
 }
 
 // classifyLocal turns an executor result that is not a success into an
@@ -112,8 +159,9 @@ func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteR
 	case errors.As(err, &rej):
 		o = classifyReject(p, rej, err, o)
 	case errors.Is(err, grid.ErrInvalidResult):
-		// A malformed answer, or one for another attempt: another node
-		// may answer right, and this one answered wrong.
+		// A malformed answer: another node may answer right, and this
+		// one answered wrong. (A result for a stale attempt never gets
+		// here: the orchestrator drops it and counts it.)
 		o.kind, o.trust, o.code = kindRetry, reputation.OutcomeWrongResult, grid.CodeInternal
 		o.err = fmt.Errorf("peer %s: %w", p, err)
 	case errors.Is(err, wire.ErrMessageTooLarge):
@@ -149,8 +197,10 @@ func classifyReject(p peer.ID, rej *grid.RejectError, err error, o outcome) outc
 		o.kind, o.code = kindFatal, grid.CodeInvalidInput
 		o.err = fmt.Errorf("%w: peer %s: %w", ErrInvalidInput, p, err)
 	case grid.RejectTooLarge:
-		o.kind, o.code = kindFatal, grid.CodeInvalidInput
-		o.err = fmt.Errorf("%w: %w: peer %s: %w", ErrInvalidInput, ErrTooLarge, p, err)
+		// Over what this peer lets us hold there (a stranger's budget is
+		// small): another node may take it. The task's own size was
+		// checked at submission against wire.MaxTaskInput.
+		o.tooLarge = true
 	case grid.RejectMalformed:
 		o.kind, o.code = kindFatal, grid.CodeInternal
 		o.err = fmt.Errorf("%w: peer %s refused the request as malformed (a bug on this node or the peer, not a fault a retry fixes): %w", ErrDelegationFailed, p, err)
@@ -216,13 +266,17 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 	case kindCanceled:
 		c.finishLocked(s, r, StateCanceled, failure(grid.CodeCanceled, o.peer), c.canceledError(r))
 	default:
+		if o.kind == kindRejected {
+			c.noteRefusalLocked(r, o)
+		}
 		switch {
 		case c.closing.Load():
 			c.finishLocked(s, r, StateCanceled, failure(grid.CodeCanceled, o.peer), c.canceledError(r))
 		case o.kind == kindRetry && !r.task.Retry.retries(o.code):
 			c.finishLocked(s, r, StateFailed, failure(o.code, o.peer),
 				fmt.Errorf("task %s: %w: its retry policy does not retry code %v: %w", r.task.ID.Short(), ErrDelegationFailed, o.code, o.err))
-		case int(r.attempts) >= r.task.maxAttempts():
+		case o.kind == kindRetry && c.failedAttempts(r) >= r.task.maxAttempts():
+			// A refusal is not a failure: only the deadline bounds those.
 			c.finishLocked(s, r, StateFailed, failure(o.code, o.peer),
 				fmt.Errorf("task %s: %w after %d attempts: %w", r.task.ID.Short(), ErrDelegationFailed, r.attempts, o.err))
 		case !now.Before(r.task.Deadline()):
@@ -283,19 +337,35 @@ func (c *DelegationCoordinator) recordTrust(p peer.ID, skill reputation.SkillID,
 // after a backoff. r is in StateRetrying.
 func (c *DelegationCoordinator) retry(r *record, n int, o outcome, tried []peer.ID) {
 	t := r.task
-	local, _ := c.router.localOffer(t)
-	cand, err := c.pick(t, local, tried)
-	if err != nil {
-		cand, err = c.pick(t, local, []peer.ID{o.peer})
-	}
-	if err != nil {
-		cand, err = c.pick(t, local, nil)
-	}
 	s := c.tasks.shard(t.ID)
+	var tooLarge []peer.ID // nodes not to ask again
+	s.mu.Lock()
+	if rf := c.refusalsLocked(r); rf != nil {
+		tooLarge = slices.Clone(rf.tooLarge)
+	}
+	s.mu.Unlock()
+	local, _ := c.router.localOffer(t)
+	fresh := true // cand has not been tried for this task
+	cand, err := c.pick(t, local, append(tried, tooLarge...))
+	if err != nil {
+		fresh = false
+		cand, err = c.pick(t, local, append(tooLarge, o.peer))
+	}
+	if err != nil {
+		cand, err = c.pick(t, local, tooLarge)
+	}
 	now := time.Now()
 	s.mu.Lock()
 	if r.state != StateRetrying || int(r.attempts) != n {
 		s.mu.Unlock()
+		return
+	}
+	if err != nil && len(tooLarge) > 0 && !c.closing.Load() {
+		// No node left that has not refused it as too large for it.
+		c.finishLocked(s, r, StateFailed, failure(grid.CodeInvalidInput, o.peer),
+			fmt.Errorf("task %s: %w: %w: no node accepts an input of %d bytes from this node (%d refused it as more than they let it hold): %w",
+				t.ID.Short(), ErrInvalidInput, ErrTooLarge, len(t.Input.Data), len(tooLarge), o.err))
+		c.publishUnlock(s, r, now)
 		return
 	}
 	if err != nil && !c.closing.Load() && waitable(err) && now.Before(t.Deadline()) {
@@ -312,8 +382,10 @@ func (c *DelegationCoordinator) retry(r *record, n int, o outcome, tried []peer.
 		c.publishUnlock(s, r, now)
 		return
 	}
+	// A rejected attempt moves on at once to a node not tried yet; once
+	// all have been, the backoff (and the retry-after) paces the rounds.
 	var delay time.Duration
-	if o.kind != kindRejected || cand.Peer == o.peer {
+	if o.kind != kindRejected || !fresh {
 		delay = max(r.retryState(&c.cfg).bo.NextBackOff(), o.retryAfter)
 	}
 	if delay <= 0 {
@@ -445,6 +517,7 @@ func (c *DelegationCoordinator) finishLocked(s *taskShard, r *record, state Task
 	r.job, r.cancel = nil, nil
 	if r.retry != nil {
 		r.retry.timer = nil
+		c.refused.Delete(r)
 	}
 	s.finished(r)
 	if c.cfg.store != nil {

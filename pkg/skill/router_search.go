@@ -2,6 +2,8 @@ package skill
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
@@ -16,33 +18,152 @@ type Searcher interface {
 	SearchProviders(ctx context.Context, skill reputation.SkillID) []grid.Provider
 }
 
+// gossipReporter is implemented by a Searcher that says whether this node
+// hears the capability gossip at all (*grid.Node should: false with
+// grid.WithCapabilityGossip(false)). Without it the gossip is taken to be
+// on.
+type gossipReporter interface {
+	CapabilityGossip() bool
+}
+
+// cachePeeker is implemented by a Searcher that can say what its recent
+// lookups found without starting one. The router's cross-checks use it
+// when it is there; otherwise they ask SearchProviders with a deadline of
+// peekWait.
+type cachePeeker interface {
+	CachedProviders(skill reputation.SkillID) []grid.Provider
+}
+
 // DefaultSearchWait is how long Route waits for a Searcher by default.
 const DefaultSearchWait = 2 * time.Second
 
-// WithSearcher makes the router ask s for providers when the Directory
-// lists none and this node does not offer the skill either (just started,
-// or cut off from the gossip), waiting at most wait (DefaultSearchWait if
-// wait is 0) for the answer. A lookup still running when the wait ends
-// goes on, and its result serves the next Route. Providers found this way
-// carry no version (a task that names one is not sent to them) and no
-// announced load. Default: no Searcher.
+// Cross-checking the Directory against the Searcher, without waiting: at
+// most once per peekEvery per skill, a Route asks the Searcher what its
+// cache holds (see cachePeeker), or else calls SearchProviders with a
+// deadline of peekWait, which returns what the cache holds and may start
+// a lookup, within the Searcher's own limits, for later Routes.
+const (
+	peekEvery    = time.Second
+	peekWait     = time.Millisecond
+	maxPeekCache = 256 // skills remembered
+)
+
+// WithSearcher makes the router ask s for providers beyond the
+// Directory's. When the Directory lists no provider but this node, and
+// this node does not offer the skill (just started, or cut off from the
+// gossip), Route waits at most wait (DefaultSearchWait if wait is 0) for
+// the answer; a lookup still running then goes on, and its result serves
+// the next Route. Otherwise Route does not wait: when the Directory lists
+// remote providers, or this node offers the skill but hears no gossip (s
+// says so, see gossipReporter), it folds in the providers that s's recent
+// lookups found, asking s at most once a second per skill. Providers found
+// this way carry no version (a task that names one is not sent to them)
+// and no announced load. Default: no Searcher.
 func WithSearcher(s Searcher, wait time.Duration) RouterOption {
 	return func(c *routerConfig) {
-		c.searcher = s
+		c.searcher = nil
+		if s != nil {
+			c.searcher = &dhtSearch{s: s, peeks: make(map[reputation.SkillID]peekEntry)}
+		}
 		if wait != 0 {
 			c.searchWait = wait
 		}
 	}
 }
 
-// providersOrSearch returns the Directory's providers of s, or, if it has
-// none and this node does not offer s (local false), the Searcher's.
+// dhtSearch is the router's Searcher: s, with what its cross-checks found
+// remembered per skill. It is safe for concurrent use.
+type dhtSearch struct {
+	s     Searcher
+	mu    sync.RWMutex
+	peeks map[reputation.SkillID]peekEntry
+}
+
+type peekEntry struct {
+	at    time.Time
+	found []grid.Provider
+}
+
+func (d *dhtSearch) SearchProviders(ctx context.Context, skill reputation.SkillID) []grid.Provider {
+	return d.s.SearchProviders(ctx, skill)
+}
+
+// gossipOff reports whether s says this node hears no capability gossip.
+func (d *dhtSearch) gossipOff() bool {
+	g, ok := d.s.(gossipReporter)
+	return ok && !g.CapabilityGossip()
+}
+
+// peek returns the providers of skill that s's lookups have found, asking
+// s without waiting if the last answer is over peekEvery old.
+func (d *dhtSearch) peek(skill reputation.SkillID, now time.Time) []grid.Provider {
+	d.mu.RLock()
+	e, ok := d.peeks[skill]
+	d.mu.RUnlock()
+	if ok && now.Sub(e.at) < peekEvery {
+		return e.found
+	}
+	var found []grid.Provider
+	if c, ok := d.s.(cachePeeker); ok {
+		found = c.CachedProviders(skill)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), peekWait)
+		found = d.s.SearchProviders(ctx, skill)
+		cancel()
+	}
+	d.mu.Lock()
+	if len(d.peeks) >= maxPeekCache {
+		clear(d.peeks)
+	}
+	d.peeks[skill] = peekEntry{at: now, found: found}
+	d.mu.Unlock()
+	return found
+}
+
+// providersOrSearch returns the Directory's providers of s and those the
+// Searcher adds (see WithSearcher). local says whether this node offers s.
 func (r *Router) providersOrSearch(s reputation.SkillID, local bool) []grid.Provider {
 	provs := r.providers(s)
-	if len(provs) > 0 || local || r.search == nil {
+	d, _ := r.search.(*dhtSearch)
+	if d == nil {
 		return provs
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), r.waitFor)
-	defer cancel()
-	return r.search.SearchProviders(ctx, s)
+	remote := false
+	for i := range provs {
+		if provs[i].Peer != r.self {
+			remote = true
+			break
+		}
+	}
+	var found []grid.Provider
+	switch {
+	case !remote && !local:
+		ctx, cancel := context.WithTimeout(context.Background(), r.waitFor)
+		found = d.SearchProviders(ctx, s)
+		cancel()
+	case remote || d.gossipOff():
+		found = d.peek(s, time.Now())
+	}
+	return mergeProviders(provs, found)
+}
+
+// mergeProviders returns provs and the providers of found that provs does
+// not list. provs is not changed, and no copy is made when found adds
+// nothing (the common case: the DHT names the peers the gossip lists).
+// found is short (a lookup keeps at most 20), so a scan beats a map.
+func mergeProviders(provs, found []grid.Provider) []grid.Provider {
+	var out []grid.Provider
+	for _, p := range found {
+		if slices.ContainsFunc(provs, func(q grid.Provider) bool { return q.Peer == p.Peer }) {
+			continue
+		}
+		if out == nil {
+			out = append(make([]grid.Provider, 0, len(provs)+len(found)), provs...)
+		}
+		out = append(out, p)
+	}
+	if out == nil {
+		return provs
+	}
+	return out
 }

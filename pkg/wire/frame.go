@@ -38,6 +38,12 @@ var ErrMessageTooLarge = errors.New("message too large")
 // started did not complete within the Reader's frame timeout.
 var ErrFrameTimeout = errors.New("frame not completed in time")
 
+// ErrFrameRefused is wrapped by a Reader's error when the memory of a
+// large frame's body could not be reserved (see SetReserve): the budget it
+// counts against is spent. The stream is in the middle of a frame and
+// cannot be read further.
+var ErrFrameRefused = errors.New("frame refused: no memory left for it")
+
 // DefaultFrameTimeout is the default time a frame that has started may
 // take to arrive whole. Idle time between frames is not limited.
 const DefaultFrameTimeout = 30 * time.Second
@@ -65,11 +71,18 @@ const (
 // up to 64 KiB is read into a reused buffer of at most 64 KiB, a larger
 // one into 64 KiB chunks, each allocated only once the one before is
 // full, and joined once the frame is whole. A peer that declares 16 MiB
-// and sends 11 bytes costs at most 64 KiB.
+// and sends 11 bytes costs at most 64 KiB. With SetReserve, the chunks of
+// a large body are charged to a budget before they are allocated.
 type Reader struct {
 	br  *bufio.Reader
 	max int
 	buf []byte
+
+	// Memory of large bodies (see SetReserve): held is what is reserved
+	// for the last frame and not yet given back.
+	reserve func(n int) error
+	release func(n int)
+	held    int
 
 	// Frame timeout: once a frame's first byte has arrived, the rest must
 	// come within timeout, enforced with the underlying reader's read
@@ -112,6 +125,32 @@ func (r *Reader) SetFrameTimeout(under io.Reader, d time.Duration) bool {
 	return true
 }
 
+// SetReserve makes the Reader charge the memory of frame bodies over 64
+// KiB, the ones that get buffers of their own: reserve is called with the
+// size of each chunk before it is allocated, and if it fails, the read
+// fails with an error wrapping ErrFrameRefused and reserve's error. What a
+// frame reserved is given back with one call of release: when the caller
+// calls ReleaseFrame (once it has copied what it keeps out of the body),
+// when the next frame is read, or at once if the frame fails. A body
+// joined from its chunks is charged once, though for a moment, until the
+// garbage collector takes the chunks, it takes twice its size. Bodies of
+// up to 64 KiB, read into the Reader's reused buffer, are not charged.
+func (r *Reader) SetReserve(reserve func(n int) error, release func(n int)) {
+	r.ReleaseFrame()
+	r.reserve, r.release = reserve, release
+}
+
+// ReleaseFrame gives back the memory reserved for the last frame read (see
+// SetReserve). The body ReadFrame returned must no longer be used, though
+// it stays valid until the next read. It is idempotent.
+func (r *Reader) ReleaseFrame() {
+	if r.held > 0 {
+		n := r.held
+		r.held = 0
+		r.release(n)
+	}
+}
+
 // ReadMsg reads one frame into m, which it resets first. It returns io.EOF
 // if the stream ended cleanly between frames, ErrMessageTooLarge if the
 // declared length exceeds the cap (checked before allocating), and an
@@ -122,7 +161,9 @@ func (r *Reader) ReadMsg(m proto.Message) error {
 	if err != nil {
 		return err
 	}
-	if err := proto.Unmarshal(body, m); err != nil {
+	err = proto.Unmarshal(body, m)
+	r.ReleaseFrame() // m holds copies
+	if err != nil {
 		return fmt.Errorf("decode frame of %d bytes: %w: %w", len(body), ErrMalformed, err)
 	}
 	return nil
@@ -131,10 +172,15 @@ func (r *Reader) ReadMsg(m proto.Message) error {
 // ReadFrame reads one frame and returns its body, for callers that decode
 // it themselves. The body is valid only until the next read. Errors are as
 // for ReadMsg, except that the body is not decoded, plus ErrFrameTimeout
-// (see SetFrameTimeout). Every error but io.EOF leaves the stream in the
-// middle of a frame: it cannot be read further.
+// (see SetFrameTimeout) and ErrFrameRefused (see SetReserve). Every error
+// but io.EOF leaves the stream in the middle of a frame: it cannot be read
+// further. It first gives back what the previous frame reserved.
 func (r *Reader) ReadFrame() ([]byte, error) {
+	r.ReleaseFrame()
 	b, err := r.readFrame()
+	if err != nil {
+		r.ReleaseFrame()
+	}
 	if !r.armed {
 		return b, err
 	}
@@ -211,11 +257,19 @@ func (r *Reader) body(n int) ([]byte, error) {
 
 // large reads a body of n > keepBuf bytes in chunks of keepBuf, so that
 // what is allocated stays within keepBuf of what has arrived, then joins
-// them into a buffer of its own.
+// them into a buffer of its own. Each chunk is reserved before it is
+// allocated; the joined buffer takes over their reservation.
 func (r *Reader) large(n int) ([]byte, error) {
 	var chunks [][]byte
 	for got := 0; got < n; {
-		c := make([]byte, min(n-got, keepBuf))
+		size := min(n-got, keepBuf)
+		if r.reserve != nil {
+			if err := r.reserve(size); err != nil {
+				return nil, fmt.Errorf("read frame body of %d bytes, %d in: %w: %w", n, got, ErrFrameRefused, err)
+			}
+			r.held += size
+		}
+		c := make([]byte, size)
 		if _, err := io.ReadFull(r.br, c); err != nil {
 			return nil, bodyErr(n, err)
 		}

@@ -290,3 +290,109 @@ func TestFrameReaderTimesOutAStalledFrameButNotAnIdleStream(t *testing.T) {
 		t.Fatalf("a stalled frame took %s to fail, want about 50ms", d)
 	}
 }
+
+// budget is a reserve/release pair over a fixed number of bytes.
+type budget struct {
+	left, peak, held int
+	calls            int
+}
+
+var errSpent = errors.New("budget spent")
+
+func (b *budget) reserve(n int) error {
+	b.calls++
+	if n > b.left {
+		return errSpent
+	}
+	b.left -= n
+	b.held += n
+	b.peak = max(b.peak, b.held)
+	return nil
+}
+
+func (b *budget) release(n int) { b.left += n; b.held -= n }
+
+// TestFrameReaderReservesLargeBodiesChunkByChunk reads a small frame (not
+// charged), a large one (charged until released), a large one cut short
+// (given back at once) and one over the budget (refused).
+func TestFrameReaderReservesLargeBodiesChunkByChunk(t *testing.T) {
+	frame := func(n int) []byte {
+		return append(binary.AppendUvarint(nil, uint64(n)), bytes.Repeat([]byte{3}, n)...)
+	}
+	t.Run("a small frame is not charged", func(t *testing.T) {
+		b := &budget{left: 1 << 20}
+		r := wire.NewReader(iotest.OneByteReader(bytes.NewReader(frame(1000))), 0)
+		r.SetReserve(b.reserve, b.release)
+		if _, err := r.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+		if b.calls != 0 {
+			t.Fatalf("reserve called %d times for a 1000-byte frame, want 0", b.calls)
+		}
+	})
+	t.Run("a large frame is charged until released or the next read", func(t *testing.T) {
+		b := &budget{left: 1 << 20}
+		src := append(frame(300<<10), frame(200<<10)...)
+		r := wire.NewReader(iotest.HalfReader(bytes.NewReader(src)), 0)
+		r.SetReserve(b.reserve, b.release)
+		if _, err := r.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+		if b.held != 300<<10 || b.calls != 5 {
+			t.Fatalf("after a 300 KiB frame: %d bytes held in %d reservations, want %d in 5", b.held, b.calls, 300<<10)
+		}
+		if _, err := r.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+		if b.held != 200<<10 {
+			t.Fatalf("after the next 200 KiB frame: %d bytes held, want %d", b.held, 200<<10)
+		}
+		r.ReleaseFrame()
+		r.ReleaseFrame()
+		if b.held != 0 {
+			t.Fatalf("after ReleaseFrame: %d bytes held, want 0", b.held)
+		}
+	})
+	t.Run("a frame cut short gives back what it reserved", func(t *testing.T) {
+		b := &budget{left: 1 << 20}
+		src := frame(500 << 10)[:300<<10]
+		r := wire.NewReader(bytes.NewReader(src), 0)
+		r.SetReserve(b.reserve, b.release)
+		if _, err := r.ReadFrame(); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("ReadFrame = %v, want io.ErrUnexpectedEOF", err)
+		}
+		if b.held != 0 || b.peak < 256<<10 {
+			t.Fatalf("after a cut frame: %d bytes held (peak %d), want 0 (peak at least %d)", b.held, b.peak, 256<<10)
+		}
+	})
+	t.Run("a frame over the budget is refused before it is allocated", func(t *testing.T) {
+		b := &budget{left: 200 << 10}
+		r := wire.NewReader(bytes.NewReader(frame(1<<20)), 0)
+		r.SetReserve(b.reserve, b.release)
+		_, err := r.ReadFrame()
+		if !errors.Is(err, wire.ErrFrameRefused) || !errors.Is(err, errSpent) {
+			t.Fatalf("ReadFrame = %v, want ErrFrameRefused wrapping the budget's error", err)
+		}
+		if b.held != 0 || b.peak > 200<<10 {
+			t.Fatalf("after the refusal: %d bytes held (peak %d), want 0 (peak at most %d)", b.held, b.peak, 200<<10)
+		}
+	})
+	t.Run("ReadMsg releases once decoded", func(t *testing.T) {
+		b := &budget{left: 1 << 20}
+		var buf bytes.Buffer
+		w := wire.NewWriter(&buf)
+		if err := w.WriteMsg(request(100 << 10)); err != nil {
+			t.Fatal(err)
+		}
+		_ = w.Flush()
+		r := wire.NewReader(&buf, 0)
+		r.SetReserve(b.reserve, b.release)
+		var got cortexv1.Envelope
+		if err := r.ReadMsg(&got); err != nil {
+			t.Fatal(err)
+		}
+		if b.calls == 0 || b.held != 0 {
+			t.Fatalf("after ReadMsg: %d reservations, %d bytes held; want some, and 0 held", b.calls, b.held)
+		}
+	})
+}

@@ -1,0 +1,124 @@
+package skill
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// rtSearcher is a Searcher whose lookups find found, at once or (block)
+// only once ctx is done; it counts the calls.
+type rtSearcher struct {
+	mu     sync.Mutex
+	calls  int
+	found  []grid.Provider
+	block  bool
+	peeked int // CachedProviders calls, for rtPeekingSearcher
+}
+
+func (s *rtSearcher) SearchProviders(ctx context.Context, _ reputation.SkillID) []grid.Provider {
+	s.mu.Lock()
+	s.calls++
+	block := s.block
+	s.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		return nil
+	}
+	return s.found
+}
+
+func (s *rtSearcher) counts() (calls, peeked int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls, s.peeked
+}
+
+// rtNoGossipSearcher is an rtSearcher on a node that hears no gossip.
+type rtNoGossipSearcher struct{ *rtSearcher }
+
+func (rtNoGossipSearcher) CapabilityGossip() bool { return false }
+
+// rtPeekingSearcher is an rtSearcher that can answer from its cache.
+type rtPeekingSearcher struct{ *rtSearcher }
+
+func (s rtPeekingSearcher) CachedProviders(reputation.SkillID) []grid.Provider {
+	s.mu.Lock()
+	s.peeked++
+	s.mu.Unlock()
+	return s.found
+}
+
+func TestRouteCrossChecksTheDirectoryWithTheSearcher(t *testing.T) {
+	ids := rtPeers(t, 3)
+	self, a, b := ids[0], ids[1], ids[2]
+	idle := grid.Load{Capacity: 4}
+	gossiped := rtDirectory{"remote.only": {{Peer: a, Version: "1.0.0", Connected: true, Load: idle}}}
+	inDHT := []grid.Provider{{Peer: b, Connected: true}}
+	tests := []struct {
+		name       string
+		dir        rtDirectory
+		skill      reputation.SkillID
+		searcher   func(*rtSearcher) Searcher
+		block      bool
+		want       []peer.ID
+		wantCalls  int
+		wantPeeked int
+	}{
+		{name: "gossip lists a provider: the DHT's are folded in, asked once a second",
+			dir: gossiped, skill: "remote.only", want: []peer.ID{a, b}, wantCalls: 1},
+		{name: "gossip lists a provider: a lookup in flight does not hold Route up",
+			dir: gossiped, skill: "remote.only", block: true, want: []peer.ID{a}, wantCalls: 1},
+		{name: "gossip lists a provider: a Searcher that holds a cache is read, not asked",
+			dir: gossiped, skill: "remote.only", searcher: func(s *rtSearcher) Searcher { return rtPeekingSearcher{s} },
+			want: []peer.ID{a, b}, wantPeeked: 1},
+		{name: "this node offers the skill and hears no gossip: the DHT is asked",
+			dir: rtDirectory{}, skill: "echo", searcher: func(s *rtSearcher) Searcher { return rtNoGossipSearcher{s} },
+			want: []peer.ID{self, b}, wantCalls: 1},
+		{name: "this node offers the skill and hears the gossip: the DHT is not asked",
+			dir: rtDirectory{}, skill: "echo", want: []peer.ID{self}},
+		{name: "no provider anywhere else: Route waits for the lookup",
+			dir: rtDirectory{}, skill: "remote.only", want: []peer.ID{b}, wantCalls: 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &rtSearcher{found: inDHT, block: tc.block}
+			var searcher Searcher = s
+			if tc.searcher != nil {
+				searcher = tc.searcher(s)
+			}
+			busy := grid.Load{Capacity: 4, InFlight: 4} // so that peers are candidates too
+			r, err := NewRouter(self, rtRegistry(t), tc.dir, rtTrust{}, rtPerf{}, func() grid.Load { return busy },
+				WithSearcher(searcher, time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			for range 5 {
+				got, err := r.Route(NewSkillTask(tc.skill, RawInput(nil), self))
+				if err != nil {
+					t.Fatalf("Route: %v", err)
+				}
+				peers := rtPeersOf(got)
+				slices.Sort(peers)
+				want := slices.Clone(tc.want)
+				slices.Sort(want)
+				if !slices.Equal(peers, want) {
+					t.Fatalf("Route candidates %v, want %v", peers, want)
+				}
+			}
+			if took := time.Since(start); tc.block && took > 500*time.Millisecond {
+				t.Errorf("5 Routes took %v while a lookup ran; want no wait", took)
+			}
+			if calls, peeked := s.counts(); calls != tc.wantCalls || peeked != tc.wantPeeked {
+				t.Errorf("Searcher asked %d times, its cache read %d times; want %d and %d", calls, peeked, tc.wantCalls, tc.wantPeeked)
+			}
+		})
+	}
+}
