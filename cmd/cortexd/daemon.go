@@ -584,13 +584,13 @@ func (d *daemon) shutdown(ctx context.Context) error {
 var awayStates = []skill.TaskState{skill.StateDelegated, skill.StateRetrying}
 
 // busy returns how many tasks are unfinished: those in the queue (this
-// node's own and peers', ready, delayed or running here) and this node's
+// node's own and peers', ready or running here) and this node's
 // own that run elsewhere or wait to retry. The coordinator has no count of
 // the latter, so they are listed, at most skill.MaxListLimit of them:
 // enough to tell busy from idle.
 func (d *daemon) busy() int {
 	st := d.coord.QueueStats()
-	n := st.InFlight + st.Delayed
+	n := st.InFlight
 	for _, q := range st.Depth {
 		n += q
 	}

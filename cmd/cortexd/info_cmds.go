@@ -124,8 +124,8 @@ func (a *app) printMetrics(m *apiv1.Metrics) error {
 	fmt.Fprintf(a.stdout, "execution: min %s, avg %s, p50 %s, p95 %s, p99 %s, max %s\n",
 		ms(t.MinMS), ms(t.AvgMS), ms(t.P50MS), ms(t.P95MS), ms(t.P99MS), ms(t.MaxMS))
 	q := m.Queue
-	fmt.Fprintf(a.stdout, "queue: critical %d, high %d, normal %d, low %d, delayed %d, in flight %d (rejected %d)\n",
-		q.Depth["critical"], q.Depth["high"], q.Depth["normal"], q.Depth["low"], q.Delayed, q.InFlight, q.Rejected)
+	fmt.Fprintf(a.stdout, "queue: critical %d, high %d, normal %d, low %d, in flight %d (rejected %d)\n",
+		q.Depth["critical"], q.Depth["high"], q.Depth["normal"], q.Depth["low"], q.InFlight, q.Rejected)
 	fmt.Fprintf(a.stdout, "peers: %d\n", m.Peers)
 	if len(m.PerNode) == 0 {
 		return nil

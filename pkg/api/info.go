@@ -133,7 +133,7 @@ func queueStats(q grid.QueueStats) apiv1.QueueStats {
 		depth[grid.Level(l).String()] = q.Depth[l]
 	}
 	return apiv1.QueueStats{
-		Depth: depth, Delayed: q.Delayed, InFlight: q.InFlight,
+		Depth: depth, InFlight: q.InFlight,
 		Enqueued: q.Enqueued, Completed: q.Completed, Failed: q.Failed, Retried: q.Retried,
 		TimedOut: q.TimedOut, Rejected: q.Rejected,
 	}

@@ -28,7 +28,6 @@ type Collector struct {
 	trust TrustView
 
 	queueDepth    *prometheus.Desc
-	queueDelayed  *prometheus.Desc
 	queueInFlight *prometheus.Desc
 	queueOps      *prometheus.Desc
 	submitted     *prometheus.Desc
@@ -46,8 +45,6 @@ func NewCollector(stats StatsSource, node Network, trust TrustView) *Collector {
 		stats: stats, node: node, trust: trust,
 		queueDepth: prometheus.NewDesc("cortex_queue_depth_tasks",
 			"Tasks ready to run in this node's queue, per priority level.", []string{"level"}, nil),
-		queueDelayed: prometheus.NewDesc("cortex_queue_delayed_tasks",
-			"Retried tasks waiting out their backoff in this node's queue.", nil, nil),
 		queueInFlight: prometheus.NewDesc("cortex_queue_in_flight_tasks",
 			"Tasks taken from this node's queue and not finished yet.", nil, nil),
 		queueOps: prometheus.NewDesc("cortex_queue_operations_total",
@@ -67,7 +64,7 @@ func NewCollector(stats StatsSource, node Network, trust TrustView) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.queueDepth, c.queueDelayed, c.queueInFlight, c.queueOps,
+	for _, d := range []*prometheus.Desc{c.queueDepth, c.queueInFlight, c.queueOps,
 		c.submitted, c.finished, c.execSeconds, c.peers, c.trustPeers} {
 		ch <- d
 	}
@@ -79,7 +76,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for l := range grid.NumLevels {
 		ch <- prometheus.MustNewConstMetric(c.queueDepth, prometheus.GaugeValue, float64(q.Depth[l]), grid.Level(l).String())
 	}
-	ch <- prometheus.MustNewConstMetric(c.queueDelayed, prometheus.GaugeValue, float64(q.Delayed))
 	ch <- prometheus.MustNewConstMetric(c.queueInFlight, prometheus.GaugeValue, float64(q.InFlight))
 	for _, op := range []struct {
 		name string

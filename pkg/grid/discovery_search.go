@@ -251,3 +251,33 @@ func (n *Node) finishSearch(e *searchEntry, peers []peer.ID, miss time.Duration)
 	}
 	close(e.done)
 }
+
+// CachedProviders returns what a recent lookup of skill found, without
+// starting one or waiting; nil if none is cached or one is in flight.
+func (n *Node) CachedProviders(skill reputation.SkillID) []Provider {
+	rt := n.rt.Load()
+	if rt == nil {
+		return nil
+	}
+	n.search.mu.Lock()
+	e, ok := n.search.cache[skill]
+	n.search.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	select {
+	case <-e.done:
+	default:
+		return nil
+	}
+	if !time.Now().Before(e.until) {
+		return nil
+	}
+	out := make([]Provider, 0, len(e.peers))
+	for _, p := range e.peers {
+		if n.gater.allowed(p) && speaksTask(rt.host, p) {
+			out = append(out, Provider{Peer: p, LastSeen: e.at, Connected: hostConnected(rt.host, p)})
+		}
+	}
+	return out
+}

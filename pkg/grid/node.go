@@ -646,3 +646,8 @@ func (m *nodeMetrics) unregister() {
 		}
 	}
 }
+
+// CapabilityGossip reports whether the node hears the capability gossip
+// (false with WithCapabilityGossip(false)); the router then asks the DHT
+// for the skills this node offers too.
+func (n *Node) CapabilityGossip() bool { return !n.cfg.noGossip }

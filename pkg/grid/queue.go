@@ -22,11 +22,7 @@ var (
 
 // QueueStats is a snapshot of a TaskQueue's state and of its counters.
 type QueueStats struct {
-	Depth [NumLevels]int // ready tasks per level, index = Level
-	// Delayed is always 0: the queue holds no delayed tasks (a retry waits
-	// out its backoff in the skill coordinator, then is enqueued ready).
-	// It stays only for the cortex_queue_delayed_tasks gauge of pkg/api.
-	Delayed  int
+	Depth    [NumLevels]int // ready tasks per level, index = Level
 	InFlight int
 	// Totals since NewTaskQueue. Failed counts tasks settled as failed;
 	// Retried counts enqueued retry attempts (QueuedTask.Retries > 0: the

@@ -113,7 +113,6 @@ type QueuedTask struct {
 	Payload    any     // opaque to the queue
 	TargetNode peer.ID // empty: run on this node
 	Retries    int     // earlier attempts of the task (the coordinator's retries); Stats counts Retried
-	MaxRetries int     // for the caller: the queue never retries (the coordinator's retry policy does)
 	CreatedAt  time.Time
 	Deadline   time.Time // zero: CreatedAt + the queue's default timeout
 }

@@ -354,8 +354,7 @@ type TaskMetrics struct {
 
 // QueueStats describe the local queue.
 type QueueStats struct {
-	Depth     map[string]int `json:"depth"`   // ready tasks per level name
-	Delayed   int            `json:"delayed"` // retries waiting out their backoff
+	Depth     map[string]int `json:"depth"` // ready tasks per level name
 	InFlight  int            `json:"in_flight"`
 	Enqueued  uint64         `json:"enqueued"`
 	Completed uint64         `json:"completed"`
