@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -487,10 +488,26 @@ func TestRejectionQueueFull(t *testing.T) {
 		t.Fatalf("b's normal level holds %d tasks; want 1 (full)", qs.Depth[grid.LevelNormal])
 	}
 
-	// b is the only candidate: each attempt goes to b and is rejected.
-	id := a.submit(t, sleepTask(t, 1))
+	// b is the only candidate: each attempt goes to b and is rejected. A
+	// full queue is a passing refusal, which uses up no attempt: a keeps
+	// asking b, paced by the refusal's retry-after, until the task's
+	// deadline.
+	start := time.Now()
+	id := a.submit(t, sleepTask(t, 1).WithTimeout(3*time.Second))
 	_, err := a.wait(t, id)
-	wantRejected(t, a, id, err, b.ID, grid.RejectQueueFull)
+	st, serr := a.Coord.Status(id)
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	if st.State != skill.StateTimedOut || st.Err == nil || !strings.Contains(st.Err.Error(), "queue full") {
+		t.Fatalf("task %v (wait: %v, status: %v); want timed out, naming its last refusal, queue full", st.State, err, st.Err)
+	}
+	if el := time.Since(start); el < 2*time.Second {
+		t.Errorf("the task ended after %v, before its 3s deadline", el)
+	}
+	if n := len(st.Tried); n < 2 || n > 10 {
+		t.Errorf("b was asked %d times in 3s; want a few, paced by its retry-after", n)
+	}
 	if tr := a.Trust.Trust(b.ID); tr != 0.5 {
 		t.Errorf("a's trust in b after a rejection = %v; want neutral 0.5 (a rejection is no fault)", tr)
 	}

@@ -56,6 +56,9 @@ type outcome struct {
 	retryAfter  time.Duration      // a rejecting node's hint
 	unstarted   bool               // never started: no metrics, no trust
 	tooLarge    bool               // rejected as more than the node lets this one hold
+	// lasting: a refusal that waiting does not end soon (trust too low,
+	// no such skill there); it uses up an attempt, as a failure would.
+	lasting bool
 }
 
 // refusals is what the rejected attempts of one task leave behind (see
@@ -87,14 +90,18 @@ func (c *DelegationCoordinator) noteRefusalLocked(r *record, o outcome) {
 		rf = &refusals{}
 		c.refused.Store(r, rf)
 	}
-	rf.n++
+	if !o.lasting {
+		rf.n++
+	}
 	if o.tooLarge && !slices.Contains(rf.tooLarge, o.peer) {
 		rf.tooLarge = append(rf.tooLarge, o.peer)
 	}
 }
 
 // failedAttempts is how many of r's attempts count against its
-// maxAttempts: all but the rejected ones. The shard lock must be held.
+// maxAttempts: all but those rejected for a while (full, over budget,
+// rate limited, shutting down): waiting may end those, so only the deadline
+// bounds them. The shard lock must be held.
 func (c *DelegationCoordinator) failedAttempts(r *record) int {
 	n := int(r.attempts)
 	if rf := c.refusalsLocked(r); rf != nil {
@@ -206,6 +213,8 @@ func classifyReject(p peer.ID, rej *grid.RejectError, err error, o outcome) outc
 		o.err = fmt.Errorf("%w: peer %s refused the request as malformed (a bug on this node or the peer, not a fault a retry fixes): %w", ErrDelegationFailed, p, err)
 	case grid.RejectDeadlinePassed:
 		o.kind, o.code = kindTimeout, grid.CodeTimeout
+	case grid.RejectTrustTooLow, grid.RejectUnknownSkill:
+		o.lasting = true
 	}
 	return o
 }
@@ -275,14 +284,17 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 		case o.kind == kindRetry && !r.task.Retry.retries(o.code):
 			c.finishLocked(s, r, StateFailed, failure(o.code, o.peer),
 				fmt.Errorf("task %s: %w: its retry policy does not retry code %v: %w", r.task.ID.Short(), ErrDelegationFailed, o.code, o.err))
-		case o.kind == kindRetry && c.failedAttempts(r) >= r.task.maxAttempts():
-			// A refusal is not a failure: only the deadline bounds those.
+		case (o.kind == kindRetry || o.lasting) && c.failedAttempts(r) >= r.task.maxAttempts():
+			// A passing refusal is not a failure: only the deadline bounds
+			// those. A lasting one (trust too low, no such skill) uses up
+			// attempts as a failure does.
 			c.finishLocked(s, r, StateFailed, failure(o.code, o.peer),
 				fmt.Errorf("task %s: %w after %d attempts: %w", r.task.ID.Short(), ErrDelegationFailed, r.attempts, o.err))
 		case !now.Before(r.task.Deadline()):
 			c.finishLocked(s, r, StateTimedOut, failure(grid.CodeTimeout, o.peer), timeoutError(r, o.err))
 		default:
 			r.state, r.job, r.cancel, r.updated = StateRetrying, nil, nil, now.UnixNano()
+			r.retryState(&c.cfg).last = o.err
 			exclude, retry = r.tried(), true
 			if c.cfg.store != nil {
 				c.storeRetryLocked(r)
@@ -428,7 +440,7 @@ func (c *DelegationCoordinator) wakeLocked(s *taskShard, r *record, n int, now t
 		c.publishUnlock(s, r, now)
 		return false
 	case !now.Before(r.task.Deadline()):
-		c.finishLocked(s, r, StateTimedOut, failure(grid.CodeTimeout, r.peer), timeoutError(r, nil))
+		c.finishLocked(s, r, StateTimedOut, failure(grid.CodeTimeout, r.peer), timeoutError(r, r.retry.last))
 		c.publishUnlock(s, r, now)
 		return false
 	}

@@ -156,6 +156,9 @@ type retryState struct {
 	// waitErr, while the task waits for a usable provider, says why none
 	// is (a *NoCapableNodeError); nil otherwise.
 	waitErr error
+	// last is why the attempt before this wait ended (a refusal, a
+	// failure), named if the task times out while waiting.
+	last error
 }
 
 func (r *record) retryState(c *coordinatorConfig) *retryState {
