@@ -1,5 +1,10 @@
 package grid
 
+import (
+	"math"
+	"math/bits"
+)
+
 // queueState says where a queueItem is.
 type queueState uint8
 
@@ -162,17 +167,22 @@ func (q *TaskQueue) takeLocked(expired *[]queueExpired) *queueItem {
 // it, or returns nil if none is ready. It drops tombstones and expired
 // tasks it finds at the heads.
 func (q *TaskQueue) pickLocked(now int64, expired *[]queueExpired) *queueItem {
-	best, bestEff := -1, -1
-	step := int64(q.cfg.agingStep)
-	for l := NumLevels - 1; l >= 0 && bestEff < int(LevelCritical); l-- {
+	// top is the effective level no other head can beat: Critical for fixed
+	// aging, which caps there, and no cap but for Critical tasks themselves
+	// with adaptive aging (see WithAdaptiveAging).
+	top := int64(LevelCritical)
+	if q.cfg.adaptiveK > 0 {
+		top = math.MaxInt64
+	}
+	best, bestEff := -1, int64(-1)
+	above := 0 // ready tasks in the levels above l
+	for l := NumLevels - 1; l >= 0 && bestEff < top; l-- {
 		it := q.headLocked(Level(l), now, expired)
 		if it == nil {
 			continue
 		}
-		eff := l
-		if step > 0 && now > it.readyAt {
-			eff = int(min(int64(l)+(now-it.readyAt)/step, int64(LevelCritical)))
-		}
+		eff := q.effLevel(Level(l), now-it.readyAt, above, top)
+		above += q.live[l]
 		if eff > bestEff { // a tie keeps the higher original level, seen first
 			best, bestEff = l, eff
 		}
@@ -185,6 +195,25 @@ func (q *TaskQueue) pickLocked(now int64, expired *[]queueExpired) *queueItem {
 	it.state = stateInFlight
 	q.inFlight++
 	return it
+}
+
+// effLevel returns the effective level of a head of level l that has waited
+// age with above tasks ready in the levels above it, at most top.
+func (q *TaskQueue) effLevel(l Level, age int64, above int, top int64) int64 {
+	step := int64(q.cfg.agingStep)
+	switch {
+	case l == LevelCritical:
+		return top
+	case step == 0 || age < q.cfg.agingFloor: // no step is shorter: no division
+		return int64(l)
+	}
+	if k := q.cfg.adaptiveK; k > 0 && above > k {
+		// step*k/above without overflow; the quotient is below step.
+		hi, lo := bits.Mul64(uint64(step), uint64(k))
+		quo, _ := bits.Div64(hi, lo, uint64(above))
+		step = max(int64(quo), q.cfg.agingFloor)
+	}
+	return min(int64(l)+age/step, top)
 }
 
 // headLocked returns the head of level l's FIFO, first dropping tombstones
