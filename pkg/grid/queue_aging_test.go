@@ -216,6 +216,7 @@ func TestQueueAdaptiveAgingOptionsAreChecked(t *testing.T) {
 		{"huge k", []QueueOption{WithAdaptiveAging(queueMaxAdaptiveK+1, 0)}, false},
 		{"negative floor", []QueueOption{WithAdaptiveAging(8, -time.Second)}, false},
 		{"floor above the step", []QueueOption{WithAgingStep(time.Second), WithAdaptiveAging(8, 2*time.Second)}, false},
+		{"step times k past 2^64 ns", []QueueOption{WithAgingStep(10000 * time.Hour), WithAdaptiveAging(queueMaxAdaptiveK, 0)}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -200,20 +200,27 @@ func (q *TaskQueue) pickLocked(now int64, expired *[]queueExpired) *queueItem {
 // effLevel returns the effective level of a head of level l that has waited
 // age with above tasks ready in the levels above it, at most top.
 func (q *TaskQueue) effLevel(l Level, age int64, above int, top int64) int64 {
-	step := int64(q.cfg.agingStep)
+	c := &q.cfg
 	switch {
 	case l == LevelCritical:
 		return top
-	case step == 0 || age < q.cfg.agingFloor: // no step is shorter: no division
+	case c.agingStep == 0 || age < c.agingFloor: // no step is shorter: no division
 		return int64(l)
+	case c.adaptiveK == 0 || above <= c.adaptiveK:
+		return min(int64(l)+age/int64(c.agingStep), top)
 	}
-	if k := q.cfg.adaptiveK; k > 0 && above > k {
-		// step*k/above without overflow; the quotient is below step.
-		hi, lo := bits.Mul64(uint64(step), uint64(k))
-		quo, _ := bits.Div64(hi, lo, uint64(above))
-		step = max(int64(quo), q.cfg.agingFloor)
+	// The step is max(floor, step*k/above): floor if above*floor >=
+	// step*k, and else age/step is age*above/(step*k), done in 128 bits.
+	b := uint64(above)
+	if hi, lo := bits.Mul64(b, uint64(c.agingFloor)); hi > 0 || lo >= c.stepK {
+		return min(int64(l)+age/c.agingFloor, top)
 	}
-	return min(int64(l)+age/step, top)
+	hi, lo := bits.Mul64(uint64(age), b)
+	if hi >= c.stepK { // a quotient past 2^64: no real wait is that long
+		return top
+	}
+	steps, _ := bits.Div64(hi, lo, c.stepK)
+	return min(int64(l)+int64(min(steps, math.MaxInt64-uint64(NumLevels))), top)
 }
 
 // headLocked returns the head of level l's FIFO, first dropping tombstones

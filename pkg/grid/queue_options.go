@@ -3,6 +3,7 @@ package grid
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"time"
 )
 
@@ -14,7 +15,7 @@ const (
 	queueDefaultSweepInterval = 250 * time.Millisecond
 	queueDefaultAdaptiveK     = 64
 	// queueMaxAdaptiveK bounds k, far above any sensible backlog threshold.
-	queueMaxAdaptiveK = 1 << 30
+	queueMaxAdaptiveK = 1 << 20
 )
 
 // QueueOption configures a TaskQueue in NewTaskQueue.
@@ -27,6 +28,7 @@ type queueConfig struct {
 	adaptiveK      int           // 0: fixed aging
 	adaptiveMin    time.Duration // the adaptive step's floor; 0: agingStep/100
 	agingFloor     int64         // no effective step is shorter; see setAgingFloor
+	stepK          uint64        // agingStep*adaptiveK in ns; see setAgingFloor
 	onExpire       func(t *QueuedTask, wasInFlight bool)
 	sweepInterval  time.Duration
 	errs           []error // problems found while applying options
@@ -108,7 +110,7 @@ func WithAgingStep(d time.Duration) QueueOption {
 // waits until that backlog's heads are younger than one step, in practice
 // until the stream stops, or until its own deadline.
 //
-// k must be at least 0 and at most 2^30; minStep, if set, positive and at
+// k must be at least 0 and at most 2^20, and step*k at most 2^64 ns; minStep, if set, positive and at
 // most the aging step.
 func WithAdaptiveAging(k int, minStep time.Duration) QueueOption {
 	return func(c *queueConfig) { c.adaptiveK, c.adaptiveMin = k, minStep }
@@ -149,6 +151,10 @@ func (c *queueConfig) validate() error {
 		errs = append(errs, fmt.Errorf("adaptive aging min step is %v: want 0 (a hundredth of the aging step) or a positive duration", minStep))
 	case k > 0 && minStep > c.agingStep && c.agingStep > 0:
 		errs = append(errs, fmt.Errorf("adaptive aging min step is %v: want at most the aging step, %v", minStep, c.agingStep))
+	case k > 0 && c.agingStep > 0:
+		if hi, _ := bits.Mul64(uint64(c.agingStep), uint64(k)); hi > 0 {
+			errs = append(errs, fmt.Errorf("aging step %v times adaptive aging k %d is beyond 2^64 ns: want a shorter step or a smaller k", c.agingStep, k))
+		}
 	}
 	if c.sweepInterval <= 0 {
 		errs = append(errs, fmt.Errorf("sweep interval is %v: want a positive duration", c.sweepInterval))
@@ -156,10 +162,11 @@ func (c *queueConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-// setAgingFloor sets c.agingFloor, the shortest effective aging step, for a
-// valid c.
+// setAgingFloor sets c.agingFloor, the shortest effective aging step, and
+// c.stepK for a valid c.
 func (c *queueConfig) setAgingFloor() {
 	c.agingFloor = int64(c.agingStep)
+	c.stepK = uint64(c.agingStep) * uint64(c.adaptiveK)
 	if c.adaptiveK > 0 {
 		c.agingFloor = int64(c.adaptiveMin)
 		if c.agingFloor == 0 {
