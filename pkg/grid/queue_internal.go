@@ -181,7 +181,13 @@ func (q *TaskQueue) pickLocked(now int64, expired *[]queueExpired) *queueItem {
 		if it == nil {
 			continue
 		}
-		eff := q.effLevel(Level(l), now-it.readyAt, above, top)
+		eff := int64(l)
+		switch age := now - it.readyAt; {
+		case l == int(LevelCritical):
+			eff = top
+		case age >= q.cfg.agingFloor && q.cfg.agingStep > 0: // no step is shorter
+			eff = q.agedLevel(Level(l), age, above, top)
+		}
 		above += q.live[l]
 		if eff > bestEff { // a tie keeps the higher original level, seen first
 			best, bestEff = l, eff
@@ -197,16 +203,12 @@ func (q *TaskQueue) pickLocked(now int64, expired *[]queueExpired) *queueItem {
 	return it
 }
 
-// effLevel returns the effective level of a head of level l that has waited
-// age with above tasks ready in the levels above it, at most top.
-func (q *TaskQueue) effLevel(l Level, age int64, above int, top int64) int64 {
+// agedLevel returns the effective level, at most top, of a head of level l
+// below Critical that has waited age, at least the shortest step, with
+// above tasks ready in the levels above it.
+func (q *TaskQueue) agedLevel(l Level, age int64, above int, top int64) int64 {
 	c := &q.cfg
-	switch {
-	case l == LevelCritical:
-		return top
-	case c.agingStep == 0 || age < c.agingFloor: // no step is shorter: no division
-		return int64(l)
-	case c.adaptiveK == 0 || above <= c.adaptiveK:
+	if c.adaptiveK == 0 || above <= c.adaptiveK {
 		return min(int64(l)+age/int64(c.agingStep), top)
 	}
 	// The step is max(floor, step*k/above): floor if above*floor >=
