@@ -93,10 +93,11 @@ func WithAgingStep(d time.Duration) QueueOption {
 //
 // where step is the aging step (WithAgingStep) and minStep 0 means a
 // hundredth of it (100 ms by default). Dequeue takes the head with the
-// highest effective level, a tie going to the higher original level. Critical tasks are still served
-// first, and fixed aging's cap at Critical goes: among High, Normal and Low
-// the effective level is not capped, so the heads of a level whose own
-// backlog has waited long keep no lasting advantage.
+// highest effective level, a tie going to the higher original level.
+// Critical tasks are still served first. Unlike fixed aging, the effective
+// level of High, Normal and Low tasks is not capped at Critical: capped, the
+// head of a High backlog that has itself waited a step ties with every aged
+// Low task, and wins.
 //
 // What it gives. With at most k tasks ahead of it a task ages exactly as
 // with fixed aging: no faster than one level per step, so order stays
@@ -110,8 +111,8 @@ func WithAgingStep(d time.Duration) QueueOption {
 // waits until that backlog's heads are younger than one step, in practice
 // until the stream stops, or until its own deadline.
 //
-// k must be at least 0 and at most 2^20, and step*k at most 2^64 ns; minStep, if set, positive and at
-// most the aging step.
+// k must be at least 0 and at most 2^20, and step*k at most 2^64 ns;
+// minStep, if set, positive and at most the aging step.
 func WithAdaptiveAging(k int, minStep time.Duration) QueueOption {
 	return func(c *queueConfig) { c.adaptiveK, c.adaptiveMin = k, minStep }
 }
