@@ -38,17 +38,26 @@ type QueueStats struct {
 //
 // Order. Dequeue looks only at the head of each level's FIFO, which is the
 // task of that level that arrived first, and takes the one with the highest
-// effective level. A task's effective level is its own level raised by one
-// for every AgingStep of its age, capped at Critical; its age counts from
-// its CreatedAt. Ties go to the
-// higher original level (and, within a level, FIFO order means the older
-// task). So in the ordinary case, where no task waits a whole AgingStep
-// (default 10 s), order is strict: highest level first, FIFO within a
-// level. Under a steady stream of higher-level work a waiting task still
-// gets out: a Low task overtakes fresh High tasks after three steps and
-// fresh Normal tasks after two. Critical work is never overtaken: Critical
-// tasks are served first by design, and only they can hold back the others
-// for good. WithAgingStep(0) disables aging.
+// effective level. Critical tasks are served first by design. Below
+// Critical, a task's effective level is its own level raised by one for
+// every aging step of its age, which counts from its CreatedAt; ties go to
+// the higher original level (and, within a level, FIFO order means the
+// older task). By default the aging step adapts to load (see
+// WithAdaptiveAging): it is the fixed step (WithAgingStep, default 10 s)
+// while at most 64 tasks are ready in the levels above, and shrinks in
+// proportion to a deeper backlog, so that a waiting task's wait stays
+// bounded under a saturating stream of higher-level work. So in the
+// ordinary case, where no task waits a whole step with a short queue,
+// order is strict: highest level first, FIFO within a level. Under a
+// steady stream of higher-level work a waiting task still gets out: with a
+// short backlog a Low task overtakes fresh High tasks after three steps and
+// fresh Normal tasks after two. Only Critical tasks can hold back the
+// others for good. WithAgingStep(0) disables aging.
+//
+// With fixed aging (WithAdaptiveAging(0, 0)) the step never shrinks and the
+// effective level is capped at Critical, so a deep High backlog whose head
+// has itself waited a step ties with any aged Low task and wins the tie:
+// Low tasks then wait until the stream stops.
 //
 // Limits. Each level holds at most its limit (default 1000) of ready
 // tasks; Enqueue on a full level returns a
@@ -109,6 +118,7 @@ func NewTaskQueue(opts ...QueueOption) (*TaskQueue, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("new task queue: %w", err)
 	}
+	cfg.setAgingFloor()
 	return &TaskQueue{
 		cfg:        cfg,
 		epoch:      time.Now(),

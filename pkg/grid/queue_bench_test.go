@@ -142,3 +142,39 @@ func BenchmarkChanSendRecvParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkQueueEnqueueDequeueAged is the serial cycle with no Critical
+// tasks and every task a minute old, past the aging step, so that each
+// Dequeue computes the effective level of three heads: the cost of the
+// aging rule itself, fixed against adaptive, in the same run.
+func BenchmarkQueueEnqueueDequeueAged(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		opt  QueueOption
+	}{
+		{"fixed", WithAdaptiveAging(0, 0)},
+		{"adaptive", WithAdaptiveAging(queueDefaultAdaptiveK, 0)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			q := newQueueT(b, bc.opt)
+			if err := q.Start(b.Context()); err != nil {
+				b.Fatal(err)
+			}
+			aged := func(n int) *QueuedTask {
+				t := qtask(n, uint8(n%3*64)) // Low, Normal, High
+				t.CreatedAt = time.Now().Add(-time.Minute)
+				t.Deadline = t.CreatedAt.Add(time.Hour)
+				return t
+			}
+			for i := range queueBenchDepth {
+				mustEnqueue(b, q, aged(i+1))
+			}
+			ctx := context.Background()
+			spare := aged(queueBenchDepth + 1)
+			b.ReportAllocs()
+			for b.Loop() {
+				spare = queueCycle(b, q, ctx, spare, false)
+			}
+		})
+	}
+}

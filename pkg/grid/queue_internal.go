@@ -1,5 +1,10 @@
 package grid
 
+import (
+	"math"
+	"math/bits"
+)
+
 // queueState says where a queueItem is.
 type queueState uint8
 
@@ -162,17 +167,28 @@ func (q *TaskQueue) takeLocked(expired *[]queueExpired) *queueItem {
 // it, or returns nil if none is ready. It drops tombstones and expired
 // tasks it finds at the heads.
 func (q *TaskQueue) pickLocked(now int64, expired *[]queueExpired) *queueItem {
-	best, bestEff := -1, -1
-	step := int64(q.cfg.agingStep)
-	for l := NumLevels - 1; l >= 0 && bestEff < int(LevelCritical); l-- {
+	// top is the effective level no other head can beat: Critical for fixed
+	// aging, which caps there, and no cap but for Critical tasks themselves
+	// with adaptive aging (see WithAdaptiveAging).
+	top := int64(LevelCritical)
+	if q.cfg.adaptiveK > 0 {
+		top = math.MaxInt64
+	}
+	best, bestEff := -1, int64(-1)
+	above := 0 // ready tasks in the levels above l
+	for l := NumLevels - 1; l >= 0 && bestEff < top; l-- {
 		it := q.headLocked(Level(l), now, expired)
 		if it == nil {
 			continue
 		}
-		eff := l
-		if step > 0 && now > it.readyAt {
-			eff = int(min(int64(l)+(now-it.readyAt)/step, int64(LevelCritical)))
+		eff := int64(l)
+		switch age := now - it.readyAt; {
+		case l == int(LevelCritical):
+			eff = top
+		case age >= q.cfg.agingFloor && q.cfg.agingStep > 0: // no step is shorter
+			eff = q.agedLevel(Level(l), age, above, top)
 		}
+		above += q.live[l]
 		if eff > bestEff { // a tie keeps the higher original level, seen first
 			best, bestEff = l, eff
 		}
@@ -185,6 +201,28 @@ func (q *TaskQueue) pickLocked(now int64, expired *[]queueExpired) *queueItem {
 	it.state = stateInFlight
 	q.inFlight++
 	return it
+}
+
+// agedLevel returns the effective level, at most top, of a head of level l
+// below Critical that has waited age, at least the shortest step, with
+// above tasks ready in the levels above it.
+func (q *TaskQueue) agedLevel(l Level, age int64, above int, top int64) int64 {
+	c := &q.cfg
+	if c.adaptiveK == 0 || above <= c.adaptiveK {
+		return min(int64(l)+age/int64(c.agingStep), top)
+	}
+	// The step is max(floor, step*k/above): floor if above*floor >=
+	// step*k, and else age/step is age*above/(step*k), done in 128 bits.
+	b := uint64(above)
+	if hi, lo := bits.Mul64(b, uint64(c.agingFloor)); hi > 0 || lo >= c.stepK {
+		return min(int64(l)+age/c.agingFloor, top)
+	}
+	hi, lo := bits.Mul64(uint64(age), b)
+	if hi >= c.stepK { // a quotient past 2^64: no real wait is that long
+		return top
+	}
+	steps, _ := bits.Div64(hi, lo, c.stepK)
+	return min(int64(l)+int64(min(steps, math.MaxInt64-uint64(NumLevels))), top)
 }
 
 // headLocked returns the head of level l's FIFO, first dropping tombstones

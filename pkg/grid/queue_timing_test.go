@@ -150,38 +150,45 @@ func TestQueueAging(t *testing.T) {
 		{"aging lets a low task out within a sweep interval when the sweeper keeps the clock", time.Second, true, 3100 * time.Millisecond},
 		{"without aging a steady stream of high tasks holds a low task back", 0, true, 0},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				q := newQueueT(t, WithAgingStep(tc.step), WithSweepInterval(100*time.Millisecond))
-				if tc.sweeper {
-					if err := q.Start(t.Context()); err != nil {
-						t.Fatal(err)
+	// With one High task ahead, the adaptive rule ages as fixed aging does.
+	modes := []struct {
+		name string
+		k    int
+	}{{"adaptive", queueDefaultAdaptiveK}, {"fixed", 0}}
+	for _, mode := range modes {
+		for _, tc := range cases {
+			t.Run(mode.name+": "+tc.name, func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					q := newQueueT(t, WithAgingStep(tc.step), WithSweepInterval(100*time.Millisecond), WithAdaptiveAging(mode.k, 0))
+					if tc.sweeper {
+						if err := q.Start(t.Context()); err != nil {
+							t.Fatal(err)
+						}
 					}
-				}
-				low := qtask(0, prioLow)
-				mustEnqueue(t, q, low)
-				start := time.Now()
-				var outAt time.Duration
-				for i := 1; i <= 100 && outAt == 0; i++ { // 10 s of High traffic
-					mustEnqueue(t, q, qtask(i, prioHigh))
-					time.Sleep(100 * time.Millisecond)
-					if got := mustTryDequeue(t, q); got == low {
-						outAt = time.Since(start)
+					low := qtask(0, prioLow)
+					mustEnqueue(t, q, low)
+					start := time.Now()
+					var outAt time.Duration
+					for i := 1; i <= 100 && outAt == 0; i++ { // 10 s of High traffic
+						mustEnqueue(t, q, qtask(i, prioHigh))
+						time.Sleep(100 * time.Millisecond)
+						if got := mustTryDequeue(t, q); got == low {
+							outAt = time.Since(start)
+						}
 					}
-				}
-				switch {
-				case tc.wantOutBy == 0 && outAt != 0:
-					t.Fatalf("the low task got out after %v with aging off", outAt)
-				case tc.wantOutBy != 0 && outAt == 0:
-					t.Fatalf("the low task never got out in 10 s, want by %v", tc.wantOutBy)
-				case tc.wantOutBy != 0 && outAt > tc.wantOutBy:
-					t.Fatalf("the low task got out after %v, want by %v", outAt, tc.wantOutBy)
-				case tc.wantOutBy != 0 && outAt < 3*tc.step:
-					t.Fatalf("the low task got out after %v, before three aging steps", outAt)
-				}
+					switch {
+					case tc.wantOutBy == 0 && outAt != 0:
+						t.Fatalf("the low task got out after %v with aging off", outAt)
+					case tc.wantOutBy != 0 && outAt == 0:
+						t.Fatalf("the low task never got out in 10 s, want by %v", tc.wantOutBy)
+					case tc.wantOutBy != 0 && outAt > tc.wantOutBy:
+						t.Fatalf("the low task got out after %v, want by %v", outAt, tc.wantOutBy)
+					case tc.wantOutBy != 0 && outAt < 3*tc.step:
+						t.Fatalf("the low task got out after %v, before three aging steps", outAt)
+					}
+				})
 			})
-		})
+		}
 	}
 }
 
