@@ -239,6 +239,7 @@ func (d *daemon) buildGrid() error {
 		grid.WithMaxPerLevel(q.MaxPerLevel),
 		grid.WithDefaultTimeout(q.DefaultTimeout),
 		grid.WithAgingStep(q.AgingStep),
+		grid.WithAdaptiveAging(q.AdaptiveAgingK, q.AdaptiveAgingMinStep),
 		grid.WithSweepInterval(q.SweepInterval),
 	}
 	for l, n := range map[grid.Level]int{grid.LevelCritical: q.LevelLimits.Critical, grid.LevelHigh: q.LevelLimits.High,

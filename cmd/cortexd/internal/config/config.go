@@ -105,7 +105,12 @@ type Queue struct {
 	BackoffBase    time.Duration `mapstructure:"backoff_base"`
 	BackoffMax     time.Duration `mapstructure:"backoff_max"`
 	AgingStep      time.Duration `mapstructure:"aging_step"`
-	SweepInterval  time.Duration `mapstructure:"sweep_interval"`
+	// AdaptiveAgingK: behind more than this many ready tasks of higher
+	// levels, the aging step shrinks to aging_step*k/backlog; 0: fixed aging.
+	AdaptiveAgingK int `mapstructure:"adaptive_aging_k"`
+	// AdaptiveAgingMinStep is the least the step shrinks to; 0: aging_step/100.
+	AdaptiveAgingMinStep time.Duration `mapstructure:"adaptive_aging_min_step"`
+	SweepInterval        time.Duration `mapstructure:"sweep_interval"`
 }
 
 // LevelLimits overrides MaxPerLevel for single levels; 0 keeps MaxPerLevel.
@@ -290,6 +295,7 @@ func Default() Config {
 			BackoffBase:    100 * time.Millisecond,
 			BackoffMax:     10 * time.Second,
 			AgingStep:      10 * time.Second,
+			AdaptiveAgingK: 64,
 			SweepInterval:  time.Second,
 		},
 		Tasks: Tasks{ResultRetention: 10 * time.Minute, MaxTasks: 100_000, AckTimeout: 10 * time.Second,

@@ -152,6 +152,15 @@ func (c *Config) validateQueue(p *problems) {
 	if q.AgingStep < 0 {
 		p.add("queue.aging_step", "must not be negative (0 turns aging off), got %s", q.AgingStep)
 	}
+	if q.AdaptiveAgingK < 0 || q.AdaptiveAgingK > 1<<20 {
+		p.add("queue.adaptive_aging_k", "must be 0 (fixed aging) to 1048576, got %d", q.AdaptiveAgingK)
+	}
+	if q.AdaptiveAgingMinStep < 0 {
+		p.add("queue.adaptive_aging_min_step", "must not be negative (0 means queue.aging_step/100), got %s", q.AdaptiveAgingMinStep)
+	}
+	if q.AdaptiveAgingK > 0 && q.AgingStep > 0 && q.AdaptiveAgingMinStep > q.AgingStep {
+		p.add("queue.adaptive_aging_min_step", "must be at most queue.aging_step (%s), got %s", q.AgingStep, q.AdaptiveAgingMinStep)
+	}
 	p.duration("queue.sweep_interval", q.SweepInterval)
 
 	p.duration("tasks.result_retention", c.Tasks.ResultRetention)
