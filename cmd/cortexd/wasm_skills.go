@@ -17,6 +17,7 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/cortexgrid/cortexd/pkg/wasm"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // openWasm opens the wasm skill store (DIR/wasm) and the engine, whose
@@ -224,7 +225,7 @@ func (d *daemon) startModules() (grid.TaskHandler, error) {
 	mode, _ := modules.ParseMode(d.cfg.Skills.FetchModules) // validated by config.Load
 	d.node.SetFetchesModules(mode != modules.ModeOff)
 	if mode == modules.ModeOff {
-		return d.coord, nil
+		return noFetchHandler{d.coord, d.registry}, nil
 	}
 	f, err := modules.NewFetcher(d.node.Host(), d.wasmEngine, d.moduleCache, d.registry, modules.Options{
 		Mode: mode, MinTrust: d.cfg.Skills.FetchMinTrust, Trust: d.trust.Trust,
@@ -241,4 +242,28 @@ func (d *daemon) startModules() (grid.TaskHandler, error) {
 	// answered while it still runs.
 	d.addCloser("module fetch handler", fh.Close)
 	return fh, nil
+}
+
+// noFetchHandler is the coordinator as the task handler of a node with
+// skills.fetch_modules off: a task naming the module of a wasm skill this
+// node lacks is refused with why (the coordinator alone would say only
+// that the skill is unknown), so the requester's operator sees what to
+// change; every other task goes to the coordinator.
+type noFetchHandler struct {
+	*skill.DelegationCoordinator
+	reg *skill.Registry
+}
+
+var _ grid.TaskAbandoner = noFetchHandler{}
+
+// HandleTask implements grid.TaskHandler.
+func (h noFetchHandler) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+	if rt != nil && rt.ModuleSHA256 != ([32]byte{}) {
+		if _, err := h.reg.Lookup(reputation.SkillID(rt.Skill), rt.Version); err != nil {
+			return &grid.RejectError{Reason: grid.RejectUnknownSkill, Message: fmt.Sprintf(
+				"wasm skill %q (module %s) is not here, and this node does not fetch modules (skills.fetch_modules is off): add the skill here with `cortexd skill add`, or set skills.fetch_modules to trusted or any",
+				rt.Skill, wasm.ModuleID(rt.ModuleSHA256).Short())}
+		}
+	}
+	return h.DelegationCoordinator.HandleTask(from, rt, reply)
 }
