@@ -214,7 +214,7 @@ func (s *skillInstaller) Describe(id reputation.SkillID) (api.SkillInfo, bool) {
 // the handler peers' tasks go to.
 func (d *daemon) startModules() (grid.TaskHandler, error) {
 	msrv, err := modules.NewServer(d.node.Host(), modules.Local{Store: d.wasmStore, Cache: d.moduleCache},
-		modules.ServerOptions{Logger: d.log.With("subsystem", "modules")})
+		modules.ServerOptions{Logger: d.log})
 	if err != nil {
 		return nil, fmt.Errorf("build module server: %w", err)
 	}
@@ -231,7 +231,7 @@ func (d *daemon) startModules() (grid.TaskHandler, error) {
 		Mode: mode, MinTrust: d.cfg.Skills.FetchMinTrust, Trust: d.trust.Trust,
 		Holders: d.node.ModuleHolders, Announced: d.node.AnnouncedModule,
 		Fetch:  modules.FetchOptions{MaxModule: int(d.wasmEngine.Options().MaxModule)},
-		Logger: d.log.With("subsystem", "modules"),
+		Logger: d.log, // the fetcher adds subsystem=modules itself
 	})
 	if err != nil {
 		return nil, fmt.Errorf("build module fetcher: %w", err)
