@@ -39,7 +39,7 @@ func writeConfig(t *testing.T, repo, cfg string) {
 	}
 }
 
-// skillsOf returns node repo's view of skill id (zero if it has none).
+// skillOf returns node repo's view of skill id (zero if it has none).
 func skillOf(t *testing.T, repo, id string) apiv1.Skill {
 	t.Helper()
 	skills, err := repoClient(t, repo).Skills(context.Background())
