@@ -245,10 +245,11 @@ func (d *daemon) startModules() (grid.TaskHandler, error) {
 }
 
 // noFetchHandler is the coordinator as the task handler of a node with
-// skills.fetch_modules off: a task naming the module of a wasm skill this
-// node lacks is refused with why (the coordinator alone would say only
-// that the skill is unknown), so the requester's operator sees what to
-// change; every other task goes to the coordinator.
+// skills.fetch_modules off. The coordinator's refusal of a task naming
+// the module of a wasm skill this node lacks says only that the skill is
+// unknown; this one also says that the node does not fetch, and what the
+// operator may change. The coordinator's checks and their order (docs/
+// protocol.md, 6.1) are kept: only the message of that refusal changes.
 type noFetchHandler struct {
 	*skill.DelegationCoordinator
 	reg *skill.Registry
@@ -258,12 +259,15 @@ var _ grid.TaskAbandoner = noFetchHandler{}
 
 // HandleTask implements grid.TaskHandler.
 func (h noFetchHandler) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
-	if rt != nil && rt.ModuleSHA256 != ([32]byte{}) {
-		if _, err := h.reg.Lookup(reputation.SkillID(rt.Skill), rt.Version); err != nil {
-			return &grid.RejectError{Reason: grid.RejectUnknownSkill, Message: fmt.Sprintf(
-				"wasm skill %q (module %s) is not here, and this node does not fetch modules (skills.fetch_modules is off): add the skill here with `cortexd skill add`, or set skills.fetch_modules to trusted or any",
-				rt.Skill, wasm.ModuleID(rt.ModuleSHA256).Short())}
-		}
+	err := h.DelegationCoordinator.HandleTask(from, rt, reply)
+	var rej *grid.RejectError
+	if err == nil || !errors.As(err, &rej) || rej.Reason != grid.RejectUnknownSkill || rt.ModuleSHA256 == ([32]byte{}) {
+		return err
 	}
-	return h.DelegationCoordinator.HandleTask(from, rt, reply)
+	if _, lerr := h.reg.Lookup(reputation.SkillID(rt.Skill), rt.Version); lerr == nil {
+		return err // here, but another module: the message names both
+	}
+	return &grid.RejectError{Reason: grid.RejectUnknownSkill, RetryAfter: rej.RetryAfter, Message: fmt.Sprintf(
+		"wasm skill %q (module %s) is not registered on this node, which does not fetch modules (skills.fetch_modules is off): add the skill here with `cortexd skill add`, or set skills.fetch_modules to trusted or any",
+		rt.Skill, wasm.ModuleID(rt.ModuleSHA256).Short())}
 }
