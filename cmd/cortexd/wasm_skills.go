@@ -17,6 +17,7 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/cortexgrid/cortexd/pkg/wasm"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // openWasm opens the wasm skill store (DIR/wasm) and the engine, whose
@@ -213,7 +214,7 @@ func (s *skillInstaller) Describe(id reputation.SkillID) (api.SkillInfo, bool) {
 // the handler peers' tasks go to.
 func (d *daemon) startModules() (grid.TaskHandler, error) {
 	msrv, err := modules.NewServer(d.node.Host(), modules.Local{Store: d.wasmStore, Cache: d.moduleCache},
-		modules.ServerOptions{Logger: d.log.With("subsystem", "modules")})
+		modules.ServerOptions{Logger: d.log})
 	if err != nil {
 		return nil, fmt.Errorf("build module server: %w", err)
 	}
@@ -224,13 +225,13 @@ func (d *daemon) startModules() (grid.TaskHandler, error) {
 	mode, _ := modules.ParseMode(d.cfg.Skills.FetchModules) // validated by config.Load
 	d.node.SetFetchesModules(mode != modules.ModeOff)
 	if mode == modules.ModeOff {
-		return d.coord, nil
+		return noFetchHandler{d.coord, d.registry}, nil
 	}
 	f, err := modules.NewFetcher(d.node.Host(), d.wasmEngine, d.moduleCache, d.registry, modules.Options{
 		Mode: mode, MinTrust: d.cfg.Skills.FetchMinTrust, Trust: d.trust.Trust,
 		Holders: d.node.ModuleHolders, Announced: d.node.AnnouncedModule,
 		Fetch:  modules.FetchOptions{MaxModule: int(d.wasmEngine.Options().MaxModule)},
-		Logger: d.log.With("subsystem", "modules"),
+		Logger: d.log, // the fetcher adds subsystem=modules itself
 	})
 	if err != nil {
 		return nil, fmt.Errorf("build module fetcher: %w", err)
@@ -241,4 +242,32 @@ func (d *daemon) startModules() (grid.TaskHandler, error) {
 	// answered while it still runs.
 	d.addCloser("module fetch handler", fh.Close)
 	return fh, nil
+}
+
+// noFetchHandler is the coordinator as the task handler of a node with
+// skills.fetch_modules off. The coordinator's refusal of a task naming
+// the module of a wasm skill this node lacks says only that the skill is
+// unknown; this one also says that the node does not fetch, and what the
+// operator may change. The coordinator's checks and their order (docs/
+// protocol.md, 6.1) are kept: only the message of that refusal changes.
+type noFetchHandler struct {
+	*skill.DelegationCoordinator
+	reg *skill.Registry
+}
+
+var _ grid.TaskAbandoner = noFetchHandler{}
+
+// HandleTask implements grid.TaskHandler.
+func (h noFetchHandler) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+	err := h.DelegationCoordinator.HandleTask(from, rt, reply)
+	var rej *grid.RejectError
+	if err == nil || !errors.As(err, &rej) || rej.Reason != grid.RejectUnknownSkill || rt.ModuleSHA256 == ([32]byte{}) {
+		return err
+	}
+	if _, lerr := h.reg.Lookup(reputation.SkillID(rt.Skill), rt.Version); lerr == nil {
+		return err // here, but another module: the message names both
+	}
+	return &grid.RejectError{Reason: grid.RejectUnknownSkill, RetryAfter: rej.RetryAfter, Message: fmt.Sprintf(
+		"wasm skill %q (module %s) is not registered on this node, which does not fetch modules (skills.fetch_modules is off): add the skill here with `cortexd skill add`, or set skills.fetch_modules to trusted or any",
+		rt.Skill, wasm.ModuleID(rt.ModuleSHA256).Short())}
 }

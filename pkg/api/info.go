@@ -13,6 +13,7 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
+	"github.com/cortexgrid/cortexd/pkg/wasm"
 )
 
 func (s *Server) identity(w http.ResponseWriter, _ *http.Request) {
@@ -55,7 +56,9 @@ func loadOf(l grid.Load) apiv1.Load {
 	return apiv1.Load{Queued: l.QueueDepth, InFlight: l.InFlight, Capacity: l.Capacity, Utilization: l.Utilization()}
 }
 
-// skills merges the local registry with what peers announce.
+// skills merges the local registry with what peers announce. A wasm skill
+// only peers offer gets the module its providers announce at its version,
+// when Deps.Node is a ModuleView.
 func (s *Server) skills(w http.ResponseWriter, _ *http.Request) {
 	self := s.deps.Node.ID().String()
 	byID := map[string]*apiv1.Skill{}
@@ -77,6 +80,7 @@ func (s *Server) skills(w http.ResponseWriter, _ *http.Request) {
 			}
 		}
 	}
+	remote := map[string][]peer.ID{} // skill -> the peers that offer it
 	for _, pi := range s.deps.Node.Peers() {
 		for _, c := range pi.Skills {
 			sk := get(string(c.ID))
@@ -85,12 +89,19 @@ func (s *Server) skills(w http.ResponseWriter, _ *http.Request) {
 			}
 			if !slices.Contains(sk.Providers, pi.Peer.String()) {
 				sk.Providers = append(sk.Providers, pi.Peer.String())
+				remote[sk.ID] = append(remote[sk.ID], pi.Peer)
 			}
 		}
 	}
+	mv, _ := s.deps.Node.(ModuleView)
 	out := make([]apiv1.Skill, 0, len(byID))
 	for _, sk := range byID {
 		slices.Sort(sk.Providers)
+		if mv != nil && !sk.Local {
+			if m, ok := announcedModule(mv, remote[sk.ID], reputation.SkillID(sk.ID), sk.Version); ok {
+				sk.Module = wasm.ModuleID(m).String()
+			}
+		}
 		out = append(out, *sk)
 	}
 	slices.SortFunc(out, func(a, b apiv1.Skill) int { return cmp.Compare(a.ID, b.ID) })

@@ -242,8 +242,9 @@ func (f *Fetcher) load(ctx context.Context, from peer.ID, id wasm.ModuleID) erro
 	start := time.Now()
 	m, mod, err := f.cache.Get(id)
 	cached := err == nil
+	src := f.h.ID() // the peer the module came from: here, if cached
 	if !cached {
-		if m, mod, err = f.fetchAny(ctx, from, id); err != nil {
+		if m, mod, src, err = f.fetchAny(ctx, from, id); err != nil {
 			return err
 		}
 	}
@@ -265,13 +266,14 @@ func (f *Fetcher) load(ctx context.Context, from peer.ID, id wasm.ModuleID) erro
 	if err != nil {
 		return err
 	}
-	f.log.Info("wasm skill fetched", "skill", m.Name, "version", m.Version, "module", id.Short(), "from", from,
-		"cached", cached, "bytes", len(mod), "took", time.Since(start).Round(time.Millisecond))
+	f.log.Info("wasm skill fetched", "skill", m.Name, "version", m.Version, "module", id.Short(), "from", src,
+		"requester", from, "cached", cached, "bytes", len(mod), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-// fetchAny tries from, then up to maxHolders other peers announcing id.
-func (f *Fetcher) fetchAny(ctx context.Context, from peer.ID, id wasm.ModuleID) (wasm.Manifest, []byte, error) {
+// fetchAny tries from, then up to maxHolders other peers announcing id,
+// and returns the module with the peer that served it.
+func (f *Fetcher) fetchAny(ctx context.Context, from peer.ID, id wasm.ModuleID) (wasm.Manifest, []byte, peer.ID, error) {
 	peers := []peer.ID{from}
 	if f.opts.Holders != nil {
 		for _, p := range f.opts.Holders(id) {
@@ -284,14 +286,14 @@ func (f *Fetcher) fetchAny(ctx context.Context, from peer.ID, id wasm.ModuleID) 
 	for _, p := range peers {
 		m, mod, err := Fetch(ctx, f.h, p, id, f.opts.Fetch)
 		if err == nil {
-			return m, mod, nil
+			return m, mod, p, nil
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return wasm.Manifest{}, nil, errors.Join(errs...)
+	return wasm.Manifest{}, nil, "", errors.Join(errs...)
 }
 
 // register adds p's skill to the registry and reports whether it kept p.

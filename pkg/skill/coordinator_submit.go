@@ -290,10 +290,11 @@ type asyncDelegator interface {
 
 var _ asyncDelegator = (*grid.Orchestrator)(nil)
 
-// remoteTask returns attempt n of r as sent to a peer. A task for a wasm
-// skill this node has names its module, so that the peer runs exactly
-// that code (or fetches it from here).
-func (c *DelegationCoordinator) remoteTask(r *record, n int) *grid.RemoteTask {
+// remoteTask returns attempt n of r as sent to peer p. A task for a wasm
+// skill names its module, so that p runs exactly that code (or fetches
+// it): this node's module if it has the skill, else the one the network
+// announces for it (see Router.announcedModule).
+func (c *DelegationCoordinator) remoteTask(r *record, n int, p peer.ID) *grid.RemoteTask {
 	t := r.task
 	rt := &grid.RemoteTask{
 		ID: t.ID, Skill: string(t.Skill), Version: t.Version, Input: t.Input.Data, InputKind: t.Input.Kind,
@@ -301,6 +302,8 @@ func (c *DelegationCoordinator) remoteTask(r *record, n int) *grid.RemoteTask {
 	}
 	if e := c.reg.find(t.Skill, t.Version); e != nil {
 		rt.ModuleSHA256, _ = ModuleOf(e.skill)
+	} else {
+		rt.ModuleSHA256 = c.router.announcedModule(t, p)
 	}
 	return rt
 }
@@ -309,7 +312,7 @@ func (c *DelegationCoordinator) remoteTask(r *record, n int) *grid.RemoteTask {
 // ad's callback, which owns the attempt's place on c.wg.
 func (c *DelegationCoordinator) startRemote(ad asyncDelegator, ctx context.Context, cancel context.CancelFunc, r *record, n int, p peer.ID) {
 	start := time.Now()
-	ad.DelegateAsync(ctx, p, c.remoteTask(r, n), func(res *grid.RemoteResult, err error) {
+	ad.DelegateAsync(ctx, p, c.remoteTask(r, n, p), func(res *grid.RemoteResult, err error) {
 		c.router.attemptEnded(p)
 		c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
 		cancel()
@@ -323,7 +326,7 @@ func (c *DelegationCoordinator) runRemote(ctx context.Context, cancel context.Ca
 	defer c.wg.Done()
 	defer cancel()
 	start := time.Now()
-	res, err := c.remote.Delegate(ctx, p, c.remoteTask(r, n))
+	res, err := c.remote.Delegate(ctx, p, c.remoteTask(r, n, p))
 	c.router.attemptEnded(p)
 	c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
 }
