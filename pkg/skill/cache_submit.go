@@ -38,7 +38,8 @@ func (c *DelegationCoordinator) submitCacheable(ctx context.Context, rc *ResultC
 		id, err = c.addCached(ctx, t, cachedResult(res), now, checkDup)
 		return id, nil, true, err
 	}
-	if rc.flights[key] == nil {
+	running := rc.flights[key]
+	if running == nil {
 		fl = &flight{key: key, leader: t.ID}
 		rc.flights[key] = fl
 		rc.mu.Unlock()
@@ -46,6 +47,14 @@ func (c *DelegationCoordinator) submitCacheable(ctx context.Context, rc *ResultC
 		return TaskID{}, fl, false, nil
 	}
 	rc.mu.Unlock()
+	if res, ok := c.succeeded(running.leader); ok {
+		// The leader is done and its watcher has yet to store the result:
+		// a caller that waited for it and asks again gets a hit at once.
+		rc.Put(key, CachedResult{Output: res.Output, ExecutedBy: res.ExecutedBy, Duration: res.Duration})
+		rc.hits.Add(1)
+		id, err = c.addCached(ctx, t, cachedResult(CachedResult{Output: res.Output, ExecutedBy: res.ExecutedBy, Duration: res.Duration}), now, checkDup)
+		return id, nil, true, err
+	}
 	r, err := c.addFollower(ctx, t, now, checkDup)
 	if err != nil {
 		return TaskID{}, nil, true, err
@@ -236,4 +245,16 @@ func (c *DelegationCoordinator) answerCached(rc *ResultCache, e *entry, in Skill
 		}
 		c.incomingDone(qt, res)
 	}, false
+}
+
+// succeeded returns the result of task id if it succeeded.
+func (c *DelegationCoordinator) succeeded(id TaskID) (SkillResult, bool) {
+	s := c.tasks.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.get(id)
+	if r == nil || !r.finished() || r.state != StateSucceeded {
+		return SkillResult{}, false
+	}
+	return r.result, true
 }
