@@ -184,7 +184,8 @@ func (rc *ResultCache) Stats() CacheStats {
 	rc.mu.Lock()
 	n, b := len(rc.m), rc.size
 	rc.mu.Unlock()
-	return CacheStats{Hits: rc.hits.Load(), Shared: rc.shared.Load(), Misses: rc.misses.Load(), Evictions: rc.evictions.Load(), Entries: n, Bytes: b}
+	shared := rc.shared.Load() // before hits, which count each shared first: Hits >= Shared
+	return CacheStats{Hits: rc.hits.Load(), Shared: shared, Misses: rc.misses.Load(), Evictions: rc.evictions.Load(), Entries: n, Bytes: b}
 }
 
 // cachedResult is the SkillResult of a task answered with r.
@@ -214,4 +215,14 @@ func (c *DelegationCoordinator) resultCache() *ResultCache {
 		return nil
 	}
 	return v.(*ResultCache)
+}
+
+// CacheStats returns the counters of the result cache installed on c, and
+// false if there is none.
+func (c *DelegationCoordinator) CacheStats() (CacheStats, bool) {
+	rc := c.resultCache()
+	if rc == nil {
+		return CacheStats{}, false
+	}
+	return rc.Stats(), true
 }
