@@ -438,6 +438,13 @@ func (d *daemon) start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("build coordinator: %w", err)
 	}
+	if cc := d.cfg.Cache; cc.Enabled {
+		rc, err := skill.NewResultCache(skill.CacheConfig{MaxBytes: int64(cc.MaxBytes), TTL: cc.TTL})
+		if err != nil {
+			return fmt.Errorf("build result cache (config cache.*): %w", err)
+		}
+		d.coord.UseResultCache(rc)
+	}
 	if err := d.coord.Start(ctx); err != nil {
 		return fmt.Errorf("start coordinator: %w", err)
 	}
