@@ -200,7 +200,8 @@ var coordCaches sync.Map // *DelegationCoordinator -> *ResultCache
 // UseResultCache makes c answer tasks for deterministic skills from rc,
 // and share one execution between identical ones running at once (see
 // SubmitTask); peers' requests are answered from it too (see HandleTask).
-// Call it before Start; nil removes the cache.
+// Call it before tasks are submitted (before Start, or just after); nil
+// removes the cache.
 func (c *DelegationCoordinator) UseResultCache(rc *ResultCache) {
 	if rc == nil {
 		coordCaches.Delete(c)
