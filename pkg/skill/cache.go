@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -83,7 +84,8 @@ type CacheStats struct {
 // tasks running now, so that identical ones share one execution. Install
 // it on a coordinator with UseResultCache. It is safe for concurrent use.
 //
-// The cache is in memory: a restart empties it.
+// The cache is in memory; Snapshot and Restore carry it over a restart
+// (the daemon keeps the snapshot in its store at shutdown).
 type ResultCache struct {
 	max int64
 	ttl time.Duration
@@ -226,4 +228,59 @@ func (c *DelegationCoordinator) CacheStats() (CacheStats, bool) {
 		return CacheStats{}, false
 	}
 	return rc.Stats(), true
+}
+
+// MarshalText encodes k in hex.
+func (k CacheKey) MarshalText() ([]byte, error) { return hex.AppendEncode(nil, k[:]), nil }
+
+// UnmarshalText decodes a key encoded by MarshalText.
+func (k *CacheKey) UnmarshalText(b []byte) error {
+	if hex.DecodedLen(len(b)) != len(k) {
+		return fmt.Errorf("cache key is %d hex digits, want %d", len(b), 2*len(k))
+	}
+	_, err := hex.Decode(k[:], b)
+	return err
+}
+
+// CacheEntry is one entry of a Snapshot.
+type CacheEntry struct {
+	Key        CacheKey      `json:"key"`
+	Output     []byte        `json:"output"`
+	ExecutedBy peer.ID       `json:"executed_by,omitempty"`
+	Duration   time.Duration `json:"duration"`
+	StoredAt   time.Time     `json:"stored_at"`
+}
+
+// Snapshot returns the entries younger than the TTL, most recently used
+// first, for Restore after a restart. The outputs are shared with the
+// cache: they must not be changed.
+func (rc *ResultCache) Snapshot() []CacheEntry {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	now := rc.now()
+	out := make([]CacheEntry, 0, len(rc.m))
+	for el := rc.lru.Front(); el != nil; el = el.Next() {
+		e := el.Value.(*cacheEntry)
+		if now.Sub(e.res.StoredAt) < rc.ttl {
+			out = append(out, CacheEntry{Key: e.key, Output: e.res.Output, ExecutedBy: e.res.ExecutedBy, Duration: e.res.Duration, StoredAt: e.res.StoredAt})
+		}
+	}
+	return out
+}
+
+// Restore puts the entries of a Snapshot back, keeping their order of use
+// and dropping those older than the TTL or beyond MaxBytes; it returns
+// how many entries the cache holds then.
+func (rc *ResultCache) Restore(es []CacheEntry) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	now := rc.now()
+	for i := len(es) - 1; i >= 0; i-- { // least recently used first
+		e := es[i]
+		if age := now.Sub(e.StoredAt); age < 0 || age >= rc.ttl {
+			continue
+		}
+		rc.putLocked(e.Key, CachedResult{Output: e.Output, ExecutedBy: e.ExecutedBy, Duration: e.Duration, StoredAt: e.StoredAt})
+	}
+	return len(rc.m)
 }

@@ -2,6 +2,7 @@ package skill
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -353,4 +354,49 @@ func BenchmarkCacheDedup(b *testing.B) {
 		}
 	}
 	b.ReportMetric(n, "tasks/op")
+}
+
+func TestCacheSnapshotRestoresEntriesInOrderOfUse(t *testing.T) {
+	one := CachedResult{Output: make([]byte, 100)}
+	rc, err := NewResultCache(CacheConfig{MaxBytes: 2*one.size() + 10, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rc.now = func() time.Time { return now }
+	p := rtPeers(t, 1)[0]
+	rc.Put(CacheKey{1}, CachedResult{Output: []byte("a"), ExecutedBy: p, Duration: time.Second})
+	rc.Put(CacheKey{2}, CachedResult{Output: []byte("b")})
+	rc.Get(CacheKey{1})
+	snap := rc.Snapshot()
+	b, err := json.Marshal(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back []CacheEntry
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := NewResultCache(CacheConfig{MaxBytes: 2*one.size() + 10, TTL: time.Minute})
+	again.now = rc.now
+	if n := again.Restore(back); n != 2 {
+		t.Fatalf("Restore kept %d entries, want 2", n)
+	}
+	if r, ok := again.Get(CacheKey{1}); !ok || string(r.Output) != "a" || r.ExecutedBy != p || r.Duration != time.Second {
+		t.Fatalf("restored entry 1 = %+v, %v", r, ok)
+	}
+	again.Get(CacheKey{2})
+	again.Put(CacheKey{3}, one) // evicts 1, now the least recently used
+	if _, ok := again.Get(CacheKey{1}); ok {
+		t.Error("the order of use was not restored")
+	}
+	now = now.Add(time.Minute)
+	if n := len(rc.Snapshot()); n != 0 {
+		t.Errorf("snapshot holds %d expired entries", n)
+	}
+	late, _ := NewResultCache(CacheConfig{TTL: time.Minute})
+	late.now = rc.now
+	if n := late.Restore(back); n != 0 {
+		t.Errorf("Restore kept %d entries past their TTL", n)
+	}
 }
