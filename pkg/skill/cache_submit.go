@@ -236,7 +236,7 @@ func (c *DelegationCoordinator) answerCached(rc *ResultCache, e *entry, in Skill
 	if hit, ok := rc.Get(key); ok && hit.ExecutedBy == c.self {
 		rc.hits.Add(1)
 		reply(&grid.RemoteResult{ID: rt.ID, Success: true, Output: hit.Output, ExecTime: hit.Duration, Executor: c.self})
-		return nil, true
+		return c.incomingDone, true
 	}
 	rc.misses.Add(1)
 	return func(qt *grid.QueuedTask, res SkillResult) {

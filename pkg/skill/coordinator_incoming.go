@@ -156,10 +156,9 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 	}
 	done := c.incomingDone
 	if rc := c.resultCache(); rc != nil && e.desc.Deterministic {
-		if hit, ok := c.answerCached(rc, e, in, rt, reply); ok {
+		var answered bool
+		if done, answered = c.answerCached(rc, e, in, rt, reply); answered {
 			return nil
-		} else if hit != nil {
-			done = hit
 		}
 	}
 	qid := saltID(rt.ID, c.salt)
