@@ -439,6 +439,14 @@ func (d *daemon) start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("build coordinator: %w", err)
 	}
+	if cc := d.cfg.Cache; cc.Enabled {
+		rc, err := skill.NewResultCache(skill.CacheConfig{MaxBytes: int64(cc.MaxBytes), TTL: cc.TTL})
+		if err != nil {
+			return fmt.Errorf("build result cache (config cache.*): %w", err)
+		}
+		d.coord.UseResultCache(rc)
+		d.keepResultCache(rc)
+	}
 	if err := d.coord.Start(ctx); err != nil {
 		return fmt.Errorf("start coordinator: %w", err)
 	}
@@ -649,4 +657,25 @@ func (d *daemon) observedLoad(p peer.ID) skill.ObservedLoad {
 		o.Latency = nm.RecentLatency
 	}
 	return o
+}
+
+// keepResultCache fills rc from the store, as the previous run left it,
+// and saves it there at shutdown, after the coordinator has closed. A
+// kill -9 loses what was cached since the last clean shutdown.
+func (d *daemon) keepResultCache(rc *skill.ResultCache) {
+	if d.store == nil {
+		return
+	}
+	var es []skill.CacheEntry
+	if ok, err := d.store.LoadResultCache(&es); err != nil {
+		d.log.Warn("cannot load the saved result cache; starting with an empty one", "err", err)
+	} else if ok {
+		d.log.Debug("result cache restored", "entries", rc.Restore(es))
+	}
+	d.addCloser("result cache", func() error {
+		if err := d.store.SaveResultCache(context.Background(), rc.Snapshot()); err != nil {
+			return fmt.Errorf("save the result cache: %w", err)
+		}
+		return nil
+	})
 }

@@ -46,6 +46,7 @@ type submitFlags struct {
 	backoff    time.Duration
 	maxBackoff time.Duration
 	retryOn    string
+	noCache    bool
 	wait       bool
 	output     string
 }
@@ -113,13 +114,14 @@ is sent as JSON; anything else, or anything with --raw, as raw bytes.`,
 	fl.DurationVar(&f.backoff, "backoff", 0, "wait before the first retry, doubling per retry (default: the node's)")
 	fl.DurationVar(&f.maxBackoff, "max-backoff", 0, "longest wait between attempts, not below --backoff (default: the node's)")
 	fl.StringVar(&f.retryOn, "retry-on", "", "retry only failures with these error codes, comma-separated: "+strings.Join(apiv1.RetryCodes, ", ")+" (default: all)")
+	fl.BoolVar(&f.noCache, "no-cache", false, "run the task even if the node's result cache holds its answer")
 	fl.BoolVarP(&f.wait, "wait", "w", false, "wait for the result, showing the task's state meanwhile")
 	fl.StringVarP(&f.output, "output", "o", "", "with --wait: write the output to FILE instead of stdout")
 	return cmd
 }
 
 func (a *app) submitRequest(cmd *cobra.Command, skillID string, f *submitFlags) (apiv1.SubmitRequest, error) {
-	req := apiv1.SubmitRequest{Skill: skillID, Version: f.version, Timeout: apiv1.Duration(f.timeout)}
+	req := apiv1.SubmitRequest{Skill: skillID, Version: f.version, Timeout: apiv1.Duration(f.timeout), NoCache: f.noCache}
 	p, err := apiv1.ParsePriority(f.priority)
 	if err != nil {
 		return req, usageErrorf("--priority %.40q: want 0-255 or a level name (%s)", f.priority, strings.Join(apiv1.PriorityNames, ", "))

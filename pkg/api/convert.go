@@ -132,6 +132,7 @@ func resultOf(r *skill.SkillResult) *apiv1.Result {
 		Success:    r.Success,
 		DurationMS: float64(r.Duration) / float64(time.Millisecond),
 		Attempts:   r.Attempts,
+		Cached:     r.Cached,
 	}
 	if r.ExecutedBy != "" {
 		out.ExecutedBy = r.ExecutedBy.String()

@@ -35,6 +35,13 @@ type Collector struct {
 	execSeconds   *prometheus.Desc
 	peers         *prometheus.Desc
 	trustPeers    *prometheus.Desc
+	cacheLookups  *prometheus.Desc
+	cacheBytes    *prometheus.Desc
+}
+
+// cacheSource is a StatsSource with a result cache (*skill.Coordinator).
+type cacheSource interface {
+	CacheStats() (skill.CacheStats, bool)
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -59,13 +66,17 @@ func NewCollector(stats StatsSource, node Network, trust TrustView) *Collector {
 			"Peers this node knows, by state: connected (a live connection) or known (announced skills recently).", []string{"state"}, nil),
 		trustPeers: prometheus.NewDesc("cortex_trust_peers_score",
 			"Distribution of this node's trust in the peers it holds evidence about (0 to 1).", nil, nil),
+		cacheLookups: prometheus.NewDesc("cortex_tasks_cache_lookups_total",
+			"Tasks of deterministic skills, by result: hit (answered from the result cache), shared (answered by an identical task's run), miss (ran).", []string{"result"}, nil),
+		cacheBytes: prometheus.NewDesc("cortex_tasks_cache_bytes",
+			"Bytes the result cache holds (at most cache.max_bytes).", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queueDepth, c.queueInFlight, c.queueOps,
-		c.submitted, c.finished, c.execSeconds, c.peers, c.trustPeers} {
+		c.submitted, c.finished, c.execSeconds, c.peers, c.trustPeers, c.cacheLookups, c.cacheBytes} {
 		ch <- d
 	}
 }
@@ -94,6 +105,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.finished, prometheus.CounterValue, float64(m.Rejected), "rejected")
 	ch <- prometheus.MustNewConstSummary(c.execSeconds, m.Completed, m.AvgExec.Seconds()*float64(m.Completed),
 		map[float64]float64{0.5: m.P50.Seconds(), 0.95: m.P95.Seconds(), 0.99: m.P99.Seconds()})
+	if cs, ok := c.stats.(cacheSource); ok {
+		if st, on := cs.CacheStats(); on {
+			ch <- prometheus.MustNewConstMetric(c.cacheLookups, prometheus.CounterValue, float64(st.Hits-st.Shared), "hit")
+			ch <- prometheus.MustNewConstMetric(c.cacheLookups, prometheus.CounterValue, float64(st.Shared), "shared")
+			ch <- prometheus.MustNewConstMetric(c.cacheLookups, prometheus.CounterValue, float64(st.Misses), "miss")
+			ch <- prometheus.MustNewConstMetric(c.cacheBytes, prometheus.GaugeValue, float64(st.Bytes))
+		}
+	}
 
 	connected, known := 0, 0
 	for _, p := range c.node.Peers() {

@@ -108,6 +108,7 @@ func buildTask(req *apiv1.SubmitRequest, d TaskDefaults, self peer.ID) (*skill.S
 	if req.Priority != nil {
 		t.WithPriority(uint8(*req.Priority))
 	}
+	t.NoCache = req.NoCache
 	switch to := time.Duration(req.Timeout); {
 	case to < 0:
 		return nil, badRequest(`"timeout" must be positive, not %s`, to)

@@ -89,6 +89,11 @@ func submitQuery(q url.Values) (*apiv1.SubmitRequest, error) {
 		}
 		req.MaxRetries = &n
 	}
+	if v := q.Get(apiv1.ParamNoCache); v != "" {
+		if req.NoCache, err = strconv.ParseBool(v); err != nil {
+			return nil, badRequest("parameter no_cache must be true or false, not %.40q", v)
+		}
+	}
 	retry, err := retryQuery(q)
 	if err != nil {
 		return nil, err

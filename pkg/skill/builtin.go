@@ -92,7 +92,7 @@ func Builtins(opts BuiltinOptions) []Skill {
 type echoSkill struct{}
 
 func (echoSkill) Descriptor() Descriptor {
-	return Descriptor{ID: "echo", Version: builtinVersion, Description: "Returns its input unchanged."}
+	return Descriptor{ID: "echo", Version: builtinVersion, Description: "Returns its input unchanged.", Deterministic: true}
 }
 
 func (echoSkill) Execute(_ context.Context, in SkillInput) ([]byte, error) { return in.Data, nil }
@@ -127,8 +127,9 @@ const hashSchema = `{
 func (hashSkill) Descriptor() Descriptor {
 	return Descriptor{
 		ID: "hash.sha256", Version: builtinVersion,
-		Description: `SHA-256 of {"data":"<base64>"} or of raw input bytes, as {"sha256":"<hex>"}.`,
-		InputSchema: json.RawMessage(hashSchema),
+		Description:   `SHA-256 of {"data":"<base64>"} or of raw input bytes, as {"sha256":"<hex>"}.`,
+		InputSchema:   json.RawMessage(hashSchema),
+		Deterministic: true,
 	}
 }
 

@@ -54,8 +54,9 @@ type resizeSkill struct {
 func (s *resizeSkill) Descriptor() Descriptor {
 	return Descriptor{
 		ID: "image.resize", Version: builtinVersion,
-		Description: "Resizes a base64 PNG or JPEG to width x height (0 on one side keeps the aspect ratio).",
-		InputSchema: json.RawMessage(resizeSchema),
+		Description:   "Resizes a base64 PNG or JPEG to width x height (0 on one side keeps the aspect ratio).",
+		InputSchema:   json.RawMessage(resizeSchema),
+		Deterministic: true,
 	}
 }
 

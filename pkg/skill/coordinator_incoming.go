@@ -154,13 +154,20 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 	if !deadline.After(now) {
 		return reject(grid.RejectDeadlinePassed, 0, "deadline %s passed %s ago", deadline.UTC().Format(time.RFC3339Nano), now.Sub(deadline).Round(time.Millisecond))
 	}
+	done := c.incomingDone
+	if rc := c.resultCache(); rc != nil && e.desc.Deterministic {
+		var answered bool
+		if done, answered = c.answerCached(rc, e, in, rt, reply); answered {
+			return nil
+		}
+	}
 	qid := saltID(rt.ID, c.salt)
 	inc := &incoming{from: from, id: rt.ID, deadline: deadline, reply: reply, rt: rt}
 	inc.task = SkillTask{
 		ID: rt.ID, Skill: reputation.SkillID(rt.Skill), Version: rt.Version, Input: in, Requester: from,
 		Priority: rt.Priority, Timeout: deadline.Sub(now), MinTrust: rt.MinTrust, CreatedAt: now,
 	}
-	inc.job = Job{Task: &inc.task, Done: c.incomingDone}
+	inc.job = Job{Task: &inc.task, Done: done}
 	inc.qt = grid.QueuedTask{ID: qid, Priority: rt.Priority, Payload: &inc.job, CreatedAt: now, Deadline: deadline}
 
 	s := c.in.shard(qid)

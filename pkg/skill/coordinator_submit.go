@@ -60,7 +60,22 @@ func (c *DelegationCoordinator) SubmitTask(ctx context.Context, t *SkillTask) (T
 		if err := e.validate(t.Input); err != nil {
 			return TaskID{}, fmt.Errorf("submit task: %w", err)
 		}
+		if rc := c.resultCache(); rc != nil && e.desc.Deterministic && !t.NoCache {
+			id, fl, done, err := c.submitCacheable(ctx, rc, e, t, now, chosenID)
+			if done {
+				return id, err
+			}
+			id, err = c.submitNew(ctx, t, local, now, chosenID)
+			c.startFlight(rc, fl, err)
+			return id, err
+		}
 	}
+	return c.submitNew(ctx, t, local, now, chosenID)
+}
+
+// submitNew is SubmitTask once t is checked: it picks a node for t and
+// starts it there.
+func (c *DelegationCoordinator) submitNew(ctx context.Context, t *SkillTask, local bool, now time.Time, chosenID bool) (TaskID, error) {
 	cand, err := c.pick(t, local, nil)
 	if err != nil {
 		var nc *NoCapableNodeError

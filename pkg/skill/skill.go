@@ -16,6 +16,10 @@ type Descriptor struct {
 	// InputSchema is a JSON Schema (draft 2020-12) for JSON inputs. Empty:
 	// any input is accepted. Raw inputs are checked by the skill itself.
 	InputSchema json.RawMessage `json:"input_schema,omitempty"`
+	// Deterministic says that the same input always gives the same
+	// output: such a skill's results may be cached and shared between
+	// identical tasks (see ResultCache).
+	Deterministic bool `json:"deterministic,omitempty"`
 }
 
 // Skill is something this node can run. Implementations must be safe for

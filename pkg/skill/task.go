@@ -62,6 +62,9 @@ type SkillTask struct {
 	// MaxRetries and the coordinator's defaults.
 	Retry     RetryPolicy
 	CreatedAt time.Time
+	// NoCache makes the task run even if the result cache holds its
+	// answer, and keeps it out of in-flight deduplication.
+	NoCache bool
 }
 
 // NewSkillTask returns a task with the default priority (96, Normal),
@@ -112,6 +115,10 @@ type SkillResult struct {
 	ExecutedBy peer.ID
 	Attempts   int
 	FinishedAt time.Time
+	// Cached says that the output came from the result cache or from an
+	// identical task's execution, not from running this task: ExecutedBy
+	// is then the node that ran that first one.
+	Cached bool
 
 	// Set by the Executor, for the coordinator's accounting.
 	notRun   bool // failed before the skill ran (queued past the deadline, canceled, ...)

@@ -117,7 +117,7 @@ func decodeStrict(b []byte, v any, fields string) error {
 }
 
 // submitFields lists the fields of a SubmitRequest, for errors.
-const submitFields = "skill, version, input, input_base64, priority, timeout, min_trust, max_retries, retry"
+const submitFields = "skill, version, input, input_base64, priority, timeout, min_trust, max_retries, retry, no_cache"
 
 // UnmarshalJSON reads a submission, naming the field of a value it cannot
 // read (`"priority" must be ...`) and refusing unknown fields.
@@ -135,6 +135,7 @@ func (r *SubmitRequest) UnmarshalJSON(b []byte) error {
 		MinTrust    json.RawMessage `json:"min_trust"`
 		MaxRetries  json.RawMessage `json:"max_retries"`
 		Retry       json.RawMessage `json:"retry"`
+		NoCache     json.RawMessage `json:"no_cache"`
 	}
 	if err := decodeStrict(b, &raw, submitFields); err != nil {
 		return err
@@ -154,6 +155,7 @@ func (r *SubmitRequest) UnmarshalJSON(b []byte) error {
 		{"min_trust", raw.MinTrust, &out.MinTrust},
 		{"max_retries", raw.MaxRetries, &out.MaxRetries},
 		{"retry", raw.Retry, &out.Retry},
+		{"no_cache", raw.NoCache, &out.NoCache},
 	} {
 		if f.raw == nil {
 			continue

@@ -46,6 +46,7 @@ type SubmitRequest struct {
 	MinTrust    *float64        `json:"min_trust,omitempty"`   // default: the node's trust.min_trust_default
 	MaxRetries  *int            `json:"max_retries,omitempty"` // default: the node's queue.max_retries
 	Retry       *RetryPolicy    `json:"retry,omitempty"`       // default: max_retries, the node's backoff, every retryable code
+	NoCache     bool            `json:"no_cache,omitempty"`    // run it even if the node's result cache holds its answer
 }
 
 // RetryPolicy is how a task's failed attempts are retried, the "retry" of
@@ -110,6 +111,9 @@ type Result struct {
 	DurationMS   float64         `json:"duration_ms"`             // execution time on the node that ran it
 	ExecutedBy   string          `json:"executed_by,omitempty"`
 	Attempts     int             `json:"attempts"`
+	// Cached: the output came from the result cache or an identical
+	// task's run; executed_by is the node that ran that first one.
+	Cached bool `json:"cached,omitempty"`
 }
 
 // OutputBytes returns the output as bytes, whichever field holds it.
@@ -482,11 +486,12 @@ const (
 	ParamBaseBackoff = "base_backoff"
 	ParamMaxBackoff  = "max_backoff"
 	ParamRetryOn     = "retry_on" // comma-separated
+	ParamNoCache     = "no_cache" // true or false
 )
 
 // SubmitParams lists the query parameters of a raw submission.
 var SubmitParams = []string{ParamSkill, ParamVersion, ParamPriority, ParamTimeout, ParamMinTrust, ParamMaxRetries,
-	ParamMaxAttempts, ParamBaseBackoff, ParamMaxBackoff, ParamRetryOn}
+	ParamMaxAttempts, ParamBaseBackoff, ParamMaxBackoff, ParamRetryOn, ParamNoCache}
 
 // Query returns r's fields other than the input as the query parameters of
 // a raw submission.
@@ -509,6 +514,9 @@ func (r *SubmitRequest) Query() url.Values {
 	}
 	if r.MaxRetries != nil {
 		set(ParamMaxRetries, strconv.Itoa(*r.MaxRetries))
+	}
+	if r.NoCache {
+		set(ParamNoCache, "true")
 	}
 	if p := r.Retry; p != nil {
 		if p.MaxAttempts != 0 {

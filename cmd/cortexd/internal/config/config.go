@@ -22,6 +22,7 @@ type Config struct {
 	Queue     Queue     `mapstructure:"queue"`
 	Tasks     Tasks     `mapstructure:"tasks"`
 	Breaker   Breaker   `mapstructure:"breaker"`
+	Cache     Cache     `mapstructure:"cache"`
 	Routing   Routing   `mapstructure:"routing"`
 	Trust     Trust     `mapstructure:"trust"`
 	Admission Admission `mapstructure:"admission"`
@@ -138,6 +139,14 @@ type Breaker struct {
 	// OpenFor is how long an open breaker keeps its peer out before one
 	// probe attempt may go to it.
 	OpenFor time.Duration `mapstructure:"open_for"`
+}
+
+// Cache configures the result cache of deterministic skills
+// (skill.ResultCache).
+type Cache struct {
+	Enabled  bool          `mapstructure:"enabled"`
+	MaxBytes wasm.Size     `mapstructure:"max_bytes"` // outputs held, least recently used out first
+	TTL      time.Duration `mapstructure:"ttl"`       // how long a result is served
 }
 
 // Routing configures how the router scores candidates.
@@ -301,6 +310,7 @@ func Default() Config {
 		Tasks: Tasks{ResultRetention: 10 * time.Minute, MaxTasks: 100_000, AckTimeout: 10 * time.Second,
 			HeartbeatInterval: 5 * time.Second, LeaseMisses: 3},
 		Breaker: Breaker{Failures: 5, OpenFor: 10 * time.Second},
+		Cache:   Cache{Enabled: true, MaxBytes: 64 * wasm.MiB, TTL: time.Hour},
 		Routing: Routing{Weights: Weights{Trust: 0.35, Skill: 0.15, Success: 0.2, Latency: 0.1, Load: 0.2}},
 		Trust: Trust{PreTrusted: []string{}, Neutral: 0.5, AcceptThreshold: 0.1, MinTrustDefault: 0.3,
 			RecomputeInterval: 2 * time.Second, DecayHalfLife: time.Hour},

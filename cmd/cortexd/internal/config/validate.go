@@ -178,6 +178,13 @@ func (c *Config) validateQueue(p *problems) {
 		p.duration("breaker.open_for", c.Breaker.OpenFor)
 	}
 
+	if c.Cache.Enabled {
+		if n := c.Cache.MaxBytes; n < wasm.KiB || n > 64*wasm.GiB {
+			p.add("cache.max_bytes", "must be between 1KiB and 64GiB, got %d bytes", int64(n))
+		}
+		p.duration("cache.ttl", c.Cache.TTL)
+	}
+
 	w := c.Routing.Weights
 	sum := 0.0
 	for _, kv := range []struct {
