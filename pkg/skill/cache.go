@@ -195,30 +195,14 @@ func cachedResult(r CachedResult) SkillResult {
 	return SkillResult{Success: true, Output: r.Output, Duration: r.Duration, ExecutedBy: r.ExecutedBy, Cached: true}
 }
 
-// coordCaches holds the ResultCache installed on each coordinator (see
-// UseResultCache).
-var coordCaches sync.Map // *DelegationCoordinator -> *ResultCache
-
 // UseResultCache makes c answer tasks for deterministic skills from rc,
 // and share one execution between identical ones running at once (see
 // SubmitTask); peers' requests are answered from it too (see HandleTask).
 // Call it before tasks are submitted (before Start, or just after); nil
 // removes the cache.
-func (c *DelegationCoordinator) UseResultCache(rc *ResultCache) {
-	if rc == nil {
-		coordCaches.Delete(c)
-		return
-	}
-	coordCaches.Store(c, rc)
-}
+func (c *DelegationCoordinator) UseResultCache(rc *ResultCache) { c.cache.Store(rc) }
 
-func (c *DelegationCoordinator) resultCache() *ResultCache {
-	v, ok := coordCaches.Load(c)
-	if !ok {
-		return nil
-	}
-	return v.(*ResultCache)
-}
+func (c *DelegationCoordinator) resultCache() *ResultCache { return c.cache.Load() }
 
 // CacheStats returns the counters of the result cache installed on c, and
 // false if there is none.

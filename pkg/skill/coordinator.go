@@ -276,6 +276,7 @@ func WithLogger(l *slog.Logger) CoordinatorOption { return func(c *coordinatorCo
 // Executor and the sweeper; Close stops them in reverse order and cancels
 // what is unfinished.
 type DelegationCoordinator struct {
+	cache   atomic.Pointer[ResultCache] // see UseResultCache; nil: no result cache
 	self    peer.ID
 	reg     *Registry
 	exec    *Executor

@@ -31,7 +31,7 @@ func NewSkill(p *Program) *Skill {
 	if desc == "" {
 		desc = fmt.Sprintf("wasm module %s", m.Module.Short())
 	}
-	return &Skill{p: p, desc: skill.Descriptor{ID: m.Name, Version: m.Version, Description: desc, InputSchema: m.InputSchema}}
+	return &Skill{p: p, desc: skill.Descriptor{ID: m.Name, Version: m.Version, Description: desc, InputSchema: m.InputSchema, Deterministic: m.Deterministic}}
 }
 
 // Descriptor returns the manifest's name, version, description and input
