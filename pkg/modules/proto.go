@@ -140,7 +140,7 @@ func DecodeResponse(b []byte, maxModule int) (*Response, error) {
 		case num == fResModule && typ == protowire.BytesType:
 			r.Module = v
 		case num == fResRetryAfter && typ == protowire.VarintType:
-			r.RetryAfterMs = uint32(min(x, maxRetryAfterMs))
+			r.RetryAfterMs = min(uint32(x), maxRetryAfterMs) // a uint32 field keeps the low 32 bits, as protobuf does
 		}
 		return nil
 	})
