@@ -39,7 +39,8 @@ func fieldError(field string, err error) error {
 
 // problem is a FieldError whose field the caller names.
 func problem(format string, args ...any) error {
-	return &FieldError{Problem: fmt.Sprintf(format, args...)}
+	// A problem may quote the client's bytes, which need not be UTF-8.
+	return &FieldError{Problem: strings.ToValidUTF8(fmt.Sprintf(format, args...), "\uFFFD")}
 }
 
 func kindName(t reflect.Type) string {
