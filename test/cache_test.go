@@ -46,7 +46,17 @@ func TestCacheAnswersASecondRequesterWithoutRunningAgain(t *testing.T) {
 		if n := runs.Load(); n != 1 {
 			t.Fatalf("after requester %d: B ran the skill %d times, want 1", i+1, n)
 		}
+		if res.Cached != (i == 1) {
+			t.Errorf("requester %d: result cached = %v, want %v (B answered from its cache the second time)", i+1, res.Cached, i == 1)
+		}
 	}
+	// A requester that opts out gets a fresh run on B: no_cache travels.
+	fresh := skill.NewSkillTask("test.det", skill.RawInput([]byte("same")), "")
+	fresh.NoCache = true
+	if res := a2.run(t, fresh); res.Cached || runs.Load() != 2 {
+		t.Fatalf("a no_cache task: cached %v, B ran the skill %d times in all; want a fresh run (2)", res.Cached, runs.Load())
+	}
+	runs.Store(1)
 	if st := rc.Stats(); st.Hits != 1 || st.Misses != 1 {
 		t.Errorf("B's cache: %+v, want 1 hit and 1 miss", st)
 	}

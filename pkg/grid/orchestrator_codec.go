@@ -156,6 +156,7 @@ func decodeRequest(e *wire.Request, c *strCache, now time.Time, from peer.ID, t 
 		MinTrust:  e.MinTrust,
 		Attempt:   int(e.Attempt),
 		Requester: from,
+		NoCache:   e.NoCache,
 	}
 	copy(t.ModuleSHA256[:], e.ModuleSHA256)
 	if err := reputation.SkillID(t.Skill).Validate(); err != nil {
@@ -200,6 +201,7 @@ func decodeResult(e *wire.Result, from peer.ID) (*RemoteResult, error) {
 		ErrorMessage: msg,
 		ExecTime:     exec,
 		Executor:     from,
+		Cached:       e.Cached,
 	}, nil
 }
 
@@ -246,6 +248,7 @@ func appendRequestFrame(dst []byte, t *RemoteTask, requester []byte) []byte {
 		Attempt:        uint32(t.Attempt),
 		Requester:      requester,
 		ModuleSHA256:   moduleBytes(&t.ModuleSHA256),
+		NoCache:        t.NoCache,
 	})
 }
 
@@ -287,6 +290,7 @@ func appendResultFrame(dst []byte, id *TaskID, attempt uint32, r *RemoteResult, 
 		ExecTimeUs:   max(r.ExecTime.Microseconds(), 0),
 		Executor:     executor,
 		Attempt:      attempt,
+		Cached:       r.Cached,
 	})
 }
 

@@ -53,6 +53,9 @@ type RemoteTask struct {
 	// ModuleSHA256 is, for a wasm skill, the sha256 of the module the
 	// requester means; zero for other skills or when it is not known.
 	ModuleSHA256 [32]byte
+	// NoCache asks the executor to run the skill rather than answer from
+	// its result cache.
+	NoCache bool
 }
 
 // ErrorCode classifies a failed RemoteResult. Values match the wire enum.
@@ -99,6 +102,7 @@ type RemoteResult struct {
 	ErrorMessage string
 	ExecTime     time.Duration
 	Executor     peer.ID
+	Cached       bool // the executor answered from its result cache
 }
 
 // RejectReason says why a peer did not admit a task. Values match the wire enum.

@@ -235,7 +235,7 @@ func (c *DelegationCoordinator) answerCached(rc *ResultCache, e *entry, in Skill
 	key := keyOf(e.skill, &e.desc, in)
 	if hit, ok := rc.Get(key); ok && hit.ExecutedBy == c.self {
 		rc.hits.Add(1)
-		reply(&grid.RemoteResult{ID: rt.ID, Success: true, Output: hit.Output, ExecTime: hit.Duration, Executor: c.self})
+		reply(&grid.RemoteResult{ID: rt.ID, Success: true, Output: hit.Output, ExecTime: hit.Duration, Executor: c.self, Cached: true})
 		return c.incomingDone, true
 	}
 	rc.misses.Add(1)

@@ -155,7 +155,7 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 		return reject(grid.RejectDeadlinePassed, 0, "deadline %s passed %s ago", deadline.UTC().Format(time.RFC3339Nano), now.Sub(deadline).Round(time.Millisecond))
 	}
 	done := c.incomingDone
-	if rc := c.resultCache(); rc != nil && e.desc.Deterministic {
+	if rc := c.resultCache(); rc != nil && e.desc.Deterministic && !rt.NoCache {
 		var answered bool
 		if done, answered = c.answerCached(rc, e, in, rt, reply); answered {
 			return nil

@@ -144,7 +144,7 @@ func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteR
 		o.err = fmt.Errorf("peer %s returned no result", p)
 	case err == nil && res.Success:
 		o.kind = kindSuccess
-		o.res = SkillResult{Success: true, Output: res.Output, Duration: res.ExecTime, ExecutedBy: p, FinishedAt: time.Now()}
+		o.res = SkillResult{Success: true, Output: res.Output, Duration: res.ExecTime, ExecutedBy: p, FinishedAt: time.Now(), Cached: res.Cached}
 	case err == nil:
 		o.code = res.ErrorCode
 		o.err = fmt.Errorf("peer %s: %s", p, res.ErrorMessage)

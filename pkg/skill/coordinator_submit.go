@@ -314,6 +314,7 @@ func (c *DelegationCoordinator) remoteTask(r *record, n int, p peer.ID) *grid.Re
 	rt := &grid.RemoteTask{
 		ID: t.ID, Skill: string(t.Skill), Version: t.Version, Input: t.Input.Data, InputKind: t.Input.Kind,
 		Priority: t.Priority, Deadline: t.Deadline(), MinTrust: t.MinTrust, Attempt: n, Requester: t.Requester,
+		NoCache: t.NoCache,
 	}
 	if e := c.reg.find(t.Skill, t.Version); e != nil {
 		rt.ModuleSHA256, _ = ModuleOf(e.skill)

@@ -64,6 +64,7 @@ type Request struct {
 	Attempt        uint32
 	Requester      []byte
 	ModuleSHA256   []byte // empty or, to be valid, 32 bytes; checked by the grid
+	NoCache        bool
 }
 
 // Ack is cortex.v1.TaskAck.
@@ -86,6 +87,7 @@ type Result struct {
 	ExecTimeUs   int64
 	Executor     []byte
 	Attempt      uint32
+	Cached       bool
 }
 
 // Cancel is cortex.v1.TaskCancel.
@@ -308,6 +310,7 @@ const (
 	fReqAttempt   = 9
 	fReqRequester = 10
 	fReqModule    = 11
+	fReqNoCache   = 12
 
 	fAckTaskID     = 1
 	fAckAccepted   = 2
@@ -324,6 +327,7 @@ const (
 	fResExecTime  = 6
 	fResExecutor  = 7
 	fResAttempt   = 8
+	fResCached    = 9
 
 	fCancelTaskID  = 1
 	fCancelAttempt = 2
@@ -360,6 +364,8 @@ func (m *Request) set(num protowire.Number, v fieldValue) (bool, error) {
 		return setBytes(&m.Requester, v), nil
 	case fReqModule:
 		return setBytes(&m.ModuleSHA256, v), nil
+	case fReqNoCache:
+		return setBool(&m.NoCache, v), nil
 	}
 	return false, nil
 }
@@ -400,6 +406,8 @@ func (m *Result) set(num protowire.Number, v fieldValue) (bool, error) {
 		return setBytes(&m.Executor, v), nil
 	case fResAttempt:
 		return setVarint(&m.Attempt, v), nil
+	case fResCached:
+		return setBool(&m.Cached, v), nil
 	}
 	return false, nil
 }
@@ -490,7 +498,8 @@ func (m *Request) size() int {
 		sizeVarint(fReqDeadline, uint64(m.DeadlineUnixMs)) +
 		sizeVarint(fReqAttempt, uint64(m.Attempt)) +
 		sizeBytes(fReqRequester, len(m.Requester)) +
-		sizeBytes(fReqModule, len(m.ModuleSHA256))
+		sizeBytes(fReqModule, len(m.ModuleSHA256)) +
+		sizeVarint(fReqNoCache, boolVarint(m.NoCache))
 	if m.trustBits() != 0 {
 		n += protowire.SizeTag(fReqMinTrust) + protowire.SizeFixed64()
 	}
@@ -511,7 +520,8 @@ func (m *Request) appendTo(b []byte) []byte {
 	}
 	b = appendVarint(b, fReqAttempt, uint64(m.Attempt))
 	b = appendBytes(b, fReqRequester, m.Requester)
-	return appendBytes(b, fReqModule, m.ModuleSHA256)
+	b = appendBytes(b, fReqModule, m.ModuleSHA256)
+	return appendVarint(b, fReqNoCache, boolVarint(m.NoCache))
 }
 
 func (m *Ack) size() int {
@@ -540,7 +550,8 @@ func (m *Result) size() int {
 		sizeBytes(fResErrorMsg, len(m.ErrorMessage)) +
 		sizeVarint(fResExecTime, uint64(m.ExecTimeUs)) +
 		sizeBytes(fResExecutor, len(m.Executor)) +
-		sizeVarint(fResAttempt, uint64(m.Attempt))
+		sizeVarint(fResAttempt, uint64(m.Attempt)) +
+		sizeVarint(fResCached, boolVarint(m.Cached))
 }
 
 func (m *Result) appendTo(b []byte) []byte {
@@ -551,7 +562,8 @@ func (m *Result) appendTo(b []byte) []byte {
 	b = appendBytes(b, fResErrorMsg, m.ErrorMessage)
 	b = appendVarint(b, fResExecTime, uint64(m.ExecTimeUs))
 	b = appendBytes(b, fResExecutor, m.Executor)
-	return appendVarint(b, fResAttempt, uint64(m.Attempt))
+	b = appendVarint(b, fResAttempt, uint64(m.Attempt))
+	return appendVarint(b, fResCached, boolVarint(m.Cached))
 }
 
 func (m *Cancel) size() int {

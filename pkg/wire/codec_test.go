@@ -28,7 +28,7 @@ func toProto(e *wire.Envelope) *cortexv1.Envelope {
 		return &cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
 			TaskId: nb(r.TaskID), SkillId: string(r.SkillID), SkillVersion: string(r.SkillVersion), Input: nb(r.Input),
 			InputKind: cortexv1.InputKind(r.InputKind), Priority: r.Priority, DeadlineUnixMs: r.DeadlineUnixMs,
-			MinTrust: r.MinTrust, Attempt: r.Attempt, Requester: nb(r.Requester), ModuleSha256: nb(r.ModuleSHA256),
+			MinTrust: r.MinTrust, Attempt: r.Attempt, Requester: nb(r.Requester), ModuleSha256: nb(r.ModuleSHA256), NoCache: r.NoCache,
 		}}}
 	case wire.KindAck:
 		a := &e.Ack
@@ -40,7 +40,7 @@ func toProto(e *wire.Envelope) *cortexv1.Envelope {
 		r := &e.Result
 		return &cortexv1.Envelope{Body: &cortexv1.Envelope_Result{Result: &cortexv1.TaskResult{
 			TaskId: nb(r.TaskID), Success: r.Success, Output: nb(r.Output), ErrorCode: cortexv1.ErrorCode(r.ErrorCode),
-			ErrorMessage: string(r.ErrorMessage), ExecTimeUs: r.ExecTimeUs, Executor: nb(r.Executor), Attempt: r.Attempt,
+			ErrorMessage: string(r.ErrorMessage), ExecTimeUs: r.ExecTimeUs, Executor: nb(r.Executor), Attempt: r.Attempt, Cached: r.Cached,
 		}}}
 	case wire.KindCancel:
 		return &cortexv1.Envelope{Body: &cortexv1.Envelope_Cancel{Cancel: &cortexv1.TaskCancel{
@@ -140,7 +140,7 @@ func codecSeeds(tb testing.TB) [][]byte {
 	}}})
 	wasmReq := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
 		TaskId: id, SkillId: "text.upper", InputKind: 2, DeadlineUnixMs: 1_900_000_000_000, Attempt: 1,
-		ModuleSha256: bytes.Repeat([]byte{0xab}, 32),
+		ModuleSha256: bytes.Repeat([]byte{0xab}, 32), NoCache: true,
 	}}})
 	shortModule := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Request{Request: &cortexv1.TaskRequest{
 		TaskId: id, ModuleSha256: []byte{1, 2, 3},
@@ -152,7 +152,7 @@ func codecSeeds(tb testing.TB) [][]byte {
 	}}})
 	res := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Result{Result: &cortexv1.TaskResult{
 		TaskId: id, Success: true, Output: []byte("out"), ErrorCode: -3, ErrorMessage: "héllo", ExecTimeUs: 1500,
-		Executor: []byte("peer"), Attempt: 1,
+		Executor: []byte("peer"), Attempt: 1, Cached: true,
 	}}})
 	cancel := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Cancel{Cancel: &cortexv1.TaskCancel{TaskId: id, Attempt: 4}}})
 	hb := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Heartbeat{Heartbeat: &cortexv1.TaskHeartbeat{

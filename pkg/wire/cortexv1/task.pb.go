@@ -313,6 +313,7 @@ type TaskRequest struct {
 	// older than this field ignores it and runs whatever module it holds
 	// under skill_id and skill_version.
 	ModuleSha256  []byte `protobuf:"bytes,11,opt,name=module_sha256,json=moduleSha256,proto3" json:"module_sha256,omitempty"` // empty or 32 bytes
+	NoCache       bool   `protobuf:"varint,12,opt,name=no_cache,json=noCache,proto3" json:"no_cache,omitempty"`               // the requester wants the skill run, not an answer from the executor's result cache
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -424,6 +425,13 @@ func (x *TaskRequest) GetModuleSha256() []byte {
 	return nil
 }
 
+func (x *TaskRequest) GetNoCache() bool {
+	if x != nil {
+		return x.NoCache
+	}
+	return false
+}
+
 // TaskAck answers a TaskRequest: accepted, or rejected with a reason. Sent
 // by the executor only, at most once per request, and never after the
 // request's TaskResult (see Answers above). An ack for an attempt not
@@ -527,6 +535,7 @@ type TaskResult struct {
 	ExecTimeUs    int64                  `protobuf:"varint,6,opt,name=exec_time_us,json=execTimeUs,proto3" json:"exec_time_us,omitempty"`                     // time spent running it
 	Executor      []byte                 `protobuf:"bytes,7,opt,name=executor,proto3" json:"executor,omitempty"`                                              // not believed: the requester takes the stream's remote peer as the executor
 	Attempt       uint32                 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`                                               // the request's attempt; 0 (from senders older than this field) matches any
+	Cached        bool                   `protobuf:"varint,9,opt,name=cached,proto3" json:"cached,omitempty"`                                                 // the executor answered from its result cache (work it had run before)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -615,6 +624,13 @@ func (x *TaskResult) GetAttempt() uint32 {
 		return x.Attempt
 	}
 	return 0
+}
+
+func (x *TaskResult) GetCached() bool {
+	if x != nil {
+		return x.Cached
+	}
+	return false
 }
 
 // TaskCancel asks the executor to stop a task it admitted from this
@@ -1053,7 +1069,7 @@ var File_cortex_v1_task_proto protoreflect.FileDescriptor
 
 const file_cortex_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x14cortex/v1/task.proto\x12\tcortex.v1\"\xf1\x02\n" +
+	"\x14cortex/v1/task.proto\x12\tcortex.v1\"\x8c\x03\n" +
 	"\vTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x19\n" +
 	"\bskill_id\x18\x02 \x01(\tR\askillId\x12#\n" +
@@ -1067,14 +1083,15 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\aattempt\x18\t \x01(\rR\aattempt\x12\x1c\n" +
 	"\trequester\x18\n" +
 	" \x01(\fR\trequester\x12#\n" +
-	"\rmodule_sha256\x18\v \x01(\fR\fmoduleSha256\"\xc9\x01\n" +
+	"\rmodule_sha256\x18\v \x01(\fR\fmoduleSha256\x12\x19\n" +
+	"\bno_cache\x18\f \x01(\bR\anoCache\"\xc9\x01\n" +
 	"\aTaskAck\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x1a\n" +
 	"\baccepted\x18\x02 \x01(\bR\baccepted\x12/\n" +
 	"\x06reason\x18\x03 \x01(\x0e2\x17.cortex.v1.RejectReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12$\n" +
 	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\x12\x18\n" +
-	"\aattempt\x18\x06 \x01(\rR\aattempt\"\x89\x02\n" +
+	"\aattempt\x18\x06 \x01(\rR\aattempt\"\xa1\x02\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x18\n" +
@@ -1086,7 +1103,8 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\fexec_time_us\x18\x06 \x01(\x03R\n" +
 	"execTimeUs\x12\x1a\n" +
 	"\bexecutor\x18\a \x01(\fR\bexecutor\x12\x18\n" +
-	"\aattempt\x18\b \x01(\rR\aattempt\"?\n" +
+	"\aattempt\x18\b \x01(\rR\aattempt\x12\x16\n" +
+	"\x06cached\x18\t \x01(\bR\x06cached\"?\n" +
 	"\n" +
 	"TaskCancel\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x18\n" +
