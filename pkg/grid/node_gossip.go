@@ -38,7 +38,7 @@ import (
 // and its gossip is ignored; below -50 this node does not publish to it;
 // below -100 every RPC from it is ignored (graylisted). One invalid
 // announcement (-20) silences gossip with the peer for a while; three (-180)
-// graylist it for about an hour. Peer exchange is off, so the PX threshold
+// graylist it for about 4 minutes (the penalty decays to 1% in an hour). Peer exchange is off, so the PX threshold
 // is only required by gossipsub to be set (+10).
 //
 // Validation: at most scoreValidateConcurrency capability announcements are

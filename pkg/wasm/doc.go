@@ -40,7 +40,7 @@
 // copied and stops the module, so a module writing 1 GiB costs no more
 // than the limit. Time: the earlier of the task's deadline and the
 // manifest's timeout stops the module, see below. Deterministic modules
-// get wazero's fake clocks (1 ms per reading from the epoch), sleeps that
+// get wazero's fake clocks (wall time from 2022-01-01T00:00:00Z, 1 ms per reading), sleeps that
 // return at once and a fixed-seed random source, so the same input gives
 // the same output anywhere; others get the real clocks, crypto/rand and
 // sleeps that end when the task does.

@@ -77,8 +77,8 @@ type Manifest struct {
 	InputSchema json.RawMessage `json:"input_schema,omitempty"`
 	// Limits asks for memory, time and I/O; the node clamps each.
 	Limits Limits `json:"limits,omitzero"`
-	// Deterministic modules see wazero's fake clock (which starts at the
-	// epoch and ticks 1ms per reading), a seeded random source and a sleep
+	// Deterministic modules see wazero's fake clock (wall time from
+	// 2022-01-01T00:00:00Z, ticking 1ms per reading), a seeded random source and a sleep
 	// that returns at once, so that the same input gives the same output
 	// on every node. A non-deterministic module gets the real clock,
 	// crypto/rand and real sleeps.
