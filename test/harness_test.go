@@ -46,6 +46,9 @@ type harnessConfig struct {
 	nodeOpts  []grid.NodeOption
 	orchOpts  []grid.OrchestratorOption
 	coordOpts []skill.CoordinatorOption
+	// dhtSearch makes the router ask the DHT (grid.Node.SearchProviders)
+	// when the capability table lists no provider, as the daemon wires it.
+	dhtSearch bool
 }
 
 // harnessNode is a whole cortexd node in this process, wired as the daemon
@@ -151,10 +154,17 @@ func (h *harnessNode) start(cfg harnessConfig) error {
 	}
 	h.Metrics = grid.NewMetricsTracker()
 	coordOpts := append([]skill.CoordinatorOption{skill.WithLogger(log)}, cfg.coordOpts...)
-	h.Coord, err = skill.NewCoordinator(skill.Deps{
+	deps := skill.Deps{
 		Self: h.ID, Registry: reg, Executor: h.Exec, Directory: h.Node,
 		Metrics: h.Metrics, Trust: h.Trust, Remote: h.Orch,
-	}, coordOpts...)
+	}
+	if cfg.dhtSearch {
+		if deps.Router, err = skill.NewRouter(h.ID, reg, h.Node, h.Trust, h.Metrics, nil,
+			skill.WithSearcher(h.Node, 5*time.Second)); err != nil {
+			return fmt.Errorf("new router: %w", err)
+		}
+	}
+	h.Coord, err = skill.NewCoordinator(deps, coordOpts...)
 	if err != nil {
 		return fmt.Errorf("new coordinator: %w", err)
 	}

@@ -1,33 +1,13 @@
 package test
 
 import (
-	"bytes"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// lockedBuffer is a bytes.Buffer for one writer and one reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestOpsMakeRunEndsQuietlyOnCtrlC runs `make run` as a terminal would,
 // in its own process group, and sends the group SIGINT as Ctrl-C does:
@@ -41,7 +21,7 @@ func TestOpsMakeRunEndsQuietlyOnCtrlC(t *testing.T) {
 	}
 	cmd := exec.Command("make", "--no-print-directory", "run", "NODES=2", "BIN="+filepath.Join(t.TempDir(), "cortexd"))
 	cmd.Dir = ".."
-	var out lockedBuffer
+	var out logBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
