@@ -142,11 +142,7 @@ func (r *SubmitRequest) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	var out SubmitRequest
-	for _, f := range [...]struct {
-		name string
-		raw  json.RawMessage
-		v    any
-	}{
+	if err := decodeFields([]rawField{
 		{"skill", raw.Skill, &out.Skill},
 		{"version", raw.Version, &out.Version},
 		{"input", raw.Input, &out.Input},
@@ -157,7 +153,24 @@ func (r *SubmitRequest) UnmarshalJSON(b []byte) error {
 		{"max_retries", raw.MaxRetries, &out.MaxRetries},
 		{"retry", raw.Retry, &out.Retry},
 		{"no_cache", raw.NoCache, &out.NoCache},
-	} {
+	}); err != nil {
+		return err
+	}
+	*r = out
+	return nil
+}
+
+// rawField is one field of a JSON object read strictly: its name, its
+// raw value (nil if absent) and where to decode it.
+type rawField struct {
+	name string
+	raw  json.RawMessage
+	v    any
+}
+
+// decodeFields decodes each present field, naming the first that fails.
+func decodeFields(fs []rawField) error {
+	for _, f := range fs {
 		if f.raw == nil {
 			continue
 		}
@@ -168,7 +181,6 @@ func (r *SubmitRequest) UnmarshalJSON(b []byte) error {
 			return fieldError(f.name, err)
 		}
 	}
-	*r = out
 	return nil
 }
 
@@ -191,22 +203,13 @@ func (p *RetryPolicy) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	var out RetryPolicy
-	for _, f := range [...]struct {
-		name string
-		raw  json.RawMessage
-		v    any
-	}{
+	if err := decodeFields([]rawField{
 		{"max_attempts", raw.MaxAttempts, &out.MaxAttempts},
 		{"base_backoff", raw.BaseBackoff, &out.BaseBackoff},
 		{"max_backoff", raw.MaxBackoff, &out.MaxBackoff},
 		{"retry_on", raw.RetryOn, &out.RetryOn},
-	} {
-		if f.raw == nil {
-			continue
-		}
-		if err := json.Unmarshal(f.raw, f.v); err != nil {
-			return fieldError(f.name, err)
-		}
+	}); err != nil {
+		return err
 	}
 	*p = out
 	return nil
