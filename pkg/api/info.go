@@ -56,7 +56,8 @@ func loadOf(l grid.Load) apiv1.Load {
 	return apiv1.Load{Queued: l.QueueDepth, InFlight: l.InFlight, Capacity: l.Capacity, Utilization: l.Utilization()}
 }
 
-// skills merges the local registry with what peers announce. A wasm skill
+// skills merges the local registry with what verified peers announce
+// (the providers the router may pick). A wasm skill
 // only peers offer gets the module its providers announce at its version,
 // when Deps.Node is a ModuleView.
 func (s *Server) skills(w http.ResponseWriter, _ *http.Request) {
@@ -82,6 +83,9 @@ func (s *Server) skills(w http.ResponseWriter, _ *http.Request) {
 	}
 	remote := map[string][]peer.ID{} // skill -> the peers that offer it
 	for _, pi := range s.deps.Node.Peers() {
+		if !pi.Verified {
+			continue // not a provider until identify shows it speaks the task protocol, as the router has it
+		}
 		for _, c := range pi.Skills {
 			sk := get(string(c.ID))
 			if sk.Version == "" {

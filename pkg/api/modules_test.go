@@ -33,14 +33,15 @@ var _ api.ModuleView = modNetwork{}
 
 func TestSkillsListTheModuleProvidersAnnounceForAWasmSkillNotHere(t *testing.T) {
 	e := newEngine(t)
-	a, b, c := test.RandPeerIDFatal(t), test.RandPeerIDFatal(t), test.RandPeerIDFatal(t)
+	a, b, c, d := test.RandPeerIDFatal(t), test.RandPeerIDFatal(t), test.RandPeerIDFatal(t), test.RandPeerIDFatal(t)
 	upper := []grid.SkillCapability{{ID: "text.upper", Version: "1.0.0"}}
 	net := modNetwork{Network: e.Node,
 		peers: []grid.PeerInfo{
-			{Peer: a, Skills: upper}, {Peer: b, Skills: upper}, {Peer: c, Skills: upper},
-			{Peer: c, Skills: []grid.SkillCapability{{ID: "echo", Version: "1.0.0"}}}, // echo is local, and no wasm skill
+			{Peer: a, Skills: upper, Verified: true}, {Peer: b, Skills: upper, Verified: true}, {Peer: c, Skills: upper, Verified: true},
+			{Peer: c, Skills: []grid.SkillCapability{{ID: "echo", Version: "1.0.0"}}, Verified: true}, // echo is local, and no wasm skill
+			{Peer: d, Skills: upper}, // not verified: no provider yet
 		},
-		mods: map[peer.ID][32]byte{a: {2}, b: {1}, c: {2}}, // they disagree: 02 twice, 01 once
+		mods: map[peer.ID][32]byte{a: {2}, b: {1}, c: {2}, d: {1}}, // they disagree: 02 twice, 01 once (d is not counted)
 	}
 	deps := e.Deps()
 	deps.Node = net
@@ -60,7 +61,7 @@ func TestSkillsListTheModuleProvidersAnnounceForAWasmSkillNotHere(t *testing.T) 
 		case "text.upper":
 			found = true
 			if sk.Local || sk.Module != want || len(sk.Providers) != 3 {
-				t.Errorf("text.upper = %+v; want not local, 3 providers, module %s (announced by 2 of them)", sk, want)
+				t.Errorf("text.upper = %+v; want not local, 3 providers (not the unverified one), module %s (announced by 2 of them)", sk, want)
 			}
 		case "echo":
 			if sk.Module != "" {
