@@ -113,6 +113,10 @@ func startDaemon(t testing.TB, bin, repo string, extra ...string) *daemonProc {
 	p.cmd = exec.Command(bin, append([]string{"--repo", repo, "daemon"}, extra...)...)
 	p.cmd.Stderr = p.stderr
 	p.cmd.Stdout = p.stderr
+	// A daemon killed with SIGKILL leaves its api file: wait for the new one.
+	if err := os.Remove(filepath.Join(repo, "api")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start daemon: %v", err)
 	}

@@ -660,22 +660,18 @@ func (d *daemon) observedLoad(p peer.ID) skill.ObservedLoad {
 }
 
 // keepResultCache fills rc from the store, as the previous run left it,
-// and saves it there at shutdown, after the coordinator has closed. A
-// kill -9 loses what was cached since the last clean shutdown.
+// and writes its changes through to the store from then on (within a
+// quarter second, so a kill -9 loses at most that much). The writer stops
+// at shutdown, after the coordinator has closed.
 func (d *daemon) keepResultCache(rc *skill.ResultCache) {
 	if d.store == nil {
 		return
 	}
-	var es []skill.CacheEntry
-	if ok, err := d.store.LoadResultCache(&es); err != nil {
-		d.log.Warn("cannot load the saved result cache; starting with an empty one", "err", err)
-	} else if ok {
-		d.log.Debug("result cache restored", "entries", rc.Restore(es))
+	w, n, err := rc.Persist(d.store, d.log.With("subsystem", "cache"))
+	if err != nil {
+		d.log.Warn("cannot load the saved result cache; it runs in memory only", "err", err)
+		return
 	}
-	d.addCloser("result cache", func() error {
-		if err := d.store.SaveResultCache(context.Background(), rc.Snapshot()); err != nil {
-			return fmt.Errorf("save the result cache: %w", err)
-		}
-		return nil
-	})
+	d.log.Debug("result cache restored", "entries", n)
+	d.addCloser("result cache", w.Close)
 }

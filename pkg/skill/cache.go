@@ -84,8 +84,9 @@ type CacheStats struct {
 // tasks running now, so that identical ones share one execution. Install
 // it on a coordinator with UseResultCache. It is safe for concurrent use.
 //
-// The cache is in memory; Snapshot and Restore carry it over a restart
-// (the daemon keeps the snapshot in its store at shutdown).
+// The cache is in memory; with Persist it writes its changes through to
+// a store in batches and starts from what the store holds, so that a
+// restart, even after kill -9, keeps it (less the last batch).
 type ResultCache struct {
 	max int64
 	ttl time.Duration
@@ -96,6 +97,10 @@ type ResultCache struct {
 	lru     list.List // of *cacheEntry, most recently used first
 	m       map[CacheKey]*list.Element
 	flights map[CacheKey]*flight
+	// journal holds the changes not yet written to the store (Persist):
+	// the entry to write, or nil to delete the key. nil: not persisted.
+	journal map[CacheKey]*cacheEntry
+	kick    chan struct{} // cap 1: the journal has changes
 
 	hits, shared, misses, evictions atomic.Uint64
 }
@@ -171,14 +176,30 @@ func (rc *ResultCache) putLocked(k CacheKey, r CachedResult) {
 		rc.removeLocked(rc.lru.Back())
 		rc.evictions.Add(1)
 	}
-	rc.m[k] = rc.lru.PushFront(&cacheEntry{key: k, res: r})
+	e := &cacheEntry{key: k, res: r}
+	rc.m[k] = rc.lru.PushFront(e)
 	rc.size += n
+	rc.noteLocked(k, e)
 }
 
 func (rc *ResultCache) removeLocked(el *list.Element) {
 	e := rc.lru.Remove(el).(*cacheEntry)
 	delete(rc.m, e.key)
 	rc.size -= e.res.size()
+	rc.noteLocked(e.key, nil)
+}
+
+// noteLocked records a change of k (e, or nil for a removal) for the
+// store, if the cache is persisted.
+func (rc *ResultCache) noteLocked(k CacheKey, e *cacheEntry) {
+	if rc.journal == nil {
+		return
+	}
+	rc.journal[k] = e
+	select {
+	case rc.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Stats returns the counters and the current contents' size.
@@ -224,47 +245,4 @@ func (k *CacheKey) UnmarshalText(b []byte) error {
 	}
 	_, err := hex.Decode(k[:], b)
 	return err
-}
-
-// CacheEntry is one entry of a Snapshot.
-type CacheEntry struct {
-	Key        CacheKey      `json:"key"`
-	Output     []byte        `json:"output"`
-	ExecutedBy peer.ID       `json:"executed_by,omitempty"`
-	Duration   time.Duration `json:"duration"`
-	StoredAt   time.Time     `json:"stored_at"`
-}
-
-// Snapshot returns the entries younger than the TTL, most recently used
-// first, for Restore after a restart. The outputs are shared with the
-// cache: they must not be changed.
-func (rc *ResultCache) Snapshot() []CacheEntry {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	now := rc.now()
-	out := make([]CacheEntry, 0, len(rc.m))
-	for el := rc.lru.Front(); el != nil; el = el.Next() {
-		e := el.Value.(*cacheEntry)
-		if now.Sub(e.res.StoredAt) < rc.ttl {
-			out = append(out, CacheEntry{Key: e.key, Output: e.res.Output, ExecutedBy: e.res.ExecutedBy, Duration: e.res.Duration, StoredAt: e.res.StoredAt})
-		}
-	}
-	return out
-}
-
-// Restore puts the entries of a Snapshot back, keeping their order of use
-// and dropping those older than the TTL or beyond MaxBytes; it returns
-// how many entries the cache holds then.
-func (rc *ResultCache) Restore(es []CacheEntry) int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	now := rc.now()
-	for i := len(es) - 1; i >= 0; i-- { // least recently used first
-		e := es[i]
-		if age := now.Sub(e.StoredAt); age < 0 || age >= rc.ttl {
-			continue
-		}
-		rc.putLocked(e.Key, CachedResult{Output: e.Output, ExecutedBy: e.ExecutedBy, Duration: e.Duration, StoredAt: e.StoredAt})
-	}
-	return len(rc.m)
 }

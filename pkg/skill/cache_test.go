@@ -2,15 +2,16 @@ package skill
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/store"
 )
 
 // caSkill is a deterministic skill that counts its runs and, if gate is
@@ -356,47 +357,108 @@ func BenchmarkCacheDedup(b *testing.B) {
 	b.ReportMetric(n, "tasks/op")
 }
 
-func TestCacheSnapshotRestoresEntriesInOrderOfUse(t *testing.T) {
+func TestCachePersistWritesChangesThroughAndRestores(t *testing.T) {
 	one := CachedResult{Output: make([]byte, 100)}
-	rc, err := NewResultCache(CacheConfig{MaxBytes: 2*one.size() + 10, TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
+	max := 2*one.size() + 10
+	dir := t.TempDir()
+	open := func() *store.Store {
+		st, err := store.Open(dir, store.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
 	}
 	now := time.Now()
-	rc.now = func() time.Time { return now }
+	clock := func() time.Time { return now }
 	p := rtPeers(t, 1)[0]
-	rc.Put(CacheKey{1}, CachedResult{Output: []byte("a"), ExecutedBy: p, Duration: time.Second})
-	rc.Put(CacheKey{2}, CachedResult{Output: []byte("b")})
-	rc.Get(CacheKey{1})
-	snap := rc.Snapshot()
-	b, err := json.Marshal(snap)
+
+	st := open()
+	rc, err := NewResultCache(CacheConfig{MaxBytes: max, TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back []CacheEntry
-	if err := json.Unmarshal(b, &back); err != nil {
+	rc.now = clock
+	w, n, err := rc.Persist(st, nil)
+	if err != nil || n != 0 {
+		t.Fatalf("Persist on an empty store: %d, %v", n, err)
+	}
+	rc.Put(CacheKey{1}, CachedResult{Output: []byte("a"), ExecutedBy: p, Duration: time.Second})
+	now = now.Add(time.Millisecond)
+	rc.Put(CacheKey{2}, CachedResult{Output: []byte("b")})
+	now = now.Add(time.Millisecond)
+	rc.Put(CacheKey{3}, one) // evicts 1, the least recently used
+	// The writer gets there by itself, without Close.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var keys []byte
+		_ = st.EachCache(func(k [32]byte, _ []byte) error { keys = append(keys, k[0]); return nil })
+		if string(keys) == "\x02\x03" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store holds keys %v, want [2 3]", keys)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := st.WriteCache(context.Background(), []store.CacheRecord{{Key: [32]byte{7}, Value: []byte("garbage")}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	again, _ := NewResultCache(CacheConfig{MaxBytes: 2*one.size() + 10, TTL: time.Minute})
-	again.now = rc.now
-	if n := again.Restore(back); n != 2 {
-		t.Fatalf("Restore kept %d entries, want 2", n)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
-	if r, ok := again.Get(CacheKey{1}); !ok || string(r.Output) != "a" || r.ExecutedBy != p || r.Duration != time.Second {
-		t.Fatalf("restored entry 1 = %+v, %v", r, ok)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
 	}
-	again.Get(CacheKey{2})
-	again.Put(CacheKey{3}, one) // evicts 1, now the least recently used
+
+	st = open()
+	defer st.Close()
+	again, _ := NewResultCache(CacheConfig{MaxBytes: max, TTL: time.Minute})
+	again.now = clock
+	w, n, err = again.Persist(st, nil)
+	if err != nil || n != 2 {
+		t.Fatalf("Persist after reopen restored %d entries (%v), want 2", n, err)
+	}
+	defer w.Close()
+	if r, ok := again.Get(CacheKey{2}); !ok || string(r.Output) != "b" {
+		t.Fatalf("restored entry 2 = %+v, %v", r, ok)
+	}
 	if _, ok := again.Get(CacheKey{1}); ok {
-		t.Error("the order of use was not restored")
+		t.Fatal("the evicted entry came back")
+	}
+
+	// Past the TTL nothing is restored, and the store is emptied (the
+	// undecodable entry went at the last Persist).
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
 	now = now.Add(time.Minute)
-	if n := len(rc.Snapshot()); n != 0 {
-		t.Errorf("snapshot holds %d expired entries", n)
-	}
 	late, _ := NewResultCache(CacheConfig{TTL: time.Minute})
-	late.now = rc.now
-	if n := late.Restore(back); n != 0 {
-		t.Errorf("Restore kept %d entries past their TTL", n)
+	late.now = clock
+	w, n, err = late.Persist(st, nil)
+	if err != nil || n != 0 {
+		t.Fatalf("Persist past the TTL restored %d (%v), want 0", n, err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	left := 0
+	_ = st.EachCache(func([32]byte, []byte) error { left++; return nil })
+	if left != 0 {
+		t.Fatalf("store still holds %d entries past their TTL", left)
+	}
+}
+
+func TestCacheEntryCodecRoundTripsAndRefusesTruncation(t *testing.T) {
+	p := rtPeers(t, 1)[0]
+	in := CachedResult{Output: []byte("out"), ExecutedBy: p, Duration: 3 * time.Second, StoredAt: time.Unix(1700000000, 5)}
+	b := encodeCacheEntry(&in)
+	got, err := decodeCacheEntry(b)
+	if err != nil || string(got.Output) != "out" || got.ExecutedBy != p || got.Duration != in.Duration || !got.StoredAt.Equal(in.StoredAt) {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	for n := range 17 + 2 {
+		if _, err := decodeCacheEntry(b[:n]); err == nil {
+			t.Errorf("decoded %d bytes of an entry", n)
+		}
 	}
 }

@@ -13,7 +13,6 @@ import (
 var (
 	blobTrust   = []byte("trust")
 	blobMetrics = []byte("metrics")
-	blobCache   = []byte("result_cache")
 )
 
 // SaveTrust replaces the stored trust snapshot (the trust graph and skill
@@ -51,26 +50,6 @@ func (s *Store) LoadMetrics(v any) (ok bool, err error) {
 	ok, err = s.getJSON(blobMetrics, v)
 	if err != nil {
 		return false, fmt.Errorf("load metrics: %w", err)
-	}
-	return ok, nil
-}
-
-// SaveResultCache replaces the stored result cache with v encoded as JSON
-// (the entries of a skill.ResultCache's Snapshot) and returns once it is
-// on disk.
-func (s *Store) SaveResultCache(ctx context.Context, v any) error {
-	if err := s.putJSON(ctx, blobCache, v); err != nil {
-		return fmt.Errorf("save result cache: %w", err)
-	}
-	return nil
-}
-
-// LoadResultCache decodes the stored result cache into v, a pointer; ok is
-// false if none was saved (v is then untouched).
-func (s *Store) LoadResultCache(v any) (ok bool, err error) {
-	ok, err = s.getJSON(blobCache, v)
-	if err != nil {
-		return false, fmt.Errorf("load result cache: %w", err)
 	}
 	return ok, nil
 }

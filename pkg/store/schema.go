@@ -27,12 +27,21 @@ var (
 	bucketRPending = []byte("rpending") // remoteKey -> empty: results to deliver
 	bucketRDone    = []byte("rdone")    // finished + remoteKey -> empty: prune order
 	bucketBlobs    = []byte("blobs")    // name -> JSON (trust, metrics)
+	bucketCache    = []byte("cache")    // result cache key -> entry (see cache.go)
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketSpec, bucketStatus, bucketLive, bucketCreated, bucketDone,
 		bucketRemote, bucketRLive, bucketRPending, bucketRDone, bucketBlobs,
 	}
 	keySchema = []byte("schema")
+
+	// addedBuckets came after schema 1 was first written: Open creates
+	// them in a file that lacks them, which needs no migration.
+	addedBuckets = [][]byte{bucketCache}
+	// legacyBlobs are blobs an earlier build wrote and this one no
+	// longer reads: Open deletes them (the result cache was one JSON
+	// blob, rewritten whole at shutdown, before it had its bucket).
+	legacyBlobs = [][]byte{[]byte("result_cache")}
 )
 
 // checkSchema initializes an empty file, or checks that a file holds a
@@ -68,11 +77,14 @@ func checkSchema(db *bolt.DB) error {
 		}
 		return nil
 	})
-	if err != nil || !empty {
+	if err != nil {
 		return err
 	}
+	if !empty {
+		return upgrade(db)
+	}
 	return db.Update(func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
+		for _, name := range append(allBuckets, addedBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %q: %w", name, err)
 			}
@@ -81,11 +93,42 @@ func checkSchema(db *bolt.DB) error {
 	})
 }
 
+// upgrade creates the addedBuckets a file of schema 1 lacks and deletes
+// its legacyBlobs. It writes only when there is something to do.
+func upgrade(db *bolt.DB) error {
+	var todo bool
+	_ = db.View(func(tx *bolt.Tx) error {
+		for _, name := range addedBuckets {
+			todo = todo || tx.Bucket(name) == nil
+		}
+		for _, name := range legacyBlobs {
+			todo = todo || tx.Bucket(bucketBlobs).Get(name) != nil
+		}
+		return nil
+	})
+	if !todo {
+		return nil
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		for _, name := range addedBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %q: %w", name, err)
+			}
+		}
+		for _, name := range legacyBlobs {
+			if err := tx.Bucket(bucketBlobs).Delete(name); err != nil {
+				return fmt.Errorf("delete legacy blob %q: %w", name, err)
+			}
+		}
+		return nil
+	})
+}
+
 // buckets are the buckets of one transaction.
 type buckets struct {
 	spec, status, live, created, done *bolt.Bucket
 	remote, rlive, rpending, rdone    *bolt.Bucket
-	blobs                             *bolt.Bucket
+	blobs, cache                      *bolt.Bucket
 }
 
 func bucketsOf(tx *bolt.Tx) buckets {
@@ -94,6 +137,6 @@ func bucketsOf(tx *bolt.Tx) buckets {
 		created: tx.Bucket(bucketCreated), done: tx.Bucket(bucketDone),
 		remote: tx.Bucket(bucketRemote), rlive: tx.Bucket(bucketRLive),
 		rpending: tx.Bucket(bucketRPending), rdone: tx.Bucket(bucketRDone),
-		blobs: tx.Bucket(bucketBlobs),
+		blobs: tx.Bucket(bucketBlobs), cache: tx.Bucket(bucketCache),
 	}
 }

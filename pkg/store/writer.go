@@ -31,6 +31,7 @@ const (
 	opMarkDelivered
 	opForgetRemote
 	opPutBlob
+	opCache
 	opSync
 )
 
@@ -47,6 +48,8 @@ type op struct {
 	delivered bool
 	name      []byte
 	blob      []byte
+	puts      []CacheRecord
+	dels      [][32]byte
 
 	done  func(error) // async ops
 	async bool
@@ -299,6 +302,8 @@ func (w *writeTx) apply(o *op) error {
 		return w.forgetRemote(o.from, o.id)
 	case opPutBlob:
 		return w.b.blobs.Put(o.name, o.blob)
+	case opCache:
+		return w.cache(o.puts, o.dels)
 	case opSync:
 		return nil
 	}
