@@ -127,7 +127,7 @@ func startDaemon(t testing.TB, bin, repo string, extra ...string) *daemonProc {
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("daemon %s log:\n%s", repo, lastLines(p.stderr.String(), 60))
+			t.Logf("daemon %s log (pubsub lines left out):\n%s", repo, lastLines(withoutPubsub(p.stderr.String()), 60))
 		}
 	})
 	pollUntil(t, 30*time.Second, "daemon writes "+filepath.Join(repo, "api"), func() error {
@@ -141,6 +141,19 @@ func startDaemon(t testing.TB, bin, repo string, extra ...string) *daemonProc {
 		return err
 	})
 	return p
+}
+
+// withoutPubsub drops the log lines of go-libp2p-pubsub's own debug
+// logging, which crowd out the daemon's in a failed test's output.
+func withoutPubsub(s string) string {
+	lines := strings.Split(s, "\n")
+	out := lines[:0]
+	for _, l := range lines {
+		if !strings.Contains(l, "component=grid.pubsub") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func lastLines(s string, n int) string {
