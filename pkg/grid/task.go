@@ -24,8 +24,9 @@ func NewTaskID() TaskID {
 // String returns the ID as 64 lowercase hex digits.
 func (id TaskID) String() string { return hex.EncodeToString(id[:]) }
 
-// Short returns the first 12 hex digits, for logs.
-func (id TaskID) Short() string { return hex.EncodeToString(id[:6]) }
+// Short returns the last 12 hex digits, for logs. The last bytes, because
+// the coordinator's IDs begin with its clock and the tail is the random part.
+func (id TaskID) Short() string { return hex.EncodeToString(id[len(id)-6:]) }
 
 // IsZero reports whether id is the zero ID.
 func (id TaskID) IsZero() bool { return id == TaskID{} }

@@ -251,7 +251,9 @@ func TestCoordinatorDegradesGracefully(t *testing.T) {
 			ids := rtPeers(t, 2)
 			a, b := ids[0], ids[1]
 			dir := &fDirectory{m: coRemoteDir(a)}
-			e := newFailEnv(t, dir, 2)
+			// a's breaker stays open past the backoff, so a half-open probe
+			// of a never comes first.
+			e := newFailEnv(t, dir, 2, WithCircuitBreaker(2, 10*time.Minute))
 			e.del.behave[a] = coFailWith(errors.New("connection reset"))
 			e.del.behave[b] = coSucceedAs(b)
 			openBreaker(t, e, a, 2)
@@ -261,7 +263,9 @@ func TestCoordinatorDegradesGracefully(t *testing.T) {
 				t.Fatalf("state = %s after %d attempts; want retrying after 0 while no provider is usable", st.State, st.Attempts)
 			}
 			dir.set(coRemoteDir(a, b))
-			res, err := e.wait(t, id)
+			// The task sits out a backoff (up to the 30 s maximum, drawn at
+			// random) before it looks at the providers again.
+			res, err := e.waitUpTo(t, id, 50*time.Second)
 			if err != nil || res.ExecutedBy != b || res.Attempts != 1 {
 				t.Fatalf("Wait = %+v, %v; want success on b at the first attempt", res, err)
 			}

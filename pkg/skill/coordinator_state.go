@@ -127,14 +127,15 @@ type ListFilter struct {
 type record struct {
 	task *SkillTask // its Deadline() is the task's
 
-	state    TaskState
-	attempts int32
-	updated  int64   // when state last changed, Unix ns
-	peer     peer.ID // node of the current or last attempt
-	result   SkillResult
-	err      error         // nil on success
-	waiters  *resultWaiter // blocked Wait calls, woken when terminal
-	unsaved  bool          // terminal, but not yet on disk (with a store)
+	state      TaskState
+	attempts   int32
+	updated    int64   // when state last changed, Unix ns
+	peer       peer.ID // node of the current or last attempt
+	result     SkillResult
+	err        error         // nil on success
+	waiters    *resultWaiter // blocked Wait calls, woken when terminal
+	unsaved    bool          // terminal, but not yet on disk (with a store)
+	unrecorded bool          // its record could not be written: its end is not written either
 
 	// The current attempt: job for a local one, cancel for a remote one.
 	job    *Job

@@ -38,7 +38,65 @@ const restartedMessage = "executor restarted"
 // queued here), and storeBeginLocked writes nothing for it: a local task
 // costs two writes, Accept and its result.
 func (c *DelegationCoordinator) acceptStored(ctx context.Context, t *SkillTask, local bool) error {
-	rec := store.TaskRecord{
+	if err := c.cfg.store.Accept(context.WithoutCancel(ctx), c.taskRecord(t, local)); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("task ID is in use: %w", grid.ErrDuplicateTask)
+		}
+		return fmt.Errorf("record task: %w", err)
+	}
+	return nil
+}
+
+// submitLocalStored is submitNew for a task that starts here, with a
+// store and an ID this node generated: its acceptance and its run
+// overlap. The record is queued, the task starts at once, and SubmitTask
+// returns once the record is on disk, as with acceptStored. A task that
+// finishes before the writer takes its record has its result committed in
+// the same transaction: one fsync per task rather than two. Running before
+// the record is on disk is safe: the caller has no answer yet, and if the
+// record cannot be written the task is canceled and SubmitTask fails. (An
+// ID the caller chose takes acceptStored's path: only the store knows of
+// a finished task of that ID that memory has let go, and such a task must
+// not run.)
+func (c *DelegationCoordinator) submitLocalStored(t *SkillTask, cand Candidate, now time.Time) (TaskID, error) {
+	rec := c.taskRecord(t, true)
+	accepted := make(chan error, 1)
+	c.cfg.store.AcceptAsync(rec, func(err error) { accepted <- err })
+	err := c.submitTo(t, cand, now, false, c.remote != nil)
+	aerr := <-accepted
+	switch {
+	case aerr != nil:
+		if err == nil {
+			c.cancelUnrecorded(t.ID)
+		}
+		if errors.Is(aerr, store.ErrExists) {
+			aerr = fmt.Errorf("task ID is in use: %w", grid.ErrDuplicateTask)
+		}
+		return TaskID{}, fmt.Errorf("submit task %s: record task: %w", t.ID.Short(), aerr)
+	case err != nil:
+		c.failStored(t, err)
+		return TaskID{}, fmt.Errorf("submit task %s: %w", t.ID.Short(), err)
+	}
+	return t.ID, nil
+}
+
+// cancelUnrecorded ends task id, started before its record could not be
+// written: it is canceled, and its end is not written (there is no record
+// to write it to).
+func (c *DelegationCoordinator) cancelUnrecorded(id TaskID) {
+	s := c.tasks.shard(id)
+	s.mu.Lock()
+	if r := s.get(id); r != nil {
+		r.unrecorded = true
+	}
+	s.mu.Unlock()
+	_ = c.Cancel(id)
+}
+
+// taskRecord is the store's record of t, newly accepted; local says that
+// its first attempt is here.
+func (c *DelegationCoordinator) taskRecord(t *SkillTask, local bool) *store.TaskRecord {
+	rec := &store.TaskRecord{
 		ID: t.ID, Skill: string(t.Skill), Version: t.Version, InputKind: t.Input.Kind, Input: t.Input.Data,
 		Priority: t.Priority, Timeout: t.Timeout, MinTrust: t.MinTrust, MaxRetries: t.MaxRetries,
 		Requester: t.Requester, CreatedAt: t.CreatedAt, State: store.StateQueued,
@@ -46,13 +104,7 @@ func (c *DelegationCoordinator) acceptStored(ctx context.Context, t *SkillTask, 
 	if local {
 		rec.Attempt, rec.Peer = 1, c.self
 	}
-	if err := c.cfg.store.Accept(context.WithoutCancel(ctx), &rec); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return fmt.Errorf("task ID is in use: %w", grid.ErrDuplicateTask)
-		}
-		return fmt.Errorf("record task: %w", err)
-	}
-	return nil
+	return rec
 }
 
 // failStored records that the submission of t failed with err, so that
@@ -88,7 +140,7 @@ func (c *DelegationCoordinator) storeRetryLocked(r *record) {
 // is not written: it stays live on disk and the next Start resumes it.
 // The shard lock must be held.
 func (c *DelegationCoordinator) storeFinishLocked(r *record) {
-	if r.state == StateCanceled && c.closing.Load() {
+	if (r.state == StateCanceled && c.closing.Load()) || r.unrecorded {
 		return
 	}
 	res := &r.result

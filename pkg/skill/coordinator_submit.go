@@ -3,6 +3,7 @@ package skill
 import (
 	"context"
 	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -46,7 +47,7 @@ func (c *DelegationCoordinator) SubmitTask(ctx context.Context, t *SkillTask) (T
 	now := time.Now()
 	chosenID := !t.ID.IsZero()
 	if !chosenID {
-		t.ID = newTaskID()
+		t.ID = newTaskID(now)
 	}
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = now
@@ -87,6 +88,9 @@ func (c *DelegationCoordinator) submitNew(ctx context.Context, t *SkillTask, loc
 		}
 		return TaskID{}, fmt.Errorf("submit task: %w", err)
 	}
+	if c.cfg.store != nil && cand.Local && !chosenID {
+		return c.submitLocalStored(t, cand, now)
+	}
 	if c.cfg.store != nil {
 		if err := c.acceptStored(ctx, t, cand.Local); err != nil {
 			return TaskID{}, fmt.Errorf("submit task %s: %w", t.ID.Short(), err)
@@ -109,15 +113,19 @@ var idSources = sync.Pool{New: func() any {
 	return rand.NewChaCha8(seed)
 }}
 
-// newTaskID returns a random task ID, as grid.NewTaskID does, from a
-// ChaCha8 generator seeded from crypto/rand: a cryptographically strong
-// generator that erases its past keys as it goes, so the IDs are as hard to
-// guess, at about a third of the cost of reading crypto/rand for each.
-func newTaskID() TaskID {
+// newTaskID returns a task ID that begins with now in nanoseconds
+// (big-endian), so the store's B+tree appends instead of writing pages at
+// random: with the store on, a random ID made every commit rewrite scattered
+// leaf pages, and local throughput was a third of what it is now. The other
+// 24 bytes are random, from a ChaCha8 generator seeded from crypto/rand: a
+// cryptographically strong generator that erases its past keys as it goes,
+// at about a third of the cost of reading crypto/rand for each.
+func newTaskID(now time.Time) TaskID {
 	var id TaskID
 	g := idSources.Get().(*rand.ChaCha8)
-	_, _ = g.Read(id[:]) // never fails
+	_, _ = g.Read(id[8:]) // never fails
 	idSources.Put(g)
+	binary.BigEndian.PutUint64(id[:8], uint64(now.UnixNano()))
 	return id
 }
 

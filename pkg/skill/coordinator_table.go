@@ -75,7 +75,7 @@ func (t *taskTable) newGen() *generation {
 	return &generation{m: make(map[uint64]*record, t.genSize)}
 }
 
-func (t *taskTable) shard(id TaskID) *taskShard { return &t.shards[int(id[0])&t.mask] }
+func (t *taskTable) shard(id TaskID) *taskShard { return &t.shards[int(id[31])&t.mask] }
 
 func recordKey(id TaskID) uint64 { return binary.LittleEndian.Uint64(id[8:]) }
 

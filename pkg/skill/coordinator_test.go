@@ -166,7 +166,14 @@ func (e *coEnv) submit(tb testing.TB, t *SkillTask) TaskID {
 
 func (e *coEnv) wait(tb testing.TB, id TaskID) (*SkillResult, error) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return e.waitUpTo(tb, id, 10*time.Second)
+}
+
+// waitUpTo is wait with a longer bound, for a task that may be sitting out
+// a retry backoff (drawn at random, so its length varies from run to run).
+func (e *coEnv) waitUpTo(tb testing.TB, id TaskID, d time.Duration) (*SkillResult, error) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	res, err := e.c.Wait(ctx, id)
 	if errors.Is(err, context.DeadlineExceeded) {

@@ -31,6 +31,26 @@ func (s *Store) Accept(ctx context.Context, rec *TaskRecord) error {
 	return nil
 }
 
+// AcceptAsync queues rec as Accept does and returns at once; done (not
+// nil) is called with Accept's outcome once rec is on disk or has failed,
+// on the writer goroutine or, if rec cannot be queued, at once. Writes
+// queued after it apply after it, so a task's later changes may be queued
+// before done is called. rec must not be changed until then.
+func (s *Store) AcceptAsync(rec *TaskRecord, done func(error)) {
+	if err := checkTask(rec); err != nil {
+		done(fmt.Errorf("accept task: %w", err))
+		return
+	}
+	o := s.getOp(opAccept)
+	o.task = rec
+	s.doAsync(o, func(err error) {
+		if err != nil {
+			err = fmt.Errorf("accept task %s: %w", rec.ID.Short(), err)
+		}
+		done(err)
+	})
+}
+
 func checkTask(r *TaskRecord) error {
 	if r == nil {
 		return fmt.Errorf("record is nil: %w", ErrInvalid)
