@@ -11,7 +11,7 @@ IMAGE         ?= cortexd:latest
 NODES         ?= 3
 BENCHTIME     ?= 2s
 
-.PHONY: help build test test-short bench bench-daemon lint proto proto-check run image clean
+.PHONY: help build test test-short bench bench-daemon scale lint proto proto-check run image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,11 @@ bench: ## benchmarks with their in-run baselines (set BENCHTIME to change)
 
 bench-daemon: ## the task path through two cortexd processes as the daemon runs it, local run as baseline
 	$(GO) test -run '^$$' -bench Daemon -benchtime 2000x ./test/
+
+SCALE_NODES    ?= 200
+SCALE_DURATION ?= 5m
+scale: ## the scale harness: SCALE_NODES nodes in one process under load and 10%/min churn for SCALE_DURATION, checked against issue 15's goals
+	$(GO) test -run 'TestScale$$' -count=1 -timeout 90m -v ./test/ -args -scale.nodes $(SCALE_NODES) -scale.duration $(SCALE_DURATION) -scale.strict
 
 lint: ## gofmt, go vet and staticcheck $(STATICCHECK) (installed into GOBIN if missing)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
