@@ -49,6 +49,8 @@ type harnessConfig struct {
 	// dhtSearch makes the router ask the DHT (grid.Node.SearchProviders)
 	// when the capability table lists no provider, as the daemon wires it.
 	dhtSearch bool
+	// startWait bounds the start; 0 means harnessWait.
+	startWait time.Duration
 }
 
 // harnessNode is a whole cortexd node in this process, wired as the daemon
@@ -99,7 +101,11 @@ func newHarnessNode(t testing.TB, cfg harnessConfig) *harnessNode {
 // as soon as it runs.
 func (h *harnessNode) start(cfg harnessConfig) error {
 	log := harnessLogger()
-	ctx, cancel := context.WithTimeout(context.Background(), harnessWait)
+	wait := cfg.startWait
+	if wait == 0 {
+		wait = harnessWait
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 
 	reg, err := harnessRegistry(cfg)

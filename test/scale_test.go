@@ -210,7 +210,7 @@ func (g *scaleGrid) add(role int) *scaleMember {
 // time.
 func (g *scaleGrid) startMany(k int) {
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
+	sem := make(chan struct{}, 4)
 	errs := make(chan error, k)
 	for i := range k {
 		role := roleWorker
@@ -243,7 +243,13 @@ func (g *scaleGrid) startMember(role int) (*scaleMember, error) {
 			grid.WithAnnounceInterval(grid.DefaultAnnounceInterval), grid.WithCapabilityTTL(0),
 			grid.WithConnManager(scaleConnLow, scaleConnHigh, 30*time.Second),
 		},
-		orchOpts: []grid.OrchestratorOption{grid.WithPeerPolicy(unlimitedRate)},
+		orchOpts:  []grid.OrchestratorOption{grid.WithPeerPolicy(unlimitedRate)},
+		startWait: time.Minute, // hundreds of nodes starting share two cores
+	}
+	if role == roleBoot {
+		// Every node dials the bootstrap set first: like real bootstrap
+		// nodes, they keep more connections.
+		cfg.nodeOpts[2] = grid.WithConnManager(4*scaleConnHigh, 8*scaleConnHigh, 30*time.Second)
 	}
 	if role == roleWorker {
 		cfg.builtins = []reputation.SkillID{"echo"}
