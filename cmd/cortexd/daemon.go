@@ -351,7 +351,9 @@ type graphOpinions struct{ d *daemon }
 
 var _ grid.OpinionGraph = graphOpinions{}
 
-func (g graphOpinions) LocalOpinions(max int) map[peer.ID]float64 { return g.d.trust.LocalOpinions(max) }
+func (g graphOpinions) LocalOpinions(max int) map[peer.ID]float64 {
+	return g.d.trust.LocalOpinions(max)
+}
 
 func (g graphOpinions) SetPeerOpinions(from peer.ID, local map[peer.ID]float64) {
 	g.d.trust.SetPeerOpinions(from, local)
