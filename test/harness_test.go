@@ -51,7 +51,16 @@ type harnessConfig struct {
 	dhtSearch bool
 	// startWait bounds the start; 0 means harnessWait.
 	startWait time.Duration
+	// opinions, if not 0, makes the node share its trust opinions every
+	// opinions and feed others' to its trust graph, which then
+	// recomputes global trust every harnessRecompute, as the daemon wires
+	// it.
+	opinions time.Duration
 }
+
+// harnessRecompute is how often a node with opinions recomputes global
+// trust.
+const harnessRecompute = 100 * time.Millisecond
 
 // harnessNode is a whole cortexd node in this process, wired as the daemon
 // wires one: a grid.Node on loopback, an orchestrator whose handler
@@ -117,6 +126,17 @@ func (h *harnessNode) start(cfg harnessConfig) error {
 	if err != nil {
 		return fmt.Errorf("generate identity: %w", err)
 	}
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("peer ID of the identity: %w", err)
+	}
+	trustOpts := []reputation.Option{reputation.WithLogger(log)}
+	if cfg.opinions > 0 {
+		trustOpts = append(trustOpts, reputation.WithRecomputeInterval(harnessRecompute))
+	}
+	if h.Trust, err = reputation.NewGraph(id, trustOpts...); err != nil {
+		return fmt.Errorf("new trust graph: %w", err)
+	}
 	nodeOpts := []grid.NodeOption{
 		grid.WithListenAddrs("/ip4/127.0.0.1/tcp/0"),
 		grid.WithAnnounceInterval(harnessAnnounce),
@@ -125,6 +145,13 @@ func (h *harnessNode) start(cfg harnessConfig) error {
 	}
 	for _, b := range cfg.bootstrap {
 		nodeOpts = append(nodeOpts, grid.WithBootstrapPeers(b.addrInfo()))
+	}
+	if cfg.opinions > 0 {
+		nodeOpts = append(nodeOpts, grid.WithTrustOpinions(h.Trust, cfg.opinions))
+		if err := h.Trust.Start(ctx); err != nil {
+			return fmt.Errorf("start trust graph: %w", err)
+		}
+		h.addCloser(h.Trust.Close)
 	}
 	if h.Node, err = grid.NewNode(key, append(nodeOpts, cfg.nodeOpts...)...); err != nil {
 		return fmt.Errorf("new node: %w", err)
@@ -154,9 +181,6 @@ func (h *harnessNode) start(cfg harnessConfig) error {
 	}
 	if h.Exec, err = skill.NewExecutor(reg, h.ID, skill.WithWorkers(workers), skill.WithExecLogger(log)); err != nil {
 		return fmt.Errorf("new executor: %w", err)
-	}
-	if h.Trust, err = reputation.NewGraph(h.ID, reputation.WithLogger(log)); err != nil {
-		return fmt.Errorf("new trust graph: %w", err)
 	}
 	h.Metrics = grid.NewMetricsTracker()
 	coordOpts := append([]skill.CoordinatorOption{skill.WithLogger(log)}, cfg.coordOpts...)

@@ -200,6 +200,9 @@ func (d *daemon) buildGrid() error {
 		// table asks only after Start.
 		grid.WithPeerTrust(func(p peer.ID) float64 { return d.trust.Trust(p) }),
 	}
+	if c.PubSub.Enabled {
+		opts = append(opts, grid.WithTrustOpinions(graphOpinions{d}, c.Trust.OpinionInterval))
+	}
 	if d.prom != nil {
 		opts = append(opts, grid.WithPrometheusRegisterer(d.prom))
 	}
@@ -342,6 +345,29 @@ func peerLimits(l config.PeerLimits) grid.PeerLimits {
 // called only once the coordinator (which owns the queue) exists.
 func (d *daemon) localLoad() grid.Load { return d.coord.LocalLoad() }
 
+// graphOpinions is the node's trust opinion graph: d.trust, which is built
+// after the node; the node shares and receives opinions only after Start.
+type graphOpinions struct{ d *daemon }
+
+var _ grid.OpinionGraph = graphOpinions{}
+
+func (g graphOpinions) LocalOpinions(max int) map[peer.ID]float64 {
+	return g.d.trust.LocalOpinions(max)
+}
+
+func (g graphOpinions) SetPeerOpinions(from peer.ID, local map[peer.ID]float64) {
+	g.d.trust.SetPeerOpinions(from, local)
+}
+
+// spotChecks is the coordinator's spot-check configuration from trust.
+func (d *daemon) spotChecks() skill.SpotCheckConfig {
+	sc := skill.SpotCheckConfig{Rate: d.cfg.Trust.SpotCheckRate}
+	for _, s := range d.cfg.Trust.SpotCheckSkills {
+		sc.Deterministic = append(sc.Deterministic, reputation.SkillID(s))
+	}
+	return sc
+}
+
 // loadKey reads the identity key at keyFile (relative to dir). It never
 // creates one: a repo without its key is refused, so that a node cannot
 // silently come up as a new peer. A key file that group or others may
@@ -435,6 +461,7 @@ func (d *daemon) start(ctx context.Context) (err error) {
 		skill.WithCircuitBreaker(d.cfg.Breaker.Failures, d.cfg.Breaker.OpenFor),
 		skill.WithLogger(d.log),
 		skill.WithStore(d.store),
+		skill.WithSpotChecks(d.spotChecks()),
 	)
 	if err != nil {
 		return fmt.Errorf("build coordinator: %w", err)

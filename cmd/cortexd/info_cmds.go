@@ -149,8 +149,21 @@ func (a *app) printMetrics(m *apiv1.Metrics) error {
 func (a *app) trustCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "trust [PEER]",
-		Short: "Show the trust this node has in its peers, or in one peer",
-		Args:  maxArgs(argPeer),
+		Short: "Show the trust this node has in its peers, or in one peer: local evidence, others' opinions, global value",
+		Long: `trust lists the peers this node holds trust evidence about. With PEER it
+shows what goes into that peer's trust:
+
+  local evidence   the outcomes of tasks this node gave it (lifetime counts),
+                   and the decayed satisfaction and unsatisfaction they leave
+                   (a wrong result, found by an output check or a spot check,
+                   weighs 4)
+  opinions         what other peers shared about it on the trust gossip: the
+                   share of their local trust it gets, and how much each
+                   opinion weighs here (the sharer's global trust, and how
+                   fresh the opinion is)
+  global           its share of the EigenTrust vector computed from both
+  trust            the score in [0, 1] routing and admission use`,
+		Args: maxArgs(argPeer),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client) error {
 				var entries []apiv1.TrustEntry
@@ -162,15 +175,14 @@ func (a *app) trustCommand() *cobra.Command {
 					if a.asJSON {
 						return a.printJSON(e)
 					}
-					entries = []apiv1.TrustEntry{*e}
-				} else {
-					var err error
-					if entries, err = c.Trust(ctx); err != nil {
-						return err
-					}
-					if a.asJSON {
-						return a.printJSON(entries)
-					}
+					return a.printTrustOf(e)
+				}
+				entries, err := c.Trust(ctx)
+				if err != nil {
+					return err
+				}
+				if a.asJSON {
+					return a.printJSON(entries)
 				}
 				rows := make([][]string, 0, len(entries))
 				for _, e := range entries {
@@ -182,6 +194,35 @@ func (a *app) trustCommand() *cobra.Command {
 			})
 		}),
 	}
+}
+
+// printTrustOf prints one peer's trust: local evidence, others' opinions
+// and the global value.
+func (a *app) printTrustOf(e *apiv1.TrustEntry) error {
+	last := "never"
+	if !e.LastOutcome.IsZero() {
+		last = e.LastOutcome.Format(time.RFC3339)
+	}
+	fmt.Fprintf(a.stdout, "peer         %s\n", e.Peer)
+	fmt.Fprintf(a.stdout, "trust        %.3f (routing and admission)\n", e.Trust)
+	fmt.Fprintf(a.stdout, "global       %.4f (share of the EigenTrust vector)\n", e.Global)
+	fmt.Fprintf(a.stdout, "pre-trusted  %s\n", yesNo(e.PreTrusted))
+	fmt.Fprintf(a.stdout, "\nlocal evidence\n")
+	fmt.Fprintf(a.stdout, "  outcomes        %d ok, %d failed, %d timed out, %d wrong results (last %s)\n",
+		e.Successes, e.Failures, e.Timeouts, e.WrongResults, last)
+	fmt.Fprintf(a.stdout, "  decayed weight  %.2f satisfactory, %.2f unsatisfactory\n", e.Satisfaction, e.Unsatisfaction)
+	fmt.Fprintf(a.stdout, "  skill ratings   %s\n", formatRatings(e.Ratings))
+	fmt.Fprintf(a.stdout, "\nopinions of other peers\n")
+	if len(e.Opinions) == 0 {
+		fmt.Fprintln(a.stdout, "  none: no peer has shared trust in it")
+		return nil
+	}
+	rows := make([][]string, 0, len(e.Opinions))
+	for _, o := range e.Opinions {
+		rows = append(rows, []string{"  " + o.From, fmt.Sprintf("%.3f", o.Share), fmt.Sprintf("%.4f", o.FromGlobal),
+			fmt.Sprintf("%.2f", o.Freshness), o.Received.Format(time.RFC3339)})
+	}
+	return a.table([]string{"  FROM", "SHARE", "FROM-GLOBAL", "FRESHNESS", "RECEIVED"}, rows)
 }
 
 func (a *app) versionCommand() *cobra.Command {

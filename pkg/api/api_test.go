@@ -13,11 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/test"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cortexgrid/cortexd/pkg/api"
 	"github.com/cortexgrid/cortexd/pkg/api/apitest"
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
 )
 
 func newEngine(t testing.TB) *apitest.Engine { return apitest.NewEngine(t) }
@@ -496,5 +499,35 @@ func TestCollectorMetricNames(t *testing.T) {
 		if !names[want] {
 			t.Errorf("no metric %s among %v", want, names)
 		}
+	}
+}
+
+func TestAPITrustOfAPeerShowsLocalEvidenceAndOthersOpinions(t *testing.T) {
+	e := newEngine(t)
+	h := server(t, e).Handler()
+	ids := make([]peer.ID, 2)
+	for i := range ids {
+		ids[i] = test.RandPeerIDFatal(t)
+	}
+	friend, subject := ids[0], ids[1]
+	for range 3 {
+		e.Trust.Record(friend, "", reputation.OutcomeSuccess)
+	}
+	e.Trust.Record(subject, "echo", reputation.OutcomeSuccess)
+	e.Trust.Record(subject, "echo", reputation.OutcomeWrongResult)
+	e.Trust.SetPeerOpinions(friend, map[peer.ID]float64{subject: 1})
+	e.Trust.Recompute()
+	var got apiv1.TrustEntry
+	if a := request(t, h, "GET", "/v1/trust/"+subject.String(), ""); a.status != 200 || json.Unmarshal(a.body, &got) != nil {
+		t.Fatalf("/v1/trust/{peer}: %d %s", a.status, a.body)
+	}
+	if got.Successes != 1 || got.WrongResults != 1 || got.Unsatisfaction < 3.9 || got.Satisfaction < 0.9 {
+		t.Errorf("local evidence %+v; want 1 success and 1 wrong result, weighing 1 and 4", got)
+	}
+	if len(got.Opinions) != 1 || got.Opinions[0].From != friend.String() || got.Opinions[0].Share != 1 || got.Opinions[0].FromGlobal <= 0 {
+		t.Errorf("opinions %+v; want the friend's, with its share and weight", got.Opinions)
+	}
+	if got.Global <= 0 {
+		t.Errorf("global %v; want the subject's share of the EigenTrust vector", got.Global)
 	}
 }

@@ -23,23 +23,25 @@ const (
 
 // eventQuery is what a client of /v1/events asked for.
 type eventQuery struct {
-	tasks, peers bool
-	only         *skill.TaskID // just this task's events
+	tasks, peers, checks bool
+	only                 *skill.TaskID // just this task's events
 }
 
 func parseEventQuery(r *http.Request) (eventQuery, error) {
 	q := r.URL.Query()
-	eq := eventQuery{tasks: true, peers: true}
+	eq := eventQuery{tasks: true, peers: true, checks: true}
 	if v := q.Get("types"); v != "" {
-		eq.tasks, eq.peers = false, false
+		eq.tasks, eq.peers, eq.checks = false, false, false
 		for _, t := range strings.Split(v, ",") {
 			switch strings.TrimSpace(t) {
 			case "task":
 				eq.tasks = true
 			case "peer":
 				eq.peers = true
+			case "spot_check":
+				eq.checks = true
 			default:
-				return eq, badRequest("types %q: want task, peer or task,peer", v)
+				return eq, badRequest("types %q: want a comma-separated list of task, peer and spot_check", v)
 			}
 		}
 	}
@@ -48,7 +50,7 @@ func parseEventQuery(r *http.Request) (eventQuery, error) {
 		if err != nil {
 			return eq, badRequest("task %q: want a task ID", v)
 		}
-		eq.only, eq.tasks, eq.peers = &id, true, false
+		eq.only, eq.tasks, eq.peers, eq.checks = &id, true, false, false
 	}
 	return eq, nil
 }
@@ -86,11 +88,12 @@ func (k *eventSink) push(ev apiv1.Event) {
 	}
 }
 
-// events streams task and peer events as server-sent events: each is
-// "event: task" or "event: peer" and a data line with an apiv1.Event. With
-// ?task=ID only that task's events come, starting with its current status,
-// and the stream ends after its final state. With ?types=task or
-// ?types=peer only that kind comes. A client too slow to keep up loses
+// events streams task, peer and spot-check events as server-sent events:
+// each is "event: task", "event: peer" or "event: spot_check" and a data
+// line with an apiv1.Event. With ?task=ID only that task's events come,
+// starting with its current status, and the stream ends after its final
+// state. With ?types=task,peer (any of task, peer and spot_check) only
+// those kinds come. A client too slow to keep up loses
 // events; a comment line says how many.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	eq, err := parseEventQuery(r)
@@ -117,6 +120,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if eq.peers {
 		defer s.deps.Node.OnPeerEvent(func(e grid.PeerEvent) {
 			sink.push(apiv1.Event{Type: "peer", Time: e.Time, Peer: &apiv1.PeerEvent{ID: e.Peer.String(), Kind: e.Kind.String()}})
+		})()
+	}
+	if sc, ok := s.deps.Tasks.(spotCheckEvents); ok && eq.checks {
+		defer sc.OnSpotCheck(func(e skill.SpotCheck) {
+			sink.push(apiv1.Event{Type: "spot_check", Time: e.At, SpotCheck: spotCheckOf(e)})
 		})()
 	}
 	if eq.only != nil {
@@ -210,4 +218,24 @@ func (s *Server) eventTask(e skill.Event) apiv1.Task {
 		st.Attempts = e.Attempt
 	}
 	return taskOf(st)
+}
+
+// spotCheckEvents is a Tasks that reports spot checks
+// (*skill.DelegationCoordinator).
+type spotCheckEvents interface {
+	OnSpotCheck(fn func(skill.SpotCheck)) (unsubscribe func())
+}
+
+var _ spotCheckEvents = (*skill.DelegationCoordinator)(nil)
+
+func spotCheckOf(e skill.SpotCheck) *apiv1.SpotCheck {
+	out := &apiv1.SpotCheck{TaskID: e.TaskID.String(), Skill: string(e.Skill), First: e.First.String(),
+		Checkers: make([]string, len(e.Checkers)), Result: string(e.Result), Reason: e.Reason}
+	for i, p := range e.Checkers {
+		out.Checkers[i] = p.String()
+	}
+	if e.Wrong != "" {
+		out.Wrong = e.Wrong.String()
+	}
+	return out
 }

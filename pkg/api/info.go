@@ -169,6 +169,16 @@ func (s *Server) trustOne(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, badRequest("%q is not a peer ID: %v", r.PathValue("peer"), err))
 		return
 	}
+	if ov, ok := s.deps.Trust.(opinionView); ok {
+		pt, _ := ov.PeerTrustOf(p)
+		e := trustEntry(pt)
+		for _, o := range ov.OpinionsOf(p) {
+			e.Opinions = append(e.Opinions, apiv1.TrustOpinion{From: o.From.String(), Share: o.Share,
+				FromGlobal: o.FromGlobal, Freshness: o.Freshness, Received: o.Received})
+		}
+		writeJSON(w, http.StatusOK, e)
+		return
+	}
 	for _, pt := range s.deps.Trust.Peers() {
 		if pt.Peer == p {
 			writeJSON(w, http.StatusOK, trustEntry(pt))
@@ -179,11 +189,20 @@ func (s *Server) trustOne(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apiv1.TrustEntry{Peer: p.String(), Trust: s.deps.Trust.Trust(p)})
 }
 
+// opinionView is a TrustView that also holds other peers' opinions;
+// *reputation.Graph is one.
+type opinionView interface {
+	PeerTrustOf(p peer.ID) (reputation.PeerTrust, bool)
+	OpinionsOf(p peer.ID) []reputation.Opinion
+}
+
+var _ opinionView = (*reputation.Graph)(nil)
+
 func trustEntry(pt reputation.PeerTrust) apiv1.TrustEntry {
 	e := apiv1.TrustEntry{
 		Peer: pt.Peer.String(), Trust: pt.Trust, Global: pt.Global, PreTrusted: pt.PreTrusted,
 		Successes: pt.Successes, Failures: pt.Failures, Timeouts: pt.Timeouts, WrongResults: pt.WrongResults,
-		LastOutcome: pt.LastOutcome,
+		LastOutcome: pt.LastOutcome, Satisfaction: pt.Satisfaction, Unsatisfaction: pt.Unsatisfaction,
 	}
 	if len(pt.Skills) > 0 {
 		e.Ratings = make(map[string]float64, len(pt.Skills))

@@ -37,6 +37,20 @@ type Collector struct {
 	trustPeers    *prometheus.Desc
 	cacheLookups  *prometheus.Desc
 	cacheBytes    *prometheus.Desc
+	spotChecks    *prometheus.Desc
+	opinionPeers  *prometheus.Desc
+}
+
+// spotCheckSource is a StatsSource that runs spot checks
+// (*skill.Coordinator).
+type spotCheckSource interface {
+	SpotCheckStats() skill.SpotCheckStats
+}
+
+// opinionCounter is a TrustView that holds other peers' opinions
+// (*reputation.Graph).
+type opinionCounter interface {
+	OpinionPeers() int
 }
 
 // cacheSource is a StatsSource with a result cache (*skill.Coordinator).
@@ -70,13 +84,17 @@ func NewCollector(stats StatsSource, node Network, trust TrustView) *Collector {
 			"Tasks of deterministic skills, by result: hit (answered from the result cache), shared (answered by an identical task's run), miss (ran).", []string{"result"}, nil),
 		cacheBytes: prometheus.NewDesc("cortex_tasks_cache_bytes",
 			"Bytes the result cache holds (at most cache.max_bytes).", nil, nil),
+		spotChecks: prometheus.NewDesc("cortex_trust_spot_checks_total",
+			"Spot checks of peers' outputs for deterministic skills, by result: match, wrong_result (a node's output disagreed with this node's run or the majority), inconclusive, skipped (too many running).", []string{"result"}, nil),
+		opinionPeers: prometheus.NewDesc("cortex_trust_opinion_peers",
+			"Peers whose shared trust opinions the trust graph holds.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queueDepth, c.queueInFlight, c.queueOps,
-		c.submitted, c.finished, c.execSeconds, c.peers, c.trustPeers, c.cacheLookups, c.cacheBytes} {
+		c.submitted, c.finished, c.execSeconds, c.peers, c.trustPeers, c.cacheLookups, c.cacheBytes, c.spotChecks, c.opinionPeers} {
 		ch <- d
 	}
 }
@@ -112,6 +130,19 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.cacheLookups, prometheus.CounterValue, float64(st.Misses), "miss")
 			ch <- prometheus.MustNewConstMetric(c.cacheBytes, prometheus.GaugeValue, float64(st.Bytes))
 		}
+	}
+
+	if sc, ok := c.stats.(spotCheckSource); ok {
+		st := sc.SpotCheckStats()
+		for _, r := range []struct {
+			name string
+			v    uint64
+		}{{"match", st.Matched}, {"wrong_result", st.WrongResults}, {"inconclusive", st.Inconclusive}, {"skipped", st.Skipped}} {
+			ch <- prometheus.MustNewConstMetric(c.spotChecks, prometheus.CounterValue, float64(r.v), r.name)
+		}
+	}
+	if oc, ok := c.trust.(opinionCounter); ok {
+		ch <- prometheus.MustNewConstMetric(c.opinionPeers, prometheus.GaugeValue, float64(oc.OpinionPeers()))
 	}
 
 	connected, known := 0, 0

@@ -827,7 +827,8 @@ func (h *peerEventHub) run(ctx context.Context) {
 
 // joinGossip starts gossipsub (gossipOptions: signed messages, strict
 // verification, peer scoring, validation limits), registers the
-// announcement validator and joins the capability topic.
+// announcement validator and joins the capability topic, and with
+// WithTrustOpinions the trust opinion topic.
 func (n *Node) joinGossip(ctx context.Context, rt *nodeRuntime) error {
 	ps, err := pubsub.NewGossipSub(ctx, rt.host, n.gossipOptions()...)
 	if err != nil {
@@ -846,38 +847,70 @@ func (n *Node) joinGossip(ctx context.Context, rt *nodeRuntime) error {
 	if rt.sub, err = rt.topic.Subscribe(); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", CapabilityTopic, err)
 	}
+	if n.cfg.opinions == nil {
+		return nil
+	}
+	if err := ps.RegisterTopicValidator(OpinionTopic, n.topicValidator("trust opinion", rt.metrics.opinion, n.checkOpinion), validatorOptions()...); err != nil {
+		return fmt.Errorf("register trust opinion validator: %w", err)
+	}
+	if rt.opTopic, err = ps.Join(OpinionTopic); err != nil {
+		return fmt.Errorf("join %s: %w", OpinionTopic, err)
+	}
+	if rt.opSub, err = rt.opTopic.Subscribe(); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", OpinionTopic, err)
+	}
 	return nil
 }
 
-// validateMessage returns the topic validator: it parses and checks an
-// announcement before anything stores it, and hands the parsed form to
-// readLoop. Faults are the sender's, so they log at Debug.
+// validateMessage returns the capability topic's validator: it parses and
+// checks an announcement before anything stores it, and hands the parsed
+// form to readLoop.
 func (n *Node) validateMessage(m *nodeMetrics) func(context.Context, peer.ID, *pubsub.Message) pubsub.ValidationResult {
+	return n.topicValidator("capability announcement", m.announcement, func(author peer.ID, data []byte, now time.Time) (any, error) {
+		a, err := n.table.check(author, data, now)
+		if err != nil {
+			return nil, err // not a typed nil in an interface
+		}
+		return a, nil
+	})
+}
+
+// gossipCheck parses and checks a message from author before anything
+// stores it. Errors wrapping errAnnStale, errAnnTableFull or
+// errOpinionLimited are not faults; any other is.
+type gossipCheck func(author peer.ID, data []byte, now time.Time) (any, error)
+
+// topicValidator is the one validator rule of every gossip topic: a message
+// authored by a denied peer is ignored (its relay is not at fault); check
+// decides the rest; a stale message, one over its author's rate or one
+// that finds the receiver's table full is ignored (dropped, not relayed,
+// nobody penalized); any other error rejects the message, which penalizes
+// the peer that relayed it. Faults are the sender's, so they log at Debug.
+// count (nil-safe) counts what peers send by result.
+func (n *Node) topicValidator(what string, count func(result string), check gossipCheck) func(context.Context, peer.ID, *pubsub.Message) pubsub.ValidationResult {
 	return func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 		author := msg.GetFrom()
-		count := m
+		tally := count
 		if author == n.id {
-			count = nil // count only what peers send
+			tally = func(string) {} // count only what peers send
 		}
 		if author != n.id && !n.gater.allowed(author) {
-			// Relayed by a peer that is not at fault: ignore, do not
-			// penalize it.
-			count.announcement("ignored")
+			tally("ignored")
 			return pubsub.ValidationIgnore
 		}
-		a, err := n.table.check(author, msg.Data, time.Now())
+		v, err := check(author, msg.Data, time.Now())
 		switch {
 		case err == nil:
-			msg.ValidatorData = a
-			count.announcement("accepted")
+			msg.ValidatorData = v
+			tally("accepted")
 			return pubsub.ValidationAccept
-		case errors.Is(err, errAnnStale) || errors.Is(err, errAnnTableFull):
-			count.announcement("ignored")
-			n.log.Debug("capability announcement ignored", "author", author, "via", from, "err", err)
+		case errors.Is(err, errAnnStale) || errors.Is(err, errAnnTableFull) || errors.Is(err, errOpinionLimited):
+			tally("ignored")
+			n.log.Debug(what+" ignored", "author", author, "via", from, "err", err)
 			return pubsub.ValidationIgnore
 		default:
-			count.announcement("rejected")
-			n.log.Debug("invalid capability announcement rejected", "author", author, "via", from, "err", err)
+			tally("rejected")
+			n.log.Debug("invalid "+what+" rejected", "author", author, "via", from, "err", err)
 			return pubsub.ValidationReject
 		}
 	}

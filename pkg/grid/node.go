@@ -76,6 +76,8 @@ type nodeConfig struct {
 	peerTrust        func(peer.ID) float64 // nil: every peer neutral
 	noGossip         bool                  // WithCapabilityGossip(false)
 	scoreInspect     func(map[peer.ID]float64)
+	opinions         OpinionGraph // nil: no trust opinions (WithTrustOpinions)
+	opinionInterval  time.Duration
 
 	// Discovery rounds start at discoveryMin and back off to discoveryMax.
 	// Not exported: tests shorten them.
@@ -186,6 +188,7 @@ func WithNodeLogger(l *slog.Logger) NodeOption {
 
 // WithPrometheusRegisterer registers go-libp2p's metrics and the node's own
 // (cortex_grid_capability_announcements_total{result},
+// cortex_grid_trust_opinions_total{result},
 // cortex_grid_provider_lookups_total{result},
 // cortex_grid_capability_peers,
 // cortex_grid_gater_refused_connections_total{direction}) on r; only one
@@ -284,6 +287,12 @@ func (c *nodeConfig) validate(self peer.ID) error {
 	if l.MaxConns > 0 && l.MaxConns < c.connHigh {
 		bad("resource limit MaxConns=%d is below the connection manager's high watermark %d: raise it or lower the watermark", l.MaxConns, c.connHigh)
 	}
+	if c.opinions != nil && c.opinionInterval < 10*time.Millisecond {
+		bad("trust opinion interval %s is too short: use at least 10ms (default %s)", c.opinionInterval, DefaultOpinionInterval)
+	}
+	if c.opinions != nil && c.noGossip {
+		bad("trust opinions travel on the gossip: they need the capability gossip on")
+	}
 	if c.discoveryMin <= 0 || c.discoveryMax < c.discoveryMin {
 		bad("discovery intervals %s..%s are invalid", c.discoveryMin, c.discoveryMax)
 	}
@@ -329,6 +338,7 @@ type Node struct {
 	found       chan peer.AddrInfo
 	probes      chan peer.ID // unverified announcers to dial
 	search      *providerSearch
+	opGate      *opinionGate // per-author limits on trust opinions
 
 	rt atomic.Pointer[nodeRuntime] // set once Start succeeds
 
@@ -350,6 +360,9 @@ type nodeRuntime struct {
 	connSub event.Subscription
 	mdns    interface{ Close() error }
 	metrics *nodeMetrics
+	// The trust opinion topic; nil without WithTrustOpinions.
+	opTopic *pubsub.Topic
+	opSub   *pubsub.Subscription
 }
 
 // NewNode returns a Node with identity key. It checks the options and
@@ -390,6 +403,7 @@ func NewNode(key crypto.PrivKey, opts ...NodeOption) (*Node, error) {
 		found:       make(chan peer.AddrInfo, 64),
 		probes:      make(chan peer.ID, probeQueue),
 		search:      newProviderSearch(cfg.searchHit, cfg.searchMiss),
+		opGate:      newOpinionGate(cfg.opinionInterval),
 	}
 	n.table = newCapTable(id, cfg.ttl(), n.isConnected, n.hub.publish)
 	n.table.speaks = n.speaks
@@ -485,6 +499,10 @@ func (n *Node) startLoops(ctx context.Context, rt *nodeRuntime) {
 		n.wg.Go(func() { n.announceLoop(ctx, rt) })
 		n.wg.Go(func() { n.probeLoop(ctx, rt) })
 	}
+	if rt.opTopic != nil {
+		n.wg.Go(func() { n.opinionReadLoop(ctx, rt) })
+		n.wg.Go(func() { n.opinionLoop(ctx, rt) })
+	}
 	n.wg.Go(func() { n.connEventLoop(ctx, rt) })
 	n.wg.Go(func() { n.findLoop(ctx, rt) })
 	n.wg.Go(func() { n.searchLoop(ctx, rt) })
@@ -528,6 +546,12 @@ func (rt *nodeRuntime) close() error {
 	}
 	if rt.sub != nil {
 		rt.sub.Cancel()
+	}
+	if rt.opSub != nil {
+		rt.opSub.Cancel()
+	}
+	if rt.opTopic != nil {
+		_ = rt.opTopic.Close() // as for the capability topic below
 	}
 	if rt.topic != nil {
 		// Close fails only while handlers or subscriptions are open, and
@@ -579,6 +603,7 @@ func (n *Node) isConnected(p peer.ID) bool {
 type nodeMetrics struct {
 	reg           prometheus.Registerer
 	announcements *prometheus.CounterVec
+	opinions      *prometheus.CounterVec
 	lookups       *prometheus.CounterVec
 	peers         prometheus.GaugeFunc
 	refused       []prometheus.Collector
@@ -596,6 +621,10 @@ func newNodeMetrics(reg prometheus.Registerer, t *capTable, g *peerGater) (*node
 			Name: "cortex_grid_capability_announcements_total",
 			Help: "Capability announcements received from peers, by validation result (accepted, ignored, rejected).",
 		}, []string{"result"}),
+		opinions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cortex_grid_trust_opinions_total",
+			Help: "Trust opinion messages received from peers, by validation result (accepted, ignored: over the author's rate, stale or from a denied peer; rejected: malformed).",
+		}, []string{"result"}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cortex_grid_provider_lookups_total",
 			Help: "DHT provider lookups SearchProviders asked for, by result (found, none, not_run: no DHT peer yet, limited: over the lookup limits).",
@@ -612,7 +641,7 @@ func newNodeMetrics(reg prometheus.Registerer, t *capTable, g *peerGater) (*node
 			ConstLabels: prometheus.Labels{"direction": dir},
 		}, func() float64 { return float64(n.Load()) }))
 	}
-	all := append([]prometheus.Collector{m.announcements, m.lookups, m.peers}, m.refused...)
+	all := append([]prometheus.Collector{m.announcements, m.opinions, m.lookups, m.peers}, m.refused...)
 	for i, c := range all {
 		if err := reg.Register(c); err != nil {
 			for _, done := range all[:i] {
@@ -630,6 +659,12 @@ func (m *nodeMetrics) announcement(result string) {
 	}
 }
 
+func (m *nodeMetrics) opinion(result string) {
+	if m != nil {
+		m.opinions.WithLabelValues(result).Inc()
+	}
+}
+
 func (m *nodeMetrics) lookup(result string) {
 	if m != nil {
 		m.lookups.WithLabelValues(result).Inc()
@@ -639,6 +674,7 @@ func (m *nodeMetrics) lookup(result string) {
 func (m *nodeMetrics) unregister() {
 	if m != nil {
 		m.reg.Unregister(m.announcements)
+		m.reg.Unregister(m.opinions)
 		m.reg.Unregister(m.lookups)
 		m.reg.Unregister(m.peers)
 		for _, c := range m.refused {

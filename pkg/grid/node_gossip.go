@@ -112,7 +112,7 @@ func capabilityTopicScore() *pubsub.TopicScoreParams {
 // peerScoreParams are the peer score parameters; see the table above.
 func peerScoreParams() *pubsub.PeerScoreParams {
 	return &pubsub.PeerScoreParams{
-		Topics:                      map[string]*pubsub.TopicScoreParams{CapabilityTopic: capabilityTopicScore()},
+		Topics:                      map[string]*pubsub.TopicScoreParams{CapabilityTopic: capabilityTopicScore(), OpinionTopic: capabilityTopicScore()},
 		TopicScoreCap:               scoreTopicCap,
 		AppSpecificScore:            func(peer.ID) float64 { return 0 },
 		AppSpecificWeight:           1,
@@ -143,7 +143,7 @@ func peerScoreThresholds() *pubsub.PeerScoreThresholds {
 func (n *Node) gossipOptions() []pubsub.Option {
 	opts := []pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
-		pubsub.WithSubscriptionFilter(pubsub.NewAllowlistSubscriptionFilter(CapabilityTopic)),
+		pubsub.WithSubscriptionFilter(pubsub.NewAllowlistSubscriptionFilter(CapabilityTopic, OpinionTopic)),
 		pubsub.WithLogger(n.cfg.logger.With("component", "grid.pubsub")),
 		pubsub.WithPeerScore(peerScoreParams(), peerScoreThresholds()),
 		pubsub.WithValidateQueueSize(scoreValidateQueue),

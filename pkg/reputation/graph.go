@@ -267,26 +267,7 @@ func (g *Graph) Peers() []PeerTrust {
 	global := g.result.Load().global
 	var out []PeerTrust
 	g.peers.Range(func(k, v any) bool {
-		id, st := k.(peer.ID), v.(*peerState)
-		_, pre := g.preSet[id]
-		pt := PeerTrust{Peer: id, Global: global[id], PreTrusted: pre}
-		st.mu.Lock()
-		ev := st.ev
-		ev.decayTo(now, g.cfg.halfLife)
-		pt.Trust = st.loadTrust()
-		pt.Successes, pt.Failures = st.counts.Successes, st.counts.Failures
-		pt.Timeouts, pt.WrongResults = st.counts.Timeouts, st.counts.WrongResults
-		pt.Satisfaction, pt.Unsatisfaction = ev.sat, ev.unsat
-		pt.LastOutcome = st.last
-		st.skills.Range(func(k, v any) bool {
-			if pt.Skills == nil {
-				pt.Skills = make(map[SkillID]float64)
-			}
-			pt.Skills[k.(SkillID)] = math.Float64frombits(v.(*skillState).rating.Load())
-			return true
-		})
-		st.mu.Unlock()
-		out = append(out, pt)
+		out = append(out, g.describe(k.(peer.ID), v.(*peerState), now, global))
 		return true
 	})
 	slices.SortFunc(out, func(a, b PeerTrust) int {
@@ -296,6 +277,30 @@ func (g *Graph) Peers() []PeerTrust {
 		return cmp.Compare(a.Peer, b.Peer)
 	})
 	return out
+}
+
+// describe returns what st says about id, for display, with its evidence
+// decayed to now.
+func (g *Graph) describe(id peer.ID, st *peerState, now time.Duration, global map[peer.ID]float64) PeerTrust {
+	_, pre := g.preSet[id]
+	pt := PeerTrust{Peer: id, Global: global[id], PreTrusted: pre}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ev := st.ev
+	ev.decayTo(now, g.cfg.halfLife)
+	pt.Trust = st.loadTrust()
+	pt.Successes, pt.Failures = st.counts.Successes, st.counts.Failures
+	pt.Timeouts, pt.WrongResults = st.counts.Timeouts, st.counts.WrongResults
+	pt.Satisfaction, pt.Unsatisfaction = ev.sat, ev.unsat
+	pt.LastOutcome = st.last
+	st.skills.Range(func(k, v any) bool {
+		if pt.Skills == nil {
+			pt.Skills = make(map[SkillID]float64)
+		}
+		pt.Skills[k.(SkillID)] = math.Float64frombits(v.(*skillState).rating.Load())
+		return true
+	})
+	return pt
 }
 
 // newOpinionRow cleans and normalizes from's opinions as SetPeerOpinions

@@ -84,7 +84,8 @@ type coordinatorConfig struct {
 	breaker             breakerConfig
 	queueOpts           []grid.QueueOption
 	logger              *slog.Logger
-	store               *store.Store // nil: in memory only (see WithStore)
+	store               *store.Store    // nil: in memory only (see WithStore)
+	spot                SpotCheckConfig // see WithSpotChecks
 }
 
 func defaultCoordinatorConfig() coordinatorConfig {
@@ -121,7 +122,7 @@ func (c *coordinatorConfig) validate() error {
 	if c.logger == nil {
 		errs = append(errs, errors.New("logger is nil"))
 	}
-	errs = append(errs, c.breaker.validate())
+	errs = append(errs, c.breaker.validate(), c.spot.validate())
 	return errors.Join(errs...)
 }
 
@@ -290,6 +291,8 @@ type DelegationCoordinator struct {
 
 	// breakers are the per-peer circuit breakers; nil if disabled.
 	breakers *breakerSet
+	// spot runs the spot checks of peers' outputs (WithSpotChecks).
+	spot *spotChecker
 
 	// localDone and incomingDone are the Done funcs of local jobs, made
 	// once so that a job costs no closure.
@@ -357,7 +360,7 @@ func NewCoordinator(d Deps, opts ...CoordinatorOption) (*DelegationCoordinator, 
 		log:   cfg.logger.With("subsystem", "coordinator"),
 		tasks: newTaskTable(cfg.maxTasks), in: newIncomingTable(), salt: grid.NewTaskID(),
 		breakers: newBreakerSet(cfg.breaker), admission: cfg.admission,
-		recent: newRecentResults(cfg.recent),
+		recent: newRecentResults(cfg.recent), spot: newSpotChecker(cfg.spot),
 	}
 	if c.admission == nil {
 		ac := DefaultAdmissionConfig()

@@ -305,6 +305,9 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 	if retry {
 		c.retry(r, n, o, exclude)
 	}
+	if o.kind == kindSuccess {
+		c.maybeSpotCheck(r.task, o) // beside the answer, never before it
+	}
 }
 
 // account records the outcome of a started attempt in metrics and trust

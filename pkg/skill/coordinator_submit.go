@@ -318,7 +318,11 @@ var _ asyncDelegator = (*grid.Orchestrator)(nil)
 // it): this node's module if it has the skill, else the one the network
 // announces for it (see Router.announcedModule).
 func (c *DelegationCoordinator) remoteTask(r *record, n int, p peer.ID) *grid.RemoteTask {
-	t := r.task
+	return c.remoteTaskOf(r.task, n, p)
+}
+
+// remoteTaskOf is remoteTask for task t.
+func (c *DelegationCoordinator) remoteTaskOf(t *SkillTask, n int, p peer.ID) *grid.RemoteTask {
 	rt := &grid.RemoteTask{
 		ID: t.ID, Skill: string(t.Skill), Version: t.Version, Input: t.Input.Data, InputKind: t.Input.Kind,
 		Priority: t.Priority, Deadline: t.Deadline(), MinTrust: t.MinTrust, Attempt: n, Requester: t.Requester,

@@ -327,6 +327,25 @@ type TrustEntry struct {
 	WrongResults uint64             `json:"wrong_results"`
 	LastOutcome  time.Time          `json:"last_outcome,omitzero"`
 	Ratings      map[string]float64 `json:"ratings,omitempty"` // per skill, in [-1, 1]
+	// Satisfaction and Unsatisfaction are this node's own evidence about
+	// the peer, decayed to now (a wrong result weighs 4).
+	Satisfaction   float64 `json:"satisfaction"`
+	Unsatisfaction float64 `json:"unsatisfaction"`
+	// Opinions are what other peers shared about this one, the weightiest
+	// first. Only GET /v1/trust/{peer} fills them.
+	Opinions []TrustOpinion `json:"opinions,omitempty"`
+}
+
+// TrustOpinion is one other peer's opinion of a peer, as this node holds
+// it: From gives Share of its local trust to the peer; the opinion weighs
+// From's global trust (FromGlobal) times its Freshness (halving every
+// decay half-life since it arrived).
+type TrustOpinion struct {
+	From       string    `json:"from"`
+	Share      float64   `json:"share"`
+	FromGlobal float64   `json:"from_global"`
+	Freshness  float64   `json:"freshness"`
+	Received   time.Time `json:"received"`
 }
 
 // Metrics is the body of GET /v1/metrics.
@@ -375,6 +394,22 @@ type Event struct {
 	Time time.Time  `json:"time"`
 	Task *Task      `json:"task,omitempty"`
 	Peer *PeerEvent `json:"peer,omitempty"`
+	// SpotCheck is set for Type "spot_check": a peer's output for a
+	// deterministic skill was run again and compared.
+	SpotCheck *SpotCheck `json:"spot_check,omitempty"`
+}
+
+// SpotCheck is the end of one spot check: the task whose answer First
+// gave was run again on Checkers; Result is "match", "wrong_result" (Wrong
+// disagreed with this node's run or with the majority) or "inconclusive".
+type SpotCheck struct {
+	TaskID   string   `json:"task_id"`
+	Skill    string   `json:"skill"`
+	First    string   `json:"first"`
+	Checkers []string `json:"checkers"`
+	Result   string   `json:"result"`
+	Wrong    string   `json:"wrong,omitempty"`
+	Reason   string   `json:"reason,omitempty"`
 }
 
 // PeerEvent says what happened to a peer: "joined", "left" or

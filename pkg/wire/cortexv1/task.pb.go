@@ -1065,6 +1065,128 @@ func (x *CapabilityAnnouncement) GetFetchesModules() bool {
 	return false
 }
 
+// TrustOpinion is one entry of a node's normalized local trust vector:
+// how much of the author's trust goes to peer.
+type TrustOpinion struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	PeerId []byte                 `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"` // binary peer ID (multihash); never the author's
+	// The share of the author's local trust, in millionths of the whole:
+	// c_author,peer = weight / Σ weight. Entries of weight 0 are dropped.
+	WeightPpm     uint32 `protobuf:"varint,2,opt,name=weight_ppm,json=weightPpm,proto3" json:"weight_ppm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustOpinion) Reset() {
+	*x = TrustOpinion{}
+	mi := &file_cortex_v1_task_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustOpinion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustOpinion) ProtoMessage() {}
+
+func (x *TrustOpinion) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_v1_task_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustOpinion.ProtoReflect.Descriptor instead.
+func (*TrustOpinion) Descriptor() ([]byte, []int) {
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TrustOpinion) GetPeerId() []byte {
+	if x != nil {
+		return x.PeerId
+	}
+	return nil
+}
+
+func (x *TrustOpinion) GetWeightPpm() uint32 {
+	if x != nil {
+		return x.WeightPpm
+	}
+	return 0
+}
+
+// TrustOpinions is published on the trust gossipsub topic
+// /cortex/trust/1.0.0 every opinion interval: the author's normalized
+// local trust vector, its row of the EigenTrust matrix. The message is
+// signed by pubsub; the author is the pubsub message author (the signer),
+// and nothing in the message names it. Receivers weigh it by their own
+// trust in the author, as EigenTrust does.
+type TrustOpinions struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Opinions        []*TrustOpinion        `protobuf:"bytes,1,rep,name=opinions,proto3" json:"opinions,omitempty"`                                         // at most 64, largest first; no peer twice
+	Sequence        uint64                 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`                                        // strictly increasing per author run
+	TimestampUnixMs int64                  `protobuf:"varint,3,opt,name=timestamp_unix_ms,json=timestampUnixMs,proto3" json:"timestamp_unix_ms,omitempty"` // when it was built; older than 1 h + skew: a replay
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *TrustOpinions) Reset() {
+	*x = TrustOpinions{}
+	mi := &file_cortex_v1_task_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustOpinions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustOpinions) ProtoMessage() {}
+
+func (x *TrustOpinions) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_v1_task_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustOpinions.ProtoReflect.Descriptor instead.
+func (*TrustOpinions) Descriptor() ([]byte, []int) {
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TrustOpinions) GetOpinions() []*TrustOpinion {
+	if x != nil {
+		return x.Opinions
+	}
+	return nil
+}
+
+func (x *TrustOpinions) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *TrustOpinions) GetTimestampUnixMs() int64 {
+	if x != nil {
+		return x.TimestampUnixMs
+	}
+	return 0
+}
+
 var File_cortex_v1_task_proto protoreflect.FileDescriptor
 
 const file_cortex_v1_task_proto_rawDesc = "" +
@@ -1135,7 +1257,15 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\x05addrs\x18\a \x03(\fR\x05addrs\x12\x1f\n" +
 	"\vttl_seconds\x18\b \x01(\rR\n" +
 	"ttlSeconds\x12'\n" +
-	"\x0ffetches_modules\x18\t \x01(\bR\x0efetchesModules*P\n" +
+	"\x0ffetches_modules\x18\t \x01(\bR\x0efetchesModules\"F\n" +
+	"\fTrustOpinion\x12\x17\n" +
+	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x1d\n" +
+	"\n" +
+	"weight_ppm\x18\x02 \x01(\rR\tweightPpm\"\x8c\x01\n" +
+	"\rTrustOpinions\x123\n" +
+	"\bopinions\x18\x01 \x03(\v2\x17.cortex.v1.TrustOpinionR\bopinions\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12*\n" +
+	"\x11timestamp_unix_ms\x18\x03 \x01(\x03R\x0ftimestampUnixMs*P\n" +
 	"\tInputKind\x12\x1a\n" +
 	"\x16INPUT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fINPUT_KIND_JSON\x10\x01\x12\x12\n" +
@@ -1176,7 +1306,7 @@ func file_cortex_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_cortex_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_cortex_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_cortex_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_cortex_v1_task_proto_goTypes = []any{
 	(InputKind)(0),                 // 0: cortex.v1.InputKind
 	(RejectReason)(0),              // 1: cortex.v1.RejectReason
@@ -1189,22 +1319,25 @@ var file_cortex_v1_task_proto_goTypes = []any{
 	(*Envelope)(nil),               // 8: cortex.v1.Envelope
 	(*SkillCapability)(nil),        // 9: cortex.v1.SkillCapability
 	(*CapabilityAnnouncement)(nil), // 10: cortex.v1.CapabilityAnnouncement
+	(*TrustOpinion)(nil),           // 11: cortex.v1.TrustOpinion
+	(*TrustOpinions)(nil),          // 12: cortex.v1.TrustOpinions
 }
 var file_cortex_v1_task_proto_depIdxs = []int32{
-	0, // 0: cortex.v1.TaskRequest.input_kind:type_name -> cortex.v1.InputKind
-	1, // 1: cortex.v1.TaskAck.reason:type_name -> cortex.v1.RejectReason
-	2, // 2: cortex.v1.TaskResult.error_code:type_name -> cortex.v1.ErrorCode
-	3, // 3: cortex.v1.Envelope.request:type_name -> cortex.v1.TaskRequest
-	4, // 4: cortex.v1.Envelope.ack:type_name -> cortex.v1.TaskAck
-	5, // 5: cortex.v1.Envelope.result:type_name -> cortex.v1.TaskResult
-	6, // 6: cortex.v1.Envelope.cancel:type_name -> cortex.v1.TaskCancel
-	7, // 7: cortex.v1.Envelope.heartbeat:type_name -> cortex.v1.TaskHeartbeat
-	9, // 8: cortex.v1.CapabilityAnnouncement.skills:type_name -> cortex.v1.SkillCapability
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	0,  // 0: cortex.v1.TaskRequest.input_kind:type_name -> cortex.v1.InputKind
+	1,  // 1: cortex.v1.TaskAck.reason:type_name -> cortex.v1.RejectReason
+	2,  // 2: cortex.v1.TaskResult.error_code:type_name -> cortex.v1.ErrorCode
+	3,  // 3: cortex.v1.Envelope.request:type_name -> cortex.v1.TaskRequest
+	4,  // 4: cortex.v1.Envelope.ack:type_name -> cortex.v1.TaskAck
+	5,  // 5: cortex.v1.Envelope.result:type_name -> cortex.v1.TaskResult
+	6,  // 6: cortex.v1.Envelope.cancel:type_name -> cortex.v1.TaskCancel
+	7,  // 7: cortex.v1.Envelope.heartbeat:type_name -> cortex.v1.TaskHeartbeat
+	9,  // 8: cortex.v1.CapabilityAnnouncement.skills:type_name -> cortex.v1.SkillCapability
+	11, // 9: cortex.v1.TrustOpinions.opinions:type_name -> cortex.v1.TrustOpinion
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_cortex_v1_task_proto_init() }
@@ -1225,7 +1358,7 @@ func file_cortex_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_v1_task_proto_rawDesc), len(file_cortex_v1_task_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -174,6 +174,14 @@ type Trust struct {
 	// recomputed; DecayHalfLife how fast evidence fades toward neutral.
 	RecomputeInterval time.Duration `mapstructure:"recompute_interval"`
 	DecayHalfLife     time.Duration `mapstructure:"decay_half_life"`
+	// OpinionInterval is how often this node shares its local trust
+	// vector on the gossip (docs/protocol.md, trust opinions).
+	OpinionInterval time.Duration `mapstructure:"opinion_interval"`
+	// SpotCheckRate is the fraction of peers' successes for deterministic
+	// skills that run again to compare outputs; SpotCheckSkills names
+	// skills this node lacks that the operator knows are deterministic.
+	SpotCheckRate   float64  `mapstructure:"spot_check_rate"`
+	SpotCheckSkills []string `mapstructure:"spot_check_skills"`
 }
 
 // Admission modes.
@@ -313,7 +321,8 @@ func Default() Config {
 		Cache:   Cache{Enabled: true, MaxBytes: 64 * wasm.MiB, TTL: time.Hour},
 		Routing: Routing{Weights: Weights{Trust: 0.35, Skill: 0.15, Success: 0.2, Latency: 0.1, Load: 0.2}},
 		Trust: Trust{PreTrusted: []string{}, Neutral: 0.5, AcceptThreshold: 0.1, MinTrustDefault: 0.3,
-			RecomputeInterval: 2 * time.Second, DecayHalfLife: time.Hour},
+			RecomputeInterval: 2 * time.Second, DecayHalfLife: time.Hour,
+			OpinionInterval: 30 * time.Second, SpotCheckRate: 0.02, SpotCheckSkills: []string{}},
 		Admission: Admission{
 			Mode: AdmissionAuto, KnownTrust: 0.6,
 			Stranger:     PeerLimits{Rate: 5, Burst: 10, MaxTasks: 2, MaxBytes: 4 << 20},

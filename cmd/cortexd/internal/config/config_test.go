@@ -100,6 +100,21 @@ func TestConfigErrors(t *testing.T) {
 			wants: []string{"trust.neutral: must be between 0 and 1"},
 		},
 		{
+			name:  "a spot check rate above 1 names its key",
+			file:  "trust:\n  spot_check_rate: 2\n",
+			wants: []string{"trust.spot_check_rate: must be between 0 and 1"},
+		},
+		{
+			name:  "an opinion interval under a second names its key and the floor",
+			file:  "trust:\n  opinion_interval: 10ms\n",
+			wants: []string{"trust.opinion_interval: must be at least 1s"},
+		},
+		{
+			name:  "a malformed spot-checked skill names its index",
+			file:  "trust:\n  spot_check_skills: [Not.Valid]\n",
+			wants: []string{"trust.spot_check_skills[0]"},
+		},
+		{
 			name:  "an unknown enum value names its key and the choices",
 			file:  "log:\n  format: xml\n",
 			wants: []string{"log.format: must be one of text, json"},

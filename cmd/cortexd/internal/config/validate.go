@@ -214,6 +214,18 @@ func (c *Config) validateTrust(p *problems) {
 	p.unit("trust.min_trust_default", t.MinTrustDefault)
 	p.duration("trust.recompute_interval", t.RecomputeInterval)
 	p.duration("trust.decay_half_life", t.DecayHalfLife)
+	switch {
+	case t.OpinionInterval < time.Second:
+		p.add("trust.opinion_interval", "must be at least 1s (default 30s), got %v: every node relays every other's opinions", t.OpinionInterval)
+	case t.OpinionInterval > 30*time.Minute:
+		p.add("trust.opinion_interval", "must be at most 30m (default 30s), got %v: receivers take opinions an hour old for replays", t.OpinionInterval)
+	}
+	p.unit("trust.spot_check_rate", t.SpotCheckRate)
+	for i, s := range t.SpotCheckSkills {
+		if err := reputation.SkillID(s).Validate(); err != nil {
+			p.add(fmt.Sprintf("trust.spot_check_skills[%d]", i), "%v", err)
+		}
+	}
 }
 
 func (c *Config) validateMisc(p *problems) {
