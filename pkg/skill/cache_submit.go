@@ -73,9 +73,15 @@ func (c *DelegationCoordinator) startFlight(rc *ResultCache, fl *flight, err err
 }
 
 // watch ends fl when its leader ends. The goroutine ends with the leader
-// task, which Close ends at the latest.
+// task, which Close ends at the latest, and Close waits for it.
 func (c *DelegationCoordinator) watch(rc *ResultCache, fl *flight) {
+	if c.closing.Load() {
+		c.endFlight(rc, fl, nil)
+		return
+	}
+	c.wg.Add(1)
 	go func() {
+		defer c.wg.Done()
 		res, err := c.Wait(context.Background(), fl.leader)
 		if err != nil || res == nil || !res.Success {
 			res = nil
