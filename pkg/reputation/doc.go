@@ -19,8 +19,9 @@
 // EigenTrust. This node's row of the matrix C is its normalized local trust
 // c_self,j = s_j / Σ_k s_k with s_j = max(sat_j - unsat_j, 0). Another peer
 // i's row is the normalized vector it shared, given to SetPeerOpinions (fed
-// by gossip). A row with no positive entry is the pre-trusted distribution
-// p, uniform over the pre-trusted peers, of which this node is always one.
+// by the grid's trust opinion topic, from each peer's LocalOpinions). A row
+// with no positive entry is the pre-trusted distribution p, uniform over
+// the pre-trusted peers, of which this node is always one.
 // From t_0 = p the graph iterates
 //
 //	t_{k+1} = (1 - a) Cᵀ t_k + a p        (a = 0.1)
