@@ -151,7 +151,7 @@ func timelineChart(t apiv1.Task, as []apiv1.Attempt) template.HTML {
 		}
 	}
 	span := max(end.Sub(start), time.Millisecond)
-	const rowH, w, left = 26.0, 640.0, 150.0
+	const rowH, w, left = 26.0, 1000.0, 150.0
 	h := rowH*float64(len(as)) + 22
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="chart timeline" viewBox="0 0 %.0f %.0f" role="img" aria-label="attempts over time">`, w, h)

@@ -17,16 +17,16 @@ import (
 
 // overviewData is what the overview shows.
 type overviewData struct {
-	ID           apiv1.Identity
-	Metrics      apiv1.Metrics
-	Peers        []apiv1.Peer // connected ones
-	Reach        reachability
-	Rate, Lat    template.HTML // charts
-	Queue        template.HTML
-	Window       string
-	LastRate     float64
-	QueueTotal   int
-	SeriesPoints int
+	ID         apiv1.Identity
+	Metrics    apiv1.Metrics
+	Peers      []apiv1.Peer // connected ones
+	Reach      reachability
+	Rate, Lat  template.HTML // charts
+	Queue      template.HTML
+	Window     string
+	LastRate   float64
+	QueueTotal int
+	Finished   uint64 // tasks with an outcome: a success rate means something
 }
 
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
@@ -52,6 +52,7 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	d.Reach = reachOf(d.ID.Addrs)
+	d.Finished = d.Metrics.Tasks.Completed + d.Metrics.Tasks.Failed + d.Metrics.Tasks.TimedOut
 	d.Rate, d.Lat = rateChart(series), latencyChart(series)
 	d.Queue = queueChart(d.Metrics.Queue.Depth)
 	for _, n := range d.Metrics.Queue.Depth {

@@ -54,7 +54,7 @@
     es.addEventListener('peer', schedule);
     es.addEventListener('task', function (ev) {
       schedule();
-      if (body.dataset.page !== 'tasks' && body.dataset.events.indexOf('task=') >= 0) {
+      if (body.dataset.events.indexOf('task=') >= 0) {
         // One task's stream ends at its final state: do not reconnect.
         try {
           const d = JSON.parse(ev.data);
