@@ -123,6 +123,11 @@ func TestDashboardInChromium(t *testing.T) {
 	bin := cortexdBinary(t)
 	net := startDevnet(t, bin, 3)
 	base := net.apiURL(t, 1)
+	for i := 1; i <= 3; i++ { // make run's printout names each node's dashboard
+		if u := net.apiURL(t, i) + "/ui/"; !strings.Contains(net.out.String(), u) {
+			t.Errorf("devnet does not print node %d's dashboard, %s:\n%s", i, u, net.out.String())
+		}
+	}
 	var self apiv1.Identity
 	getJSON(t, base+"/v1/id", &self)
 	// Node 1 offers echo, node 2 hash.sha256, node 3 debug.sleep: wait
