@@ -46,7 +46,7 @@ func TestOpsMakeRunEndsQuietlyOnCtrlC(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	for _, want := range []string{"API=$(cat $CORTEXD_PATH/api)", "curl -s $API/v1/tasks"} {
+	for _, want := range []string{"API=$(cat $CORTEXD_PATH/api)", "curl -s $API/v1/tasks", "Dashboards (open in a browser", "/ui/\n"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("devnet's printout lacks %q:\n%s", want, out.String())
 		}

@@ -228,6 +228,10 @@ func (a *app) printDevnet(base string, nodes []*daemon, o devnetOptions) {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i+1, d.node.ID(), strings.Join(d.cfg.Skills.Enabled, ","), d.url, d.dir)
 	}
 	_ = tw.Flush()
+	fmt.Fprintf(w, "\nDashboards (open in a browser; on loopback they need no token):\n\n")
+	for i, d := range nodes {
+		fmt.Fprintf(w, "  node %d  %s/ui/\n", i+1, d.url)
+	}
 	first := nodes[0]
 	fmt.Fprintf(w, "\nTalk to node 1 from another terminal:\n\n")
 	fmt.Fprintf(w, "  export CORTEXD_PATH=%s\n", first.dir)

@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+	"github.com/cortexgrid/cortexd/pkg/dashboard"
 )
 
 // IsLoopback reports whether a listen address (host:port, or a
@@ -46,6 +48,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.unauthorized(w, r, malformed)
 			return
 		}
+		if !ok && (dashboard.Public(r.URL.Path) || s.session(r)) {
+			// The login page and its assets, and a browser whose session
+			// cookie stands for the token (see dashboard.go).
+			next.ServeHTTP(w, r)
+			return
+		}
 		if !ok && !s.requireToken.Load() { // beyond loopback: 401 below
 			if err := s.checkHost(r); err != nil {
 				s.writeError(w, r, err)
@@ -56,6 +64,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		case ok && len(s.token) > 0 && subtle.ConstantTimeCompare([]byte(got), s.token) == 1:
 		case ok:
 			s.unauthorized(w, r, "the bearer token is wrong: use the one in the repo's api.token_file, which `cortexd token` prints")
+			return
+		case s.requireToken.Load() && r.Method == http.MethodGet && dashboard.Page(r.URL.Path):
+			// A person at a browser: the login page, and back here after.
+			http.Redirect(w, r, dashboard.LoginPath+"?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return
 		case s.requireToken.Load():
 			s.unauthorized(w, r, "this API listens beyond loopback: send Authorization: Bearer <token>, with the token `cortexd token` prints (the repo's api.token_file)")

@@ -16,6 +16,10 @@
 //	POST   /v1/peers/{peer}/deny    cut a peer off until restart -> apiv1.PeerAccess
 //	POST   /v1/peers/{peer}/allow   undo a deny (or extend the allow list) -> apiv1.PeerAccess
 //	GET    /v1/events[?task=ID][&types=task,peer]  server-sent events (apiv1.Event)
+//	GET    /v1/tasks/{id}/trace     attempts, router candidates, input -> apiv1.TaskTrace
+//	GET    /v1/metrics/series       tasks/s and latency per 5 s -> apiv1.Series
+//	GET    /ui/...                  the web dashboard (package dashboard)
+//	POST   /ui/login                the token, for a dashboard session cookie
 //	GET    /metrics                 Prometheus text format
 //	GET    /healthz | /readyz       liveness; readiness (503 while draining)
 //
@@ -28,5 +32,7 @@
 // own is refused (403), a body must come with Content-Type:
 // application/json (415; raw inputs and modules have their own types, which
 // need a CORS preflight too), and a request without a token must name a
-// loopback Host with the listener's port (403; DNS rebinding).
+// loopback Host with the listener's port (403; DNS rebinding). Beyond
+// loopback the dashboard's session cookie (from POST /ui/login) stands for
+// the token.
 package api

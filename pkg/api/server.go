@@ -16,8 +16,10 @@ import (
 	"github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+	"github.com/cortexgrid/cortexd/pkg/dashboard"
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
@@ -85,6 +87,9 @@ type Deps struct {
 	// the kind and module of each local skill in GET /v1/skills. If nil,
 	// those two endpoints answer 404 and skills are listed without kind.
 	Installer SkillInstaller
+	// Router, if set, ranks the candidates of each attempt that GET
+	// /v1/tasks/{id}/trace reports; nil leaves them out.
+	Router CandidateRanker
 }
 
 // Option configures a Server.
@@ -131,17 +136,24 @@ type Server struct {
 	defaults TaskDefaults
 
 	handler      http.Handler
+	mux          *http.ServeMux // the routes, without authentication: the dashboard's reads
 	requireToken atomic.Bool
 	port         atomic.Uint32 // the listener's port, 0 before Serve
 	draining     atomic.Bool
 	streams      atomic.Int64 // open event streams
 
+	tlog   *taskLog      // attempts and series, following the coordinator from Serve to Shutdown
+	ui     http.Handler  // the dashboard at /ui/
+	logins *rate.Limiter // POST /ui/login attempts
+
 	// life is canceled by Shutdown: long waits and event streams end.
 	life     context.Context
 	stopLife context.CancelFunc
 
-	mu  sync.Mutex
-	srv *http.Server
+	mu      sync.Mutex
+	srv     *http.Server
+	stopLog func() // ends tlog's subscription; nil before Serve and after Shutdown
+	logOn   bool   // tlog was started
 }
 
 // New returns a server for deps. It starts nothing.
@@ -182,6 +194,13 @@ func New(deps Deps, opts ...Option) (*Server, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	s.tlog = newTaskLog(deps.Tasks, deps.Router, deps.Node.ID(), s.defaults.MinTrust)
+	s.logins = rate.NewLimiter(rate.Limit(loginRate), loginBurst)
+	ui, err := dashboard.New(apiFetcher{s})
+	if err != nil {
+		return nil, fmt.Errorf("api: build dashboard: %w", err)
+	}
+	s.ui = ui
 	s.handler = s.routes()
 	return s, nil
 }
@@ -193,6 +212,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
+	s.mux = mux
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if s.deps.Gatherer != nil {
@@ -222,6 +242,11 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/trust", s.trustAll)
 	mux.HandleFunc("GET /v1/trust/{peer}", s.trustOne)
 	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("GET /v1/tasks/{id}/trace", s.taskTrace)
+	mux.HandleFunc("GET /v1/metrics/series", s.metricSeries)
+	mux.HandleFunc("POST /ui/login", s.login)
+	mux.Handle("GET /ui/", s.ui)
+	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowed(mux, r); len(allow) > 0 {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
@@ -287,6 +312,7 @@ func (s *Server) Serve(l net.Listener) error {
 		return http.ErrServerClosed
 	}
 	s.srv = srv
+	s.startTaskLog()
 	s.mu.Unlock()
 	return srv.Serve(jsonErrorListener{l})
 }
@@ -303,7 +329,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopLife()
 	srv := s.srv
+	stopLog := s.stopLog
+	s.stopLog = nil
 	s.mu.Unlock()
+	if stopLog != nil {
+		stopLog()
+	}
 	if srv == nil {
 		return nil
 	}

@@ -60,6 +60,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.tlog.submitted(id, t)
 	st, err := s.deps.Tasks.Status(id)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -597,3 +597,76 @@ const MaxListLimit = 999
 // MaxTimeout is the longest timeout a task may have: the task protocol
 // refuses deadlines more than a day ahead.
 const MaxTimeout = 24 * time.Hour
+
+// TaskTrace is the body of GET /v1/tasks/{id}/trace: what this node's API
+// saw of the task beyond its status: each attempt as it began and ended,
+// and the start of the input of a task submitted through it. Recorded is
+// false when the API holds no trace of the task (it began before the API
+// started, or is older than the most recent tasks it keeps); Attempts is
+// then empty.
+type TaskTrace struct {
+	Task     string        `json:"task"`
+	Recorded bool          `json:"recorded"`
+	Attempts []Attempt     `json:"attempts"`
+	Input    *InputPreview `json:"input,omitempty"` // nil: not submitted through this API
+}
+
+// MaxInputPreview is the most of a task's input a TaskTrace keeps.
+const MaxInputPreview = 16 << 10
+
+// InputPreview is the start of a task's input, at most MaxInputPreview
+// bytes of it.
+type InputPreview struct {
+	Size      int             `json:"size"`                // the whole input's, in bytes
+	JSON      json.RawMessage `json:"json,omitempty"`      // the input, if it is JSON and whole
+	Base64    []byte          `json:"base64,omitempty"`    // its first bytes otherwise
+	Truncated bool            `json:"truncated,omitempty"` // Base64 holds only the start
+}
+
+// Attempt is one attempt of a task.
+type Attempt struct {
+	Number    int        `json:"number"` // 1 for the first
+	Node      string     `json:"node"`   // where it ran (this node's ID for a local run)
+	Local     bool       `json:"local"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	// Outcome is "running" while the attempt is live, "retried" when it
+	// failed and another attempt followed, or the task's final state.
+	Outcome string `json:"outcome"`
+	Error   string `json:"error,omitempty"`
+	// Candidates are the nodes the router ranked for the attempt, best
+	// first, scored by the API the moment it saw the attempt begin (a few
+	// milliseconds after the coordinator chose, so a score may differ
+	// slightly from the one the choice used), leaving out the nodes of the
+	// attempts before it. Empty when no router was given or none was left.
+	Candidates []Candidate `json:"candidates,omitempty"`
+}
+
+// Candidate is one node the router considered for an attempt.
+type Candidate struct {
+	Node      string  `json:"node"`
+	Local     bool    `json:"local"`
+	Connected bool    `json:"connected"`
+	Score     float64 `json:"score"` // in [0, 1]
+	Trust     float64 `json:"trust"`
+	Version   string  `json:"version,omitempty"`
+}
+
+// Series is the body of GET /v1/metrics/series: per interval of
+// IntervalMS, oldest first, the tasks that finished and the latency
+// (submission to end) percentiles of those that succeeded.
+type Series struct {
+	IntervalMS int64         `json:"interval_ms"`
+	Points     []SeriesPoint `json:"points"`
+}
+
+// SeriesPoint is one interval of a Series.
+type SeriesPoint struct {
+	Start     time.Time `json:"start"`
+	Finished  int       `json:"finished"`  // tasks that reached a final state
+	Succeeded int       `json:"succeeded"` // of those, the ones that succeeded
+	PerSec    float64   `json:"per_s"`     // Finished per second
+	P50MS     float64   `json:"p50_ms"`
+	P95MS     float64   `json:"p95_ms"`
+	P99MS     float64   `json:"p99_ms"`
+}

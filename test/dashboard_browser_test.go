@@ -1,0 +1,297 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
+)
+
+// chromiumPath returns the Chromium to drive: $CHROMIUM, or chromium (or
+// chromium-browser) on PATH. It skips the test, saying how to get one,
+// where there is none.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("Chromium is not installed: the dashboard's browser test needs it (Debian: apt-get install -y chromium; or set CHROMIUM to its path)")
+	return ""
+}
+
+// devnetProc is `cortexd devnet` running as a child process.
+type devnetProc struct {
+	dir string
+	out *logBuffer
+}
+
+// startDevnet runs a devnet of n nodes with its repos in a temp dir and
+// waits until it says it is up.
+func startDevnet(t *testing.T, bin string, n int) *devnetProc {
+	t.Helper()
+	d := &devnetProc{dir: filepath.Join(t.TempDir(), "devnet"), out: &logBuffer{}}
+	cmd := exec.Command(bin, "devnet", "--nodes", fmt.Sprint(n), "--dir", d.dir)
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("devnet output (pubsub lines left out):\n%s", lastLines(withoutPubsub(d.out.String()), 40))
+		}
+	})
+	pollUntil(t, 45*time.Second, "the devnet to come up", func() error {
+		select {
+		case err := <-done:
+			done <- err
+			return fmt.Errorf("devnet exited: %v", err)
+		default:
+		}
+		if !strings.Contains(d.out.String(), "Ctrl-C stops them") {
+			return fmt.Errorf("not up yet")
+		}
+		return nil
+	})
+	return d
+}
+
+// apiURL returns node i's (1-based) API URL, from its repo's api file.
+func (d *devnetProc) apiURL(t *testing.T, i int) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(d.dir, fmt.Sprintf("node%d", i), "api"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func getJSON(t *testing.T, url string, out any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// TestDashboardInChromium drives the dashboard of a devnet node in
+// headless Chromium: the overview shows the node and its peers; a task
+// submitted through the skills form reaches succeeded on its page without
+// a reload, its attempt shows where it ran and the router's candidates; a
+// running debug.sleep is canceled from its page; and the task list, peers
+// and skills pages list what the API has. A screenshot of each page is
+// saved in the test's artifact directory (go test -artifacts keeps it; the
+// log names it).
+func TestDashboardInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cortexd, runs a devnet and Chromium")
+	}
+	chrome := chromiumPath(t)
+	bin := cortexdBinary(t)
+	net := startDevnet(t, bin, 3)
+	base := net.apiURL(t, 1)
+	for i := 1; i <= 3; i++ { // make run's printout names each node's dashboard
+		if u := net.apiURL(t, i) + "/ui/"; !strings.Contains(net.out.String(), u) {
+			t.Errorf("devnet does not print node %d's dashboard, %s:\n%s", i, u, net.out.String())
+		}
+	}
+	var self apiv1.Identity
+	getJSON(t, base+"/v1/id", &self)
+	// Node 1 offers echo, node 2 hash.sha256, node 3 debug.sleep: wait
+	// until node 1 sees both peers' skills, so the form can use them.
+	pollUntil(t, 30*time.Second, "node 1 to see debug.sleep and hash.sha256 on its peers", func() error {
+		var sks []apiv1.Skill
+		getJSON(t, base+"/v1/skills", &sks)
+		seen := map[string]bool{}
+		for _, s := range sks {
+			seen[s.ID] = len(s.Providers) > 0
+		}
+		if !seen["debug.sleep"] || !seen["hash.sha256"] {
+			return fmt.Errorf("skills %v", seen)
+		}
+		return nil
+	})
+
+	shots := t.ArtifactDir()
+	t.Logf("screenshots go to %s", shots)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(chrome),
+			chromedp.NoSandbox, // CI runs as root, where Chromium's sandbox will not start
+			chromedp.DisableGPU,
+			chromedp.WindowSize(1280, 900),
+		)...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(alloc, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(cancelBrowser)
+	if err := chromedp.Do(bctx); err != nil { // starts the browser, outside the test's timeout
+		t.Fatalf("start Chromium %s: %v", chrome, err)
+	}
+	ctx, cancel := context.WithTimeout(bctx, 60*time.Second)
+	t.Cleanup(cancel)
+
+	fail := func(what string, err error) {
+		t.Helper()
+		loc, _ := chromedp.Run(bctx, chromedp.Location())
+		t.Fatalf("%s: %v (the browser is at %s)", what, err, loc)
+	}
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			fail(what, err)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			fail("read "+sel, err)
+		}
+		return v
+	}
+	eval := func(expr string) int {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[int](expr))
+		if err != nil {
+			fail("evaluate "+expr, err)
+		}
+		return v
+	}
+	poll := func(expr string, timeout time.Duration) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(timeout))(ctx, tg)
+			return err
+		})
+	}
+	shot := func(name string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			buf, err := chromedp.FullScreenshot(100)(ctx, tg) // quality 100: PNG
+			if err != nil {
+				return fmt.Errorf("screenshot %s: %w", name, err)
+			}
+			return os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644)
+		})
+	}
+	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+
+	// Overview: this node's ID and both peers connected, then a live refresh.
+	do("load the overview",
+		chromedp.Navigate(base+"/ui/"),
+		chromedp.WaitVisible(css(`#node-id`)),
+		poll(`(document.getElementById('peers-connected') || {}).textContent === '2'`, 20*time.Second),
+		poll(`document.body.dataset.refreshed !== undefined`, 10*time.Second),
+		shot("overview"),
+	)
+	if got := text(`#node-id`); got != self.ID {
+		t.Errorf("the overview shows node %q, want node 1, %s", got, self.ID)
+	}
+
+	// Submit a debug.sleep of 1.5 s through the form: its page loads while
+	// it runs on node 3 and must turn succeeded through the event stream.
+	do("submit a task through the form",
+		chromedp.Navigate(base+"/ui/skills"),
+		chromedp.WaitVisible(css(`#submit-form`)),
+		chromedp.SetValue(css(`#submit-skill`), "debug.sleep"),
+		chromedp.SetValue(css(`#submit-input`), `{"ms": 1500}`),
+		shot("skills"),
+		chromedp.Click(css(`#submit-button`)),
+		chromedp.WaitVisible(css(`#task-state`)),
+	)
+	if eval(`window.__notReloaded = 1`) != 1 {
+		t.Fatal("could not mark the task page")
+	}
+	st, err := chromedp.Run(ctx, chromedp.AttributeValue(css(`#task-state`), "data-state"))
+	if err != nil {
+		fail("read the task's state", err)
+	}
+	if apiv1.Terminal(st.Value) {
+		t.Fatalf("the task page loaded with the task %s already: a 1.5 s sleep should still run", st.Value)
+	}
+	do("wait for the task to succeed on its page",
+		chromedp.WaitVisible(css(`#task-state[data-state="succeeded"]`)),
+		chromedp.WaitVisible(css(`table.candidates tr.chosen`)),
+		shot("task-succeeded"),
+	)
+	if eval(`window.__notReloaded || 0`) != 1 {
+		t.Error("the task page was reloaded to show the task's end; it should update in place")
+	}
+	if out := text(`#task-output`); !strings.Contains(out, `"slept_ms": 1500`) {
+		t.Errorf("the task page shows output %q, want debug.sleep's {\"slept_ms\": 1500}", out)
+	}
+	where := strings.TrimPrefix(text(`.attempt-box h3 code`), "…")
+	if node3 := nodeOf(t, net.apiURL(t, 3)); where == "" || !strings.HasSuffix(node3, where) {
+		t.Errorf("the attempt ran on %q, want node 3 (%s), the only one with debug.sleep", where, node3)
+	}
+
+	// Cancel a long debug.sleep from its page.
+	do("cancel a running debug.sleep",
+		chromedp.Navigate(base+"/ui/skills"),
+		chromedp.WaitVisible(css(`#submit-form`)),
+		chromedp.SetValue(css(`#submit-skill`), "debug.sleep"),
+		chromedp.SetValue(css(`#submit-input`), `{"ms": 60000}`),
+		chromedp.Click(css(`#submit-button`)),
+		chromedp.WaitVisible(css(`#cancel`)),
+		chromedp.Click(css(`#cancel`)),
+		chromedp.WaitVisible(css(`#task-state[data-state="canceled"]`)),
+		shot("task-canceled"),
+	)
+
+	// The list, peers and skills pages.
+	do("list the tasks", chromedp.Navigate(base+"/ui/tasks"), chromedp.WaitVisible(css(`#task-list`)), shot("tasks"))
+	if n := eval(`document.querySelectorAll('#task-list tbody tr').length`); n < 2 {
+		t.Errorf("the task list shows %d tasks, want the 2 submitted", n)
+	}
+	do("filter the canceled tasks", chromedp.Navigate(base+"/ui/tasks?state=canceled"), chromedp.WaitVisible(css(`#task-list .state.canceled`)))
+	if n := eval(`document.querySelectorAll('#task-list tbody tr').length`); n != 1 {
+		t.Errorf("the task list filtered by state canceled shows %d tasks, want 1", n)
+	}
+	do("list the peers", chromedp.Navigate(base+"/ui/peers"), chromedp.WaitVisible(css(`#peer-list`)), shot("peers"))
+	if n := eval(`document.querySelectorAll('#peer-list tbody tr').length`); n != 2 {
+		t.Errorf("the peers page shows %d peers, want 2", n)
+	}
+	for _, name := range []string{"overview", "skills", "task-succeeded", "task-canceled", "tasks", "peers"} {
+		if b, err := os.ReadFile(filepath.Join(shots, name+".png")); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+			t.Errorf("screenshot %s: not a PNG (%v)", name, err)
+		}
+	}
+}
+
+func nodeOf(t *testing.T, url string) string {
+	t.Helper()
+	var id apiv1.Identity
+	getJSON(t, url+"/v1/id", &id)
+	return id.ID
+}
