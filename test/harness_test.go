@@ -143,8 +143,13 @@ func (h *harnessNode) start(cfg harnessConfig) error {
 		grid.WithCapabilityTTL(harnessTTL),
 		grid.WithNodeLogger(log),
 	}
-	for _, b := range cfg.bootstrap {
-		nodeOpts = append(nodeOpts, grid.WithBootstrapPeers(b.addrInfo()))
+	if len(cfg.bootstrap) > 0 {
+		// One option with them all: each WithBootstrapPeers replaces the last.
+		ais := make([]peer.AddrInfo, 0, len(cfg.bootstrap))
+		for _, b := range cfg.bootstrap {
+			ais = append(ais, b.addrInfo())
+		}
+		nodeOpts = append(nodeOpts, grid.WithBootstrapPeers(ais...))
 	}
 	if cfg.opinions > 0 {
 		nodeOpts = append(nodeOpts, grid.WithTrustOpinions(h.Trust, cfg.opinions))
