@@ -999,7 +999,7 @@ func (n *Node) connEventLoop(ctx context.Context, rt *nodeRuntime) {
 				continue
 			}
 			switch ev.Connectedness {
-			case network.Connected:
+			case network.Connected, network.Limited:
 				if !n.gater.allowed(ev.Peer) {
 					// Denied while its connection was being set up.
 					_ = rt.host.Network().ClosePeer(ev.Peer)

@@ -76,6 +76,7 @@ type nodeConfig struct {
 	peerTrust        func(peer.ID) float64 // nil: every peer neutral
 	noGossip         bool                  // WithCapabilityGossip(false)
 	scoreInspect     func(map[peer.ID]float64)
+	nat              natConfig
 
 	// Discovery rounds start at discoveryMin and back off to discoveryMax.
 	// Not exported: tests shorten them.
@@ -101,6 +102,7 @@ func defaultNodeConfig() nodeConfig {
 		discoveryMax:     20 * time.Second,
 		searchHit:        searchHitTTL,
 		searchMiss:       searchMissTTL,
+		nat:              defaultNATConfig(),
 	}
 }
 
@@ -289,6 +291,7 @@ func (c *nodeConfig) validate(self peer.ID) error {
 	}
 	c.validateAccessLists(self, bad)
 	c.validatePrivateNetwork(bad)
+	c.validateNAT(bad)
 	return errors.Join(errs...)
 }
 
@@ -349,6 +352,7 @@ type nodeRuntime struct {
 	events  *pubsub.TopicEventHandler
 	connSub event.Subscription
 	mdns    interface{ Close() error }
+	relay   interface{ Close() error } // the relay service of RelayServiceOn
 	metrics *nodeMetrics
 }
 
@@ -455,6 +459,11 @@ func (n *Node) buildRuntime(ctx context.Context, rt *nodeRuntime) error {
 	if rt.host, err = n.newHost(); err != nil {
 		return err
 	}
+	if r, err := n.startRelayService(rt.host); err != nil {
+		return err
+	} else if r != nil {
+		rt.relay = r
+	}
 	if rt.metrics, err = newNodeMetrics(n.cfg.registerer, n.table, n.gater); err != nil {
 		return err
 	}
@@ -536,6 +545,9 @@ func (rt *nodeRuntime) close() error {
 	}
 	if rt.dht != nil {
 		errs = append(errs, rt.dht.Close())
+	}
+	if rt.relay != nil {
+		errs = append(errs, rt.relay.Close())
 	}
 	if rt.host != nil {
 		errs = append(errs, rt.host.Close())
