@@ -162,7 +162,8 @@ type Peer struct {
 	ID        string    `json:"id"`
 	Addrs     []string  `json:"addrs"`
 	Connected bool      `json:"connected"`
-	Verified  bool      `json:"verified"` // identify showed it speaks the task protocol: only then a provider
+	Relayed   bool      `json:"relayed,omitempty"` // connected through a relay only (limited: 2 min, 128 KiB per circuit)
+	Verified  bool      `json:"verified"`          // identify showed it speaks the task protocol: only then a provider
 	Trust     float64   `json:"trust"`
 	Skills    []string  `json:"skills"` // "id@version"
 	Load      Load      `json:"load"`
