@@ -206,6 +206,21 @@ func (d *daemon) buildGrid() error {
 	if d.prom != nil {
 		opts = append(opts, grid.WithPrometheusRegisterer(d.prom))
 	}
+	var relays []peer.AddrInfo
+	for _, s := range c.NAT.StaticRelays {
+		ai, err := config.ParsePeerAddr(s) // validated by config.Load
+		if err != nil {
+			return fmt.Errorf("nat.static_relays: %w", err)
+		}
+		relays = append(relays, *ai)
+	}
+	opts = append(opts,
+		grid.WithRelayService(c.NAT.RelayService),
+		grid.WithAutoRelay(c.NAT.AutoRelay, relays...),
+		grid.WithHolePunching(c.NAT.HolePunching),
+		grid.WithPortMapping(c.NAT.PortMapping),
+		grid.WithReachability(c.NAT.Reachability),
+	)
 	access, err := d.accessOptions()
 	if err != nil {
 		return err

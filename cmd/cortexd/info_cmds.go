@@ -33,10 +33,35 @@ func (a *app) idCommand() *cobra.Command {
 				for _, ad := range id.Addrs {
 					fmt.Fprintln(a.stdout, "  "+ad)
 				}
+				if id.NAT != nil {
+					fmt.Fprintln(a.stdout, natLine(id.NAT))
+				}
 				return nil
 			})
 		}),
 	}
+}
+
+// natLine says whether the node is reachable, and through which relays.
+func natLine(n *apiv1.NAT) string {
+	var b strings.Builder
+	switch n.Reachability {
+	case "public":
+		b.WriteString("reachable: yes (public)")
+	case "private":
+		b.WriteString("reachable: no (behind NAT)")
+	default:
+		b.WriteString("reachable: unknown (AutoNAT has not decided yet)")
+	}
+	if len(n.Relays) > 0 {
+		b.WriteString("; through relay " + strings.Join(n.Relays, ", "))
+	} else if n.Reachability == "private" {
+		b.WriteString("; no relay reservation yet")
+	}
+	if n.RelayService {
+		b.WriteString("; relaying for others")
+	}
+	return b.String()
 }
 
 func (a *app) peersCommand() *cobra.Command {

@@ -29,7 +29,35 @@ func (s *Server) identity(w http.ResponseWriter, _ *http.Request) {
 		}
 		slices.Sort(out.Protocols)
 	}
+	if nv, ok := n.(NATView); ok {
+		if st, err := nv.NATStatus(); err == nil {
+			out.NAT = natOf(st)
+		}
+	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// NATView is what the identity endpoint asks a Node that knows its
+// reachability; *grid.Node has it.
+type NATView interface {
+	NATStatus() (grid.NATStatus, error)
+}
+
+var _ NATView = (*grid.Node)(nil)
+
+func natOf(st grid.NATStatus) *apiv1.NAT {
+	out := &apiv1.NAT{Reachability: st.Reachability, RelayService: st.RelayService, Relays: []string{},
+		RelayAddrs: addrStrings(st.RelayAddrs)}
+	for _, r := range st.Relays {
+		out.Relays = append(out.Relays, r.String())
+	}
+	if len(st.Reachable) > 0 {
+		out.ReachableAddrs = addrStrings(st.Reachable)
+	}
+	if len(st.Unreachable) > 0 {
+		out.UnreachableAddrs = addrStrings(st.Unreachable)
+	}
+	return out
 }
 
 func addrStrings(as []multiaddr.Multiaddr) []string {

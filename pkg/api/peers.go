@@ -31,6 +31,7 @@ func (s *Server) peers(w http.ResponseWriter, _ *http.Request) {
 			ID:        pi.Peer.String(),
 			Addrs:     addrStrings(pi.Addrs),
 			Connected: pi.Connected,
+			Relayed:   pi.Relayed,
 			Verified:  pi.Verified,
 			Trust:     s.deps.Trust.Trust(pi.Peer),
 			Skills:    capStrings(pi.Skills),

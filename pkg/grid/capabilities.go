@@ -78,6 +78,9 @@ type PeerInfo struct {
 	Load      Load              // as the peer announced it: a hint, not a fact
 	LastSeen  time.Time         // of its last announcement; zero if none
 	Connected bool
+	// Relayed: every connection to the peer goes through a relay (a
+	// limited connection), as before or after a failed hole punch.
+	Relayed bool
 	// Verified says that identify, over a connection, showed the peer
 	// speaks the task protocol (wire.ProtocolTask). Only a verified peer
 	// is a provider of the skills it announces.
@@ -276,6 +279,7 @@ func (n *Node) Peers() []PeerInfo {
 		}
 		for i := range out {
 			out[i].Connected = hostConnected(rt.host, out[i].Peer)
+			out[i].Relayed = IsRelayed(rt.host, out[i].Peer)
 			if addrs := rt.host.Peerstore().Addrs(out[i].Peer); len(addrs) > 0 {
 				out[i].Addrs = addrs
 			}
@@ -1032,7 +1036,7 @@ func (n *Node) connEventLoop(ctx context.Context, rt *nodeRuntime) {
 				continue
 			}
 			switch ev.Connectedness {
-			case network.Connected:
+			case network.Connected, network.Limited:
 				if !n.gater.allowed(ev.Peer) {
 					// Denied while its connection was being set up.
 					_ = rt.host.Network().ClosePeer(ev.Peer)

@@ -87,8 +87,11 @@ func (n *Node) FindProviders(ctx context.Context, skill reputation.SkillID, max 
 	return out, nil
 }
 
+// hostConnected reports whether h has a connection to p, direct or
+// through a relay (limited).
 func hostConnected(h host.Host, p peer.ID) bool {
-	return h.Network().Connectedness(p) == network.Connected
+	c := h.Network().Connectedness(p)
+	return c == network.Connected || c == network.Limited
 }
 
 func (n *Node) newHost() (host.Host, error) {
@@ -118,9 +121,9 @@ func (n *Node) newHost() (host.Host, error) {
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
-		libp2p.DisableRelay(),
 		libp2p.UserAgent("cortexd"),
 	}
+	opts = append(opts, n.natOptions()...)
 	if len(n.cfg.psk) > 0 {
 		opts = append(opts, libp2p.PrivateNetwork(n.cfg.psk))
 	} else {

@@ -78,6 +78,7 @@ type nodeConfig struct {
 	scoreInspect     func(map[peer.ID]float64)
 	opinions         OpinionGraph // nil: no trust opinions (WithTrustOpinions)
 	opinionInterval  time.Duration
+	nat              natConfig
 
 	// Discovery rounds start at discoveryMin and back off to discoveryMax.
 	// Not exported: tests shorten them.
@@ -103,6 +104,7 @@ func defaultNodeConfig() nodeConfig {
 		discoveryMax:     20 * time.Second,
 		searchHit:        searchHitTTL,
 		searchMiss:       searchMissTTL,
+		nat:              defaultNATConfig(),
 	}
 }
 
@@ -298,6 +300,7 @@ func (c *nodeConfig) validate(self peer.ID) error {
 	}
 	c.validateAccessLists(self, bad)
 	c.validatePrivateNetwork(bad)
+	c.validateNAT(bad)
 	return errors.Join(errs...)
 }
 
@@ -359,6 +362,7 @@ type nodeRuntime struct {
 	events  *pubsub.TopicEventHandler
 	connSub event.Subscription
 	mdns    interface{ Close() error }
+	relay   interface{ Close() error } // the relay service of RelayServiceOn
 	metrics *nodeMetrics
 	// The trust opinion topic; nil without WithTrustOpinions.
 	opTopic *pubsub.Topic
@@ -469,6 +473,11 @@ func (n *Node) buildRuntime(ctx context.Context, rt *nodeRuntime) error {
 	if rt.host, err = n.newHost(); err != nil {
 		return err
 	}
+	if r, err := n.startRelayService(rt.host); err != nil {
+		return err
+	} else if r != nil {
+		rt.relay = r
+	}
 	if rt.metrics, err = newNodeMetrics(n.cfg.registerer, n.table, n.gater); err != nil {
 		return err
 	}
@@ -560,6 +569,9 @@ func (rt *nodeRuntime) close() error {
 	}
 	if rt.dht != nil {
 		errs = append(errs, rt.dht.Close())
+	}
+	if rt.relay != nil {
+		errs = append(errs, rt.relay.Close())
 	}
 	if rt.host != nil {
 		errs = append(errs, rt.host.Close())

@@ -308,6 +308,11 @@ func (out *outStream) open() {
 	o := out.o
 	defer o.wg.Done()
 	ctx, cancel := context.WithTimeout(o.lifetime, o.cfg.openTimeout)
+	// A peer behind NAT may be reachable through a relay only; the host
+	// still picks a direct connection when there is one (after a hole
+	// punch). A relayed stream lives within the relay's per-circuit
+	// limits, and sweepIdle moves off it once a direct connection exists.
+	ctx = network.WithAllowLimitedConn(ctx, "cortex task")
 	s, err := o.host.NewStream(ctx, out.peer, wire.ProtocolTask)
 	cancel()
 	if err == nil {
@@ -609,7 +614,8 @@ func (out *outStream) fail(cause error) {
 }
 
 // idle reports whether the stream has had no call for the outbound idle
-// timeout; the janitor calls it once per sweep period.
+// timeout, or is on a relayed connection with nothing pending while a
+// direct one exists; the janitor calls it once per sweep period.
 func (out *outStream) idle() bool {
 	select {
 	case <-out.ready:
@@ -618,6 +624,9 @@ func (out *outStream) idle() bool {
 	}
 	out.mu.Lock()
 	defer out.mu.Unlock()
+	if out.s != nil && len(out.pending) == 0 && out.s.Conn().Stat().Limited && !IsRelayed(out.o.host, out.peer) {
+		return true // relayed, and a direct connection came since: reopen over it
+	}
 	if len(out.pending) > 0 || out.calls != out.idleMark {
 		out.idleMark, out.idleSince = out.calls, 0
 		return false

@@ -137,6 +137,24 @@ type Identity struct {
 	Addrs     []string `json:"addrs"`     // multiaddrs ending in /p2p/<id>
 	Version   string   `json:"version"`   // cortexd version
 	Protocols []string `json:"protocols"` // protocols this node speaks
+	NAT       *NAT     `json:"nat,omitempty"`
+}
+
+// NAT is what a node knows of its own reachability (GET /v1/id).
+type NAT struct {
+	// Reachability is public, private or unknown, as AutoNAT (or
+	// nat.reachability) has it.
+	Reachability string `json:"reachability"`
+	// RelayService says whether the node relays for peers behind NAT now.
+	RelayService bool `json:"relay_service"`
+	// Relays are the relays the node holds a reservation on, and
+	// RelayAddrs its /p2p-circuit addresses through them.
+	Relays     []string `json:"relays"`
+	RelayAddrs []string `json:"relay_addrs"`
+	// ReachableAddrs and UnreachableAddrs are the addresses AutoNAT v2
+	// confirmed to be dialable from outside, or not.
+	ReachableAddrs   []string `json:"reachable_addrs,omitempty"`
+	UnreachableAddrs []string `json:"unreachable_addrs,omitempty"`
 }
 
 // Peer is one entry of GET /v1/peers.
@@ -144,7 +162,8 @@ type Peer struct {
 	ID        string    `json:"id"`
 	Addrs     []string  `json:"addrs"`
 	Connected bool      `json:"connected"`
-	Verified  bool      `json:"verified"` // identify showed it speaks the task protocol: only then a provider
+	Relayed   bool      `json:"relayed,omitempty"` // connected through a relay only (limited: 2 min, 128 KiB per circuit)
+	Verified  bool      `json:"verified"`          // identify showed it speaks the task protocol: only then a provider
 	Trust     float64   `json:"trust"`
 	Skills    []string  `json:"skills"` // "id@version"
 	Load      Load      `json:"load"`

@@ -16,6 +16,7 @@ import (
 type Config struct {
 	Identity  Identity  `mapstructure:"identity"`
 	Network   Network   `mapstructure:"network"`
+	NAT       NAT       `mapstructure:"nat"`
 	DHT       DHT       `mapstructure:"dht"`
 	PubSub    PubSub    `mapstructure:"pubsub"`
 	MDNS      MDNS      `mapstructure:"mdns"`
@@ -57,6 +58,24 @@ type Network struct {
 	ConnManager    ConnManager `mapstructure:"conn_manager"`
 	Resources      Resources   `mapstructure:"resources"`
 	MaxMessageSize int         `mapstructure:"max_message_size"` // bytes of one task protocol frame
+}
+
+// NAT configures NAT traversal: AutoNAT, the circuit relay v2 service,
+// auto-relay, DCUtR hole punching and port mapping.
+type NAT struct {
+	// RelayService: auto (relay for others while AutoNAT finds this node
+	// public), on (always) or off.
+	RelayService string `mapstructure:"relay_service"`
+	// AutoRelay reserves a slot on a relay while the node is not publicly
+	// reachable, and advertises its /p2p-circuit address.
+	AutoRelay bool `mapstructure:"auto_relay"`
+	// StaticRelays are the relays auto-relay tries (multiaddrs ending in
+	// /p2p/<peer ID>); empty: the bootstrap peers.
+	StaticRelays []string `mapstructure:"static_relays"`
+	HolePunching bool     `mapstructure:"hole_punching"`
+	PortMapping  bool     `mapstructure:"port_mapping"` // UPnP / NAT-PMP on the local router
+	// Reachability: auto (AutoNAT decides), public or private.
+	Reachability string `mapstructure:"reachability"`
 }
 
 // ConnManager holds the connection manager's watermarks.
@@ -303,6 +322,8 @@ func Default() Config {
 			ConnManager:    ConnManager{Low: 100, High: 400, Grace: time.Minute},
 			MaxMessageSize: 16 << 20,
 		},
+		NAT: NAT{RelayService: "auto", AutoRelay: true, StaticRelays: []string{}, HolePunching: true,
+			PortMapping: false, Reachability: "auto"},
 		DHT:    DHT{Prefix: "/cortex", Mode: "server", Rendezvous: "cortex/v1"},
 		PubSub: PubSub{Enabled: true, AnnounceInterval: 10 * time.Second, CapabilityTTL: 30 * time.Second},
 		Queue: Queue{

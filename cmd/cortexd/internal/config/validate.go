@@ -96,6 +96,7 @@ func (c *Config) validateNetwork(p *problems) {
 		}
 	}
 	c.validateAccess(p)
+	c.validateNAT(p)
 	cm := c.Network.ConnManager
 	p.nonNegative("network.conn_manager.low", cm.Low)
 	p.positive("network.conn_manager.high", cm.High)
@@ -349,5 +350,19 @@ func (w Wasm) WasmOptions() wasm.Options {
 			Input: w.Max.Input, Output: w.Max.Output},
 		Default: wasm.Limits{Memory: w.Default.Memory, Timeout: wasm.Duration(w.Default.Timeout),
 			Input: w.Max.Input, Output: w.Default.Output},
+	}
+}
+
+func (c *Config) validateNAT(p *problems) {
+	n := c.NAT
+	p.oneOf("nat.relay_service", n.RelayService, "auto", "on", "off")
+	p.oneOf("nat.reachability", n.Reachability, "auto", "public", "private")
+	for i, a := range n.StaticRelays {
+		if _, err := ParsePeerAddr(a); err != nil {
+			p.add(fmt.Sprintf("nat.static_relays[%d]", i), "%v", err)
+		}
+	}
+	if n.AutoRelay && n.Reachability == "private" && len(n.StaticRelays) == 0 && len(c.Network.BootstrapPeers) == 0 {
+		p.add("nat.auto_relay", "needs a relay on a private node: list nat.static_relays or network.bootstrap_peers, or set nat.auto_relay: false")
 	}
 }
