@@ -39,7 +39,7 @@ import (
 //
 //	go test -run TestScale -timeout 60m ./test/ -args -scale.nodes 200 -scale.duration 5m
 var (
-	scaleNodes    = flag.Int("scale.nodes", 30, "nodes in TestScale's grid, the bootstrap set included")
+	scaleNodes    = flag.Int("scale.nodes", 20, "nodes in TestScale's grid, the bootstrap set included")
 	scaleDuration = flag.Duration("scale.duration", time.Minute, "how long TestScale's load and churn run")
 	scaleChurn    = flag.Float64("scale.churn", 0.10, "share of the nodes replaced per minute in TestScale")
 	scaleRate     = flag.Float64("scale.rate", 20, "echo tasks per second TestScale submits")
@@ -126,7 +126,7 @@ func TestScale(t *testing.T) {
 	}
 	g.startMany(n - 3)
 	t.Logf("%d nodes up in %s", n, time.Since(startAt).Round(time.Millisecond))
-	g.awaitMesh(60 * time.Second)
+	g.awaitMesh(2 * time.Minute)
 
 	// Idle cost, before any load: the process's growth over its state
 	// before the first node, per node.
