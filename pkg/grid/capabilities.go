@@ -241,6 +241,12 @@ func (n *Node) AnnouncedModule(p peer.ID, skill reputation.SkillID, version stri
 	return [32]byte{}, false
 }
 
+// Offers reports whether p is among Providers(skill) at version (at any
+// version if version is empty). It takes one lock and does not allocate.
+func (n *Node) Offers(p peer.ID, skill reputation.SkillID, version string) bool {
+	return n.table.offers(p, skill, version, time.Now())
+}
+
 // SetLoadFunc sets the function the node calls at each announcement to
 // report its load. It must be fast and safe to call from any goroutine.
 func (n *Node) SetLoadFunc(f func() Load) { n.loadFn.Store(&f) }
@@ -763,6 +769,27 @@ func (t *capTable) entry(p peer.ID, now time.Time) *capEntry {
 		return e
 	}
 	return nil
+}
+
+// offers reports whether p's entry, unexpired and verified, offers skill
+// at version (any if empty), as providers would list it.
+func (t *capTable) offers(p peer.ID, skill reputation.SkillID, version string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	slot, ok := t.slots[p]
+	if !ok || !slot.verified.Load() {
+		return false
+	}
+	e := slot.entry.Load()
+	if !now.Before(e.expires) {
+		return false
+	}
+	for _, s := range e.skills {
+		if s.ID == skill && (version == "" || s.Version == version) {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *capTable) size() int {
