@@ -232,17 +232,22 @@ func (n *Node) ModuleHolders(id [32]byte) []peer.ID {
 // or at any version if version is empty), if p announces it as a wasm
 // skill.
 func (n *Node) AnnouncedModule(p peer.ID, skill reputation.SkillID, version string) ([32]byte, bool) {
-	for _, e := range n.table.entries(time.Now()) {
-		if e.peer != p {
-			continue
-		}
-		for _, s := range e.skills {
-			if m, ok := e.modules[s]; ok && s.ID == skill && (version == "" || s.Version == version) {
-				return m, true
-			}
+	e := n.table.entry(p, time.Now())
+	if e == nil {
+		return [32]byte{}, false
+	}
+	for _, s := range e.skills {
+		if m, ok := e.modules[s]; ok && s.ID == skill && (version == "" || s.Version == version) {
+			return m, true
 		}
 	}
 	return [32]byte{}, false
+}
+
+// Offers reports whether p is among Providers(skill) at version (at any
+// version if version is empty). It takes one lock and does not allocate.
+func (n *Node) Offers(p peer.ID, skill reputation.SkillID, version string) bool {
+	return n.table.offers(p, skill, version, time.Now())
 }
 
 // SetLoadFunc sets the function the node calls at each announcement to
@@ -753,6 +758,42 @@ func (t *capTable) entries(now time.Time) []capView {
 		}
 	}
 	return out
+}
+
+// entry returns p's unexpired entry, nil if there is none. It does not
+// allocate: it is on the path of every remote task.
+func (t *capTable) entry(p peer.ID, now time.Time) *capEntry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	slot, ok := t.slots[p]
+	if !ok {
+		return nil
+	}
+	if e := slot.entry.Load(); now.Before(e.expires) {
+		return e
+	}
+	return nil
+}
+
+// offers reports whether p's entry, unexpired and verified, offers skill
+// at version (any if empty), as providers would list it.
+func (t *capTable) offers(p peer.ID, skill reputation.SkillID, version string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	slot, ok := t.slots[p]
+	if !ok || !slot.verified.Load() {
+		return false
+	}
+	e := slot.entry.Load()
+	if !now.Before(e.expires) {
+		return false
+	}
+	for _, s := range e.skills {
+		if s.ID == skill && (version == "" || s.Version == version) {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *capTable) size() int {

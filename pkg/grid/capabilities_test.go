@@ -429,3 +429,45 @@ func BenchmarkCapabilityProviders(b *testing.B) {
 		})
 	})
 }
+
+func TestCapabilityTableOffersAgreesWithProviders(t *testing.T) {
+	self, p1, p2, p3 := randomPeerID(t), randomPeerID(t), randomPeerID(t), randomPeerID(t)
+	tbl := newCapTable(self, 10*time.Second, func(peer.ID) bool { return false }, func(PeerEvent) {})
+	tbl.speaks = func(p peer.ID) bool { return p != p3 }
+	now := time.Now()
+	echo1, echo2 := SkillCapability{"echo", "1"}, SkillCapability{"echo", "2"}
+	tbl.apply(self, &capAnnouncement{seq: 1, skills: []SkillCapability{echo1}}, now)
+	tbl.apply(p1, &capAnnouncement{seq: 1, skills: []SkillCapability{echo1}}, now)
+	tbl.apply(p2, &capAnnouncement{seq: 1, skills: []SkillCapability{echo2}, ttl: 2 * time.Second}, now)
+	tbl.apply(p3, &capAnnouncement{seq: 1, skills: []SkillCapability{echo1}}, now)
+	listed := func(p peer.ID, version string, at time.Time) bool {
+		for _, q := range tbl.providers("echo", at) {
+			if q.Peer == p && (version == "" || q.Version == version) {
+				return true
+			}
+		}
+		return false
+	}
+	cases := []struct {
+		name    string
+		p       peer.ID
+		version string
+		at      time.Time
+		want    bool
+	}{
+		{"a verified peer offers the skill at its version", p1, "1", now, true},
+		{"a verified peer offers the skill at any version", p1, "", now, true},
+		{"a peer does not offer a version it does not announce", p1, "2", now, false},
+		{"a peer whose announcement expired offers nothing", p2, "", now.Add(3 * time.Second), false},
+		{"a peer that does not speak the task protocol offers nothing", p3, "", now, false},
+		{"this node is never a provider", self, "", now, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tbl.offers(tc.p, "echo", tc.version, tc.at)
+			if got != tc.want || got != listed(tc.p, tc.version, tc.at) {
+				t.Fatalf("offers = %v, want %v (providers lists it: %v)", got, tc.want, listed(tc.p, tc.version, tc.at))
+			}
+		})
+	}
+}

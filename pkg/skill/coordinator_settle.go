@@ -137,7 +137,6 @@ func classifyLocal(self peer.ID, res SkillResult) outcome {
 // classifyRemote turns what Delegate returned into an outcome.
 func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteResult, err error, elapsed time.Duration) outcome {
 	o := outcome{peer: p, elapsed: elapsed}
-	var rej *grid.RejectError
 	switch {
 	case err == nil && res == nil:
 		o.kind, o.unavailable, o.code = kindRetry, true, grid.CodeInternal
@@ -163,8 +162,8 @@ func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteR
 		default:
 			o.kind, o.trust = kindRetry, reputation.OutcomeFailure
 		}
-	case errors.As(err, &rej):
-		o = classifyReject(p, rej, err, o)
+	case asReject(err) != nil:
+		o = classifyReject(p, asReject(err), err, o)
 	case errors.Is(err, grid.ErrInvalidResult):
 		// A malformed answer: another node may answer right, and this
 		// one answered wrong. (A result for a stale attempt never gets
@@ -190,6 +189,17 @@ func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteR
 		o.err = fmt.Errorf("delegate to %s: %w", p, err)
 	}
 	return o
+}
+
+// asReject returns the *grid.RejectError in err's chain, nil if there is
+// none. It is apart from classifyRemote so that the pointer errors.As
+// fills escapes to the heap only on a failed attempt, not on every one.
+func asReject(err error) *grid.RejectError {
+	var rej *grid.RejectError
+	if errors.As(err, &rej) {
+		return rej
+	}
+	return nil
 }
 
 // classifyReject is classifyRemote for a peer that did not admit the

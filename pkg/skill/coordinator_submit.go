@@ -317,13 +317,13 @@ var _ asyncDelegator = (*grid.Orchestrator)(nil)
 // skill names its module, so that p runs exactly that code (or fetches
 // it): this node's module if it has the skill, else the one the network
 // announces for it (see Router.announcedModule).
-func (c *DelegationCoordinator) remoteTask(r *record, n int, p peer.ID) *grid.RemoteTask {
+func (c *DelegationCoordinator) remoteTask(r *record, n int, p peer.ID) grid.RemoteTask {
 	return c.remoteTaskOf(r.task, n, p)
 }
 
 // remoteTaskOf is remoteTask for task t.
-func (c *DelegationCoordinator) remoteTaskOf(t *SkillTask, n int, p peer.ID) *grid.RemoteTask {
-	rt := &grid.RemoteTask{
+func (c *DelegationCoordinator) remoteTaskOf(t *SkillTask, n int, p peer.ID) grid.RemoteTask {
+	rt := grid.RemoteTask{
 		ID: t.ID, Skill: string(t.Skill), Version: t.Version, Input: t.Input.Data, InputKind: t.Input.Kind,
 		Priority: t.Priority, Deadline: t.Deadline(), MinTrust: t.MinTrust, Attempt: n, Requester: t.Requester,
 		NoCache: t.NoCache,
@@ -340,12 +340,21 @@ func (c *DelegationCoordinator) remoteTaskOf(t *SkillTask, n int, p peer.ID) *gr
 // ad's callback, which owns the attempt's place on c.wg.
 func (c *DelegationCoordinator) startRemote(ad asyncDelegator, ctx context.Context, cancel context.CancelFunc, r *record, n int, p peer.ID) {
 	start := time.Now()
-	ad.DelegateAsync(ctx, p, c.remoteTask(r, n, p), func(res *grid.RemoteResult, err error) {
+	done := func(res *grid.RemoteResult, err error) {
 		c.router.attemptEnded(p)
 		c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
 		cancel()
 		c.wg.Done()
-	})
+	}
+	if o, ok := ad.(*grid.Orchestrator); ok {
+		// Called on the concrete type, whose DelegateAsync keeps no
+		// pointer to its task, rt stays on the stack.
+		rt := c.remoteTask(r, n, p)
+		o.DelegateAsync(ctx, p, &rt, done)
+		return
+	}
+	rt := c.remoteTask(r, n, p)
+	ad.DelegateAsync(ctx, p, &rt, done)
 }
 
 // runRemote runs one remote attempt through a Delegator that only blocks.
@@ -354,7 +363,8 @@ func (c *DelegationCoordinator) runRemote(ctx context.Context, cancel context.Ca
 	defer c.wg.Done()
 	defer cancel()
 	start := time.Now()
-	res, err := c.remote.Delegate(ctx, p, c.remoteTask(r, n, p))
+	rt := c.remoteTask(r, n, p)
+	res, err := c.remote.Delegate(ctx, p, &rt)
 	c.router.attemptEnded(p)
 	c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
 }

@@ -19,6 +19,15 @@ type ModuleDirectory interface {
 
 var _ ModuleDirectory = (*grid.Node)(nil)
 
+// offerDirectory is a Directory that can tell whether one peer is a
+// provider of a skill without listing them all: *grid.Node is one. It
+// spares announcedModule a slice per remote attempt of a non-wasm skill.
+type offerDirectory interface {
+	Offers(p peer.ID, skill reputation.SkillID, version string) bool
+}
+
+var _ offerDirectory = (*grid.Node)(nil)
+
 // announcedModule returns the module to name in t, sent to p, when this
 // node lacks t's skill; zero if none is known, or t's skill is not a wasm
 // skill, or the Directory is not a ModuleDirectory.
@@ -42,6 +51,9 @@ func (r *Router) announcedModule(t *SkillTask, p peer.ID) [32]byte {
 	}
 	if m, ok := md.AnnouncedModule(p, t.Skill, t.Version); ok {
 		return m
+	}
+	if od, ok := r.dir.(offerDirectory); ok && od.Offers(p, t.Skill, t.Version) {
+		return [32]byte{} // p offers the skill, and not as a wasm skill
 	}
 	provs := r.dir.Providers(t.Skill)
 	for _, q := range provs {
