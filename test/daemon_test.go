@@ -130,17 +130,24 @@ func startDaemon(t testing.TB, bin, repo string, extra ...string) *daemonProc {
 			t.Logf("daemon %s log (pubsub lines left out):\n%s", repo, lastLines(withoutPubsub(p.stderr.String()), 60))
 		}
 	})
-	pollUntil(t, 30*time.Second, "daemon writes "+filepath.Join(repo, "api"), func() error {
+	p.awaitAPIFile(t, "daemon writes "+filepath.Join(repo, "api"))
+	return p
+}
+
+// awaitAPIFile waits until the daemon has written its api file, failing
+// at once if it exited.
+func (p *daemonProc) awaitAPIFile(t testing.TB, what string) {
+	t.Helper()
+	pollUntil(t, 30*time.Second, what, func() error {
 		select {
 		case err := <-p.done:
 			p.done <- err
 			return fmt.Errorf("daemon exited: %v", err)
 		default:
 		}
-		_, err := os.Stat(filepath.Join(repo, "api"))
+		_, err := os.Stat(filepath.Join(p.repo, "api"))
 		return err
 	})
-	return p
 }
 
 // withoutPubsub drops the log lines of go-libp2p-pubsub's own debug

@@ -145,16 +145,7 @@ func startNSDaemon(t *testing.T, bin, ns, config string) *daemonProc {
 			t.Logf("daemon in %s, log (pubsub lines left out):\n%s", ns, lastLines(withoutPubsub(p.stderr.String()), 60))
 		}
 	})
-	pollUntil(t, 30*time.Second, "the daemon in "+ns+" to write its api file", func() error {
-		select {
-		case err := <-p.done:
-			p.done <- err
-			return fmt.Errorf("daemon exited: %v", err)
-		default:
-		}
-		_, err := os.Stat(filepath.Join(repo, "api"))
-		return err
-	})
+	p.awaitAPIFile(t, "the daemon in "+ns+" to write its api file")
 	return p
 }
 
