@@ -151,14 +151,18 @@ func TestRunGoModuleOutOfMemoryFailsWithItsStderr(t *testing.T) {
 	e := newEngine(t, Options{})
 	mod := guestModule(t)
 	m := manifestFor("alloc", mod, "alloc")
-	m.Limits.Memory = 64 * MiB
+	// 16 MiB: the Go runtime starts, then runs out in two 8 MiB slices.
+	// The timeout is long because a loaded CI machine under -race can
+	// take tens of seconds to touch that memory; the limit must stop it.
+	m.Limits.Memory = 16 * MiB
+	m.Limits.Timeout = Duration(5 * time.Minute)
 	p := compile(t, e, m, mod)
 	_, err := p.Run(context.Background(), nil)
 	var re *RunError
 	if !errors.As(err, &re) || !errors.Is(err, ErrFailed) {
 		t.Fatalf("error %v, want a *RunError", err)
 	}
-	if !strings.Contains(re.Stderr, "out of memory") || !strings.Contains(err.Error(), "memory limit 64MiB") {
+	if !strings.Contains(re.Stderr, "out of memory") || !strings.Contains(err.Error(), "memory limit 16MiB") {
 		t.Fatalf("error does not say out of memory and the limit: %v", err)
 	}
 }
