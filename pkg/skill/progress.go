@@ -38,11 +38,27 @@ func ReportProgress(ctx context.Context, fraction float64, msg string) {
 	if ctx == nil || math.IsNaN(fraction) {
 		return
 	}
-	j, _ := ctx.Value(progressKey{}).(*Job)
-	if j == nil || j.progress == nil {
-		return
+	if r, _ := ctx.Value(progressKey{}).(progressReporter); r != nil {
+		r.reportProgress(min(max(fraction, 0), 1), cutMessage(msg))
 	}
-	j.progress(j, min(max(fraction, 0), 1), cutMessage(msg))
+}
+
+// progressReporter is what a context carries for ReportProgress.
+type progressReporter interface {
+	reportProgress(fraction float64, msg string)
+}
+
+func (j *Job) reportProgress(fraction float64, msg string) { j.progress(j, fraction, msg) }
+
+// ProgressFunc is a ReportProgress receiver of one's own.
+type ProgressFunc func(fraction float64, msg string)
+
+func (f ProgressFunc) reportProgress(fraction float64, msg string) { f(fraction, msg) }
+
+// WithProgress returns a context whose ReportProgress calls go to fn, for
+// running a skill outside an Executor (a test, a tool).
+func WithProgress(ctx context.Context, fn ProgressFunc) context.Context {
+	return context.WithValue(ctx, progressKey{}, progressReporter(fn))
 }
 
 // withProgress returns ctx carrying job's reporter, or ctx itself if the
@@ -51,7 +67,7 @@ func withProgress(ctx context.Context, job *Job) context.Context {
 	if job.progress == nil {
 		return ctx
 	}
-	return context.WithValue(ctx, progressKey{}, job)
+	return context.WithValue(ctx, progressKey{}, progressReporter(job))
 }
 
 // cutMessage makes msg valid UTF-8 of at most grid.MaxProgressMessage
