@@ -117,6 +117,18 @@ func (r *handlerRef) CancelTask(from peer.ID, id grid.TaskID) {
 	}
 }
 
+var _ grid.ProgressSink = (*handlerRef)(nil)
+
+// TaskProgress implements grid.ProgressSink: a peer's report about a task
+// this node delegated.
+func (r *handlerRef) TaskProgress(id grid.TaskID, attempt int, fraction float64, msg string) {
+	if h := r.h.Load(); h != nil {
+		if ps, ok := (*h).(grid.ProgressSink); ok {
+			ps.TaskProgress(id, attempt, fraction, msg)
+		}
+	}
+}
+
 var _ grid.TaskAbandoner = (*handlerRef)(nil)
 
 // AbandonTask implements grid.TaskAbandoner: the requester's stream died.

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/mattn/go-isatty"
 
@@ -78,8 +81,8 @@ func (l *liveStatus) draw(ctx context.Context) {
 		if t.Node != "" {
 			where = " on " + shortPeer(t.Node)
 		}
-		fmt.Fprintf(l.w, "\r\033[K%c %s %s%s, attempt %d, %s", spinner[i%len(spinner)], shortID(t.ID), t.State, where,
-			max(t.Attempts, 1), time.Since(l.start).Round(100*time.Millisecond))
+		fmt.Fprintf(l.w, "\r\033[K%c %s %s%s, attempt %d, %s%s", spinner[i%len(spinner)], shortID(t.ID), t.State, where,
+			max(t.Attempts, 1), time.Since(l.start).Round(100*time.Millisecond), progressBar(t.Progress))
 		select {
 		case <-ctx.Done():
 			fmt.Fprint(l.w, "\r\033[K")
@@ -93,6 +96,42 @@ func (l *liveStatus) draw(ctx context.Context) {
 func (l *liveStatus) stop() {
 	l.cancel()
 	l.wg.Wait()
+}
+
+// progressBarWidth and progressMessageRunes bound the progress part of
+// the status line.
+const (
+	progressBarWidth     = 20
+	progressMessageRunes = 40
+)
+
+// progressBar is the status line's progress part, " [####----] 40% msg",
+// or nothing if the skill has reported no progress.
+func progressBar(p *apiv1.Progress) string {
+	if p == nil {
+		return ""
+	}
+	f := min(max(p.Fraction, 0), 1)
+	full := int(f*progressBarWidth + 0.5)
+	bar := " [" + strings.Repeat("#", full) + strings.Repeat("-", progressBarWidth-full) + "] " + strconv.Itoa(int(f*100)) + "%"
+	if msg := printableLine(p.Message); msg != "" {
+		if r := []rune(msg); len(r) > progressMessageRunes {
+			msg = string(r[:progressMessageRunes-1]) + "…"
+		}
+		bar += " " + msg
+	}
+	return bar
+}
+
+// printableLine drops the control characters of a peer's message, which
+// would break the status line (a peer chose them).
+func printableLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 func shortID(id string) string {

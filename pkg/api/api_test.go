@@ -368,6 +368,7 @@ func TestAPIEventStreamFollowsATask(t *testing.T) {
 	}
 	sc := bufio.NewScanner(resp.Body)
 	var states []string
+	progress := 0
 	for sc.Scan() {
 		line := sc.Text()
 		data, ok := strings.CutPrefix(line, "data: ")
@@ -378,13 +379,28 @@ func TestAPIEventStreamFollowsATask(t *testing.T) {
 		if err := json.Unmarshal([]byte(data), &ev); err != nil {
 			t.Fatalf("event %q: %v", data, err)
 		}
-		if ev.Type != "task" || ev.Task == nil || ev.Task.ID != task.ID {
+		if ev.Task == nil || ev.Task.ID != task.ID {
 			t.Fatalf("event %+v is not about task %s", ev, task.ID)
+		}
+		switch ev.Type {
+		case "progress":
+			// debug.sleep reports every 100 ms.
+			if p := ev.Task.Progress; p == nil || p.Fraction <= 0 || p.Fraction > 1 || ev.Task.State != apiv1.StateRunning {
+				t.Fatalf("progress event %+v: progress %+v, want a fraction in (0, 1] of a running task", ev, ev.Task.Progress)
+			}
+			progress++
+			continue
+		case "task":
+		default:
+			t.Fatalf("event %+v: want type task or progress", ev)
 		}
 		states = append(states, ev.Task.State)
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatalf("the stream did not end after the final state: %v (states %v)", err, states)
+	}
+	if progress == 0 {
+		t.Fatal("no progress event for a 200 ms debug.sleep")
 	}
 	if len(states) < 2 || states[len(states)-1] != apiv1.StateSucceeded || apiv1.Terminal(states[0]) {
 		t.Fatalf("states seen %v, want a live state first and succeeded last", states)

@@ -60,6 +60,9 @@ func taskOf(st skill.TaskStatus) apiv1.Task {
 	for _, p := range st.Tried {
 		t.Tried = append(t.Tried, p.String())
 	}
+	if p := st.Progress; p != nil {
+		t.Progress = &apiv1.Progress{Fraction: p.Fraction, Message: p.Message, UpdatedAt: p.UpdatedAt}
+	}
 	if !st.FinishedAt.IsZero() {
 		fin := st.FinishedAt
 		t.FinishedAt = &fin

@@ -89,8 +89,10 @@ func (k *eventSink) push(ev apiv1.Event) {
 }
 
 // events streams task, peer and spot-check events as server-sent events:
-// each is "event: task", "event: peer" or "event: spot_check" and a data
-// line with an apiv1.Event. With ?task=ID only that task's events come,
+// each is "event: task", "event: progress" (a task's skill reported how
+// far it is, at most 10 a second per task; it comes with the task
+// events), "event: peer" or "event: spot_check" and a data line with an
+// apiv1.Event. With ?task=ID only that task's events come,
 // starting with its current status, and the stream ends after its final
 // state. With ?types=task,peer (any of task, peer and spot_check) only
 // those kinds come. A client too slow to keep up loses
@@ -113,7 +115,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		defer s.deps.Tasks.Subscribe(func(e skill.Event) {
 			if eq.only == nil || e.TaskID == *eq.only {
 				t := s.eventTask(e)
-				sink.push(apiv1.Event{Type: "task", Time: e.At, Task: &t})
+				typ := "task"
+				if e.Progress != nil {
+					typ = "progress" // the state is unchanged: t.Progress is new
+				}
+				sink.push(apiv1.Event{Type: typ, Time: e.At, Task: &t})
 			}
 		})()
 	}
@@ -216,6 +222,9 @@ func (s *Server) eventTask(e skill.Event) apiv1.Task {
 	}
 	if e.Attempt > 0 {
 		st.Attempts = e.Attempt
+	}
+	if e.Progress != nil {
+		st.Progress = e.Progress
 	}
 	return taskOf(st)
 }

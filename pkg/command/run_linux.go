@@ -13,7 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cortexgrid/cortexd/internal/progressline"
 	"github.com/cortexgrid/cortexd/pkg/command/shim"
+	"github.com/cortexgrid/cortexd/pkg/skill"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,7 +50,9 @@ func (s *Skill) run(parent context.Context, input []byte) ([]byte, error) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); out.read(p.stdout, s.spec.MaxOutput, p.group.kill) }()
-	go func() { defer wg.Done(); _, _ = io.Copy(&stderr, p.stderr) }()
+	// Progress lines (internal/progressline) are reports, not stderr.
+	errw := progressline.NewWriter(&stderr, func(f float64, msg string) { skill.ReportProgress(parent, f, msg) })
+	go func() { defer wg.Done(); _, _ = io.Copy(errw, p.stderr); _ = errw.Flush() }()
 
 	status, _ := io.ReadAll(io.LimitReader(p.status, 64<<10)) // EOF at the exec
 	_ = p.status.Close()

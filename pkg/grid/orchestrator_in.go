@@ -109,6 +109,7 @@ type inTask struct {
 	state   atomic.Int32
 	replied atomic.Bool
 	early   *[]byte // the result frame, when reply came first
+	prog    atomic.Pointer[progressOut]
 }
 
 // handleStream serves one incoming task stream until it fails or closes.
@@ -388,6 +389,7 @@ func (st *inStream) onRequest(req *wire.Request) error {
 	t := &it.task
 	reason, err := decodeRequest(req, &st.strs, now, st.from, t)
 	st.r.ReleaseFrame() // t holds a copy of the input: admit charges that
+	t.in = it
 	if err != nil {
 		if reason == RejectMalformed {
 			o.stats.malformed.Add(1)
@@ -654,6 +656,7 @@ func (it *inTask) reply(r *RemoteResult) {
 		return
 	}
 	st := it.st
+	it.stopProgress()
 	st.answering.Add(1)
 	defer st.answered()
 	st.untrack(it)
@@ -720,6 +723,7 @@ func (st *inStream) end(cause error, graceful bool) {
 		o.log.Debug("task stream ended with tasks running; abandoning them", "peer", st.from, "tasks", len(tasks), "cause", cause)
 		ab, _ := o.handler.(TaskAbandoner)
 		for id, it := range tasks {
+			it.stopProgress()
 			switch {
 			case it.replied.Load():
 				// Answered, or superseded by a request on another stream.

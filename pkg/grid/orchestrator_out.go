@@ -32,7 +32,8 @@ type call struct {
 	attempt uint32 // matched against the attempt of acks and results (0 there: any)
 	peer    peer.ID
 	acked   atomic.Bool
-	heard   uint32 // guarded by the stream's mu: the lease check count when last heard of
+	heard   uint32     // guarded by the stream's mu: the lease check count when last heard of
+	prog    progressIn // guarded by the stream's mu: the rate of its progress reports
 	done    func(*RemoteResult, error)
 
 	ackBy    time.Time
@@ -479,6 +480,8 @@ func (out *outStream) readLoop() {
 			out.onResult(&env.Result)
 		case env.Kind == wire.KindHeartbeat:
 			out.onHeartbeat(&env.Heartbeat)
+		case env.Kind == wire.KindProgress:
+			out.onProgress(&env.Progress)
 		case env.Kind == wire.KindNone:
 			if env.Unknown == 0 {
 				o.stats.unknown.Add(1) // an empty envelope

@@ -56,6 +56,10 @@ type RemoteTask struct {
 	// NoCache asks the executor to run the skill rather than answer from
 	// its result cache.
 	NoCache bool
+
+	// in is the delivery a task received from a peer came with, for
+	// ReportProgress; nil on a task this node delegates.
+	in *inTask
 }
 
 // ErrorCode classifies a failed RemoteResult. Values match the wire enum.

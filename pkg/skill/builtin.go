@@ -64,11 +64,14 @@ type BuiltinOptions struct {
 //     undecodable image are invalid input. The output is re-encoded; PNG
 //     keeps alpha, JPEG does not. Scaling uses draw.CatmullRom (see
 //     resizeKernel); it is not interruptible once started, so ctx is
-//     checked between the decode, scale and encode steps.
+//     checked between the decode, scale and encode steps. It reports
+//     progress (see ReportProgress) at each: 0.1 decoding, 0.4 scaling,
+//     0.8 encoding.
 //   - debug.sleep exists only with BuiltinOptions.DebugSleep (for tests and
 //     demos). It sleeps ms milliseconds or until ctx is done, in which case
 //     it fails with ctx's error (the executor reports a timeout or a
-//     cancellation).
+//     cancellation). A sleep over 100 ms reports progress every 100 ms:
+//     the fraction slept and "slept N of M ms".
 //
 // Every built-in is an OutputChecker, so that a peer's wrong output is
 // recorded as a wrong result: echo and hash.sha256 check exactly (the
@@ -194,6 +197,9 @@ func (sleepSkill) Descriptor() Descriptor {
 	}
 }
 
+// sleepProgressEvery is how often debug.sleep reports progress.
+const sleepProgressEvery = 100 * time.Millisecond
+
 func (sleepSkill) Execute(ctx context.Context, in SkillInput) ([]byte, error) {
 	var req struct {
 		MS *int64 `json:"ms"`
@@ -204,14 +210,28 @@ func (sleepSkill) Execute(ctx context.Context, in SkillInput) ([]byte, error) {
 	if req.MS == nil || *req.MS < 0 || *req.MS > 600000 {
 		return nil, fmt.Errorf("%w for debug.sleep: \"ms\" must be an integer from 0 to 600000", ErrInvalidInput)
 	}
-	t := time.NewTimer(time.Duration(*req.MS) * time.Millisecond)
+	total := time.Duration(*req.MS) * time.Millisecond
+	t := time.NewTimer(total)
 	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return nil, fmt.Errorf("sleep %d ms: %w", *req.MS, ctx.Err())
-	case <-t.C:
+	var tick <-chan time.Time
+	if total > sleepProgressEvery {
+		tk := time.NewTicker(sleepProgressEvery)
+		defer tk.Stop()
+		tick = tk.C
 	}
-	return fmt.Appendf(nil, `{"slept_ms":%d}`, *req.MS), nil
+	start := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("sleep %d ms: %w", *req.MS, ctx.Err())
+		case <-tick:
+			slept := time.Since(start)
+			ReportProgress(ctx, float64(slept)/float64(total), fmt.Sprintf("slept %d of %d ms", slept.Milliseconds(), *req.MS))
+			continue
+		case <-t.C:
+		}
+		return fmt.Appendf(nil, `{"slept_ms":%d}`, *req.MS), nil
+	}
 }
 
 // CheckOutput accepts only the output the input gives.

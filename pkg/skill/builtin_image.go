@@ -114,6 +114,7 @@ func (s *resizeSkill) Execute(ctx context.Context, in SkillInput) ([]byte, error
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	ReportProgress(ctx, 0.1, "decoding")
 	src, _, err := image.Decode(bytes.NewReader(raw))
 	if err != nil {
 		return nil, invalidResize("/image cannot be decoded: %v", err)
@@ -122,6 +123,7 @@ func (s *resizeSkill) Execute(ctx context.Context, in SkillInput) ([]byte, error
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	ReportProgress(ctx, 0.4, "scaling")
 	dst := image.NewRGBA(image.Rect(0, 0, dw, dh))
 	resizeKernel.Scale(dst, dst.Bounds(), src, src.Bounds(), draw.Src, nil)
 	src = nil
@@ -132,6 +134,7 @@ func (s *resizeSkill) Execute(ctx context.Context, in SkillInput) ([]byte, error
 	if outFormat == "" {
 		outFormat = inFormat
 	}
+	ReportProgress(ctx, 0.8, "encoding")
 	img, err := encodeImage(dst, outFormat, req.Quality)
 	if err != nil {
 		return nil, fmt.Errorf("encode resized image as %s: %w", outFormat, err)

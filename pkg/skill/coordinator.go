@@ -297,6 +297,9 @@ type DelegationCoordinator struct {
 	// localDone and incomingDone are the Done funcs of local jobs, made
 	// once so that a job costs no closure.
 	localDone, incomingDone func(*grid.QueuedTask, SkillResult)
+	// localProgress and incomingProgress are the progress reporters of
+	// those jobs, made once likewise.
+	localProgress, incomingProgress func(*Job, float64, string)
 
 	tasks   *taskTable
 	in      *incomingTable
@@ -374,6 +377,7 @@ func NewCoordinator(d Deps, opts ...CoordinatorOption) (*DelegationCoordinator, 
 	}
 	c.waiters.New = newResultWaiter
 	c.localDone, c.incomingDone = c.onLocalDone, c.onIncomingDone
+	c.localProgress, c.incomingProgress = c.onLocalProgress, c.onIncomingProgress
 	if c.metrics == nil {
 		c.metrics = grid.NewMetricsTracker()
 	}

@@ -18,6 +18,9 @@ type Event struct {
 	Attempt int                `json:"attempt"`
 	Error   string             `json:"error,omitempty"`
 	At      time.Time          `json:"at"`
+	// Progress is set on a progress event: the task's state has not
+	// changed, its skill reported how far it is.
+	Progress *Progress `json:"progress,omitempty"`
 }
 
 // eventBuffer is how many events a subscriber may lag behind before

@@ -167,7 +167,7 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 		ID: rt.ID, Skill: reputation.SkillID(rt.Skill), Version: rt.Version, Input: in, Requester: from,
 		Priority: rt.Priority, Timeout: deadline.Sub(now), MinTrust: rt.MinTrust, CreatedAt: now,
 	}
-	inc.job = Job{Task: &inc.task, Done: done}
+	inc.job = Job{Task: &inc.task, Done: done, inc: inc, progress: c.incomingProgress}
 	inc.qt = grid.QueuedTask{ID: qid, Priority: rt.Priority, Payload: &inc.job, CreatedAt: now, Deadline: deadline}
 
 	s := c.in.shard(qid)
@@ -454,6 +454,14 @@ type FetchingHandler struct {
 	mu      sync.Mutex
 	closed  bool
 	pending map[pendingKey]*pendingFetch
+}
+
+var _ grid.ProgressSink = (*FetchingHandler)(nil)
+
+// TaskProgress implements grid.ProgressSink for the coordinator's
+// delegated tasks.
+func (h *FetchingHandler) TaskProgress(id TaskID, attempt int, fraction float64, msg string) {
+	h.c.TaskProgress(id, attempt, fraction, msg)
 }
 
 type pendingKey struct {

@@ -99,6 +99,9 @@ type TaskStatus struct {
 	UpdatedAt  time.Time    `json:"updated_at"`
 	Deadline   time.Time    `json:"deadline"`
 	FinishedAt time.Time    `json:"finished_at,omitzero"`
+	// Progress is what the skill of the current (or last) attempt last
+	// reported, nil if it reported nothing.
+	Progress *Progress `json:"progress,omitempty"`
 }
 
 // Limits of ListFilter.Limit.
@@ -143,6 +146,9 @@ type record struct {
 	retry  *retryState // from the second attempt on
 
 	gen *generation // the generation of the task table holding it
+
+	prog      Progress // the current attempt's last report; zero if none
+	progEvent int64    // when its last progress event went out, Unix ns
 
 	// The first attempt's job and queue entry, allocated with the record.
 	job0 Job
@@ -216,6 +222,10 @@ func (r *record) status() TaskStatus {
 		CreatedAt: r.task.CreatedAt, UpdatedAt: r.updatedAt(), Deadline: r.task.Deadline(),
 	}
 	st.State = r.effectiveState()
+	if !r.prog.UpdatedAt.IsZero() {
+		p := r.prog
+		st.Progress = &p
+	}
 	if r.state.Terminal() {
 		st.FinishedAt = r.result.FinishedAt
 		st.Result = &r.result

@@ -252,6 +252,7 @@ func (c *DelegationCoordinator) beginLocked(r *record, cand Candidate, now time.
 	}
 	r.attempts++
 	r.peer = cand.Peer
+	r.prog = Progress{} // the last attempt's reports say nothing of this one
 	r.updated = now.UnixNano()
 	a := attempt{n: int(r.attempts), peer: cand.Peer}
 	if cand.Local {
@@ -259,7 +260,7 @@ func (c *DelegationCoordinator) beginLocked(r *record, cand Candidate, now time.
 		if r.attempts > 1 {
 			job, qt = &Job{}, &grid.QueuedTask{}
 		}
-		job.Task, job.Done, job.rec = r.task, c.localDone, r
+		job.Task, job.Done, job.rec, job.progress = r.task, c.localDone, r, c.localProgress
 		*qt = grid.QueuedTask{ID: r.task.ID, Priority: r.task.Priority, Payload: job, CreatedAt: r.task.CreatedAt, Deadline: r.task.Deadline(),
 			Retries: int(r.attempts) - 1}
 		r.state, r.job, r.cancel = StateQueued, job, nil

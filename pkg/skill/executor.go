@@ -341,6 +341,9 @@ func (e *Executor) runJob(ctx context.Context, job *Job) SkillResult {
 		defer cancel()
 	}
 	res := SkillResult{TaskID: t.ID, ExecutedBy: e.self}
+	if cancel != nil {
+		ctx = withProgress(ctx, job)
+	}
 	switch {
 	case !job.begin(cancel):
 		return e.finish(res, grid.CodeCanceled, fmt.Errorf("run skill %q: canceled before it started: %w", t.Skill, ErrCanceled))

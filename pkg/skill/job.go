@@ -24,6 +24,10 @@ type Job struct {
 	// a task submitted to a DelegationCoordinator; set before the job is
 	// enqueued and not changed after.
 	rec *record
+	// inc is the peer's task, for a job run for a peer.
+	inc *incoming
+	// progress, if set, takes the running skill's ReportProgress calls.
+	progress func(j *Job, fraction float64, msg string)
 
 	mu       sync.Mutex
 	cancel   context.CancelFunc // of the running skill's context; nil for a skill that takes none

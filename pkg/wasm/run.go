@@ -14,6 +14,9 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/cortexgrid/cortexd/internal/progressline"
+	"github.com/cortexgrid/cortexd/pkg/skill"
 )
 
 // Program is a compiled module with its manifest and effective limits.
@@ -92,7 +95,9 @@ func (p *Program) Run(ctx context.Context, input []byte) ([]byte, error) {
 
 	stdout := &capWriter{max: int(p.limits.Output), stop: cancel}
 	var stderr tailWriter
-	cfg := p.base.WithStdin(bytes.NewReader(input)).WithStdout(stdout).WithStderr(&stderr)
+	// Progress lines (internal/progressline) are reports, not stderr.
+	errw := progressline.NewWriter(&stderr, func(f float64, msg string) { skill.ReportProgress(parent, f, msg) })
+	cfg := p.base.WithStdin(bytes.NewReader(input)).WithStdout(stdout).WithStderr(errw)
 	if p.man.Deterministic {
 		cfg = cfg.WithRandSource(mrand.NewChaCha8(deterministicSeed))
 	} else {
@@ -103,6 +108,7 @@ func (p *Program) Run(ctx context.Context, input []byte) ([]byte, error) {
 		// A module that returns from _start without proc_exit stays open.
 		_ = mod.Close(context.Background())
 	}
+	_ = errw.Flush()
 	return p.outcome(parent, ctx, err, stdout, &stderr)
 }
 

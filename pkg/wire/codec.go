@@ -31,6 +31,7 @@ const (
 	KindResult    Kind = 3
 	KindCancel    Kind = 4
 	KindHeartbeat Kind = 5
+	KindProgress  Kind = 6
 )
 
 // Envelope is a decoded cortex.v1.Envelope. Only the body of Kind is
@@ -48,6 +49,7 @@ type Envelope struct {
 	Result    Result
 	Cancel    Cancel
 	Heartbeat Heartbeat
+	Progress  Progress
 }
 
 // Request is cortex.v1.TaskRequest. String fields are bytes, checked to
@@ -102,6 +104,18 @@ type Heartbeat struct {
 	IntervalMs uint32
 }
 
+// Progress is cortex.v1.TaskProgress.
+type Progress struct {
+	TaskID   []byte
+	Attempt  uint32
+	Fraction float64
+	Message  []byte
+}
+
+// MaxProgressMessage is the most bytes a TaskProgress message carries;
+// receivers drop a report with a longer one.
+const MaxProgressMessage = 200
+
 // message is what each body implements.
 type message interface {
 	size() int
@@ -124,6 +138,8 @@ func (e *Envelope) body(k Kind) message {
 		return &e.Cancel
 	case KindHeartbeat:
 		return &e.Heartbeat
+	case KindProgress:
+		return &e.Progress
 	}
 	return nil
 }
@@ -150,6 +166,8 @@ func (e *Envelope) resetBody(k Kind) {
 	case KindHeartbeat:
 		clear(e.Heartbeat.TaskIDs)
 		e.Heartbeat = Heartbeat{TaskIDs: e.Heartbeat.TaskIDs[:0]}
+	case KindProgress:
+		e.Progress = Progress{}
 	}
 }
 
@@ -334,6 +352,11 @@ const (
 
 	fHbTaskIDs  = 1
 	fHbInterval = 2
+
+	fProgTaskID   = 1
+	fProgAttempt  = 2
+	fProgFraction = 3
+	fProgMessage  = 4
 )
 
 func (m *Request) set(num protowire.Number, v fieldValue) (bool, error) {
@@ -436,6 +459,24 @@ func (m *Heartbeat) set(num protowire.Number, v fieldValue) (bool, error) {
 	return false, nil
 }
 
+func (m *Progress) set(num protowire.Number, v fieldValue) (bool, error) {
+	switch num {
+	case fProgTaskID:
+		return setBytes(&m.TaskID, v), nil
+	case fProgAttempt:
+		return setVarint(&m.Attempt, v), nil
+	case fProgFraction:
+		if v.typ != protowire.Fixed64Type {
+			return false, nil
+		}
+		m.Fraction = math.Float64frombits(v.fixed)
+		return true, nil
+	case fProgMessage:
+		return setString(&m.Message, num, v)
+	}
+	return false, nil
+}
+
 // Encoders. Fields go in number order, zero values left out, as
 // proto.Marshal writes them.
 
@@ -480,13 +521,17 @@ func boolVarint(v bool) uint64 {
 // bytes.
 func enumVarint(v int32) uint64 { return uint64(int64(v)) }
 
-// trustBits is MinTrust's encoding, 0 when it is left out (+0 only).
-func (m *Request) trustBits() uint64 {
-	if m.MinTrust != 0 || math.Signbit(m.MinTrust) {
-		return math.Float64bits(m.MinTrust)
+// doubleBits is a double field's encoding, 0 when it is left out (+0
+// only, as proto3 does).
+func doubleBits(v float64) uint64 {
+	if v != 0 || math.Signbit(v) {
+		return math.Float64bits(v)
 	}
 	return 0
 }
+
+// trustBits is MinTrust's encoding, 0 when it is left out (+0 only).
+func (m *Request) trustBits() uint64 { return doubleBits(m.MinTrust) }
 
 func (m *Request) size() int {
 	n := sizeBytes(fReqTaskID, len(m.TaskID)) +
@@ -591,6 +636,26 @@ func (m *Heartbeat) appendTo(b []byte) []byte {
 	return appendVarint(b, fHbInterval, uint64(m.IntervalMs))
 }
 
+func (m *Progress) size() int {
+	n := sizeBytes(fProgTaskID, len(m.TaskID)) +
+		sizeVarint(fProgAttempt, uint64(m.Attempt)) +
+		sizeBytes(fProgMessage, len(m.Message))
+	if doubleBits(m.Fraction) != 0 {
+		n += protowire.SizeTag(fProgFraction) + protowire.SizeFixed64()
+	}
+	return n
+}
+
+func (m *Progress) appendTo(b []byte) []byte {
+	b = appendBytes(b, fProgTaskID, m.TaskID)
+	b = appendVarint(b, fProgAttempt, uint64(m.Attempt))
+	if bits := doubleBits(m.Fraction); bits != 0 {
+		b = protowire.AppendTag(b, fProgFraction, protowire.Fixed64Type)
+		b = protowire.AppendFixed64(b, bits)
+	}
+	return appendBytes(b, fProgMessage, m.Message)
+}
+
 // appendHeader appends a frame's length and its envelope's body tag and
 // length for a body of n bytes.
 func appendHeader(dst []byte, k Kind, n int) []byte {
@@ -637,4 +702,9 @@ func AppendCancelFrame(dst []byte, m *Cancel) []byte {
 // AppendHeartbeatFrame appends m as one whole frame to dst.
 func AppendHeartbeatFrame(dst []byte, m *Heartbeat) []byte {
 	return m.appendTo(appendHeader(dst, KindHeartbeat, m.size()))
+}
+
+// AppendProgressFrame appends m as one whole frame to dst.
+func AppendProgressFrame(dst []byte, m *Progress) []byte {
+	return m.appendTo(appendHeader(dst, KindProgress, m.size()))
 }

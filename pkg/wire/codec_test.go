@@ -52,6 +52,11 @@ func toProto(e *wire.Envelope) *cortexv1.Envelope {
 			hb.TaskIds = append(hb.TaskIds, append([]byte{}, id...))
 		}
 		return &cortexv1.Envelope{Body: &cortexv1.Envelope_Heartbeat{Heartbeat: hb}}
+	case wire.KindProgress:
+		p := &e.Progress
+		return &cortexv1.Envelope{Body: &cortexv1.Envelope_Progress{Progress: &cortexv1.TaskProgress{
+			TaskId: nb(p.TaskID), Attempt: p.Attempt, Fraction: p.Fraction, Message: string(p.Message),
+		}}}
 	}
 	return &cortexv1.Envelope{}
 }
@@ -73,6 +78,8 @@ func hasUnknown(m *cortexv1.Envelope) bool {
 		body = b.Cancel
 	case *cortexv1.Envelope_Heartbeat:
 		body = b.Heartbeat
+	case *cortexv1.Envelope_Progress:
+		body = b.Progress
 	default:
 		return false
 	}
@@ -158,6 +165,15 @@ func codecSeeds(tb testing.TB) [][]byte {
 	hb := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Heartbeat{Heartbeat: &cortexv1.TaskHeartbeat{
 		TaskIds: [][]byte{id, {}, {1, 2, 3}}, IntervalMs: 5000,
 	}}})
+	prog := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Progress{Progress: &cortexv1.TaskProgress{
+		TaskId: id, Attempt: 2, Fraction: 0.5, Message: "resizing: 2 of 4",
+	}}})
+	progNeg := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Progress{Progress: &cortexv1.TaskProgress{
+		TaskId: id, Fraction: math.Copysign(0, -1),
+	}}})
+	progNaN := marshal(&cortexv1.Envelope{Body: &cortexv1.Envelope_Progress{Progress: &cortexv1.TaskProgress{
+		TaskId: id, Fraction: math.NaN(), Attempt: 1,
+	}}})
 	tag := func(num protowire.Number, typ protowire.Type) []byte { return protowire.AppendTag(nil, num, typ) }
 	field := func(num protowire.Number, v []byte) []byte {
 		return protowire.AppendBytes(tag(num, protowire.BytesType), v)
@@ -183,6 +199,10 @@ func codecSeeds(tb testing.TB) [][]byte {
 		{0x00},                   // field number zero
 		{0x0c},                   // an end group with no start
 		{0x0a, 0x02, 0x28, 0xff}, // truncated varint in a body
+		prog, progNeg, progNaN,
+		append(append([]byte{}, prog...), cancel...),      // a cancel replaces a progress report
+		field(6, field(4, []byte("\xff"))),                // a progress message that is not UTF-8
+		field(6, append(tag(3, protowire.VarintType), 1)), // a fraction of the wrong wire type
 	}
 }
 
@@ -211,6 +231,25 @@ func TestEnvelopeCodecCountsAFuturePeersFields(t *testing.T) {
 	}
 	if err := wire.DecodeEnvelope(seeds[9], &e); err != nil || e.Kind != wire.KindNone || e.Unknown != 1 {
 		t.Fatalf("a new message type: kind %d, %d unknown, %v; want no body and 1 unknown field", e.Kind, e.Unknown, err)
+	}
+}
+
+func TestProgressFrameRoundTrips(t *testing.T) {
+	id := bytes.Repeat([]byte{9}, 32)
+	in := wire.Progress{TaskID: id, Attempt: 3, Fraction: 0.75, Message: []byte("stage 3 of 4")}
+	frame := wire.AppendProgressFrame(nil, &in)
+	_, k := protowire.ConsumeVarint(frame)
+	var e wire.Envelope
+	if err := wire.DecodeEnvelope(frame[k:], &e); err != nil {
+		t.Fatal(err)
+	}
+	got := e.Progress
+	if e.Kind != wire.KindProgress || !bytes.Equal(got.TaskID, id) || got.Attempt != 3 || got.Fraction != 0.75 || string(got.Message) != "stage 3 of 4" {
+		t.Fatalf("decoded kind %d %+v, want a progress report %+v", e.Kind, got, in)
+	}
+	var m cortexv1.Envelope
+	if err := proto.Unmarshal(frame[k:], &m); err != nil || m.GetProgress().GetFraction() != 0.75 {
+		t.Fatalf("proto.Unmarshal: %v, %v", &m, err)
 	}
 }
 

@@ -101,6 +101,16 @@ type Task struct {
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	Error      *Error     `json:"error,omitempty"`  // why it failed, once terminal and not succeeded
 	Result     *Result    `json:"result,omitempty"` // once terminal
+	// Progress is what the skill last reported of the current (or last)
+	// attempt; absent if it reported nothing.
+	Progress *Progress `json:"progress,omitempty"`
+}
+
+// Progress is how far a task's skill says it is.
+type Progress struct {
+	Fraction  float64   `json:"fraction"`          // 0 to 1
+	Message   string    `json:"message,omitempty"` // at most 200 bytes
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Result is the outcome of a finished task.
@@ -406,8 +416,9 @@ type QueueStats struct {
 	Rejected  uint64         `json:"rejected"`
 }
 
-// Event is one server-sent event of GET /v1/events. Type is "task" or
-// "peer"; the SSE event name is the same.
+// Event is one server-sent event of GET /v1/events. Type is "task",
+// "progress" (Task carries the new Progress; its state is unchanged),
+// "peer" or "spot_check"; the SSE event name is the same.
 type Event struct {
 	Type string     `json:"type"`
 	Time time.Time  `json:"time"`

@@ -752,6 +752,81 @@ func (x *TaskHeartbeat) GetIntervalMs() uint32 {
 	return 0
 }
 
+// TaskProgress reports how far the executor is with one delivery. Sent by
+// the executor only, after the delivery's accepting ack and never after
+// its result, at most 10 per second per delivery (a sender coalesces:
+// the latest value wins). The requester drops a report for a delivery not
+// pending, one out of bounds or one over its rate (10/s, burst 5); a
+// report it keeps renews the delivery's lease as a heartbeat listing it
+// does. A node that does not know this message skips it.
+type TaskProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"` // required: 32 bytes
+	Attempt       uint32                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`            // the request's attempt
+	Fraction      float64                `protobuf:"fixed64,3,opt,name=fraction,proto3" json:"fraction,omitempty"`         // how much is done, in [0, 1], finite
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`             // for a human: at most 200 bytes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskProgress) Reset() {
+	*x = TaskProgress{}
+	mi := &file_cortex_v1_task_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskProgress) ProtoMessage() {}
+
+func (x *TaskProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_v1_task_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
+func (*TaskProgress) Descriptor() ([]byte, []int) {
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TaskProgress) GetTaskId() []byte {
+	if x != nil {
+		return x.TaskId
+	}
+	return nil
+}
+
+func (x *TaskProgress) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TaskProgress) GetFraction() float64 {
+	if x != nil {
+		return x.Fraction
+	}
+	return 0
+}
+
+func (x *TaskProgress) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // Envelope is the one frame type on a task stream: exactly one body. An
 // Envelope with no body this version knows (an empty one, or one whose
 // body has a field number added later) is skipped.
@@ -764,6 +839,7 @@ type Envelope struct {
 	//	*Envelope_Result
 	//	*Envelope_Cancel
 	//	*Envelope_Heartbeat
+	//	*Envelope_Progress
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -771,7 +847,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_cortex_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +859,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +872,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_cortex_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Envelope) GetBody() isEnvelope_Body {
@@ -851,6 +927,15 @@ func (x *Envelope) GetHeartbeat() *TaskHeartbeat {
 	return nil
 }
 
+func (x *Envelope) GetProgress() *TaskProgress {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_Progress); ok {
+			return x.Progress
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -875,6 +960,10 @@ type Envelope_Heartbeat struct {
 	Heartbeat *TaskHeartbeat `protobuf:"bytes,5,opt,name=heartbeat,proto3,oneof"`
 }
 
+type Envelope_Progress struct {
+	Progress *TaskProgress `protobuf:"bytes,6,opt,name=progress,proto3,oneof"`
+}
+
 func (*Envelope_Request) isEnvelope_Body() {}
 
 func (*Envelope_Ack) isEnvelope_Body() {}
@@ -884,6 +973,8 @@ func (*Envelope_Result) isEnvelope_Body() {}
 func (*Envelope_Cancel) isEnvelope_Body() {}
 
 func (*Envelope_Heartbeat) isEnvelope_Body() {}
+
+func (*Envelope_Progress) isEnvelope_Body() {}
 
 // SkillCapability is one skill a node offers.
 type SkillCapability struct {
@@ -900,7 +991,7 @@ type SkillCapability struct {
 
 func (x *SkillCapability) Reset() {
 	*x = SkillCapability{}
-	mi := &file_cortex_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +1003,7 @@ func (x *SkillCapability) String() string {
 func (*SkillCapability) ProtoMessage() {}
 
 func (x *SkillCapability) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1016,7 @@ func (x *SkillCapability) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SkillCapability.ProtoReflect.Descriptor instead.
 func (*SkillCapability) Descriptor() ([]byte, []int) {
-	return file_cortex_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SkillCapability) GetSkillId() string {
@@ -974,7 +1065,7 @@ type CapabilityAnnouncement struct {
 
 func (x *CapabilityAnnouncement) Reset() {
 	*x = CapabilityAnnouncement{}
-	mi := &file_cortex_v1_task_proto_msgTypes[7]
+	mi := &file_cortex_v1_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1077,7 @@ func (x *CapabilityAnnouncement) String() string {
 func (*CapabilityAnnouncement) ProtoMessage() {}
 
 func (x *CapabilityAnnouncement) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_v1_task_proto_msgTypes[7]
+	mi := &file_cortex_v1_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1090,7 @@ func (x *CapabilityAnnouncement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapabilityAnnouncement.ProtoReflect.Descriptor instead.
 func (*CapabilityAnnouncement) Descriptor() ([]byte, []int) {
-	return file_cortex_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CapabilityAnnouncement) GetSkills() []*SkillCapability {
@@ -1079,7 +1170,7 @@ type TrustOpinion struct {
 
 func (x *TrustOpinion) Reset() {
 	*x = TrustOpinion{}
-	mi := &file_cortex_v1_task_proto_msgTypes[8]
+	mi := &file_cortex_v1_task_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1182,7 @@ func (x *TrustOpinion) String() string {
 func (*TrustOpinion) ProtoMessage() {}
 
 func (x *TrustOpinion) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_v1_task_proto_msgTypes[8]
+	mi := &file_cortex_v1_task_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1195,7 @@ func (x *TrustOpinion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustOpinion.ProtoReflect.Descriptor instead.
 func (*TrustOpinion) Descriptor() ([]byte, []int) {
-	return file_cortex_v1_task_proto_rawDescGZIP(), []int{8}
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TrustOpinion) GetPeerId() []byte {
@@ -1138,7 +1229,7 @@ type TrustOpinions struct {
 
 func (x *TrustOpinions) Reset() {
 	*x = TrustOpinions{}
-	mi := &file_cortex_v1_task_proto_msgTypes[9]
+	mi := &file_cortex_v1_task_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1241,7 @@ func (x *TrustOpinions) String() string {
 func (*TrustOpinions) ProtoMessage() {}
 
 func (x *TrustOpinions) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_v1_task_proto_msgTypes[9]
+	mi := &file_cortex_v1_task_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1254,7 @@ func (x *TrustOpinions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustOpinions.ProtoReflect.Descriptor instead.
 func (*TrustOpinions) Descriptor() ([]byte, []int) {
-	return file_cortex_v1_task_proto_rawDescGZIP(), []int{9}
+	return file_cortex_v1_task_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TrustOpinions) GetOpinions() []*TrustOpinion {
@@ -1234,13 +1325,19 @@ const file_cortex_v1_task_proto_rawDesc = "" +
 	"\rTaskHeartbeat\x12\x19\n" +
 	"\btask_ids\x18\x01 \x03(\fR\ataskIds\x12\x1f\n" +
 	"\vinterval_ms\x18\x02 \x01(\rR\n" +
-	"intervalMs\"\x8a\x02\n" +
+	"intervalMs\"w\n" +
+	"\fTaskProgress\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x1a\n" +
+	"\bfraction\x18\x03 \x01(\x01R\bfraction\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xc1\x02\n" +
 	"\bEnvelope\x122\n" +
 	"\arequest\x18\x01 \x01(\v2\x16.cortex.v1.TaskRequestH\x00R\arequest\x12&\n" +
 	"\x03ack\x18\x02 \x01(\v2\x12.cortex.v1.TaskAckH\x00R\x03ack\x12/\n" +
 	"\x06result\x18\x03 \x01(\v2\x15.cortex.v1.TaskResultH\x00R\x06result\x12/\n" +
 	"\x06cancel\x18\x04 \x01(\v2\x15.cortex.v1.TaskCancelH\x00R\x06cancel\x128\n" +
-	"\theartbeat\x18\x05 \x01(\v2\x18.cortex.v1.TaskHeartbeatH\x00R\theartbeatB\x06\n" +
+	"\theartbeat\x18\x05 \x01(\v2\x18.cortex.v1.TaskHeartbeatH\x00R\theartbeat\x125\n" +
+	"\bprogress\x18\x06 \x01(\v2\x17.cortex.v1.TaskProgressH\x00R\bprogressB\x06\n" +
 	"\x04body\"k\n" +
 	"\x0fSkillCapability\x12\x19\n" +
 	"\bskill_id\x18\x01 \x01(\tR\askillId\x12\x18\n" +
@@ -1306,7 +1403,7 @@ func file_cortex_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_cortex_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_cortex_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_cortex_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_cortex_v1_task_proto_goTypes = []any{
 	(InputKind)(0),                 // 0: cortex.v1.InputKind
 	(RejectReason)(0),              // 1: cortex.v1.RejectReason
@@ -1316,11 +1413,12 @@ var file_cortex_v1_task_proto_goTypes = []any{
 	(*TaskResult)(nil),             // 5: cortex.v1.TaskResult
 	(*TaskCancel)(nil),             // 6: cortex.v1.TaskCancel
 	(*TaskHeartbeat)(nil),          // 7: cortex.v1.TaskHeartbeat
-	(*Envelope)(nil),               // 8: cortex.v1.Envelope
-	(*SkillCapability)(nil),        // 9: cortex.v1.SkillCapability
-	(*CapabilityAnnouncement)(nil), // 10: cortex.v1.CapabilityAnnouncement
-	(*TrustOpinion)(nil),           // 11: cortex.v1.TrustOpinion
-	(*TrustOpinions)(nil),          // 12: cortex.v1.TrustOpinions
+	(*TaskProgress)(nil),           // 8: cortex.v1.TaskProgress
+	(*Envelope)(nil),               // 9: cortex.v1.Envelope
+	(*SkillCapability)(nil),        // 10: cortex.v1.SkillCapability
+	(*CapabilityAnnouncement)(nil), // 11: cortex.v1.CapabilityAnnouncement
+	(*TrustOpinion)(nil),           // 12: cortex.v1.TrustOpinion
+	(*TrustOpinions)(nil),          // 13: cortex.v1.TrustOpinions
 }
 var file_cortex_v1_task_proto_depIdxs = []int32{
 	0,  // 0: cortex.v1.TaskRequest.input_kind:type_name -> cortex.v1.InputKind
@@ -1331,13 +1429,14 @@ var file_cortex_v1_task_proto_depIdxs = []int32{
 	5,  // 5: cortex.v1.Envelope.result:type_name -> cortex.v1.TaskResult
 	6,  // 6: cortex.v1.Envelope.cancel:type_name -> cortex.v1.TaskCancel
 	7,  // 7: cortex.v1.Envelope.heartbeat:type_name -> cortex.v1.TaskHeartbeat
-	9,  // 8: cortex.v1.CapabilityAnnouncement.skills:type_name -> cortex.v1.SkillCapability
-	11, // 9: cortex.v1.TrustOpinions.opinions:type_name -> cortex.v1.TrustOpinion
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	8,  // 8: cortex.v1.Envelope.progress:type_name -> cortex.v1.TaskProgress
+	10, // 9: cortex.v1.CapabilityAnnouncement.skills:type_name -> cortex.v1.SkillCapability
+	12, // 10: cortex.v1.TrustOpinions.opinions:type_name -> cortex.v1.TrustOpinion
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_cortex_v1_task_proto_init() }
@@ -1345,12 +1444,13 @@ func file_cortex_v1_task_proto_init() {
 	if File_cortex_v1_task_proto != nil {
 		return
 	}
-	file_cortex_v1_task_proto_msgTypes[5].OneofWrappers = []any{
+	file_cortex_v1_task_proto_msgTypes[6].OneofWrappers = []any{
 		(*Envelope_Request)(nil),
 		(*Envelope_Ack)(nil),
 		(*Envelope_Result)(nil),
 		(*Envelope_Cancel)(nil),
 		(*Envelope_Heartbeat)(nil),
+		(*Envelope_Progress)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1358,7 +1458,7 @@ func file_cortex_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_v1_task_proto_rawDesc), len(file_cortex_v1_task_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,89 @@
+package skill
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/cortexgrid/cortexd/pkg/grid"
+)
+
+func TestLocalTaskRecordsProgress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newCoEnv(t, coEnvConfig{})
+		ch := make(chan Event, 64)
+		defer e.c.Subscribe(func(ev Event) { ch <- ev })()
+		id := e.submit(t, coSleepTask(t, "", 450))
+		time.Sleep(250 * time.Millisecond)
+		synctest.Wait()
+		mid := e.state(t, id)
+		if mid.Progress == nil || mid.Progress.Fraction <= 0 || mid.Progress.Fraction >= 1 || !strings.HasPrefix(mid.Progress.Message, "slept ") {
+			t.Fatalf("status mid-sleep: progress %+v, want a fraction in (0, 1) and \"slept N of 450 ms\"", mid.Progress)
+		}
+		if _, err := e.wait(t, id); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		var got []float64
+		for len(ch) > 0 {
+			if ev := <-ch; ev.Progress != nil {
+				if ev.TaskID != id || ev.State != StateRunning {
+					t.Fatalf("progress event %+v, want task %s running", ev, id.Short())
+				}
+				got = append(got, ev.Progress.Fraction)
+			}
+		}
+		if len(got) < 3 || len(got) > 4 {
+			t.Fatalf("progress events %v, want 3 or 4 (one per 100 ms of 450)", got)
+		}
+		for i := 1; i < len(got); i++ {
+			if got[i] <= got[i-1] {
+				t.Fatalf("progress events %v do not rise", got)
+			}
+		}
+	})
+}
+
+func TestRemoteProgressIsKeptOnlyForTheCurrentAttempt(t *testing.T) {
+	ids := rtPeers(t, 1)
+	e := newCoEnv(t, coEnvConfig{dir: coRemoteDir(ids...)})
+	e.del.behave[ids[0]] = coBlockUntilDone
+	id := e.submit(t, NewSkillTask("remote.only", RawInput(nil), ""))
+	for e.state(t, id).State != StateDelegated {
+		time.Sleep(time.Millisecond)
+	}
+	e.c.TaskProgress(id, 2, 0.7, "another attempt")
+	e.c.TaskProgress(grid.NewTaskID(), 1, 0.7, "another task")
+	if p := e.state(t, id).Progress; p != nil {
+		t.Fatalf("progress %+v from reports of another attempt or task, want none", p)
+	}
+	e.c.TaskProgress(id, 1, 0.5, "half")
+	p := e.state(t, id).Progress
+	if p == nil || p.Fraction != 0.5 || p.Message != "half" || p.UpdatedAt.IsZero() {
+		t.Fatalf("progress %+v, want 0.5 \"half\"", p)
+	}
+	if err := e.c.Cancel(id); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = e.wait(t, id)
+	e.c.TaskProgress(id, 1, 0.9, "after the end")
+	if p := e.state(t, id).Progress; p == nil || p.Fraction != 0.5 {
+		t.Fatalf("progress %+v after the task ended, want the last one before it (0.5)", p)
+	}
+}
+
+func TestReportProgressOutsideATaskDoesNothing(t *testing.T) {
+	ReportProgress(context.Background(), 0.5, "nobody listens")
+}
+
+func TestCutMessage(t *testing.T) {
+	long := strings.Repeat("ü", 150) // 300 bytes
+	if got := cutMessage(long); len(got) != 200 || got != strings.Repeat("ü", 100) {
+		t.Fatalf("cutMessage of 300 bytes = %d bytes", len(got))
+	}
+	if got := cutMessage("a\xffb"); got != "a\uFFFDb" {
+		t.Fatalf("cutMessage of invalid UTF-8 = %q", got)
+	}
+}
