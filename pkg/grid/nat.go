@@ -69,7 +69,7 @@ func WithRelayService(mode string) NodeOption {
 // and advertises the /p2p-circuit address through it. The relays tried
 // are static, or the bootstrap peers when static is empty.
 func WithAutoRelay(on bool, static ...peer.AddrInfo) NodeOption {
-	return func(c *nodeConfig) { c.nat.autoRelay, c.nat.staticRelays = on, static }
+	return func(c *nodeConfig) { c.nat.autoRelay, c.nat.staticRelays = on, mergeAddrInfos(static) }
 }
 
 // WithHolePunching turns DCUtR hole punching on (the default) or off: a

@@ -117,3 +117,21 @@ func TestCircuitRelayNamesTheRelay(t *testing.T) {
 		})
 	}
 }
+
+func TestBootstrapEntriesOfOnePeerAreOnePeer(t *testing.T) {
+	id, other := nodeKeyID(t), nodeKeyID(t)
+	tcp := multiaddr.StringCast("/ip4/11.0.0.10/tcp/4001")
+	quic := multiaddr.StringCast("/ip4/11.0.0.10/udp/4001/quic-v1")
+	var c nodeConfig
+	WithBootstrapPeers(
+		peer.AddrInfo{ID: id, Addrs: []multiaddr.Multiaddr{quic}},
+		peer.AddrInfo{ID: other, Addrs: []multiaddr.Multiaddr{tcp}},
+		peer.AddrInfo{ID: id, Addrs: []multiaddr.Multiaddr{tcp, quic}},
+	)(&c)
+	if len(c.bootstrap) != 2 || c.bootstrap[0].ID != id || c.bootstrap[1].ID != other {
+		t.Fatalf("bootstrap %v: want %s then %s, once each", c.bootstrap, id, other)
+	}
+	if got := c.bootstrap[0].Addrs; len(got) != 2 || !got[0].Equal(quic) || !got[1].Equal(tcp) {
+		t.Fatalf("addresses of %s: %v, want %s and %s", id, got, quic, tcp)
+	}
+}
