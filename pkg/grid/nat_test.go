@@ -7,6 +7,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
+	relayclient "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	"github.com/multiformats/go-multiaddr"
 )
 
@@ -23,6 +24,10 @@ func TestNewNodeRefusesBadNATOptions(t *testing.T) {
 		{"an unknown reachability is refused", WithReachability("maybe")},
 		{"a static relay without an address is refused", WithAutoRelay(true, peer.AddrInfo{ID: nodeKeyID(t)})},
 		{"a private node with auto-relay and no relay at all is refused", WithReachability(ReachabilityPrivate)},
+		{"no relay reservation at all is refused", WithRelayLimits(RelayLimits{MaxReservations: 0, MaxCircuits: 16, Duration: time.Minute, Data: 1 << 17})},
+		{"no relayed connection per peer is refused", WithRelayLimits(RelayLimits{MaxReservations: 128, MaxCircuits: 0, Duration: time.Minute, Data: 1 << 17})},
+		{"a relay limit duration under a second is refused", WithRelayLimits(RelayLimits{MaxReservations: 128, MaxCircuits: 16, Duration: time.Millisecond, Data: 1 << 17})},
+		{"a relay data limit under 16 KiB is refused", WithRelayLimits(RelayLimits{MaxReservations: 128, MaxCircuits: 16, Duration: time.Minute, Data: 1000})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := NewNode(key, WithListenAddrs("/ip4/127.0.0.1/tcp/0"), tc.opt); err == nil {
@@ -133,5 +138,27 @@ func TestBootstrapEntriesOfOnePeerAreOnePeer(t *testing.T) {
 	}
 	if got := c.bootstrap[0].Addrs; len(got) != 2 || !got[0].Equal(quic) || !got[1].Equal(tcp) {
 		t.Fatalf("addresses of %s: %v, want %s and %s", id, got, quic, tcp)
+	}
+}
+
+// TestRelayServiceKeepsItsReservationLimit: a relay allowed one
+// reservation gives it to the first peer and refuses the second.
+func TestRelayServiceKeepsItsReservationLimit(t *testing.T) {
+	limits := DefaultRelayLimits()
+	limits.MaxReservations = 1
+	relay := startBareNodeT(t, func(c *nodeConfig) { c.nat.relayAnyAddr = true }, WithRelayService(RelayServiceOn),
+		WithReachability(ReachabilityPublic), WithCapabilityGossip(false), WithRelayLimits(limits))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, want := range []bool{true, false} {
+		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close() })
+		_, err = relayclient.Reserve(ctx, h, nodeAddrInfo(relay))
+		if got := err == nil; got != want {
+			t.Fatalf("reservation %d: err %v; want granted %v (max reservations 1)", i+1, err, want)
+		}
 	}
 }
