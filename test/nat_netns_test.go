@@ -216,6 +216,9 @@ func TestNATHolePunchGoesDirectThroughEndpointIndependentNATs(t *testing.T) {
 	if relayed {
 		t.Fatalf("the connection between the NATed nodes stayed relayed for 20s after the task: DCUtR did not punch through two endpoint-independent NATs (rerun with CORTEXD_NAT_LOGS=/tmp/natlogs GOLOG_LOG_LEVEL=p2p-holepunch=debug: the daemons' logs there show each attempt)")
 	}
+	if nat := lab.natOfA(t); slices.Contains(nat.RelayedPeers, lab.idB) || nat.DirectPeers < 2 {
+		t.Errorf("cortexd id in %s: nat %+v; want node B and the bootstrap node among the direct peers", lab.nsA, nat)
+	}
 	t.Logf("NAT traversal: the task went through; the connection between the NATed nodes went DIRECT after hole punching (DCUtR) over %s", lab.directTransport(t))
 }
 
@@ -228,6 +231,9 @@ func TestNATSymmetricNATsStayRelayed(t *testing.T) {
 	lab.taskThroughNAT(t)
 	if !lab.relayedAfter(t, 15*time.Second) {
 		t.Fatalf("the connection between nodes behind symmetric NATs went direct: the lab's NAT is not symmetric, or a node is reachable without a relay")
+	}
+	if nat := lab.natOfA(t); !slices.Contains(nat.RelayedPeers, lab.idB) {
+		t.Errorf("cortexd id in %s: nat %+v; want node B among the peers reached only through a relay", lab.nsA, nat)
 	}
 	t.Logf("NAT traversal: the task went through the relay; the connection between the NATed nodes stayed RELAYED, as it must behind symmetric NATs")
 }
@@ -344,6 +350,19 @@ func (l *natLab) relayedAfter(t *testing.T, d time.Duration) bool {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// natOfA is the nat section of node a's `cortexd id`.
+func (l *natLab) natOfA(t *testing.T) apiv1.NAT {
+	t.Helper()
+	var id apiv1.Identity
+	if err := nsJSON(t, l.bin, l.nsA, l.a.repo, &id, "id"); err != nil {
+		t.Fatal(err)
+	}
+	if id.NAT == nil {
+		t.Fatalf("cortexd id in %s has no nat section", l.nsA)
+	}
+	return *id.NAT
 }
 
 // directTransport names the transport of a's direct connection to b.

@@ -251,6 +251,12 @@ type NATStatus struct {
 	// to be dialable from outside, or not.
 	Reachable   []multiaddr.Multiaddr
 	Unreachable []multiaddr.Multiaddr
+	// DirectPeers counts the connected peers with at least one direct
+	// connection (a relayed one that hole punching replaced counts here);
+	// RelayedPeers are the connected peers reached only through a relay
+	// (limited connections), in ID order.
+	DirectPeers  int
+	RelayedPeers []peer.ID
 }
 
 // NATStatus returns the node's reachability, or ErrNodeNotStarted.
@@ -278,6 +284,15 @@ func natStatusOf(h host.Host) NATStatus {
 		st.Reachable, st.Unreachable, _ = c.ConfirmedAddrs()
 	}
 	st.RelayService = slices.Contains(h.Mux().Protocols(), hopProtocol)
+	for _, p := range h.Network().Peers() {
+		switch {
+		case IsRelayed(h, p):
+			st.RelayedPeers = append(st.RelayedPeers, p)
+		case len(h.Network().ConnsToPeer(p)) > 0:
+			st.DirectPeers++
+		}
+	}
+	slices.Sort(st.RelayedPeers)
 	for _, a := range h.Addrs() {
 		relay, ok := circuitRelay(a)
 		if !ok {

@@ -2,6 +2,7 @@ package grid
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -98,6 +99,10 @@ func TestNodeBehindNATTakesTasksThroughARelay(t *testing.T) {
 	}
 	if !res.Success || string(res.Output) != "through the relay" || res.Executor != natted.ID() {
 		t.Fatalf("result %+v, want the private node's echo", res)
+	}
+	st, err := natted.NATStatus()
+	if err != nil || !slices.Equal(st.RelayedPeers, []peer.ID{requester.ID()}) || st.DirectPeers != 1 {
+		t.Fatalf("private node NATStatus = %+v, %v; want the requester relayed only and the relay direct", st, err)
 	}
 }
 
