@@ -49,7 +49,17 @@ func newNetnsLab(t *testing.T) *netnsLab {
 	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
 		t.Skipf("cannot make a network namespace here (%v: %s): NAT traversal is not tested", err, strings.TrimSpace(string(out)))
 	}
-	_ = exec.Command("ip", "netns", "del", probe).Run()
+	defer func() { _ = exec.Command("ip", "netns", "del", probe).Run() }()
+	for _, rule := range [][]string{
+		{"-t", "nat", "-A", "POSTROUTING", "-j", "MASQUERADE", "--random-fully"},
+		{"-A", "INPUT", "-m", "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP"},
+	} {
+		args := append([]string{"netns", "exec", probe, "iptables"}, rule...)
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Skipf("the kernel or iptables here cannot make the lab's NAT (iptables %s: %v: %s): NAT traversal is not tested",
+				strings.Join(rule, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
 	return lab
 }
 
@@ -73,10 +83,35 @@ func (l *netnsLab) run(args ...string) {
 	}
 }
 
+// natKind is how a lab router translates: the mapping its MASQUERADE
+// rule makes.
+type natKind int
+
+const (
+	// endpointIndependent keeps the host's source port on the WAN side
+	// (MASQUERADE without --random: Linux keeps the port unless it is
+	// taken), so every peer sees the same public address and port: what
+	// hole punching needs.
+	endpointIndependent natKind = iota
+	// symmetric picks a fresh random port for every destination
+	// (--random-fully): the address the bootstrap node observes is of no
+	// use to another peer, so hole punching cannot work.
+	symmetric
+)
+
 // natted makes a router namespace with its WAN side on the bridge at
-// wanIP and MASQUERADE towards it, and a host namespace behind it at
-// 10.<i>.0.2; it returns the host's namespace.
-func (l *netnsLab) natted(inet string, i int, wanIP string) string {
+// wanIP and MASQUERADE of kind towards it, and a host namespace behind
+// it at 10.<i>.0.2; it returns the host's namespace.
+//
+// The router drops packets from the WAN that belong to no connection, as
+// a home router's firewall does. Without that rule a Linux router answers
+// the first hole-punch packet, which arrives before its own host's
+// packet has opened the mapping: a TCP SYN with a RST (the dial fails
+// with "connection refused" within a millisecond) and a UDP packet by
+// keeping a conntrack entry for it, which takes the mapping's port so
+// that the host's own packets leave from another one. Either way DCUtR
+// fails every time and the connection stays relayed.
+func (l *netnsLab) natted(inet string, i int, wanIP string, kind natKind) string {
 	l.t.Helper()
 	r, h := l.ns(fmt.Sprintf("r%d", i)), l.ns(fmt.Sprintf("n%d", i))
 	port := fmt.Sprintf("p%d", i)
@@ -91,7 +126,12 @@ func (l *netnsLab) natted(inet string, i int, wanIP string) string {
 	l.run("ip", "-n", h, "link", "set", "eth0", "up")
 	l.run("ip", "-n", h, "route", "add", "default", "via", fmt.Sprintf("10.%d.0.1", i))
 	l.run("ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	l.run("ip", "netns", "exec", r, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE")
+	masq := []string{"ip", "netns", "exec", r, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE"}
+	if kind == symmetric {
+		masq = append(masq, "--random-fully")
+	}
+	l.run(masq...)
+	l.run("ip", "netns", "exec", r, "iptables", "-A", "INPUT", "-i", "wan", "-m", "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP")
 	return h
 }
 
@@ -141,6 +181,12 @@ func startNSDaemon(t *testing.T, bin, ns, config string) *daemonProc {
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
+		// CORTEXD_NAT_LOGS=dir keeps each daemon's whole log there, as
+		// <namespace>.log (with GOLOG_LOG_LEVEL=p2p-holepunch=debug, every
+		// hole-punch attempt).
+		if d := os.Getenv("CORTEXD_NAT_LOGS"); d != "" {
+			_ = os.WriteFile(filepath.Join(d, ns+".log"), []byte(p.stderr.String()), 0o644)
+		}
 		if t.Failed() {
 			t.Logf("daemon in %s, log (pubsub lines left out):\n%s", ns, lastLines(withoutPubsub(p.stderr.String()), 60))
 		}
@@ -159,68 +205,118 @@ func nsJSON(t *testing.T, bin, ns, repo string, out any, args ...string) error {
 	return json.Unmarshal([]byte(stdout), out)
 }
 
-// TestNATTwoNodesBehindTheirOwnNATReachEachOtherThroughARelay builds, in
-// network namespaces, an "internet" bridge with a public bootstrap node
-// (relay service on) and two nodes each behind its own MASQUERADE NAT. Each
-// NATed node must find out by AutoNAT that it is not reachable and take a
-// reservation on the bootstrap node; a task from one, for a skill only
-// the other has, must reach it and its result come back. Whether the
-// connection went direct after hole punching is reported, not required:
-// that needs the NATs' mappings to be endpoint-independent.
-func TestNATTwoNodesBehindTheirOwnNATReachEachOtherThroughARelay(t *testing.T) {
-	lab := newNetnsLab(t)
-	bin := cortexdBinary(t)
-	inet := lab.ns("inet")
-	lab.run("ip", "-n", inet, "link", "add", "br0", "type", "bridge")
-	lab.run("ip", "-n", inet, "addr", "add", inetBoot+inetPrefix, "dev", "br0")
-	lab.run("ip", "-n", inet, "link", "set", "br0", "up")
-	nsA := lab.natted(inet, 1, "11.0.0.1")
-	nsB := lab.natted(inet, 2, "11.0.0.2")
+// TestNATHolePunchGoesDirectThroughEndpointIndependentNATs: two nodes,
+// each behind its own port-keeping NAT, reach each other through the
+// bootstrap node's relay, and DCUtR turns the relayed connection into a
+// direct one.
+func TestNATHolePunchGoesDirectThroughEndpointIndependentNATs(t *testing.T) {
+	lab := newNATLab(t, endpointIndependent)
+	lab.taskThroughNAT(t)
+	relayed := lab.relayedAfter(t, 20*time.Second)
+	if relayed {
+		t.Fatalf("the connection between the NATed nodes stayed relayed for 20s after the task: DCUtR did not punch through two endpoint-independent NATs (rerun with CORTEXD_NAT_LOGS=/tmp/natlogs GOLOG_LOG_LEVEL=p2p-holepunch=debug: the daemons' logs there show each attempt)")
+	}
+	if nat := lab.natOfA(t); slices.Contains(nat.RelayedPeers, lab.idB) || nat.DirectPeers < 2 {
+		t.Errorf("cortexd id in %s: nat %+v; want node B and the bootstrap node among the direct peers", lab.nsA, nat)
+	}
+	t.Logf("NAT traversal: the task went through; the connection between the NATed nodes went DIRECT after hole punching (DCUtR) over %s", lab.directTransport(t))
+}
 
-	boot := startNSDaemon(t, bin, inet, nsDaemonConfig(inetBoot, "", "nat:\n  relay_service: on\n"))
+// TestNATSymmetricNATsStayRelayed: behind NATs that pick a new port per
+// destination, hole punching cannot work; the task still goes through
+// the bootstrap node's relay and comes back, and the connection is
+// reported relayed.
+func TestNATSymmetricNATsStayRelayed(t *testing.T) {
+	lab := newNATLab(t, symmetric)
+	lab.taskThroughNAT(t)
+	if !lab.relayedAfter(t, 15*time.Second) {
+		t.Fatalf("the connection between nodes behind symmetric NATs went direct: the lab's NAT is not symmetric, or a node is reachable without a relay")
+	}
+	if nat := lab.natOfA(t); !slices.Contains(nat.RelayedPeers, lab.idB) {
+		t.Errorf("cortexd id in %s: nat %+v; want node B among the peers reached only through a relay", lab.nsA, nat)
+	}
+	t.Logf("NAT traversal: the task went through the relay; the connection between the NATed nodes stayed RELAYED, as it must behind symmetric NATs")
+}
+
+// natLab is the lab of the NAT tests: an "internet" bridge with a public
+// bootstrap node (relay service on) and two nodes, a and b, each behind
+// its own NAT of one kind.
+type natLab struct {
+	bin        string
+	nsA, nsB   string
+	a, b       *daemonProc
+	bootID     string
+	idA, idB   string
+	wanA, wanB string
+}
+
+// newNATLab builds the lab and waits until each NATed node has found by
+// AutoNAT that it is not reachable and taken a reservation on the
+// bootstrap node.
+func newNATLab(t *testing.T, kind natKind) *natLab {
+	t.Helper()
+	nl := newNetnsLab(t)
+	l := &natLab{bin: cortexdBinary(t), wanA: "11.0.0.1", wanB: "11.0.0.2"}
+	inet := nl.ns("inet")
+	nl.run("ip", "-n", inet, "link", "add", "br0", "type", "bridge")
+	nl.run("ip", "-n", inet, "addr", "add", inetBoot+inetPrefix, "dev", "br0")
+	nl.run("ip", "-n", inet, "link", "set", "br0", "up")
+	l.nsA = nl.natted(inet, 1, l.wanA, kind)
+	l.nsB = nl.natted(inet, 2, l.wanB, kind)
+
+	boot := startNSDaemon(t, l.bin, inet, nsDaemonConfig(inetBoot, "", "nat:\n  relay_service: on\n"))
 	var bootID apiv1.Identity
-	if err := nsJSON(t, bin, inet, boot.repo, &bootID, "id"); err != nil {
+	if err := nsJSON(t, l.bin, inet, boot.repo, &bootID, "id"); err != nil {
 		t.Fatal(err)
 	}
-	bootAddr := "/ip4/" + inetBoot + "/tcp/4001/p2p/" + bootID.ID
-	natted := "network:\n  bootstrap_peers: [" + bootAddr + "]\n"
+	l.bootID = bootID.ID
+	// Both of the bootstrap node's addresses, as a deployment lists them:
+	// a node observes its public address only on the transports it is
+	// connected over, and DCUtR punches only those.
+	boots := "/ip4/" + inetBoot + "/udp/4001/quic-v1/p2p/" + l.bootID + ", /ip4/" + inetBoot + "/tcp/4001/p2p/" + l.bootID
 	cfg := func(skills string) string {
 		c := nsDaemonConfig("0.0.0.0", skills, "")
-		return strings.Replace(c, "network:\n", natted, 1)
+		return strings.Replace(c, "network:\n", "network:\n  bootstrap_peers: ["+boots+"]\n", 1)
 	}
-	a := startNSDaemon(t, bin, nsA, cfg("echo"))
-	b := startNSDaemon(t, bin, nsB, cfg("hash.sha256"))
+	l.a = startNSDaemon(t, l.bin, l.nsA, cfg("echo"))
+	l.b = startNSDaemon(t, l.bin, l.nsB, cfg("hash.sha256"))
 
-	ids := map[string]string{}
 	for _, n := range []struct {
 		ns   string
 		proc *daemonProc
-	}{{nsA, a}, {nsB, b}} {
+		id   *string
+	}{{l.nsA, l.a, &l.idA}, {l.nsB, l.b, &l.idB}} {
 		var id apiv1.Identity
 		pollUntil(t, 45*time.Second, "AutoNAT in "+n.ns+" to find it private and auto-relay to reserve on the bootstrap node", func() error {
-			if err := nsJSON(t, bin, n.ns, n.proc.repo, &id, "id"); err != nil {
+			if err := nsJSON(t, l.bin, n.ns, n.proc.repo, &id, "id"); err != nil {
 				return err
 			}
-			if id.NAT == nil || id.NAT.Reachability != "private" || !slices.Contains(id.NAT.Relays, bootID.ID) {
+			if id.NAT == nil || id.NAT.Reachability != "private" || !slices.Contains(id.NAT.Relays, l.bootID) {
 				return fmt.Errorf("nat %+v", id.NAT)
 			}
 			return nil
 		})
-		ids[n.ns] = id.ID
+		*n.id = id.ID
 		t.Logf("%s: %s, relay addresses %v", n.ns, id.NAT.Reachability, id.NAT.RelayAddrs)
 	}
-	code, stdout, _ := runCLI(t, "ip", "netns", "exec", nsA, bin, "--repo", a.repo, "id")
-	if code != 0 || !strings.Contains(stdout, "reachable: no (behind NAT); through relay "+bootID.ID) {
-		t.Errorf("cortexd id in %s: exit %d, output %q; want it to say it is behind NAT and name the relay", nsA, code, stdout)
+	code, stdout, _ := runCLI(t, "ip", "netns", "exec", l.nsA, l.bin, "--repo", l.a.repo, "id")
+	if code != 0 || !strings.Contains(stdout, "reachable: no (behind NAT); through relay "+l.bootID) {
+		t.Errorf("cortexd id in %s: exit %d, output %q; want it to say it is behind NAT and name the relay", l.nsA, code, stdout)
 	}
+	return l
+}
 
+// taskThroughNAT submits, on node a, a task for the skill only b has,
+// and checks that b ran it and the result came back.
+func (l *natLab) taskThroughNAT(t *testing.T) {
+	t.Helper()
 	var task apiv1.Task
 	pollUntil(t, 40*time.Second, "a task from the node behind NAT 1 to run on the node behind NAT 2", func() error {
-		if err := nsJSON(t, bin, nsA, a.repo, &task, "task", "submit", "hash.sha256",
+		if err := nsJSON(t, l.bin, l.nsA, l.a.repo, &task, "task", "submit", "hash.sha256",
 			"--input", `{"data":"aGVsbG8="}`, "--timeout", "15s", "--wait"); err != nil {
 			return err
 		}
-		if task.State != apiv1.StateSucceeded || task.Result == nil || task.Result.ExecutedBy != ids[nsB] {
+		if task.State != apiv1.StateSucceeded || task.Result == nil || task.Result.ExecutedBy != l.idB {
 			return fmt.Errorf("task %+v", task)
 		}
 		return nil
@@ -229,35 +325,53 @@ func TestNATTwoNodesBehindTheirOwnNATReachEachOtherThroughARelay(t *testing.T) {
 	if err := json.Unmarshal(task.Result.Output, &out); err != nil || out.SHA256 != helloSHA256 {
 		t.Fatalf("output %s (err %v), want sha256 %s", task.Result.Output, err, helloSHA256)
 	}
+}
 
-	// Direct or relayed: node A's peer entry for B says whether every
-	// connection goes through the relay; hole punching (DCUtR, started by
-	// B on the relayed connection A opened) gets a few seconds.
-	relayed := true
-	deadline := time.Now().Add(10 * time.Second)
-	for relayed && time.Now().Before(deadline) {
+// relayedAfter polls node a's peer entry for b for up to d: it returns
+// false as soon as a direct connection to b exists, true if every
+// connection to b went through the relay all along.
+func (l *natLab) relayedAfter(t *testing.T, d time.Duration) bool {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
 		var peers []apiv1.Peer
-		if err := nsJSON(t, bin, nsA, a.repo, &peers, "peers"); err != nil {
+		if err := nsJSON(t, l.bin, l.nsA, l.a.repo, &peers, "peers"); err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range peers {
-			if p.ID == ids[nsB] {
-				if !p.Connected {
-					t.Fatalf("node A lists node B as not connected after the task: %+v", p)
-				}
-				relayed = p.Relayed
-			}
+		i := slices.IndexFunc(peers, func(p apiv1.Peer) bool { return p.ID == l.idB })
+		if i < 0 || !peers[i].Connected {
+			t.Fatalf("node A lists node B as not connected after the task: %+v", peers)
 		}
-		if relayed {
-			time.Sleep(500 * time.Millisecond)
+		if !peers[i].Relayed {
+			return false
 		}
+		if time.Now().After(deadline) {
+			return true
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	if relayed {
-		t.Logf("NAT traversal: the task went through; the connection between the NATed nodes stayed RELAYED through the bootstrap node (hole punching did not succeed)")
-	} else {
-		t.Logf("NAT traversal: the task went through; the connection between the NATed nodes went DIRECT after hole punching (DCUtR); direct TCP seen: %v",
-			hasTCPTo(nsA, "11.0.0.2"))
+}
+
+// natOfA is the nat section of node a's `cortexd id`.
+func (l *natLab) natOfA(t *testing.T) apiv1.NAT {
+	t.Helper()
+	var id apiv1.Identity
+	if err := nsJSON(t, l.bin, l.nsA, l.a.repo, &id, "id"); err != nil {
+		t.Fatal(err)
 	}
+	if id.NAT == nil {
+		t.Fatalf("cortexd id in %s has no nat section", l.nsA)
+	}
+	return *id.NAT
+}
+
+// directTransport names the transport of a's direct connection to b.
+func (l *natLab) directTransport(t *testing.T) string {
+	t.Helper()
+	if hasTCPTo(l.nsA, l.wanB) {
+		return "TCP"
+	}
+	return "QUIC (no TCP connection to " + l.wanB + ")"
 }
 
 // hasTCPTo reports whether ns has an established TCP connection to ip

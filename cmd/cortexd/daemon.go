@@ -232,6 +232,8 @@ func (d *daemon) buildGrid() error {
 		grid.WithHolePunching(c.NAT.HolePunching),
 		grid.WithPortMapping(c.NAT.PortMapping),
 		grid.WithReachability(c.NAT.Reachability),
+		grid.WithRelayLimits(grid.RelayLimits{MaxReservations: c.NAT.RelayMaxReservations, MaxCircuits: c.NAT.RelayMaxCircuits,
+			Duration: c.NAT.RelayLimitDuration, Data: int64(c.NAT.RelayLimitData)}),
 	)
 	access, err := d.accessOptions()
 	if err != nil {

@@ -35,6 +35,7 @@ func (a *app) idCommand() *cobra.Command {
 				}
 				if id.NAT != nil {
 					fmt.Fprintln(a.stdout, natLine(id.NAT))
+					fmt.Fprintln(a.stdout, connLine(id.NAT))
 				}
 				return nil
 			})
@@ -62,6 +63,16 @@ func natLine(n *apiv1.NAT) string {
 		b.WriteString("; relaying for others")
 	}
 	return b.String()
+}
+
+// connLine says how many connected peers are reached directly and which
+// only through a relay.
+func connLine(n *apiv1.NAT) string {
+	s := fmt.Sprintf("peers: %d connected directly", n.DirectPeers)
+	if len(n.RelayedPeers) == 0 {
+		return s + ", none only through a relay"
+	}
+	return s + fmt.Sprintf(", %d only through a relay (%s)", len(n.RelayedPeers), strings.Join(n.RelayedPeers, ", "))
 }
 
 func (a *app) peersCommand() *cobra.Command {

@@ -25,3 +25,21 @@ func TestNATLineSaysReachabilityAndRelay(t *testing.T) {
 		})
 	}
 }
+
+func TestConnLineSaysDirectAndRelayedPeers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		nat  apiv1.NAT
+		want string
+	}{
+		{"direct peers only", apiv1.NAT{DirectPeers: 3}, "peers: 3 connected directly, none only through a relay"},
+		{"relayed peers are named", apiv1.NAT{DirectPeers: 1, RelayedPeers: []string{"12D3KooWA", "12D3KooWB"}},
+			"peers: 1 connected directly, 2 only through a relay (12D3KooWA, 12D3KooWB)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := connLine(&tc.nat); got != tc.want {
+				t.Fatalf("connLine = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -47,9 +47,12 @@ var _ NATView = (*grid.Node)(nil)
 
 func natOf(st grid.NATStatus) *apiv1.NAT {
 	out := &apiv1.NAT{Reachability: st.Reachability, RelayService: st.RelayService, Relays: []string{},
-		RelayAddrs: addrStrings(st.RelayAddrs)}
+		RelayAddrs: addrStrings(st.RelayAddrs), DirectPeers: st.DirectPeers, RelayedPeers: []string{}}
 	for _, r := range st.Relays {
 		out.Relays = append(out.Relays, r.String())
+	}
+	for _, p := range st.RelayedPeers {
+		out.RelayedPeers = append(out.RelayedPeers, p.String())
 	}
 	if len(st.Reachable) > 0 {
 		out.ReachableAddrs = addrStrings(st.Reachable)

@@ -26,4 +26,7 @@ func TestAPIIdentitySaysWhetherTheNodeIsReachable(t *testing.T) {
 	if id.NAT.Reachability != "unknown" || len(id.NAT.Relays) != 0 || id.NAT.Relays == nil {
 		t.Errorf("nat = %+v, want reachability unknown and an empty relay list", id.NAT)
 	}
+	if id.NAT.DirectPeers != 0 || id.NAT.RelayedPeers == nil || len(id.NAT.RelayedPeers) != 0 {
+		t.Errorf("nat = %+v, want no peer, direct or relayed (an empty list, not null)", id.NAT)
+	}
 }

@@ -46,6 +46,7 @@ type natConfig struct {
 	holePunching bool
 	portMapping  bool
 	reachability string
+	relayLimits  RelayLimits
 	// relayAnyAddr makes the relay service of RelayServiceOn hand out
 	// reservations with non-public addresses too. Not exported: tests on
 	// loopback set it.
@@ -53,13 +54,61 @@ type natConfig struct {
 }
 
 func defaultNATConfig() natConfig {
-	return natConfig{relayService: RelayServiceAuto, autoRelay: true, holePunching: true, reachability: ReachabilityAuto}
+	return natConfig{relayService: RelayServiceAuto, autoRelay: true, holePunching: true, reachability: ReachabilityAuto,
+		relayLimits: DefaultRelayLimits()}
+}
+
+// RelayLimits bound what this node's relay service gives peers behind
+// NAT. A circuit that reaches Duration or Data is reset by the relay.
+type RelayLimits struct {
+	// MaxReservations is how many peers may hold a slot at once.
+	MaxReservations int
+	// MaxCircuits is how many relayed connections may be open to or from
+	// one peer at once.
+	MaxCircuits int
+	// Duration is how long one relayed connection may last.
+	Duration time.Duration
+	// Data is how many bytes one relayed connection may carry each way.
+	Data int64
+}
+
+// Lower bounds of RelayLimits: identify and the hole-punch exchange run
+// over a relayed connection before anything else, and need about this
+// much of it.
+const (
+	minRelayDuration = time.Second
+	minRelayData     = 16 << 10
+)
+
+// DefaultRelayLimits are circuit relay v2's own defaults: 128
+// reservations, 16 circuits per peer, 2 minutes and 128 KiB each way per
+// circuit.
+func DefaultRelayLimits() RelayLimits {
+	r := relayv2.DefaultResources()
+	return RelayLimits{MaxReservations: r.MaxReservations, MaxCircuits: r.MaxCircuits,
+		Duration: r.Limit.Duration, Data: r.Limit.Data}
+}
+
+// WithRelayLimits sets the limits of the relay service
+// (DefaultRelayLimits unless set). They apply only while it runs (see
+// WithRelayService).
+func WithRelayLimits(l RelayLimits) NodeOption {
+	return func(c *nodeConfig) { c.nat.relayLimits = l }
+}
+
+// resources are the relay v2 resources of l: its defaults with l's
+// limits.
+func (l RelayLimits) resources() relayv2.Resources {
+	r := relayv2.DefaultResources()
+	r.MaxReservations, r.MaxCircuits = l.MaxReservations, l.MaxCircuits
+	r.Limit = &relayv2.RelayLimit{Duration: l.Duration, Data: l.Data}
+	return r
 }
 
 // WithRelayService sets when the node relays connections for peers behind
 // NAT (circuit relay v2): RelayServiceAuto (default), RelayServiceOn or
-// RelayServiceOff. A relayed connection carries at most relay v2's
-// default limits (2 minutes and 128 KiB each way, per circuit).
+// RelayServiceOff. A relayed connection carries at most the limits of
+// WithRelayLimits.
 func WithRelayService(mode string) NodeOption {
 	return func(c *nodeConfig) { c.nat.relayService = mode }
 }
@@ -69,7 +118,7 @@ func WithRelayService(mode string) NodeOption {
 // and advertises the /p2p-circuit address through it. The relays tried
 // are static, or the bootstrap peers when static is empty.
 func WithAutoRelay(on bool, static ...peer.AddrInfo) NodeOption {
-	return func(c *nodeConfig) { c.nat.autoRelay, c.nat.staticRelays = on, static }
+	return func(c *nodeConfig) { c.nat.autoRelay, c.nat.staticRelays = on, mergeAddrInfos(static) }
 }
 
 // WithHolePunching turns DCUtR hole punching on (the default) or off: a
@@ -110,6 +159,18 @@ func (c *nodeConfig) validateNAT(bad func(string, ...any)) {
 			bad("static relay %s has no address: give a full multiaddr ending in /p2p/<id>", p.ID)
 		}
 	}
+	if l := n.relayLimits; l.MaxReservations < 1 {
+		bad("relay max reservations must be at least 1, got %d", l.MaxReservations)
+	}
+	if l := n.relayLimits; l.MaxCircuits < 1 {
+		bad("relay max circuits must be at least 1, got %d", l.MaxCircuits)
+	}
+	if l := n.relayLimits; l.Duration < minRelayDuration {
+		bad("relay limit duration must be at least %s, got %s", minRelayDuration, l.Duration)
+	}
+	if l := n.relayLimits; l.Data < minRelayData {
+		bad("relay limit data must be at least %d bytes (16 KiB: identify and hole punching run over the relayed connection first), got %d", minRelayData, l.Data)
+	}
 	if n.autoRelay && len(n.staticRelays) == 0 && len(c.bootstrap) == 0 && n.reachability == ReachabilityPrivate {
 		bad("auto-relay needs a relay: give static relays or bootstrap peers, or turn auto-relay off")
 	}
@@ -139,7 +200,7 @@ func (n *Node) natOptions() []libp2p.Option {
 		opts = append(opts, libp2p.ForceReachabilityPrivate())
 	}
 	if c.relayService == RelayServiceAuto {
-		opts = append(opts, libp2p.EnableRelayService())
+		opts = append(opts, libp2p.EnableRelayService(relayv2.WithResources(c.relayLimits.resources())))
 	}
 	if relays := n.relays(); c.autoRelay && len(relays) > 0 {
 		// A relay that refused (not public yet, say) is tried again after
@@ -161,7 +222,7 @@ func (n *Node) startRelayService(h host.Host) (*relayv2.Relay, error) {
 	if n.cfg.nat.relayService != RelayServiceOn {
 		return nil, nil
 	}
-	var opts []relayv2.Option
+	opts := []relayv2.Option{relayv2.WithResources(n.cfg.nat.relayLimits.resources())}
 	if n.cfg.nat.relayAnyAddr {
 		opts = append(opts, relayv2.WithReservationAddressFilter(func(multiaddr.Multiaddr) bool { return true }))
 	}
@@ -190,6 +251,12 @@ type NATStatus struct {
 	// to be dialable from outside, or not.
 	Reachable   []multiaddr.Multiaddr
 	Unreachable []multiaddr.Multiaddr
+	// DirectPeers counts the connected peers with at least one direct
+	// connection (a relayed one that hole punching replaced counts here);
+	// RelayedPeers are the connected peers reached only through a relay
+	// (limited connections), in ID order.
+	DirectPeers  int
+	RelayedPeers []peer.ID
 }
 
 // NATStatus returns the node's reachability, or ErrNodeNotStarted.
@@ -217,6 +284,15 @@ func natStatusOf(h host.Host) NATStatus {
 		st.Reachable, st.Unreachable, _ = c.ConfirmedAddrs()
 	}
 	st.RelayService = slices.Contains(h.Mux().Protocols(), hopProtocol)
+	for _, p := range h.Network().Peers() {
+		switch {
+		case IsRelayed(h, p):
+			st.RelayedPeers = append(st.RelayedPeers, p)
+		case len(h.Network().ConnsToPeer(p)) > 0:
+			st.DirectPeers++
+		}
+	}
+	slices.Sort(st.RelayedPeers)
 	for _, a := range h.Addrs() {
 		relay, ok := circuitRelay(a)
 		if !ok {

@@ -2,11 +2,13 @@ package grid
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
+	relayclient "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	"github.com/multiformats/go-multiaddr"
 )
 
@@ -23,6 +25,10 @@ func TestNewNodeRefusesBadNATOptions(t *testing.T) {
 		{"an unknown reachability is refused", WithReachability("maybe")},
 		{"a static relay without an address is refused", WithAutoRelay(true, peer.AddrInfo{ID: nodeKeyID(t)})},
 		{"a private node with auto-relay and no relay at all is refused", WithReachability(ReachabilityPrivate)},
+		{"no relay reservation at all is refused", WithRelayLimits(RelayLimits{MaxReservations: 0, MaxCircuits: 16, Duration: time.Minute, Data: 1 << 17})},
+		{"no relayed connection per peer is refused", WithRelayLimits(RelayLimits{MaxReservations: 128, MaxCircuits: 0, Duration: time.Minute, Data: 1 << 17})},
+		{"a relay limit duration under a second is refused", WithRelayLimits(RelayLimits{MaxReservations: 128, MaxCircuits: 16, Duration: time.Millisecond, Data: 1 << 17})},
+		{"a relay data limit under 16 KiB is refused", WithRelayLimits(RelayLimits{MaxReservations: 128, MaxCircuits: 16, Duration: time.Minute, Data: 1000})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := NewNode(key, WithListenAddrs("/ip4/127.0.0.1/tcp/0"), tc.opt); err == nil {
@@ -94,6 +100,10 @@ func TestNodeBehindNATTakesTasksThroughARelay(t *testing.T) {
 	if !res.Success || string(res.Output) != "through the relay" || res.Executor != natted.ID() {
 		t.Fatalf("result %+v, want the private node's echo", res)
 	}
+	st, err := natted.NATStatus()
+	if err != nil || !slices.Equal(st.RelayedPeers, []peer.ID{requester.ID()}) || st.DirectPeers != 1 {
+		t.Fatalf("private node NATStatus = %+v, %v; want the requester relayed only and the relay direct", st, err)
+	}
 }
 
 func TestCircuitRelayNamesTheRelay(t *testing.T) {
@@ -115,5 +125,45 @@ func TestCircuitRelayNamesTheRelay(t *testing.T) {
 				t.Fatalf("circuitRelay = %s, %v; want %s, %v", got, ok, tc.want, tc.ok)
 			}
 		})
+	}
+}
+
+func TestBootstrapEntriesOfOnePeerAreOnePeer(t *testing.T) {
+	id, other := nodeKeyID(t), nodeKeyID(t)
+	tcp := multiaddr.StringCast("/ip4/11.0.0.10/tcp/4001")
+	quic := multiaddr.StringCast("/ip4/11.0.0.10/udp/4001/quic-v1")
+	var c nodeConfig
+	WithBootstrapPeers(
+		peer.AddrInfo{ID: id, Addrs: []multiaddr.Multiaddr{quic}},
+		peer.AddrInfo{ID: other, Addrs: []multiaddr.Multiaddr{tcp}},
+		peer.AddrInfo{ID: id, Addrs: []multiaddr.Multiaddr{tcp, quic}},
+	)(&c)
+	if len(c.bootstrap) != 2 || c.bootstrap[0].ID != id || c.bootstrap[1].ID != other {
+		t.Fatalf("bootstrap %v: want %s then %s, once each", c.bootstrap, id, other)
+	}
+	if got := c.bootstrap[0].Addrs; len(got) != 2 || !got[0].Equal(quic) || !got[1].Equal(tcp) {
+		t.Fatalf("addresses of %s: %v, want %s and %s", id, got, quic, tcp)
+	}
+}
+
+// TestRelayServiceKeepsItsReservationLimit: a relay allowed one
+// reservation gives it to the first peer and refuses the second.
+func TestRelayServiceKeepsItsReservationLimit(t *testing.T) {
+	limits := DefaultRelayLimits()
+	limits.MaxReservations = 1
+	relay := startBareNodeT(t, func(c *nodeConfig) { c.nat.relayAnyAddr = true }, WithRelayService(RelayServiceOn),
+		WithReachability(ReachabilityPublic), WithCapabilityGossip(false), WithRelayLimits(limits))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, want := range []bool{true, false} {
+		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close() })
+		_, err = relayclient.Reserve(ctx, h, nodeAddrInfo(relay))
+		if got := err == nil; got != want {
+			t.Fatalf("reservation %d: err %v; want granted %v (max reservations 1)", i+1, err, want)
+		}
 	}
 }

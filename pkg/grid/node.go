@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,9 +117,31 @@ func WithListenAddrs(addrs ...string) NodeOption {
 
 // WithBootstrapPeers sets the peers the node connects to at start and
 // whenever it has no connections left. The node's own ID in the list is
-// skipped, so every node may share one list.
+// skipped, so every node may share one list. Entries with the same peer
+// ID (a peer's TCP and QUIC addresses, say) are one peer with all their
+// addresses.
 func WithBootstrapPeers(peers ...peer.AddrInfo) NodeOption {
-	return func(c *nodeConfig) { c.bootstrap = peers }
+	return func(c *nodeConfig) { c.bootstrap = mergeAddrInfos(peers) }
+}
+
+// mergeAddrInfos joins entries of the same peer, keeping the order of
+// first appearance. Auto-relay counts static relays by entry: a peer
+// listed twice would make it wait for a second relay that never comes.
+func mergeAddrInfos(in []peer.AddrInfo) []peer.AddrInfo {
+	out := make([]peer.AddrInfo, 0, len(in))
+	for _, p := range in {
+		i := slices.IndexFunc(out, func(q peer.AddrInfo) bool { return q.ID == p.ID })
+		if i < 0 {
+			out = append(out, peer.AddrInfo{ID: p.ID, Addrs: slices.Clone(p.Addrs)})
+			continue
+		}
+		for _, a := range p.Addrs {
+			if !slices.ContainsFunc(out[i].Addrs, a.Equal) {
+				out[i].Addrs = append(out[i].Addrs, a)
+			}
+		}
+	}
+	return out
 }
 
 // WithDHTPrefix sets the protocol prefix of the private DHT (default

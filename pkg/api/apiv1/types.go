@@ -165,6 +165,11 @@ type NAT struct {
 	// confirmed to be dialable from outside, or not.
 	ReachableAddrs   []string `json:"reachable_addrs,omitempty"`
 	UnreachableAddrs []string `json:"unreachable_addrs,omitempty"`
+	// DirectPeers counts the connected peers with a direct connection
+	// (hole punching's included); RelayedPeers are those connected only
+	// through a relay (limited: see relay_limit_* of the relay).
+	DirectPeers  int      `json:"direct_peers"`
+	RelayedPeers []string `json:"relayed_peers"`
 }
 
 // Peer is one entry of GET /v1/peers.

@@ -76,6 +76,13 @@ type NAT struct {
 	PortMapping  bool     `mapstructure:"port_mapping"` // UPnP / NAT-PMP on the local router
 	// Reachability: auto (AutoNAT decides), public or private.
 	Reachability string `mapstructure:"reachability"`
+	// Limits of the relay service while it runs: slots held at once,
+	// relayed connections per peer, and how long and how many bytes (each
+	// way) one relayed connection may carry before the relay resets it.
+	RelayMaxReservations int           `mapstructure:"relay_max_reservations"`
+	RelayMaxCircuits     int           `mapstructure:"relay_max_circuits"`
+	RelayLimitDuration   time.Duration `mapstructure:"relay_limit_duration"`
+	RelayLimitData       wasm.Size     `mapstructure:"relay_limit_data"`
 }
 
 // ConnManager holds the connection manager's watermarks.
@@ -323,7 +330,8 @@ func Default() Config {
 			MaxMessageSize: 16 << 20,
 		},
 		NAT: NAT{RelayService: "auto", AutoRelay: true, StaticRelays: []string{}, HolePunching: true,
-			PortMapping: false, Reachability: "auto"},
+			PortMapping: false, Reachability: "auto",
+			RelayMaxReservations: 128, RelayMaxCircuits: 16, RelayLimitDuration: 2 * time.Minute, RelayLimitData: 128 * wasm.KiB},
 		DHT:    DHT{Prefix: "/cortex", Mode: "server", Rendezvous: "cortex/v1"},
 		PubSub: PubSub{Enabled: true, AnnounceInterval: 10 * time.Second, CapabilityTTL: 30 * time.Second},
 		Queue: Queue{

@@ -95,6 +95,17 @@ func TestConfigErrors(t *testing.T) {
 			wants: []string{"queue.default_timeout", "want a duration", `"soon"`},
 		},
 		{
+			name: "relay service limits out of range name their keys and the floors",
+			file: "nat:\n  relay_max_reservations: 0\n  relay_max_circuits: -1\n  relay_limit_duration: 10ms\n  relay_limit_data: 1KiB\n",
+			wants: []string{"nat.relay_max_reservations: must be at least 1, got 0", "nat.relay_max_circuits: must be at least 1, got -1",
+				"nat.relay_limit_duration: must be at least 1s", "nat.relay_limit_data: must be at least 16KiB"},
+		},
+		{
+			name:  "a relay data limit that is no size names its key",
+			file:  "nat:\n  relay_limit_data: lots\n",
+			wants: []string{"nat.relay_limit_data"},
+		},
+		{
 			name:  "an out-of-range value names its key",
 			file:  "trust:\n  neutral: 1.5\n",
 			wants: []string{"trust.neutral: must be between 0 and 1"},

@@ -362,6 +362,14 @@ func (c *Config) validateNAT(p *problems) {
 			p.add(fmt.Sprintf("nat.static_relays[%d]", i), "%v", err)
 		}
 	}
+	p.positive("nat.relay_max_reservations", n.RelayMaxReservations)
+	p.positive("nat.relay_max_circuits", n.RelayMaxCircuits)
+	if n.RelayLimitDuration < time.Second {
+		p.add("nat.relay_limit_duration", "must be at least 1s, such as 2m, got %s", n.RelayLimitDuration)
+	}
+	if n.RelayLimitData < 16*wasm.KiB {
+		p.add("nat.relay_limit_data", "must be at least 16KiB (identify and hole punching run over a relayed connection first), such as 128KiB, got %s", n.RelayLimitData)
+	}
 	if n.AutoRelay && n.Reachability == "private" && len(n.StaticRelays) == 0 && len(c.Network.BootstrapPeers) == 0 {
 		p.add("nat.auto_relay", "needs a relay on a private node: list nat.static_relays or network.bootstrap_peers, or set nat.auto_relay: false")
 	}
