@@ -444,17 +444,17 @@ func (e *Engine) runStep(s *step, recovered bool) {
 		return
 	}
 	e.mu.Lock()
-	if s.ctx.Err() != nil {
-		if !s.canceled {
-			e.mu.Unlock()
-			return // Close
-		}
+	if s.canceled { // set before the contexts are canceled
 		msg := "canceled before it was submitted"
 		if r.canceled && !r.chain {
 			msg = "the workflow was canceled before this step was submitted"
 		}
 		e.finishLocked(s, skill.StateCanceled, "", msg)
 		return
+	}
+	if s.ctx.Err() != nil {
+		e.mu.Unlock()
+		return // Close
 	}
 	var why string
 	if !s.after.IsZero() {

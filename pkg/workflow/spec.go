@@ -145,6 +145,9 @@ func (s *Step) UnmarshalJSON(b []byte) error {
 		}
 		return err
 	}
+	if out.Task.InputFrom != "" {
+		return errors.New(`"input_from" is not taken in a step: name the steps whose outputs it takes in "depends_on"`)
+	}
 	*s = out
 	return nil
 }

@@ -117,7 +117,7 @@ func TestParseRefuses(t *testing.T) {
 		{"two documents", "steps: [{name: a, skill: echo}]\n---\nsteps: []", "more than one YAML document"},
 		{"duplicate key", "steps: [{name: a, skill: echo}]\nsteps: []", "steps"},
 		{"not yaml", "steps: [", "not valid YAML"},
-		{"input_from in a step", "steps: [{name: a, skill: echo, input_from: " + strings.Repeat("0", 64) + "}]", "depends_on"},
+		{"input_from in a step", "steps: [{name: a, skill: echo, input_from: '" + strings.Repeat("0", 64) + "'}]", "depends_on"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.spec))
