@@ -203,12 +203,20 @@ func (s *Server) waitWorkflow(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, workflowOf(st))
 }
 
+// cancelSettle is how long POST /v1/workflows/{id}/cancel waits for the
+// workflow's steps to end before it answers.
+const cancelSettle = 2 * time.Second
+
 func (s *Server) cancelWorkflow(w http.ResponseWriter, r *http.Request) {
 	id, err := s.workflowID(r)
 	if err == nil {
 		if err = s.deps.Workflows.Cancel(id); err == nil {
+			// The cancel reaches the steps' tasks at once; answer once they
+			// have ended, or after cancelSettle.
+			ctx, cancel := context.WithTimeout(r.Context(), cancelSettle)
+			defer cancel()
 			var st workflow.Status
-			if st, err = s.deps.Workflows.Get(id); err == nil {
+			if st, err = s.deps.Workflows.Wait(ctx, id); err == nil {
 				writeJSON(w, http.StatusOK, workflowOf(st))
 				return
 			}
