@@ -31,6 +31,7 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/cortexgrid/cortexd/pkg/store"
 	"github.com/cortexgrid/cortexd/pkg/wasm"
+	"github.com/cortexgrid/cortexd/pkg/workflow"
 )
 
 // builtinNames are the built-in skills skills.enabled may list.
@@ -63,6 +64,7 @@ type daemon struct {
 	orch     *grid.Orchestrator
 	handler  handlerRef
 	coord    *skill.DelegationCoordinator
+	flows    *workflow.Engine   // workflows and chained tasks on coord; closes before it
 	qopts    []grid.QueueOption // the coordinator builds the queue
 	api      *api.Server
 	store    *store.Store // persistent state (issue 5); closes last
@@ -507,6 +509,15 @@ func (d *daemon) start(ctx context.Context) (err error) {
 		return fmt.Errorf("start coordinator: %w", err)
 	}
 	d.addCloser("coordinator", d.coord.Close)
+	wo := workflow.Options{MaxWorkflows: d.cfg.Workflow.MaxWorkflows, Logger: d.log.With("subsystem", "workflow")}
+	if d.store != nil {
+		wo.Store = d.store
+	}
+	d.flows = workflow.New(d.coord, wo)
+	if err := d.flows.Start(ctx); err != nil {
+		return fmt.Errorf("start workflows: %w", err)
+	}
+	d.addCloser("workflows", d.flows.Close)
 	h, err := d.startModules()
 	if err != nil {
 		return err
@@ -587,7 +598,7 @@ func (d *daemon) startAPI(tok string) error {
 		api.WithVersion(version),
 		api.WithDefaults(api.TaskDefaults{Timeout: c.Queue.DefaultTimeout, MinTrust: c.Trust.MinTrustDefault, MaxRetries: c.Queue.MaxRetries}),
 	)
-	deps := api.Deps{Tasks: d.coord, Node: d.node, Skills: d.registry, Trust: d.trust, Admission: d.admit, Activity: orchActivity{d.orch},
+	deps := api.Deps{Tasks: d.coord, Workflows: d.flows, Node: d.node, Skills: d.registry, Trust: d.trust, Admission: d.admit, Activity: orchActivity{d.orch},
 		Installer: d.installer, Router: d.router}
 	if d.prom != nil {
 		if err := d.prom.Register(api.NewCollector(d.coord, d.node, d.trust)); err != nil {

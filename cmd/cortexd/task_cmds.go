@@ -47,6 +47,7 @@ type submitFlags struct {
 	maxBackoff time.Duration
 	retryOn    string
 	noCache    bool
+	inputFrom  string
 	wait       bool
 	output     string
 }
@@ -115,6 +116,7 @@ is sent as JSON; anything else, or anything with --raw, as raw bytes.`,
 	fl.DurationVar(&f.maxBackoff, "max-backoff", 0, "longest wait between attempts, not below --backoff (default: the node's)")
 	fl.StringVar(&f.retryOn, "retry-on", "", "retry only failures with these error codes, comma-separated: "+strings.Join(apiv1.RetryCodes, ", ")+" (default: all)")
 	fl.BoolVar(&f.noCache, "no-cache", false, "run the task even if the node's result cache holds its answer")
+	fl.StringVar(&f.inputFrom, "input-from", "", "take the input from the output of task `ID`: wait (state waiting) until it succeeds")
 	fl.BoolVarP(&f.wait, "wait", "w", false, "wait for the result, showing the task's state meanwhile")
 	fl.StringVarP(&f.output, "output", "o", "", "with --wait: write the output to FILE instead of stdout")
 	return cmd
@@ -150,6 +152,13 @@ func (a *app) submitRequest(cmd *cobra.Command, skillID string, f *submitFlags) 
 	req.Retry = retry
 	if f.output != "" && !f.wait {
 		return req, usageErrorf("--output needs --wait")
+	}
+	if f.inputFrom != "" {
+		if f.input != "" {
+			return req, usageErrorf("--input-from takes the input from task %.70s: leave out --input", f.inputFrom)
+		}
+		req.InputFrom = f.inputFrom
+		return req, nil
 	}
 	in, fromData, err := a.readInput(f.input)
 	if err != nil {

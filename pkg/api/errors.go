@@ -39,6 +39,8 @@ func errorStatus(err error) (int, string) {
 	switch {
 	case errors.As(err, &he):
 		return he.status, he.code
+	case errors.Is(err, skill.ErrDependencyFailed):
+		return http.StatusConflict, apiv1.CodeDependencyFailed // a task's error only (status 0 in apiv1.Codes)
 	case errors.Is(err, skill.ErrDuplicateSkill):
 		return http.StatusConflict, apiv1.CodeSkillExists
 	case errors.As(err, &mbe):

@@ -90,6 +90,10 @@ type Deps struct {
 	// Router, if set, ranks the candidates of each attempt that GET
 	// /v1/tasks/{id}/trace reports; nil leaves them out.
 	Router CandidateRanker
+	// Workflows, if set, serves /v1/workflows and input_from, and the task
+	// endpoints see its waiting and dependency_failed tasks. If nil, those
+	// endpoints answer 404 and input_from is refused.
+	Workflows Workflows
 }
 
 // Option configures a Server.
@@ -168,6 +172,9 @@ func New(deps Deps, opts ...Option) (*Server, error) {
 	if s.deps.Gate == nil {
 		s.deps.Gate, _ = deps.Node.(PeerGate)
 	}
+	if deps.Workflows != nil && deps.Tasks != nil {
+		s.deps.Tasks = chainedTasks{deps.Tasks, deps.Workflows}
+	}
 	s.life, s.stopLife = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(s)
@@ -227,6 +234,13 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/tasks/{id}/wait", s.waitTask)
 	mux.HandleFunc("POST /v1/tasks/{id}/cancel", s.cancelTask)
 	mux.HandleFunc("DELETE /v1/tasks/{id}", s.cancelTask)
+	if s.deps.Workflows != nil {
+		mux.HandleFunc("POST /v1/workflows", s.submitWorkflow)
+		mux.HandleFunc("GET /v1/workflows", s.listWorkflows)
+		mux.HandleFunc("GET /v1/workflows/{id}", s.getWorkflow)
+		mux.HandleFunc("GET /v1/workflows/{id}/wait", s.waitWorkflow)
+		mux.HandleFunc("POST /v1/workflows/{id}/cancel", s.cancelWorkflow)
+	}
 	mux.HandleFunc("GET /v1/id", s.identity)
 	mux.HandleFunc("GET /v1/peers", s.peers)
 	if s.deps.Gate != nil {

@@ -43,19 +43,25 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var t *skill.SkillTask
+	var from skill.TaskID // input_from
 	var err error
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == rawMediaType {
 		t, err = parseRawSubmit(r.URL.Query(), r.Body, r.ContentLength, s.defaults, s.deps.Node.ID())
 	} else if r.URL.RawQuery != "" {
 		err = badRequest("a JSON submission takes no query parameters: put the fields in the body, or send the input raw with Content-Type: %s", rawMediaType)
 	} else {
-		t, err = parseSubmit(r.Body, s.defaults, s.deps.Node.ID())
+		t, from, err = parseChainable(r.Body, s.defaults, s.deps.Node.ID())
 	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	id, err := s.deps.Tasks.SubmitTask(r.Context(), t)
+	var id skill.TaskID
+	if from.IsZero() {
+		id, err = s.deps.Tasks.SubmitTask(r.Context(), t)
+	} else {
+		id, err = s.submitChained(r.Context(), t, from)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -36,9 +36,17 @@ const (
 	StateCanceled
 	// StateTimedOut: its deadline passed first.
 	StateTimedOut
+	// StateDependencyFailed: a chained task or workflow step (pkg/workflow)
+	// that was never submitted because the task it takes its input from did
+	// not succeed. Terminal. The coordinator never sets it.
+	StateDependencyFailed
+	// StateWaiting: a chained task or workflow step (pkg/workflow) waiting
+	// for the tasks it takes its input from; not submitted yet. Live. The
+	// coordinator never sets it.
+	StateWaiting
 )
 
-var stateNames = [...]string{"", "queued", "running", "delegated", "retrying", "succeeded", "failed", "canceled", "timed_out"}
+var stateNames = [...]string{"", "queued", "running", "delegated", "retrying", "succeeded", "failed", "canceled", "timed_out", "dependency_failed", "waiting"}
 
 // String returns the state's name, such as "queued" or "timed_out".
 func (s TaskState) String() string {
@@ -49,7 +57,7 @@ func (s TaskState) String() string {
 }
 
 // Terminal reports whether s is a final state.
-func (s TaskState) Terminal() bool { return s >= StateSucceeded }
+func (s TaskState) Terminal() bool { return s >= StateSucceeded && s != StateWaiting }
 
 // ParseTaskState parses a state name as String returns it.
 func ParseTaskState(name string) (TaskState, error) {
@@ -58,7 +66,7 @@ func ParseTaskState(name string) (TaskState, error) {
 			return TaskState(i), nil
 		}
 	}
-	return 0, fmt.Errorf("unknown task state %q: want queued, running, delegated, retrying, succeeded, failed, canceled or timed_out", name)
+	return 0, fmt.Errorf("unknown task state %q: want queued, running, delegated, retrying, waiting, succeeded, failed, canceled, timed_out or dependency_failed", name)
 }
 
 // MarshalText implements encoding.TextMarshaler.

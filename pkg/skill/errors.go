@@ -35,6 +35,9 @@ var (
 	ErrCanceled = errors.New("task canceled")
 	// ErrTaskNotFound: no task with that ID is known.
 	ErrTaskNotFound = errors.New("task not found")
+	// ErrDependencyFailed: a chained task or workflow step was not run
+	// because a task it takes its input from did not succeed.
+	ErrDependencyFailed = errors.New("dependency failed")
 	// ErrClosed: the coordinator is closed.
 	ErrClosed = errors.New("coordinator closed")
 )

@@ -28,6 +28,7 @@ var (
 	bucketRDone    = []byte("rdone")    // finished + remoteKey -> empty: prune order
 	bucketBlobs    = []byte("blobs")    // name -> JSON (trust, metrics)
 	bucketCache    = []byte("cache")    // result cache key -> entry (see cache.go)
+	bucketWorkflow = []byte("workflow") // workflow ID + kind -> record (pkg/workflow's own; see workflows.go)
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketSpec, bucketStatus, bucketLive, bucketCreated, bucketDone,
@@ -37,7 +38,7 @@ var (
 
 	// addedBuckets came after schema 1 was first written: Open creates
 	// them in a file that lacks them, which needs no migration.
-	addedBuckets = [][]byte{bucketCache}
+	addedBuckets = [][]byte{bucketCache, bucketWorkflow}
 	// legacyBlobs are blobs an earlier build wrote and this one no
 	// longer reads: Open deletes them (the result cache was one JSON
 	// blob, rewritten whole at shutdown, before it had its bucket).
@@ -128,7 +129,7 @@ func upgrade(db *bolt.DB) error {
 type buckets struct {
 	spec, status, live, created, done *bolt.Bucket
 	remote, rlive, rpending, rdone    *bolt.Bucket
-	blobs, cache                      *bolt.Bucket
+	blobs, cache, workflow            *bolt.Bucket
 }
 
 func bucketsOf(tx *bolt.Tx) buckets {
@@ -137,6 +138,6 @@ func bucketsOf(tx *bolt.Tx) buckets {
 		created: tx.Bucket(bucketCreated), done: tx.Bucket(bucketDone),
 		remote: tx.Bucket(bucketRemote), rlive: tx.Bucket(bucketRLive),
 		rpending: tx.Bucket(bucketRPending), rdone: tx.Bucket(bucketRDone),
-		blobs: tx.Bucket(bucketBlobs), cache: tx.Bucket(bucketCache),
+		blobs: tx.Bucket(bucketBlobs), cache: tx.Bucket(bucketCache), workflow: tx.Bucket(bucketWorkflow),
 	}
 }

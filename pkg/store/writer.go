@@ -32,6 +32,7 @@ const (
 	opForgetRemote
 	opPutBlob
 	opCache
+	opWorkflow
 	opSync
 )
 
@@ -304,6 +305,8 @@ func (w *writeTx) apply(o *op) error {
 		return w.b.blobs.Put(o.name, o.blob)
 	case opCache:
 		return w.cache(o.puts, o.dels)
+	case opWorkflow:
+		return w.workflow(o.name, o.blob)
 	case opSync:
 		return nil
 	}

@@ -118,7 +118,7 @@ func decodeStrict(b []byte, v any, fields string) error {
 }
 
 // submitFields lists the fields of a SubmitRequest, for errors.
-const submitFields = "skill, version, input, input_base64, priority, timeout, min_trust, max_retries, retry, no_cache"
+const submitFields = "skill, version, input, input_base64, priority, timeout, min_trust, max_retries, retry, no_cache, input_from"
 
 // UnmarshalJSON reads a submission, naming the field of a value it cannot
 // read (`"priority" must be ...`) and refusing unknown fields.
@@ -137,6 +137,7 @@ func (r *SubmitRequest) UnmarshalJSON(b []byte) error {
 		MaxRetries  json.RawMessage `json:"max_retries"`
 		Retry       json.RawMessage `json:"retry"`
 		NoCache     json.RawMessage `json:"no_cache"`
+		InputFrom   json.RawMessage `json:"input_from"`
 	}
 	if err := decodeStrict(b, &raw, submitFields); err != nil {
 		return err
@@ -153,6 +154,7 @@ func (r *SubmitRequest) UnmarshalJSON(b []byte) error {
 		{"max_retries", raw.MaxRetries, &out.MaxRetries},
 		{"retry", raw.Retry, &out.Retry},
 		{"no_cache", raw.NoCache, &out.NoCache},
+		{"input_from", raw.InputFrom, &out.InputFrom},
 	}); err != nil {
 		return err
 	}

@@ -20,15 +20,21 @@ const (
 	StateFailed    = "failed"    // finished without one
 	StateCanceled  = "canceled"
 	StateTimedOut  = "timed_out"
+	// StateWaiting: a chained task (input_from) or workflow step waiting for
+	// the task it takes its input from; not submitted yet.
+	StateWaiting = "waiting"
+	// StateDependencyFailed: a chained task or workflow step never
+	// submitted because a task it takes its input from did not succeed.
+	StateDependencyFailed = "dependency_failed"
 )
 
 // States lists every state, live ones first.
-var States = []string{StateQueued, StateRunning, StateDelegated, StateRetrying, StateSucceeded, StateFailed, StateCanceled, StateTimedOut}
+var States = []string{StateQueued, StateRunning, StateDelegated, StateRetrying, StateWaiting, StateSucceeded, StateFailed, StateCanceled, StateTimedOut, StateDependencyFailed}
 
 // Terminal reports whether a task in state s will not change any more.
 func Terminal(s string) bool {
 	switch s {
-	case StateSucceeded, StateFailed, StateCanceled, StateTimedOut:
+	case StateSucceeded, StateFailed, StateCanceled, StateTimedOut, StateDependencyFailed:
 		return true
 	}
 	return false
@@ -47,6 +53,10 @@ type SubmitRequest struct {
 	MaxRetries  *int            `json:"max_retries,omitempty"` // default: the node's queue.max_retries
 	Retry       *RetryPolicy    `json:"retry,omitempty"`       // default: max_retries, the node's backoff, every retryable code
 	NoCache     bool            `json:"no_cache,omitempty"`    // run it even if the node's result cache holds its answer
+	// InputFrom is the ID of a task whose output is this one's input: the
+	// task waits (state waiting) until that one succeeds, and ends
+	// dependency_failed if it does not. Input and InputBase64 must be left out.
+	InputFrom string `json:"input_from,omitempty"`
 }
 
 // RetryPolicy is how a task's failed attempts are retried, the "retry" of
@@ -529,12 +539,14 @@ var Codes = []CodeInfo{
 	{CodeUnsupportedType, 415, "the body is not sent as application/json (or, to POST /v1/tasks, application/octet-stream; to POST /v1/skills, application/wasm)"},
 	{CodeInvalidModule, 422, "the module is not WebAssembly, does not compile, or is not a WASI command this node can run; the message says which"},
 	{CodeQueueFull, 429, "the queue level of the task's priority is full; retry after Retry-After"},
+	{CodeTooManyWorkflows, 429, "workflow.max_workflows workflows are running (or too many chained tasks wait); retry once one has finished"},
 	{CodeInternal, 500, "a fault of this node; its log has the cause"},
 	{CodeDelegation, 502, "every attempt failed and no retry is left; the message has the last failure"},
 	{CodeNoCapableNode, 503, "nodes offer the skill, but none may run it now (trust, reachability)"},
 	{CodeShuttingDown, 503, "the daemon is draining or not started yet"},
 	{CodeTimeout, 504, "the task did not finish by its deadline"},
 	{CodeExecution, 0, "the skill ran and failed; the message is the skill's"},
+	{CodeDependencyFailed, 0, "a chained task or workflow step was never submitted: a task it takes its input from did not succeed; the message names it"},
 }
 
 // MaxInputBytes is the largest task input, in bytes: what one frame of the

@@ -24,6 +24,7 @@ type Config struct {
 	Tasks     Tasks     `mapstructure:"tasks"`
 	Breaker   Breaker   `mapstructure:"breaker"`
 	Cache     Cache     `mapstructure:"cache"`
+	Workflow  Workflow  `mapstructure:"workflow"`
 	Routing   Routing   `mapstructure:"routing"`
 	Trust     Trust     `mapstructure:"trust"`
 	Admission Admission `mapstructure:"admission"`
@@ -173,6 +174,13 @@ type Cache struct {
 	Enabled  bool          `mapstructure:"enabled"`
 	MaxBytes wasm.Size     `mapstructure:"max_bytes"` // outputs held, least recently used out first
 	TTL      time.Duration `mapstructure:"ttl"`       // how long a result is served
+}
+
+// Workflow configures the workflow engine (pkg/workflow).
+type Workflow struct {
+	// MaxWorkflows caps the workflows running at once; a submission past
+	// it is refused (429 too_many_workflows).
+	MaxWorkflows int `mapstructure:"max_workflows"`
 }
 
 // Routing configures how the router scores candidates.
@@ -346,9 +354,10 @@ func Default() Config {
 		},
 		Tasks: Tasks{ResultRetention: 10 * time.Minute, MaxTasks: 100_000, AckTimeout: 10 * time.Second,
 			HeartbeatInterval: 5 * time.Second, LeaseMisses: 3},
-		Breaker: Breaker{Failures: 5, OpenFor: 10 * time.Second},
-		Cache:   Cache{Enabled: true, MaxBytes: 64 * wasm.MiB, TTL: time.Hour},
-		Routing: Routing{Weights: Weights{Trust: 0.35, Skill: 0.15, Success: 0.2, Latency: 0.1, Load: 0.2}},
+		Breaker:  Breaker{Failures: 5, OpenFor: 10 * time.Second},
+		Cache:    Cache{Enabled: true, MaxBytes: 64 * wasm.MiB, TTL: time.Hour},
+		Workflow: Workflow{MaxWorkflows: 100},
+		Routing:  Routing{Weights: Weights{Trust: 0.35, Skill: 0.15, Success: 0.2, Latency: 0.1, Load: 0.2}},
 		Trust: Trust{PreTrusted: []string{}, Neutral: 0.5, AcceptThreshold: 0.1, MinTrustDefault: 0.3,
 			RecomputeInterval: 2 * time.Second, DecayHalfLife: time.Hour,
 			OpinionInterval: 30 * time.Second, SpotCheckRate: 0.02, SpotCheckSkills: []string{}},

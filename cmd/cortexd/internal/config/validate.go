@@ -186,6 +186,10 @@ func (c *Config) validateQueue(p *problems) {
 		p.duration("cache.ttl", c.Cache.TTL)
 	}
 
+	if n := c.Workflow.MaxWorkflows; n < 1 || n > 100_000 {
+		p.add("workflow.max_workflows", "must be between 1 and 100000, got %d", n)
+	}
+
 	w := c.Routing.Weights
 	sum := 0.0
 	for _, kv := range []struct {

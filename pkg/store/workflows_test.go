@@ -1,0 +1,66 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func workflowContents(tb testing.TB, s *Store) string {
+	tb.Helper()
+	var b strings.Builder
+	if err := s.EachWorkflow(func(k, v []byte) error {
+		b.WriteString(string(k) + "=" + string(v) + " ")
+		return nil
+	}); err != nil {
+		tb.Fatalf("EachWorkflow: %v", err)
+	}
+	return b.String()
+}
+
+func TestWorkflowRecordsSurviveReopenAndDeleteByPrefix(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	ctx := context.Background()
+	for _, kv := range [][2]string{{"a0", "spec"}, {"a1x", "step"}, {"a2", ""}, {"b0", "other"}, {"ab", "not a's"}} {
+		if err := s.PutWorkflow(ctx, []byte(kv[0]), []byte(kv[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteWorkflow(ctx, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	if got, want := workflowContents(t, s), "b0=other "; got != want {
+		t.Fatalf("after delete of prefix a and reopen: %q, want %q", got, want)
+	}
+	if err := s.PutWorkflow(ctx, nil, []byte("x")); err == nil {
+		t.Error("empty key accepted")
+	}
+	if err := s.DeleteWorkflow(ctx, make([]byte, MaxWorkflowKey+1)); err == nil {
+		t.Error("long prefix accepted")
+	}
+}
+
+// A file written before the workflow bucket existed opens with it.
+func TestOpenAddsTheWorkflowBucket(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	boltUpdate(t, filepath.Join(dir, FileName), func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketWorkflow) })
+	s = openStore(t, dir)
+	if err := s.PutWorkflow(context.Background(), []byte("k"), []byte("v")); err != nil {
+		t.Fatalf("write to the added bucket: %v", err)
+	}
+	if got := workflowContents(t, s); got != "k=v " {
+		t.Fatalf("holds %q", got)
+	}
+}
