@@ -210,7 +210,7 @@ func nsJSON(t *testing.T, bin, ns, repo string, out any, args ...string) error {
 // bootstrap node's relay, and DCUtR turns the relayed connection into a
 // direct one.
 func TestNATHolePunchGoesDirectThroughEndpointIndependentNATs(t *testing.T) {
-	lab := newNATLab(t, endpointIndependent)
+	lab := newNATLab(t, endpointIndependent, false)
 	lab.taskThroughNAT(t)
 	relayed := lab.relayedAfter(t, 20*time.Second)
 	if relayed {
@@ -222,12 +222,28 @@ func TestNATHolePunchGoesDirectThroughEndpointIndependentNATs(t *testing.T) {
 	t.Logf("NAT traversal: the task went through; the connection between the NATed nodes went DIRECT after hole punching (DCUtR) over %s", lab.directTransport(t))
 }
 
+// TestNATHolePunchGoesDirectOverTCP: the same over TCP alone (the
+// bootstrap node listed by its TCP address only, so the nodes observe no
+// UDP address), as on a private network, which is TCP only: DCUtR's TCP
+// simultaneous open gets through.
+func TestNATHolePunchGoesDirectOverTCP(t *testing.T) {
+	lab := newNATLab(t, endpointIndependent, true)
+	lab.taskThroughNAT(t)
+	if lab.relayedAfter(t, 20*time.Second) {
+		t.Fatalf("the connection between the NATed nodes stayed relayed for 20s after the task: TCP hole punching failed (rerun with CORTEXD_NAT_LOGS=/tmp/natlogs GOLOG_LOG_LEVEL=p2p-holepunch=debug)")
+	}
+	if !hasTCPTo(lab.nsA, lab.wanB) {
+		t.Fatalf("node A has a direct connection to node B but no TCP connection to %s", lab.wanB)
+	}
+	t.Logf("NAT traversal: the connection between the NATed nodes went DIRECT over TCP after hole punching")
+}
+
 // TestNATSymmetricNATsStayRelayed: behind NATs that pick a new port per
 // destination, hole punching cannot work; the task still goes through
 // the bootstrap node's relay and comes back, and the connection is
 // reported relayed.
 func TestNATSymmetricNATsStayRelayed(t *testing.T) {
-	lab := newNATLab(t, symmetric)
+	lab := newNATLab(t, symmetric, false)
 	lab.taskThroughNAT(t)
 	if !lab.relayedAfter(t, 15*time.Second) {
 		t.Fatalf("the connection between nodes behind symmetric NATs went direct: the lab's NAT is not symmetric, or a node is reachable without a relay")
@@ -252,8 +268,9 @@ type natLab struct {
 
 // newNATLab builds the lab and waits until each NATed node has found by
 // AutoNAT that it is not reachable and taken a reservation on the
-// bootstrap node.
-func newNATLab(t *testing.T, kind natKind) *natLab {
+// bootstrap node. With tcpOnly the NATed nodes know the bootstrap node by
+// its TCP address alone.
+func newNATLab(t *testing.T, kind natKind, tcpOnly bool) *natLab {
 	t.Helper()
 	nl := newNetnsLab(t)
 	l := &natLab{bin: cortexdBinary(t), wanA: "11.0.0.1", wanB: "11.0.0.2"}
@@ -274,6 +291,9 @@ func newNATLab(t *testing.T, kind natKind) *natLab {
 	// a node observes its public address only on the transports it is
 	// connected over, and DCUtR punches only those.
 	boots := "/ip4/" + inetBoot + "/udp/4001/quic-v1/p2p/" + l.bootID + ", /ip4/" + inetBoot + "/tcp/4001/p2p/" + l.bootID
+	if tcpOnly {
+		boots = "/ip4/" + inetBoot + "/tcp/4001/p2p/" + l.bootID
+	}
 	cfg := func(skills string) string {
 		c := nsDaemonConfig("0.0.0.0", skills, "")
 		return strings.Replace(c, "network:\n", "network:\n  bootstrap_peers: ["+boots+"]\n", 1)
