@@ -197,14 +197,19 @@ func (n *fetchingNode) start(t testing.TB, mode modules.Mode, bootstrap []*harne
 	return nil
 }
 
+// fetchWait bounds a task whose executor first fetches and compiles a
+// Go-built module: under -race on a loaded 2-core machine, compiling
+// alone has taken over 20 s.
+const fetchWait = 2 * time.Minute
+
 // delegate sends one attempt of a task for skill to p from h, as h's
 // coordinator would, with the module hash mod.
 func delegate(t testing.TB, h *harnessNode, p peer.ID, name reputation.SkillID, mod wasm.ModuleID, input string) (*grid.RemoteResult, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), harnessWait)
+	ctx, cancel := context.WithTimeout(context.Background(), fetchWait)
 	defer cancel()
 	return h.Orch.Delegate(ctx, p, &grid.RemoteTask{ID: grid.NewTaskID(), Skill: string(name), Input: []byte(input),
-		InputKind: grid.InputRaw, Deadline: time.Now().Add(harnessWait), Attempt: 1, Requester: h.ID, ModuleSHA256: mod})
+		InputKind: grid.InputRaw, Deadline: time.Now().Add(fetchWait), Attempt: 1, Requester: h.ID, ModuleSHA256: mod})
 }
 
 // TestAWasmSkillRunsOnANodeThatFetchesIt: node 1 has a Go-built wasm
