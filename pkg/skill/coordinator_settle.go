@@ -501,6 +501,7 @@ func (c *DelegationCoordinator) announceLocked(r *record, now time.Time) {
 		c.publish(eventOf(r, now))
 	}
 	if r.finished() {
+		r.ranking = nil // its events have gone out
 		r.wakeWaiters()
 	}
 }
