@@ -130,6 +130,19 @@ type Ranking struct {
 	Attempt    int // the attempt it chose for, 1 for the first
 	Candidates []Candidate
 	Considered int // candidates scored, Candidates and the ones left out
+
+	buf [DefaultRankingSize]Candidate // Candidates' array, up to that size: one allocation
+}
+
+// newRanking returns a Ranking for the best keep candidates of n.
+func newRanking(keep, n int) *Ranking {
+	rk := &Ranking{}
+	if c := min(keep, n); c <= len(rk.buf) {
+		rk.Candidates = rk.buf[:0:c]
+	} else {
+		rk.Candidates = make([]Candidate, 0, c)
+	}
+	return rk
 }
 
 // add inserts c into r's best keep candidates.
@@ -390,12 +403,13 @@ func (r *Router) best(t *SkillTask, local bool, exclude []peer.ID) (Candidate, e
 // Router it did not build.
 //
 // With keep above 0 the candidate returned carries a Ranking of the best
-// keep candidates (see Candidate.ranked); a lone local candidate is then
-// scored too.
+// keep candidates (see Candidate.ranked), unless no peer offers the skill:
+// this node alone has nothing to be ranked against, and that path stays
+// free of scoring and allocation.
 func (r *Router) bestWith(t *SkillTask, local bool, exclude []peer.ID, gate PeerGate, keep int) (Candidate, error) {
 	provs := r.withFetchers(t, r.providersOrSearch(t.Skill, local))
 	var f filterCount
-	if len(provs) == 0 && keep == 0 {
+	if len(provs) == 0 {
 		if c, ok := r.localCandidate(t, local, "", exclude, &f); ok {
 			return c, nil
 		}
@@ -404,7 +418,7 @@ func (r *Router) bestWith(t *SkillTask, local bool, exclude []peer.ID, gate Peer
 	var top Candidate
 	var rk *Ranking
 	if keep > 0 {
-		rk = &Ranking{Candidates: make([]Candidate, 0, min(keep, len(provs)+1))}
+		rk = newRanking(keep, len(provs)+1)
 	}
 	found := false
 	consider := func(c Candidate, util float64) {
