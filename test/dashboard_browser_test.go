@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/cortexgrid/cortexd/pkg/api"
+	"github.com/cortexgrid/cortexd/pkg/api/apitest"
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 )
 
@@ -252,8 +255,21 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Errorf("the task page shows output %q, want debug.sleep's {\"slept_ms\": 1500}", out)
 	}
 	where := strings.TrimPrefix(text(`.attempt-box h3 code`), "…")
-	if node3 := nodeOf(t, net.apiURL(t, 3)); where == "" || !strings.HasSuffix(node3, where) {
+	node3 := nodeOf(t, net.apiURL(t, 3))
+	if where == "" || !strings.HasSuffix(node3, where) {
 		t.Errorf("the attempt ran on %q, want node 3 (%s), the only one with debug.sleep", where, node3)
+	}
+	// The ranking is the coordinator's: the chosen row is the node the
+	// attempt went to, with its score and the score's five parts.
+	chosen, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('table.candidates tr.chosen code').title`))
+	if err != nil {
+		fail("read the chosen candidate", err)
+	}
+	if chosen != node3 {
+		t.Errorf("the chosen candidate is %q, want node 3 (%s), where the attempt ran", chosen, node3)
+	}
+	if n := eval(`document.querySelectorAll('table.candidates tr.chosen td').length`); n != 10 {
+		t.Errorf("the chosen candidate's row has %d cells, want 10: mark, node, score, 5 parts, connected, version", n)
 	}
 
 	// Cancel a long debug.sleep from its page.
@@ -294,4 +310,98 @@ func nodeOf(t *testing.T, url string) string {
 	var id apiv1.Identity
 	getJSON(t, url+"/v1/id", &id)
 	return id.ID
+}
+
+// TestDashboardLogoutInChromium drives the login and the logout of an API
+// beyond loopback (with a token) in headless Chromium: a page sends the
+// browser to the login page, the token opens the dashboard, whose pages
+// then offer to log out, and after the logout the dashboard asks for the
+// token again: the session is over on the server, not only in the browser.
+func TestDashboardLogoutInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Chromium")
+	}
+	chrome := chromiumPath(t)
+	const tok = "browser-test-token"
+	e := apitest.NewEngine(t)
+	srv, err := api.New(e.Deps(), api.WithToken(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + l.Addr().String()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(beyondLoopback{l}) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	})
+
+	shots := t.ArtifactDir()
+	t.Logf("screenshots go to %s", shots)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 900))...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(alloc, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(cancelBrowser)
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start Chromium %s: %v", chrome, err)
+	}
+	ctx, cancel := context.WithTimeout(bctx, 60*time.Second)
+	t.Cleanup(cancel)
+	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+	shot := func(name string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			buf, err := chromedp.FullScreenshot(100)(ctx, tg)
+			if err != nil {
+				return fmt.Errorf("screenshot %s: %w", name, err)
+			}
+			return os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644)
+		})
+	}
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			loc, _ := chromedp.Run(bctx, chromedp.Location())
+			t.Fatalf("%s: %v (the browser is at %s)", what, err, loc)
+		}
+	}
+
+	do("log in",
+		chromedp.Navigate(base+"/ui/tasks"),
+		chromedp.WaitVisible(css(`#login-form`)),
+		chromedp.SetValue(css(`#login-token`), tok),
+		chromedp.Click(css(`#login-form button[type=submit]`)),
+		chromedp.WaitVisible(css(`#logout`)),
+		shot("logged-in"),
+	)
+	if loc, _ := chromedp.Run(ctx, chromedp.Location()); loc != base+"/ui/tasks" {
+		t.Errorf("after the login the browser is at %s, want back at %s/ui/tasks", loc, base)
+	}
+	do("log out",
+		chromedp.Click(css(`#logout`)),
+		chromedp.WaitVisible(css(`#login-form`)),
+		shot("logged-out"),
+		chromedp.Navigate(base+"/ui/peers"),
+		chromedp.WaitVisible(css(`#login-form`)),
+	)
+	for _, name := range []string{"logged-in", "logged-out"} {
+		if b, err := os.ReadFile(filepath.Join(shots, name+".png")); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+			t.Errorf("screenshot %s: not a PNG (%v)", name, err)
+		}
+	}
+}
+
+// beyondLoopback is a loopback listener that the API takes for one on
+// every interface, so that it asks for the token.
+type beyondLoopback struct{ net.Listener }
+
+func (b beyondLoopback) Addr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4zero, Port: b.Listener.Addr().(*net.TCPAddr).Port}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
 )
@@ -45,22 +46,27 @@ func TestTrustOpinionsSteerNodesAwayFromWrongResults(t *testing.T) {
 		t.Skip("an 8-node grid")
 	}
 	spot := skill.WithSpotChecks(skill.SpotCheckConfig{Rate: 1, Deterministic: []reputation.SkillID{"test.digest"}})
-	seed := newHarnessNode(t, harnessConfig{skills: []skill.Skill{digestSkill{}}, opinions: trustOpinionInterval})
+	// Announcements valid for 10 s, not the harness's 1 s: on 2 loaded
+	// cores under -race gossip runs late, every entry of the observer's
+	// table can lapse at once, and a task then finds no provider. This
+	// test is about whom the observer picks, not about lapsed entries.
+	ttl := []grid.NodeOption{grid.WithCapabilityTTL(10 * time.Second)}
+	seed := newHarnessNode(t, harnessConfig{skills: []skill.Skill{digestSkill{}}, opinions: trustOpinionInterval, nodeOpts: ttl})
 	boot := []*harnessNode{seed}
 	honest := []*harnessNode{seed}
 	for range 2 {
-		honest = append(honest, newHarnessNode(t, harnessConfig{skills: []skill.Skill{digestSkill{}}, bootstrap: boot, opinions: trustOpinionInterval}))
+		honest = append(honest, newHarnessNode(t, harnessConfig{skills: []skill.Skill{digestSkill{}}, bootstrap: boot, opinions: trustOpinionInterval, nodeOpts: ttl}))
 	}
 	var liars []*harnessNode
 	for i := range 2 {
-		liars = append(liars, newHarnessNode(t, harnessConfig{skills: []skill.Skill{digestSkill{liar: fmt.Sprint("liar", i)}}, bootstrap: boot, opinions: trustOpinionInterval}))
+		liars = append(liars, newHarnessNode(t, harnessConfig{skills: []skill.Skill{digestSkill{liar: fmt.Sprint("liar", i)}}, bootstrap: boot, opinions: trustOpinionInterval, nodeOpts: ttl}))
 	}
 	var witnesses []*harnessNode
 	for range 2 {
 		witnesses = append(witnesses, newHarnessNode(t, harnessConfig{builtins: []reputation.SkillID{"echo"}, bootstrap: boot,
-			opinions: trustOpinionInterval, coordOpts: []skill.CoordinatorOption{spot}}))
+			opinions: trustOpinionInterval, coordOpts: []skill.CoordinatorOption{spot}, nodeOpts: ttl}))
 	}
-	observer := newHarnessNode(t, harnessConfig{bootstrap: boot, opinions: trustOpinionInterval})
+	observer := newHarnessNode(t, harnessConfig{bootstrap: boot, opinions: trustOpinionInterval, nodeOpts: ttl})
 	providers := append(slices.Clone(honest), liars...)
 	for _, w := range append(slices.Clone(witnesses), observer) {
 		for _, p := range providers {

@@ -599,7 +599,7 @@ func (d *daemon) startAPI(tok string) error {
 		api.WithDefaults(api.TaskDefaults{Timeout: c.Queue.DefaultTimeout, MinTrust: c.Trust.MinTrustDefault, MaxRetries: c.Queue.MaxRetries}),
 	)
 	deps := api.Deps{Tasks: d.coord, Workflows: d.flows, Node: d.node, Skills: d.registry, Trust: d.trust, Admission: d.admit, Activity: orchActivity{d.orch},
-		Installer: d.installer, Router: d.router}
+		Installer: d.installer}
 	if d.prom != nil {
 		if err := d.prom.Register(api.NewCollector(d.coord, d.node, d.trust)); err != nil {
 			return fmt.Errorf("register cortex metrics: %w", err)

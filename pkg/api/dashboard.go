@@ -3,7 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
@@ -21,14 +22,70 @@ import (
 // bearer token, so POST /ui/login exchanges it for a cookie that stands for
 // it. The cookie is HttpOnly (page scripts cannot read it) and
 // SameSite=Strict (no other site's page makes the browser send it); its
-// value is an HMAC of the token, so the token itself is not stored in the
-// browser, and changing the token ends every session.
+// value is a random session ID that the server keeps (at most maxSessions,
+// each for sessionMaxAge), so the token is not stored in the browser, POST
+// /ui/logout ends the session for good, and a restart ends every session.
 const (
 	sessionCookie = "cortexd_session"
 	sessionMaxAge = 12 * time.Hour
-	loginRate     = 1 // POST /ui/login attempts per second, over all clients
+	maxSessions   = 256 // past it, a login ends the session that would expire first
+	loginRate     = 1   // POST /ui/login attempts per second, over all clients
 	loginBurst    = 5
 )
+
+// sessionStore holds the live sessions, by the sha256 of their ID (so that
+// a lookup's timing says nothing about the IDs), with their expiry.
+type sessionStore struct {
+	mu sync.Mutex
+	m  map[[32]byte]time.Time
+}
+
+// add starts a session and returns its ID.
+func (ss *sessionStore) add(now time.Time) (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("new session: %w", err)
+	}
+	id := hex.EncodeToString(b[:])
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.m == nil {
+		ss.m = make(map[[32]byte]time.Time)
+	}
+	var first [32]byte
+	var firstAt time.Time
+	for k, exp := range ss.m {
+		switch {
+		case !now.Before(exp):
+			delete(ss.m, k)
+		case firstAt.IsZero() || exp.Before(firstAt):
+			first, firstAt = k, exp
+		}
+	}
+	if len(ss.m) >= maxSessions {
+		delete(ss.m, first)
+	}
+	ss.m[sha256.Sum256([]byte(id))] = now.Add(sessionMaxAge)
+	return id, nil
+}
+
+// valid reports whether id is a live session.
+func (ss *sessionStore) valid(id string, now time.Time) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	exp, ok := ss.m[sha256.Sum256([]byte(id))]
+	return ok && now.Before(exp)
+}
+
+// end ends the session id, if there is one; it reports whether there was.
+func (ss *sessionStore) end(id string) bool {
+	k := sha256.Sum256([]byte(id))
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	_, ok := ss.m[k]
+	delete(ss.m, k)
+	return ok
+}
 
 // startTaskLog starts following the coordinator's events, once. s.mu must
 // be held.
@@ -56,22 +113,11 @@ func (s *Server) metricSeries(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.tlog.series(time.Now()))
 }
 
-// sessionValue is the cookie value that stands for the token; empty
-// without a token.
-func (s *Server) sessionValue() string {
-	if len(s.token) == 0 {
-		return ""
-	}
-	m := hmac.New(sha256.New, s.token)
-	m.Write([]byte("cortexd dashboard session v1"))
-	return hex.EncodeToString(m.Sum(nil))
-}
-
-// session reports whether r carries a valid session cookie.
+// session reports whether r carries the cookie of a live session (only a
+// server with a token has any).
 func (s *Server) session(r *http.Request) bool {
 	c, err := r.Cookie(sessionCookie)
-	want := s.sessionValue()
-	return err == nil && want != "" && subtle.ConstantTimeCompare([]byte(c.Value), []byte(want)) == 1
+	return err == nil && len(s.token) > 0 && s.sessions.valid(c.Value, time.Now())
 }
 
 // LoginRequest is the body of POST /ui/login.
@@ -107,9 +153,28 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.unauthorized(w, r, "the token is wrong: use the one `cortexd token` prints (the repo's api.token_file)")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.sessionValue(), Path: "/",
+	id, err := s.sessions.add(time.Now())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/",
 		MaxAge: int(sessionMaxAge.Seconds()), HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	s.log.Info("dashboard login", "remote", r.RemoteAddr)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// logout answers POST /ui/logout: it ends the request's session, so that
+// its cookie is no good anywhere from now on, and clears the cookie. It
+// needs no token (ending a session gives nothing away) and answers 204
+// whether or not there was a session; the browser guard still applies:
+// only this origin's pages can send it.
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(sessionCookie); err == nil && s.sessions.end(c.Value) {
+		s.log.Info("dashboard logout", "remote", r.RemoteAddr)
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	w.WriteHeader(http.StatusNoContent)
 }
 

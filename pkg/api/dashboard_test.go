@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -82,6 +83,40 @@ func TestDashboardLoginBeyondLoopback(t *testing.T) {
 	forged := &http.Cookie{Name: c.Name, Value: strings.Repeat("0", len(c.Value))}
 	if r := do("GET", "/v1/id", "", "", forged); r.StatusCode != http.StatusUnauthorized {
 		t.Errorf("a forged session cookie: %d, want 401", r.StatusCode)
+	}
+
+	// The pages offer to log out; logging out ends the session for good.
+	req, _ := http.NewRequest("GET", base+"/ui/", nil)
+	req.AddCookie(c)
+	page, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(page.Body)
+	page.Body.Close()
+	if !strings.Contains(string(body), `id="logout"`) {
+		t.Errorf("the overview with a session has no logout button")
+	}
+	r2 := do("POST", "/ui/login", `{"token":"`+tok+`"}`, "application/json", nil)
+	if len(r2.Cookies()) != 1 {
+		t.Fatalf("a second login: %d cookies, want 1", len(r2.Cookies()))
+	}
+	other := r2.Cookies()[0]
+	if r := do("POST", "/ui/logout", "", "", c, "Origin", "http://evil.example"); r.StatusCode != http.StatusForbidden {
+		t.Errorf("a logout from another origin: %d, want 403", r.StatusCode)
+	}
+	r = do("POST", "/ui/logout", "", "", c)
+	if r.StatusCode != http.StatusNoContent || len(r.Cookies()) != 1 || r.Cookies()[0].MaxAge >= 0 {
+		t.Errorf("logout: %d with cookies %v, want 204 and the cookie cleared", r.StatusCode, r.Cookies())
+	}
+	if r := do("GET", "/v1/id", "", "", c); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the API with the cookie of a session that logged out: %d, want 401", r.StatusCode)
+	}
+	if r := do("GET", "/v1/id", "", "", other); r.StatusCode != http.StatusOK {
+		t.Errorf("the API with another, live session: %d, want 200", r.StatusCode)
+	}
+	if r := do("POST", "/ui/logout", "", "", nil); r.StatusCode != http.StatusNoContent {
+		t.Errorf("logout without a session: %d, want 204", r.StatusCode)
 	}
 }
 

@@ -20,6 +20,7 @@
 //	GET    /v1/metrics/series       tasks/s and latency per 5 s -> apiv1.Series
 //	GET    /ui/...                  the web dashboard (package dashboard)
 //	POST   /ui/login                the token, for a dashboard session cookie
+//	POST   /ui/logout               ends the dashboard session, clears its cookie
 //	GET    /metrics                 Prometheus text format
 //	GET    /healthz | /readyz       liveness; readiness (503 while draining)
 //

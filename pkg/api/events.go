@@ -215,7 +215,8 @@ func (s *Server) eventTask(e skill.Event) apiv1.Task {
 	}
 	st.State = e.State
 	if !e.State.Terminal() {
-		st.Result, st.Err, st.Error, st.FinishedAt = nil, nil, "", time.Time{}
+		// A retrying event keeps the error that ended the attempt before.
+		st.Result, st.Err, st.Error, st.FinishedAt = nil, nil, e.Error, time.Time{}
 	}
 	if e.Peer != "" {
 		st.Peer = e.Peer

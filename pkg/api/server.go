@@ -87,9 +87,6 @@ type Deps struct {
 	// the kind and module of each local skill in GET /v1/skills. If nil,
 	// those two endpoints answer 404 and skills are listed without kind.
 	Installer SkillInstaller
-	// Router, if set, ranks the candidates of each attempt that GET
-	// /v1/tasks/{id}/trace reports; nil leaves them out.
-	Router CandidateRanker
 	// Workflows, if set, serves /v1/workflows and input_from, and the task
 	// endpoints see its waiting and dependency_failed tasks. If nil, those
 	// endpoints answer 404 and input_from is refused.
@@ -146,9 +143,10 @@ type Server struct {
 	draining     atomic.Bool
 	streams      atomic.Int64 // open event streams
 
-	tlog   *taskLog      // attempts and series, following the coordinator from Serve to Shutdown
-	ui     http.Handler  // the dashboard at /ui/
-	logins *rate.Limiter // POST /ui/login attempts
+	tlog     *taskLog      // attempts and series, following the coordinator from Serve to Shutdown
+	ui       http.Handler  // the dashboard at /ui/
+	logins   *rate.Limiter // POST /ui/login attempts
+	sessions sessionStore  // the dashboard's login sessions
 
 	// life is canceled by Shutdown: long waits and event streams end.
 	life     context.Context
@@ -201,9 +199,9 @@ func New(deps Deps, opts ...Option) (*Server, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s.tlog = newTaskLog(deps.Tasks, deps.Router, deps.Node.ID(), s.defaults.MinTrust)
+	s.tlog = newTaskLog(deps.Tasks, deps.Node.ID())
 	s.logins = rate.NewLimiter(rate.Limit(loginRate), loginBurst)
-	ui, err := dashboard.New(apiFetcher{s})
+	ui, err := dashboard.New(apiFetcher{s}, dashboard.WithSession(s.session))
 	if err != nil {
 		return nil, fmt.Errorf("api: build dashboard: %w", err)
 	}
@@ -259,6 +257,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/tasks/{id}/trace", s.taskTrace)
 	mux.HandleFunc("GET /v1/metrics/series", s.metricSeries)
 	mux.HandleFunc("POST /ui/login", s.login)
+	mux.HandleFunc("POST /ui/logout", s.logout)
 	mux.Handle("GET /ui/", s.ui)
 	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

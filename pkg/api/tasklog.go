@@ -14,19 +14,11 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/skill"
 )
 
-// CandidateRanker ranks the nodes that could run a task, best first.
-// *skill.Router implements it.
-type CandidateRanker interface {
-	Route(t *skill.SkillTask, exclude ...peer.ID) ([]skill.Candidate, error)
-}
-
-var _ CandidateRanker = (*skill.Router)(nil)
-
 // Limits of the task log.
 const (
 	traceTasks      = 1000            // tasks whose traces are kept, the most recent (inputs: at most 16 MiB)
 	traceAttempts   = 32              // attempts kept per task; later ones are counted only
-	traceCandidates = 8               // candidates kept per attempt
+	traceCandidates = 8               // candidates kept per attempt (the coordinator's skill.DefaultRankingSize)
 	seriesInterval  = 5 * time.Second // one point of GET /v1/metrics/series
 	seriesPoints    = 72              // six minutes of them
 	seriesSamples   = 512             // latencies sampled per point for its percentiles
@@ -34,15 +26,14 @@ const (
 
 // taskLog follows the coordinator's events and keeps what the task
 // endpoints do not: each attempt of the most recent tasks (where it ran,
-// the candidates the router ranked for it, how it ended), and per interval
-// the tasks that finished and their latency. It runs on the coordinator's
+// the candidates the router ranked when the coordinator chose its node, as
+// the attempt's event carries them, how it ended), and per interval the
+// tasks that finished and their latency. It lives in memory only. It runs on the coordinator's
 // subscriber goroutine, so the task path pays one event per state change
 // and never waits for it. It is safe for concurrent use.
 type taskLog struct {
-	tasks    Tasks
-	router   CandidateRanker // nil: no candidates
-	self     peer.ID
-	minTrust float64 // of tasks whose submission the API did not see
+	tasks Tasks
+	self  peer.ID
 
 	mu     sync.Mutex
 	traces map[skill.TaskID]*taskTrace
@@ -55,8 +46,6 @@ type taskLog struct {
 // taskTrace is what the log holds of one task.
 type taskTrace struct {
 	created  time.Time
-	version  string
-	minTrust float64
 	attempts []apiv1.Attempt
 	input    *apiv1.InputPreview
 	done     bool
@@ -71,9 +60,9 @@ type seriesBucket struct {
 	sample    []float64
 }
 
-func newTaskLog(tasks Tasks, router CandidateRanker, self peer.ID, minTrust float64) *taskLog {
+func newTaskLog(tasks Tasks, self peer.ID) *taskLog {
 	return &taskLog{
-		tasks: tasks, router: router, self: self, minTrust: minTrust,
+		tasks: tasks, self: self,
 		traces: make(map[skill.TaskID]*taskTrace),
 		ring:   make([]skill.TaskID, 0, traceTasks),
 		rnd:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
@@ -84,13 +73,12 @@ func newTaskLog(tasks Tasks, router CandidateRanker, self peer.ID, minTrust floa
 func (l *taskLog) start() (stop func()) { return l.tasks.Subscribe(l.observe) }
 
 // submitted notes what a task submitted through the API has and its
-// status has not: its minimum trust, for the router, and its input.
+// status has not: its input.
 func (l *taskLog) submitted(id skill.TaskID, t *skill.SkillTask) {
 	in := previewOf(t.Input)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	tr := l.traceLocked(id, time.Now())
-	tr.minTrust, tr.version, tr.input = t.MinTrust, t.Version, in
+	l.traceLocked(id, time.Now()).input = in
 }
 
 // previewOf keeps at most apiv1.MaxInputPreview bytes of an input.
@@ -113,7 +101,7 @@ func (l *taskLog) traceLocked(id skill.TaskID, at time.Time) *taskTrace {
 	if tr, ok := l.traces[id]; ok {
 		return tr
 	}
-	tr := &taskTrace{created: at, minTrust: l.minTrust}
+	tr := &taskTrace{created: at}
 	if len(l.ring) < traceTasks {
 		l.ring = append(l.ring, id)
 	} else {
@@ -127,8 +115,6 @@ func (l *taskLog) traceLocked(id skill.TaskID, at time.Time) *taskTrace {
 
 // observe records one event.
 func (l *taskLog) observe(e skill.Event) {
-	var route *skill.SkillTask
-	var exclude []peer.ID
 	l.mu.Lock()
 	tr := l.traceLocked(e.TaskID, e.At)
 	if e.At.Before(tr.created) {
@@ -147,16 +133,11 @@ func (l *taskLog) observe(e skill.Event) {
 		if node == "" {
 			node = l.self
 		}
-		for _, a := range tr.attempts {
-			if id, err := peer.Decode(a.Node); err == nil {
-				exclude = append(exclude, id)
-			}
+		a := apiv1.Attempt{Number: num, Node: node.String(), Local: node == l.self, StartedAt: startAt, Outcome: "running"}
+		if rk := e.Ranking; rk != nil && rk.Attempt == num {
+			a.Candidates, a.Considered = candidatesOf(rk, node), rk.Considered
 		}
-		tr.attempts = append(tr.attempts, apiv1.Attempt{Number: num, Node: node.String(), Local: node == l.self,
-			StartedAt: startAt, Outcome: "running"})
-		if l.router != nil && !e.State.Terminal() {
-			route = &skill.SkillTask{ID: e.TaskID, Skill: e.Skill, Version: tr.version, MinTrust: tr.minTrust}
-		}
+		tr.attempts = append(tr.attempts, a)
 	}
 	var last *apiv1.Attempt
 	if n := len(tr.attempts); n > 0 {
@@ -173,9 +154,20 @@ func (l *taskLog) observe(e skill.Event) {
 		l.finishLocked(e, tr.created)
 	}
 	l.mu.Unlock()
-	if route != nil {
-		l.rank(e.TaskID, num, route, exclude)
+}
+
+// candidatesOf converts at most traceCandidates of a ranking; chosen is
+// the node the attempt went to.
+func candidatesOf(rk *skill.Ranking, chosen peer.ID) []apiv1.Candidate {
+	cs := rk.Candidates[:min(len(rk.Candidates), traceCandidates)]
+	out := make([]apiv1.Candidate, 0, len(cs))
+	for _, c := range cs {
+		p := c.Parts
+		out = append(out, apiv1.Candidate{Node: c.Peer.String(), Local: c.Local, Connected: c.Connected,
+			Score: c.Score, Trust: c.Trust, Version: c.Version, Chosen: c.Peer == chosen,
+			Parts: apiv1.ScoreParts{Trust: p.Trust, Skill: p.Skill, Success: p.Success, Latency: p.Latency, Load: p.Load}})
 	}
+	return out
 }
 
 // endLocked closes an attempt unless it is closed already.
@@ -184,28 +176,6 @@ func (l *taskLog) endLocked(a *apiv1.Attempt, at time.Time, outcome, msg string)
 		return
 	}
 	a.EndedAt, a.Outcome, a.Error = &at, outcome, clip(msg, 400)
-}
-
-// rank scores the candidates of attempt n of a task, outside the lock.
-func (l *taskLog) rank(id skill.TaskID, n int, t *skill.SkillTask, exclude []peer.ID) {
-	cs, err := l.router.Route(t, exclude...)
-	if err != nil || len(cs) == 0 {
-		return
-	}
-	out := make([]apiv1.Candidate, 0, min(len(cs), traceCandidates))
-	for _, c := range cs[:min(len(cs), traceCandidates)] {
-		out = append(out, apiv1.Candidate{Node: c.Peer.String(), Local: c.Local, Connected: c.Connected,
-			Score: c.Score, Trust: c.Trust, Version: c.Version})
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if tr, ok := l.traces[id]; ok {
-		for i := range tr.attempts {
-			if tr.attempts[i].Number == n {
-				tr.attempts[i].Candidates = out
-			}
-		}
-	}
 }
 
 // finishLocked counts a task that reached a final state in its interval.

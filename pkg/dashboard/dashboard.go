@@ -19,15 +19,21 @@ const (
 	Prefix = "/ui/"
 	// LoginPath is the login page (GET) beyond loopback; the API answers
 	// POST LoginPath, the token for a session cookie.
-	LoginPath    = "/ui/login"
+	LoginPath = "/ui/login"
+	// LogoutPath ends the session (POST, answered by the API): the
+	// session cookie is cleared.
+	LogoutPath   = "/ui/logout"
 	staticPrefix = "/ui/static/"
 	// fragmentHeader asks for a page's live part only.
 	fragmentHeader = "X-Dashboard-Fragment"
 )
 
 // Public reports whether path is served without authentication: the login
-// page and the embedded script, stylesheet and icons.
-func Public(path string) bool { return path == LoginPath || strings.HasPrefix(path, staticPrefix) }
+// page, the logout (which only clears a cookie) and the embedded script,
+// stylesheet and icons.
+func Public(path string) bool {
+	return path == LoginPath || path == LogoutPath || strings.HasPrefix(path, staticPrefix)
+}
 
 // Page reports whether path is a dashboard path, where a browser without a
 // session is sent to the login page rather than answered 401.
@@ -60,15 +66,25 @@ var pageNames = []string{"overview", "tasks", "task", "peers", "skills", "login"
 
 // Handler serves the dashboard. It is safe for concurrent use.
 type Handler struct {
-	f      Fetcher
-	log    *slog.Logger
-	pages  map[string]*template.Template
-	mux    *http.ServeMux
-	static http.Handler
+	f       Fetcher
+	session func(*http.Request) bool // nil: no session ever
+	log     *slog.Logger
+	pages   map[string]*template.Template
+	mux     *http.ServeMux
+	static  http.Handler
+}
+
+// Option configures a Handler.
+type Option func(*Handler)
+
+// WithSession tells the pages whether a request comes with a login
+// session (the cookie of POST LoginPath): the pages then offer to log out.
+func WithSession(fn func(*http.Request) bool) Option {
+	return func(h *Handler) { h.session = fn }
 }
 
 // New returns the dashboard, reading the API through f.
-func New(f Fetcher) (*Handler, error) {
+func New(f Fetcher, opts ...Option) (*Handler, error) {
 	if f == nil {
 		return nil, errors.New("dashboard: the Fetcher is nil")
 	}
@@ -78,6 +94,9 @@ func New(f Fetcher) (*Handler, error) {
 	}
 	h := &Handler{f: f, log: slog.Default(), pages: map[string]*template.Template{},
 		static: http.StripPrefix(staticPrefix, http.FileServerFS(sub))}
+	for _, o := range opts {
+		o(h)
+	}
 	for _, name := range pageNames {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
@@ -123,12 +142,14 @@ type page struct {
 	Refresh int    // also refresh every this many ms; 0: only on events
 	Status  int    // HTTP status; 0: 200
 	Err     string // shown at the top of the page
+	Session bool   // the request came with a login session: offer to log out
 	Data    any
 }
 
 // render writes a page, or only its live part when the script asks.
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, name string, p *page) {
 	t := h.pages[name]
+	p.Session = h.session != nil && h.session(r)
 	var buf bytes.Buffer
 	tmpl := "layout"
 	if r.Header.Get(fragmentHeader) == "1" {

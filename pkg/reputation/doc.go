@@ -13,6 +13,11 @@
 // hour), so without new evidence everything drifts back to neutral. Lifetime
 // counts of each outcome are kept as well, for display; they do not decay.
 //
+// For a deterministic skill whose answers are spot-checked at some rate,
+// AnswerEvidence is the rule (Graph.RecordAnswer applies it): an unchecked
+// answer is no evidence, an answer a check agreed with weighs 1/rate
+// successes (at most 100), one it found wrong is a wrong result.
+//
 // # Global trust
 //
 // Recompute (run every two seconds by Start's goroutine, and on demand) is

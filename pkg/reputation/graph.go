@@ -148,9 +148,14 @@ func (g *Graph) Close() error {
 // unknown outcome, are ignored. The peer's trust and the skill's rating
 // change at once; the peer's reputation from others changes at the next
 // recomputation.
-func (g *Graph) Record(p peer.ID, skill SkillID, o Outcome) {
+func (g *Graph) Record(p peer.ID, skill SkillID, o Outcome) { g.record(p, skill, o, 1) }
+
+// record adds o with its evidence scaled by w (see AnswerEvidence); the
+// lifetime counts count it once.
+func (g *Graph) record(p peer.ID, skill SkillID, o Outcome, w float64) {
 	sat, unsat, ok := o.weights()
-	if !ok || p == "" || p == g.self {
+	sat, unsat = sat*w, unsat*w
+	if !ok || p == "" || p == g.self || !(w > 0) {
 		g.cfg.logger.Debug("ignoring trust record", "peer", p, "skill", skill, "outcome", o)
 		return
 	}

@@ -298,8 +298,12 @@ func (c *DelegationCoordinator) pickRemote(t *SkillTask, local bool, exclude []p
 		gate = c.breakers
 	}
 	lost := false
+	keep := 0
+	if c.cfg.ranking > 0 && c.hasSubscribers() {
+		keep = c.cfg.ranking // only an Event carries a Ranking
+	}
 	for {
-		cand, err := c.router.bestWith(t, local, exclude, gate)
+		cand, err := c.router.bestWith(t, local, exclude, gate, keep)
 		if err != nil {
 			var nc *NoCapableNodeError
 			if errors.As(err, &nc) {

@@ -86,6 +86,7 @@ type coordinatorConfig struct {
 	logger              *slog.Logger
 	store               *store.Store    // nil: in memory only (see WithStore)
 	spot                SpotCheckConfig // see WithSpotChecks
+	ranking             int             // see WithRankingSize
 }
 
 func defaultCoordinatorConfig() coordinatorConfig {
@@ -94,8 +95,20 @@ func defaultCoordinatorConfig() coordinatorConfig {
 		retention: DefaultResultRetention, maxTasks: DefaultMaxTasks,
 		acceptThreshold: DefaultAcceptThreshold, recent: defaultRecentConfig(),
 		sweepInterval: DefaultSweepInterval, logger: slog.Default(),
-		breaker: defaultBreakerConfig(),
+		breaker: defaultBreakerConfig(), ranking: DefaultRankingSize,
 	}
+}
+
+// DefaultRankingSize is how many candidates an Event's Ranking holds
+// unless WithRankingSize says otherwise.
+const DefaultRankingSize = 8
+
+// WithRankingSize sets how many of the candidates the router ranked for an
+// attempt the attempt's Event carries (Event.Ranking), best first: 0 none.
+// Rankings are made only while someone subscribes to the events, and a
+// record keeps only its current attempt's, until the task ends. Default 8.
+func WithRankingSize(n int) CoordinatorOption {
+	return func(c *coordinatorConfig) { c.ranking = max(n, 0) }
 }
 
 func (c *coordinatorConfig) validate() error {

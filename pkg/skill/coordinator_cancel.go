@@ -84,9 +84,9 @@ func (c *DelegationCoordinator) timeoutLocked(s *taskShard, r *record, now time.
 	}
 	switch {
 	case r.state == StateDelegated:
-		c.account(r.task.Skill, outcome{kind: kindTimeout, peer: r.peer, trust: reputation.OutcomeTimeout})
+		c.account(r.task, outcome{kind: kindTimeout, peer: r.peer, trust: reputation.OutcomeTimeout})
 	case r.state == StateQueued && r.job != nil && r.job.Started():
-		c.account(r.task.Skill, outcome{kind: kindTimeout, peer: r.peer})
+		c.account(r.task, outcome{kind: kindTimeout, peer: r.peer})
 	}
 	c.abortLocked(s, r, StateTimedOut, grid.CodeTimeout, timeoutError(r, nil))
 	c.publishUnlock(s, r, now)

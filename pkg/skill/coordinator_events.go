@@ -16,8 +16,14 @@ type Event struct {
 	State   TaskState          `json:"state"`
 	Peer    peer.ID            `json:"peer,omitempty"` // node of the current or last attempt
 	Attempt int                `json:"attempt"`
-	Error   string             `json:"error,omitempty"`
-	At      time.Time          `json:"at"`
+	// Error is why the task failed, for a terminal state, or why the
+	// attempt before failed, for StateRetrying.
+	Error string    `json:"error,omitempty"`
+	At    time.Time `json:"at"`
+	// Ranking is what the router ranked when the coordinator chose the
+	// node of attempt Ranking.Attempt (see WithRankingSize); nil if none.
+	// It is shared by every subscriber: do not modify it.
+	Ranking *Ranking `json:"-"`
 	// Progress is set on a progress event: the task's state has not
 	// changed, its skill reported how far it is.
 	Progress *Progress `json:"progress,omitempty"`
@@ -141,9 +147,14 @@ func (c *DelegationCoordinator) publish(ev Event) {
 // eventOf builds the event for r's current state. The shard lock must be
 // held.
 func eventOf(r *record, at time.Time) Event {
-	ev := Event{TaskID: r.task.ID, Skill: r.task.Skill, State: r.state, Peer: r.peer, Attempt: int(r.attempts), At: at}
-	if r.state.Terminal() && r.err != nil {
+	ev := Event{TaskID: r.task.ID, Skill: r.task.Skill, State: r.state, Peer: r.peer, Attempt: int(r.attempts), At: at, Ranking: r.ranking}
+	switch {
+	case r.state.Terminal() && r.err != nil:
 		ev.Error = r.err.Error()
+	case r.state == StateRetrying && r.retry != nil && r.retry.last != nil:
+		ev.Error = r.retry.last.Error()
+	case r.state == StateRetrying && r.retry != nil && r.retry.waitErr != nil:
+		ev.Error = r.retry.waitErr.Error()
 	}
 	return ev
 }

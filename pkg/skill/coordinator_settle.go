@@ -269,7 +269,7 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 		return
 	}
 	// Recorded before waiters wake, so that they see it.
-	c.account(r.task.Skill, o)
+	c.account(r.task, o)
 	if o.kind != kindSuccess && c.log.Enabled(context.Background(), slog.LevelDebug) {
 		c.log.Debug("attempt failed", "task", r.task.ID.Short(), "attempt", n, "node", o.peer, "err", o.err)
 	}
@@ -320,17 +320,22 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 	}
 }
 
-// account records the outcome of a started attempt in metrics and trust
-// (see outcome for what counts against a node).
-func (c *DelegationCoordinator) account(skill reputation.SkillID, o outcome) {
+// account records the outcome of a started attempt of t in metrics and
+// trust (see outcome for what counts against a node). A success counts in
+// trust by reputation.AnswerEvidence: for a deterministic skill under spot
+// checks it is no evidence until a check says it was right (endSpotCheck).
+func (c *DelegationCoordinator) account(t *SkillTask, o outcome) {
 	c.feedBreaker(o)
 	if o.unstarted {
 		return
 	}
+	skill := t.Skill
 	switch {
 	case o.kind == kindSuccess:
 		c.metrics.RecordCompleted(o.peer, o.elapsed)
-		c.recordTrust(o.peer, skill, reputation.OutcomeSuccess)
+		if o.peer != c.self {
+			c.trust.RecordAnswer(o.peer, skill, c.checkRate(t), reputation.Unchecked)
+		}
 	case o.trust != 0:
 		if o.trust == reputation.OutcomeTimeout {
 			c.metrics.RecordTimedOut(o.peer)
@@ -496,6 +501,7 @@ func (c *DelegationCoordinator) announceLocked(r *record, now time.Time) {
 		c.publish(eventOf(r, now))
 	}
 	if r.finished() {
+		r.ranking = nil // its events have gone out
 		r.wakeWaiters()
 	}
 }

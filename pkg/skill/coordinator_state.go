@@ -152,6 +152,9 @@ type record struct {
 	job    *Job
 	cancel context.CancelFunc
 	retry  *retryState // from the second attempt on
+	// ranking is what the router ranked for the current attempt, while
+	// events are subscribed to (WithRankingSize); nil once r ends.
+	ranking *Ranking
 
 	gen *generation // the generation of the task table holding it
 

@@ -254,6 +254,10 @@ func (c *DelegationCoordinator) beginLocked(r *record, cand Candidate, now time.
 	r.peer = cand.Peer
 	r.prog = Progress{} // the last attempt's reports say nothing of this one
 	r.updated = now.UnixNano()
+	r.ranking = cand.ranked
+	if r.ranking != nil {
+		r.ranking.Attempt = int(r.attempts)
+	}
 	a := attempt{n: int(r.attempts), peer: cand.Peer}
 	if cand.Local {
 		job, qt := &r.job0, &r.qt0

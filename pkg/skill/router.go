@@ -105,8 +105,58 @@ type Candidate struct {
 	Trust float64
 	// Version is the version of the skill the node offers.
 	Version string
+	// Parts are the parts of Score before their weights.
+	Parts ScoreParts
 
-	util float64 // the utilization the score used, before its cap at 1
+	util   float64  // the utilization the score used, before its cap at 1
+	ranked *Ranking // what the coordinator's pick ranked, for the chosen one
+}
+
+// ScoreParts are the parts of a Candidate's Score, each in [0, 1]: Score
+// is their sum weighted by the Weights, over the weights' sum.
+type ScoreParts struct {
+	Trust   float64 // the node's trust
+	Skill   float64 // its skill rating, mapped from [-1, 1]
+	Success float64 // its recent success rate (0.5 with no history)
+	Latency float64 // 1 / (1 + latency / reference) (0.5 with no history)
+	Load    float64 // 1 - utilization
+}
+
+// Ranking is what the router ranked when the coordinator chose the node of
+// an attempt: the best candidates (at most WithRankingSize), best first,
+// scored as the choice used them, and how many it considered. A Ranking
+// is never modified once an Event carries it.
+type Ranking struct {
+	Attempt    int // the attempt it chose for, 1 for the first
+	Candidates []Candidate
+	Considered int // candidates scored, Candidates and the ones left out
+
+	buf [DefaultRankingSize]Candidate // Candidates' array, up to that size: one allocation
+}
+
+// newRanking returns a Ranking for the best keep candidates of n.
+func newRanking(keep, n int) *Ranking {
+	rk := &Ranking{}
+	if c := min(keep, n); c <= len(rk.buf) {
+		rk.Candidates = rk.buf[:0:c]
+	} else {
+		rk.Candidates = make([]Candidate, 0, c)
+	}
+	return rk
+}
+
+// add inserts c into r's best keep candidates.
+func (r *Ranking) add(c Candidate, keep int) {
+	r.Considered++
+	i, _ := slices.BinarySearchFunc(r.Candidates, c, compareCandidates)
+	if i >= keep {
+		return
+	}
+	if len(r.Candidates) < keep {
+		r.Candidates = append(r.Candidates, Candidate{})
+	}
+	copy(r.Candidates[i+1:], r.Candidates[i:len(r.Candidates)-1])
+	r.Candidates[i] = c
 }
 
 // RouterOption configures a Router.
@@ -345,13 +395,18 @@ func (r *Router) route(t *SkillTask, local bool, localVersion string, exclude []
 // neither scores nor allocates. local says whether this node offers the
 // skill (the caller has looked it up already).
 func (r *Router) best(t *SkillTask, local bool, exclude []peer.ID) (Candidate, error) {
-	return r.bestWith(t, local, exclude, r.gate)
+	return r.bestWith(t, local, exclude, r.gate, 0)
 }
 
 // bestWith is best with gate in place of the router's PeerGate (nil: every
 // peer allowed): the coordinator passes its circuit breakers, also to a
 // Router it did not build.
-func (r *Router) bestWith(t *SkillTask, local bool, exclude []peer.ID, gate PeerGate) (Candidate, error) {
+//
+// With keep above 0 the candidate returned carries a Ranking of the best
+// keep candidates (see Candidate.ranked), unless no peer offers the skill:
+// this node alone has nothing to be ranked against, and that path stays
+// free of scoring and allocation.
+func (r *Router) bestWith(t *SkillTask, local bool, exclude []peer.ID, gate PeerGate, keep int) (Candidate, error) {
 	provs := r.withFetchers(t, r.providersOrSearch(t.Skill, local))
 	var f filterCount
 	if len(provs) == 0 {
@@ -361,9 +416,16 @@ func (r *Router) bestWith(t *SkillTask, local bool, exclude []peer.ID, gate Peer
 		return Candidate{}, f.err(t)
 	}
 	var top Candidate
+	var rk *Ranking
+	if keep > 0 {
+		rk = newRanking(keep, len(provs)+1)
+	}
 	found := false
 	consider := func(c Candidate, util float64) {
 		c = r.scored(t, c, util)
+		if rk != nil {
+			rk.add(c, keep)
+		}
 		if !found || compareCandidates(c, top) < 0 {
 			top, found = c, true
 		}
@@ -379,6 +441,7 @@ func (r *Router) bestWith(t *SkillTask, local bool, exclude []peer.ID, gate Peer
 	if !found {
 		return Candidate{}, f.err(t)
 	}
+	top.ranked = rk
 	return top, nil
 }
 
@@ -472,12 +535,10 @@ func (r *Router) scored(t *SkillTask, c Candidate, util float64) Candidate {
 		latency = 1 / (1 + lat.Seconds()/r.latencyRef)
 	}
 	c.util = util
-	w := r.w
-	s := w.Trust*clamp01(c.Trust) +
-		w.Skill*(clamp(rating, -1, 1)+1)/2 +
-		w.Success*success +
-		w.Latency*latency +
-		w.Load*(1-min(max(util, 0), 1))
+	c.Parts = ScoreParts{Trust: clamp01(c.Trust), Skill: (clamp(rating, -1, 1) + 1) / 2, Success: success,
+		Latency: latency, Load: 1 - min(max(util, 0), 1)}
+	w, p := r.w, &c.Parts
+	s := w.Trust*p.Trust + w.Skill*p.Skill + w.Success*p.Success + w.Latency*p.Latency + w.Load*p.Load
 	c.Score = s / r.wsum
 	return c
 }

@@ -319,6 +319,13 @@ func TestRouteWithOnlyTheLocalProviderAllocatesOnlyTheResult(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("best allocates %v times per call, want 0", n)
 	}
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, err := r.bestWith(task, true, nil, r.gate, DefaultRankingSize); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("best with a ranking, for this node alone, allocates %v times per call, want 0", n)
+	}
 }
 
 func BenchmarkRoute(b *testing.B) {
@@ -345,6 +352,14 @@ func BenchmarkRoute(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				_, _ = r.best(task, true, nil)
+			}
+		})
+		// What the coordinator's pick costs while events are subscribed
+		// to: best with the Ranking of DefaultRankingSize candidates.
+		b.Run(bc.name+"/best+ranking", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = r.bestWith(task, true, nil, r.gate, DefaultRankingSize)
 			}
 		})
 	}

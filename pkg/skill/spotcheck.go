@@ -60,6 +60,12 @@ func (s *SpotCheckConfig) validate() error {
 // a wrong result in trust (four failures' weight). The first answer has
 // already gone to the caller: a check costs the caller no latency, and it
 // does not change the task's result. Default: off.
+//
+// With a rate above 0, a peer's answer for a deterministic skill is no
+// evidence in trust until a check says it was right: then it weighs 1/rate
+// successes (at most 100), and a checker that agreed gets one; see
+// reputation.AnswerEvidence. Failures and timeouts count as always, and
+// every answer counts in metrics.
 func WithSpotChecks(cfg SpotCheckConfig) CoordinatorOption {
 	return func(c *coordinatorConfig) { c.spot = cfg }
 }
@@ -149,6 +155,15 @@ func (c *DelegationCoordinator) deterministic(t *SkillTask) bool {
 	}
 	_, ok := c.spot.extra[t.Skill]
 	return ok
+}
+
+// checkRate is the fraction of peers' answers for t's skill that are
+// spot-checked: the rate for a deterministic skill, else 0.
+func (c *DelegationCoordinator) checkRate(t *SkillTask) float64 {
+	if r := c.spot.cfg.Rate; r > 0 && c.deterministic(t) {
+		return r
+	}
+	return 0
 }
 
 // maybeSpotCheck starts a spot check of o, a peer's success for t that
@@ -257,7 +272,7 @@ func (c *DelegationCoordinator) checkOn(ctx context.Context, t *SkillTask, exclu
 	res, err := c.remote.Delegate(ctx, p, &rt)
 	c.router.attemptEnded(p)
 	o := classifyRemote(ctx, &record{task: ct}, p, res, err, time.Since(start))
-	c.account(t.Skill, o)
+	c.account(ct, o)
 	if o.kind != kindSuccess {
 		return p, [32]byte{}, fmt.Errorf("check on %s: %w", p, o.err)
 	}
@@ -274,7 +289,9 @@ func (c *DelegationCoordinator) endSpotCheck(t *SkillTask, sc SpotCheck) {
 		s.matched.Add(1)
 	case SpotCheckWrongResult:
 		s.wrong.Add(1)
-		c.recordTrust(sc.Wrong, t.Skill, reputation.OutcomeWrongResult)
+		if sc.Wrong != c.self {
+			c.trust.RecordAnswer(sc.Wrong, t.Skill, c.checkRate(t), reputation.CheckWrong)
+		}
 		if sc.Wrong == sc.First {
 			c.dropCachedFrom(t, sc.First)
 		}
@@ -283,6 +300,7 @@ func (c *DelegationCoordinator) endSpotCheck(t *SkillTask, sc SpotCheck) {
 		s.inconclusive.Add(1)
 		c.log.Debug("spot check inconclusive", "task", t.ID.Short(), "skill", t.Skill, "peer", sc.First, "reason", sc.Reason)
 	}
+	c.recordAgreed(t, sc)
 	s.mu.Lock()
 	fns := make([]func(SpotCheck), 0, len(s.subs))
 	for _, fn := range s.subs {
@@ -291,6 +309,23 @@ func (c *DelegationCoordinator) endSpotCheck(t *SkillTask, sc SpotCheck) {
 	s.mu.Unlock()
 	for _, fn := range fns {
 		fn(sc)
+	}
+}
+
+// recordAgreed records in trust the answers a check found right: the
+// first answer, one of a fraction checkRate of answers, counts as a match
+// at that rate; a checker's, compared every time, as a match at rate 1.
+func (c *DelegationCoordinator) recordAgreed(t *SkillTask, sc SpotCheck) {
+	if sc.Result == SpotCheckInconclusive {
+		return
+	}
+	if sc.Wrong != sc.First && sc.First != c.self {
+		c.trust.RecordAnswer(sc.First, t.Skill, c.checkRate(t), reputation.CheckMatched)
+	}
+	for _, p := range sc.Checkers {
+		if p != sc.Wrong && p != c.self {
+			c.trust.RecordAnswer(p, t.Skill, 1, reputation.CheckMatched)
+		}
 	}
 }
 

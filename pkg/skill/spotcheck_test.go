@@ -2,6 +2,7 @@ package skill
 
 import (
 	"context"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -78,8 +79,8 @@ func TestSpotCheckFindsTheLiarByTheMajority(t *testing.T) {
 		if len(got) != 1 || got[0].Result != SpotCheckWrongResult || got[0].Wrong != liar || len(got[0].Checkers) != 2 {
 			t.Fatalf("spot checks = %+v; want one wrong result of the liar, settled by two checkers", got)
 		}
-		if pt := coPeerTrust(t, e.trust, liar); pt.WrongResults != 1 {
-			t.Errorf("liar's trust record %+v; want one wrong result", pt)
+		if pt := coPeerTrust(t, e.trust, liar); pt.WrongResults != 1 || pt.Successes != 1 {
+			t.Errorf("liar's trust record %+v; want one wrong result and only the success recorded before: its wrong answer is no success", pt)
 		}
 		for _, p := range []peer.ID{h1, h2} {
 			if pt := coPeerTrust(t, e.trust, p); pt.WrongResults != 0 || pt.Successes != 1 {
@@ -192,6 +193,97 @@ func TestSpotCheckLeavesOtherTasksAlone(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Under spot checks an answer for a deterministic skill is evidence only
+// once checked (reputation.AnswerEvidence); one for any other skill, or
+// with checks off, is a success at once. Metrics count every answer.
+func TestSpotCheckUncheckedAnswersAreNoEvidence(t *testing.T) {
+	tests := []struct {
+		name      string
+		skill     reputation.SkillID
+		rate      float64
+		successes uint64
+	}{
+		{"a deterministic skill, never drawn for a check", "remote.det", 1e-12, 0},
+		{"a skill not known to be deterministic", "remote.only", 1e-12, 1},
+		{"spot checks off", "remote.det", 0, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := newSpotEnv(t, tc.skill, WithSpotChecks(SpotCheckConfig{Rate: tc.rate, Deterministic: []reputation.SkillID{"remote.det"}}))
+				for _, p := range e.ids {
+					e.del.behave[p] = spotAnswer(p, "x")
+				}
+				res, err := e.wait(t, e.submit(t, NewSkillTask(tc.skill, RawInput(nil), "")))
+				if err != nil {
+					t.Fatal(err)
+				}
+				synctest.Wait()
+				var got uint64
+				for _, pt := range e.trust.Peers() {
+					got += pt.Successes
+				}
+				if got != tc.successes {
+					t.Errorf("%d successes in trust; want %d", got, tc.successes)
+				}
+				if tr := e.trust.Trust(res.ExecutedBy); tc.successes == 0 && tr != 0.5 {
+					t.Errorf("trust in %s = %v; want neutral 0.5", res.ExecutedBy, tr)
+				}
+				if m := e.c.metrics.Snapshot(); m.Completed == 0 {
+					t.Errorf("metrics %+v; want the answer counted as completed", m)
+				}
+			})
+		})
+	}
+}
+
+// A match weighs 1/rate successes for the first answer, one for the
+// checker that agreed: at rate 0.5, two and one. Tasks go until one is
+// drawn for a check; the unchecked ones before it are no evidence.
+func TestSpotCheckMatchWeighsOneOverRate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newSpotEnv(t, "remote.det", WithSpotChecks(SpotCheckConfig{Rate: 0.5, Deterministic: []reputation.SkillID{"remote.det"}}))
+		for _, p := range e.ids {
+			e.del.behave[p] = spotAnswer(p, "right")
+		}
+		for i := 0; len(e.checks()) == 0; i++ {
+			if i == 60 {
+				t.Fatal("no spot check in 60 tasks at rate 0.5")
+			}
+			if _, err := e.wait(t, e.submit(t, NewSkillTask("remote.det", RawInput(nil), ""))); err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait()
+		}
+		got := e.checks()
+		if len(got) != 1 || got[0].Result != SpotCheckMatch || len(got[0].Checkers) != 1 {
+			t.Fatalf("spot checks = %+v; want one match with one checker", got)
+		}
+		first, checker := got[0].First, got[0].Checkers[0]
+		ref, err := reputation.NewGraph(e.self)
+		if err != nil {
+			t.Fatal(err)
+		}
+		one, two := e.ids[0], e.ids[1]
+		ref.Record(one, "remote.det", reputation.OutcomeSuccess)
+		ref.Record(two, "remote.det", reputation.OutcomeSuccess)
+		ref.Record(two, "remote.det", reputation.OutcomeSuccess)
+		if a, b := e.trust.Trust(first), ref.Trust(two); math.Abs(a-b) > 1e-3 {
+			t.Errorf("trust in the first answer's node = %v; want %v, two successes", a, b)
+		}
+		if a, b := e.trust.Trust(checker), ref.Trust(one); math.Abs(a-b) > 1e-3 {
+			t.Errorf("trust in the checker = %v; want %v, one success", a, b)
+		}
+		for _, p := range e.ids {
+			if p != first && p != checker {
+				if tr := e.trust.Trust(p); tr != 0.5 {
+					t.Errorf("trust in %s, whose answers were not checked = %v; want neutral 0.5", p, tr)
+				}
+			}
+		}
+	})
 }
 
 func TestSpotCheckConfigIsValidated(t *testing.T) {

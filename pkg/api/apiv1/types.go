@@ -681,22 +681,35 @@ type Attempt struct {
 	// failed and another attempt followed, or the task's final state.
 	Outcome string `json:"outcome"`
 	Error   string `json:"error,omitempty"`
-	// Candidates are the nodes the router ranked for the attempt, best
-	// first, scored by the API the moment it saw the attempt begin (a few
-	// milliseconds after the coordinator chose, so a score may differ
-	// slightly from the one the choice used), leaving out the nodes of the
-	// attempts before it. Empty when no router was given or none was left.
+	// Candidates are the nodes the router ranked when the coordinator
+	// chose this attempt's node, best first (at most 8), with the scores
+	// the choice used; Considered counts every node it scored. Empty when
+	// the coordinator recorded no ranking (the attempt went to this node
+	// with no peer to weigh, or began before the API followed events).
 	Candidates []Candidate `json:"candidates,omitempty"`
+	Considered int         `json:"considered,omitempty"`
 }
 
 // Candidate is one node the router considered for an attempt.
 type Candidate struct {
-	Node      string  `json:"node"`
-	Local     bool    `json:"local"`
-	Connected bool    `json:"connected"`
-	Score     float64 `json:"score"` // in [0, 1]
-	Trust     float64 `json:"trust"`
-	Version   string  `json:"version,omitempty"`
+	Node      string     `json:"node"`
+	Local     bool       `json:"local"`
+	Connected bool       `json:"connected"`
+	Chosen    bool       `json:"chosen"` // the attempt went to it
+	Score     float64    `json:"score"`  // in [0, 1]: Parts weighted by routing's weights
+	Trust     float64    `json:"trust"`
+	Parts     ScoreParts `json:"parts"`
+	Version   string     `json:"version,omitempty"`
+}
+
+// ScoreParts are the parts of a Candidate's score, each in [0, 1] before
+// its weight (config routing.weights).
+type ScoreParts struct {
+	Trust   float64 `json:"trust"`
+	Skill   float64 `json:"skill"`   // skill rating, from [-1, 1] to [0, 1]
+	Success float64 `json:"success"` // recent success rate; 0.5 with no history
+	Latency float64 `json:"latency"` // 1 / (1 + latency / reference); 0.5 with no history
+	Load    float64 `json:"load"`    // 1 - utilization
 }
 
 // Series is the body of GET /v1/metrics/series: per interval of

@@ -70,7 +70,8 @@
   }
   if (body.dataset.refresh) setInterval(schedule, Number(body.dataset.refresh));
 
-  // Buttons with data-post send a POST without a body (cancel, deny, allow).
+  // Buttons with data-post send a POST without a body (cancel, deny, allow,
+  // log out); with data-then, the page goes there once it succeeded.
   document.addEventListener('click', async function (e) {
     const b = e.target.closest('[data-post]');
     if (!b) return;
@@ -78,6 +79,7 @@
     b.disabled = true;
     try {
       const r = await fetch(b.dataset.post, { method: 'POST', credentials: 'same-origin' });
+      if (r.ok && b.dataset.then) { location.href = b.dataset.then; return; }
       showError(r.ok ? '' : await errorOf(r));
     } catch (err) {
       showError('the request failed: ' + err.message);
