@@ -39,6 +39,18 @@ func (c *DelegationCoordinator) submitCacheable(ctx context.Context, rc *ResultC
 		return id, nil, true, err
 	}
 	running := rc.flights[key]
+	if running == nil && rc.runs[key] != nil {
+		// A peer's identical task runs here: wait for it.
+		rc.mu.Unlock()
+		r, err := c.addFollower(ctx, t, now, checkDup)
+		if err != nil {
+			return TaskID{}, nil, true, err
+		}
+		if !c.joinRun(rc, key, r) {
+			c.join(rc, key, r)
+		}
+		return t.ID, nil, true, nil
+	}
 	if running == nil {
 		fl = &flight{key: key, leader: t.ID}
 		rc.flights[key] = fl
@@ -230,27 +242,6 @@ func (c *DelegationCoordinator) addFollower(ctx context.Context, t *SkillTask, n
 	}
 	c.publishUnlock(s, r, now)
 	return r, nil
-}
-
-// answerCached answers rt, a peer's request for a deterministic skill
-// this node has (e), from rc if it holds a result this node computed
-// itself: this node vouches only for its own work. It reports true if it
-// answered through reply; otherwise it returns the Done func of the
-// admitted job, which puts a success in rc.
-func (c *DelegationCoordinator) answerCached(rc *ResultCache, e *entry, in SkillInput, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) (func(*grid.QueuedTask, SkillResult), bool) {
-	key := keyOf(e.skill, &e.desc, in)
-	if hit, ok := rc.Get(key); ok && hit.ExecutedBy == c.self {
-		rc.hits.Add(1)
-		reply(&grid.RemoteResult{ID: rt.ID, Success: true, Output: hit.Output, ExecTime: hit.Duration, Executor: c.self, Cached: true})
-		return c.incomingDone, true
-	}
-	rc.misses.Add(1)
-	return func(qt *grid.QueuedTask, res SkillResult) {
-		if res.Success {
-			rc.Put(key, CachedResult{Output: res.Output, ExecutedBy: c.self, Duration: res.Duration})
-		}
-		c.incomingDone(qt, res)
-	}, false
 }
 
 // succeeded returns the result of task id if it succeeded.

@@ -24,6 +24,9 @@ type Job struct {
 	// a task submitted to a DelegationCoordinator; set before the job is
 	// enqueued and not changed after.
 	rec *record
+	// run is the shared run of peers' identical tasks the job executes
+	// (see execRun); set before the job is enqueued and not changed after.
+	run *execRun
 
 	mu       sync.Mutex
 	cancel   context.CancelFunc // of the running skill's context; nil for a skill that takes none
