@@ -71,6 +71,16 @@ func (c *DelegationCoordinator) admitCacheable(rc *ResultCache, s *inShard, e *e
 		rc.peerJoins.Add(1)
 		return nil, false, nil
 	}
+	if fl := rc.flights[key]; fl != nil && len(fl.remote) < rc.maxWaiters && c.runsHere(fl.leader) {
+		// A local task identical to it runs here: wait for it.
+		inc.cache, inc.fl = rc, fl
+		fl.remote = append(fl.remote, inc)
+		rc.mu.Unlock()
+		s.m[qid] = inc
+		s.mu.Unlock()
+		rc.peerJoins.Add(1)
+		return nil, false, nil
+	}
 	run = c.newRun(rc, key, []*incoming{inc})
 	rc.runs[key] = run
 	inc.cache, inc.run = rc, run
@@ -185,7 +195,7 @@ func (c *DelegationCoordinator) restartRun(rc *ResultCache, key CacheKey, all []
 	}
 	if cur := rc.runs[key]; cur != nil {
 		for _, w := range waiters {
-			w.run = cur
+			w.run, w.fl = cur, nil
 		}
 		cur.waiters = append(cur.waiters, waiters...)
 		rc.mu.Unlock()
@@ -193,7 +203,7 @@ func (c *DelegationCoordinator) restartRun(rc *ResultCache, key CacheKey, all []
 	}
 	run := c.newRun(rc, key, waiters)
 	for _, w := range waiters {
-		w.run = run
+		w.run, w.fl = run, nil
 	}
 	rc.runs[key] = run
 	rc.mu.Unlock()
@@ -207,6 +217,17 @@ func (c *DelegationCoordinator) leaveRun(in *incoming) {
 	rc := in.cache
 	rc.mu.Lock()
 	in.left = true
+	if fl := in.fl; fl != nil {
+		// Waiting for a local task, which its own caller may cancel.
+		for i, w := range fl.remote {
+			if w == in {
+				fl.remote = append(fl.remote[:i], fl.remote[i+1:]...)
+				break
+			}
+		}
+		rc.mu.Unlock()
+		return
+	}
 	run := in.run
 	for i, w := range run.waiters {
 		if w == in {
@@ -239,6 +260,38 @@ func (c *DelegationCoordinator) joinRun(rc *ResultCache, key CacheKey, r *record
 		return false
 	}
 	run.locals = append(run.locals, r)
+	return true
+}
+
+// runsHere reports whether task id, a local task, runs on this node now
+// (queued or running in its executor).
+func (c *DelegationCoordinator) runsHere(id TaskID) bool {
+	s := c.tasks.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.get(id)
+	return r != nil && !r.state.Terminal() && r.job != nil
+}
+
+// endRemoteFollowers ends the peers' requests that waited for fl, a local
+// task of key that ended with res (nil: it did not succeed). A success of
+// this node's answers them; otherwise they run on their own, in one run,
+// and the local followers, if any, join it: it reports whether they did.
+func (c *DelegationCoordinator) endRemoteFollowers(rc *ResultCache, key CacheKey, remote []*incoming, res *SkillResult) bool {
+	if len(remote) == 0 {
+		return false
+	}
+	if res != nil && res.ExecutedBy == c.self {
+		shared := SkillResult{Success: true, Output: res.Output, Duration: res.Duration, ExecutedBy: c.self}
+		for _, w := range remote {
+			if in, reply := c.in.take(saltID(w.id, c.salt), &w.job); in != nil {
+				rc.peerShared.Add(1)
+				c.answerIncoming(in, reply, shared, true)
+			}
+		}
+		return false
+	}
+	c.restartRun(rc, key, remote)
 	return true
 }
 

@@ -297,3 +297,52 @@ func BenchmarkCacheIncoming(b *testing.B) {
 		run(b, func(int) *grid.RemoteTask { return peerTask("hit", time.Minute) })
 	})
 }
+
+func TestPeersRequestWaitsForAnIdenticalLocalTaskRunningHere(t *testing.T) {
+	s := &caSkill{det: true, gate: make(chan struct{}), started: make(chan struct{}, 8)}
+	e, rc := newCaEnv(t, s, CacheConfig{})
+	id := e.submit(t, caTask(e, "x"))
+	<-s.started
+	r := send(t, e, e.peers[0], peerTask("x", time.Minute))
+	awaitJoins(t, rc, 1)
+	close(s.gate)
+	if res, err := e.wait(t, id); err != nil || res.Cached {
+		t.Fatalf("local task: %+v, %v", res, err)
+	}
+	if res := ciResult(t, r); !res.Success || !res.Cached || string(res.Output) != "out:x" {
+		t.Fatalf("peer's request: %+v; want the local run's output, cached", res)
+	}
+	if n := s.runs.Load(); n != 1 {
+		t.Fatalf("skill ran %d times for a local task and a peer's, want 1", n)
+	}
+	if st := rc.Stats(); st.PeerShared != 1 || st.PeerMisses != 0 {
+		t.Errorf("stats = %+v, want 1 peer shared, no peer miss", st)
+	}
+
+	// The local task's caller cancels it: the peer's request runs, and
+	// a local follower waits for that run.
+	s.gate = make(chan struct{})
+	lead := e.submit(t, caTask(e, "y"))
+	<-s.started
+	r = send(t, e, e.peers[1], peerTask("y", time.Minute))
+	awaitJoins(t, rc, 2)
+	follower := e.submit(t, caTask(e, "y"))
+	if err := e.c.Cancel(lead); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the peer's request did not run after the local task it waited for was canceled")
+	}
+	close(s.gate)
+	if res := ciResult(t, r); !res.Success || res.Cached {
+		t.Fatalf("peer's request: %+v; want its own run's output", res)
+	}
+	if res, err := e.wait(t, follower); err != nil || !res.Cached || string(res.Output) != "out:y" {
+		t.Fatalf("local follower: %+v, %v; want the peer's run's output, cached", res, err)
+	}
+	if n := s.runs.Load(); n != 3 {
+		t.Fatalf("skill ran %d times in all, want 3 (x once, y canceled, y once)", n)
+	}
+}

@@ -22,6 +22,7 @@ type flight struct {
 	key       CacheKey
 	leader    TaskID
 	followers []*record
+	remote    []*incoming // peers' requests waiting (while the leader runs here)
 }
 
 // submitCacheable is SubmitTask for a task of a deterministic skill this
@@ -133,16 +134,25 @@ func (c *DelegationCoordinator) endFlight(rc *ResultCache, fl *flight, res *Skil
 	if rc.flights[fl.key] == fl {
 		delete(rc.flights, fl.key)
 	}
-	followers := fl.followers
-	fl.followers = nil
+	followers, remote := fl.followers, fl.remote
+	fl.followers, fl.remote = nil, nil
 	var next *flight
 	if res != nil {
 		rc.putLocked(fl.key, CachedResult{Output: res.Output, ExecutedBy: res.ExecutedBy, Duration: res.Duration})
-	} else if len(followers) > 0 && !c.closing.Load() && rc.flights[fl.key] == nil {
+	} else if len(followers) > 0 && len(remote) == 0 && !c.closing.Load() && rc.flights[fl.key] == nil {
 		next = &flight{key: fl.key, leader: followers[0].task.ID, followers: followers[1:]}
 		rc.flights[fl.key] = next
 	}
 	rc.mu.Unlock()
+	if c.endRemoteFollowers(rc, fl.key, remote, res) {
+		// A run for the peers' requests started: the followers wait for it.
+		for _, r := range followers {
+			if !c.joinRun(rc, fl.key, r) {
+				c.join(rc, fl.key, r)
+			}
+		}
+		return
+	}
 	switch {
 	case res != nil:
 		shared := SkillResult{Success: true, Output: res.Output, Duration: res.Duration, ExecutedBy: res.ExecutedBy, Cached: true}

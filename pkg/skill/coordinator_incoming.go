@@ -28,11 +28,13 @@ type incoming struct {
 	qt   grid.QueuedTask
 
 	// cache is set, before the entry is in the table, for a request that
-	// waits for a shared run (see execRun) rather than running on its own;
-	// run and left are guarded by cache.mu.
+	// waits for a shared run (see execRun), or for an identical local task
+	// running here (fl), rather than running on its own; run, fl and left
+	// are guarded by cache.mu.
 	cache *ResultCache
 	run   *execRun
-	left  bool // it left run
+	fl    *flight
+	left  bool // it left run or fl
 }
 
 const numInShards = 16
