@@ -122,6 +122,14 @@ func reject(reason grid.RejectReason, retryAfter time.Duration, format string, a
 //   - A canceled task (by the requester, a lost connection or Close) is
 //     not recorded: asking again runs it again.
 //   - Otherwise (never seen, or the record expired) the task runs.
+//
+// Identical work. With a result cache (UseResultCache), a request for a
+// deterministic skill without no_cache is matched by its cache key too,
+// across requesters: a result this node computed itself answers it at
+// once (Cached), and while this node runs the same work (an execRun for
+// an earlier request, or a local task queued or running here) it waits
+// for that run instead of taking a queue place; see execRun and
+// docs/protocol.md, "Identical work".
 func (c *DelegationCoordinator) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
 	err := c.admit(from, rt, reply)
 	if err != nil && c.log.Enabled(context.Background(), slog.LevelDebug) {
