@@ -40,12 +40,11 @@ type execRun struct {
 // (e) without no_cache, through rc: it answers it from the cache (a
 // result this node computed itself: it vouches only for its own work),
 // or makes it wait for the identical run going on here, or starts that
-// run. It is called with the incoming shard s locked, inc checked
-// against the table and not in it; it puts inc in the table, unless it
-// answered it, and unlocks s. The run it starts, if any, is returned for
-// the caller to enqueue.
-func (c *DelegationCoordinator) admitCacheable(rc *ResultCache, s *inShard, e *entry, inc *incoming, qid TaskID, now time.Time) (run *execRun, answered bool, err error) {
-	key := keyOf(e.skill, &e.desc, inc.task.Input)
+// run; key is its cache key. It is called with the incoming shard s
+// locked, inc checked against the table and not in it; it puts inc in the
+// table, unless it answered it, and unlocks s. The run it starts, if any,
+// is returned for the caller to enqueue.
+func (c *DelegationCoordinator) admitCacheable(rc *ResultCache, s *inShard, key CacheKey, inc *incoming, qid TaskID, now time.Time) (run *execRun, answered bool, err error) {
 	rc.mu.Lock()
 	if hit, ok := rc.getLocked(key, now); ok && hit.ExecutedBy == c.self {
 		rc.mu.Unlock()

@@ -172,7 +172,10 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 		return reject(grid.RejectDeadlinePassed, 0, "deadline %s passed %s ago", deadline.UTC().Format(time.RFC3339Nano), now.Sub(deadline).Round(time.Millisecond))
 	}
 	rc := c.resultCache()
-	if !cacheableIncoming(rc, e, rt) {
+	var key CacheKey
+	if cacheableIncoming(rc, e, rt) {
+		key = keyOf(e.skill, &e.desc, in) // the input's sha256, outside the locks
+	} else {
 		rc = nil
 	}
 	qid := saltID(rt.ID, c.salt)
@@ -207,7 +210,7 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 		return reject(grid.RejectShuttingDown, 0, "node is shutting down")
 	}
 	if rc != nil {
-		run, answered, err := c.admitCacheable(rc, s, e, inc, qid, now) // unlocks s
+		run, answered, err := c.admitCacheable(rc, s, key, inc, qid, now) // unlocks s
 		if answered || err != nil {
 			return err
 		}
