@@ -167,9 +167,13 @@ func (c *DelegationCoordinator) endRun(run *execRun, res SkillResult) {
 	}
 	for _, r := range locals {
 		if res.Success {
-			if c.finishShared(r, SkillResult{Success: true, Output: res.Output, Duration: res.Duration, ExecutedBy: c.self, Cached: true}) {
-				rc.hits.Add(1)
-				rc.shared.Add(1)
+			// Counted before the waiter wakes, so that it sees the count;
+			// undone if it had ended already.
+			rc.hits.Add(1)
+			rc.shared.Add(1)
+			if !c.finishShared(r, SkillResult{Success: true, Output: res.Output, Duration: res.Duration, ExecutedBy: c.self, Cached: true}) {
+				rc.shared.Add(^uint64(0))
+				rc.hits.Add(^uint64(0))
 			}
 			continue
 		}

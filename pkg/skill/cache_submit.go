@@ -157,9 +157,13 @@ func (c *DelegationCoordinator) endFlight(rc *ResultCache, fl *flight, res *Skil
 	case res != nil:
 		shared := SkillResult{Success: true, Output: res.Output, Duration: res.Duration, ExecutedBy: res.ExecutedBy, Cached: true}
 		for _, r := range followers {
-			if c.finishShared(r, shared) {
-				rc.hits.Add(1)
-				rc.shared.Add(1)
+			// Counted before the follower wakes, so that it sees the
+			// count; undone if it had ended already.
+			rc.hits.Add(1)
+			rc.shared.Add(1)
+			if !c.finishShared(r, shared) {
+				rc.shared.Add(^uint64(0))
+				rc.hits.Add(^uint64(0))
 			}
 		}
 	case next != nil:
