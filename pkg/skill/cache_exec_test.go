@@ -346,3 +346,33 @@ func TestPeersRequestWaitsForAnIdenticalLocalTaskRunningHere(t *testing.T) {
 		t.Fatalf("skill ran %d times in all, want 3 (x once, y canceled, y once)", n)
 	}
 }
+
+func TestSharedRunSurvivesALostRequesterAndStopsAtClose(t *testing.T) {
+	s := &caSkill{det: true, gate: make(chan struct{}), started: make(chan struct{}, 8)}
+	e, rc := newCaEnv(t, s, CacheConfig{})
+	defer close(s.gate)
+	rt1, rt2 := peerTask("x", time.Minute), peerTask("x", time.Minute)
+	r1 := send(t, e, e.peers[0], rt1)
+	<-s.started
+	r2 := send(t, e, e.peers[1], rt2)
+	awaitJoins(t, rc, 1)
+	e.c.AbandonTask(e.peers[0], rt1) // its requester's connection is lost
+	if res := ciResult(t, r1); res.ErrorCode != grid.CodeCanceled {
+		t.Fatalf("abandoned request: %+v, want CodeCanceled", res)
+	}
+	if n := s.canceled.Load(); n != 0 {
+		t.Fatal("the shared run stopped when one of its two requesters was lost")
+	}
+	if err := e.c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if res := ciResult(t, r2); res.ErrorCode != grid.CodeCanceled {
+		t.Fatalf("request at Close: %+v, want CodeCanceled", res)
+	}
+	if n := s.canceled.Load(); n != 1 {
+		t.Fatalf("%d runs stopped by Close, want 1", n)
+	}
+	if st := rc.Stats(); st.Entries != 0 {
+		t.Errorf("cache holds %d entries after a canceled run, want 0", st.Entries)
+	}
+}
