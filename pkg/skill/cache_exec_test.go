@@ -376,3 +376,43 @@ func TestSharedRunSurvivesALostRequesterAndStopsAtClose(t *testing.T) {
 		t.Errorf("cache holds %d entries after a canceled run, want 0", st.Entries)
 	}
 }
+
+func TestSharedRunsTakeOneQueuePlacePerKey(t *testing.T) {
+	s := &caSkill{det: true, gate: make(chan struct{}), started: make(chan struct{}, 8)}
+	e := newCoEnv(t, coEnvConfig{workers: 1, queueOpts: []grid.QueueOption{grid.WithMaxPerLevel(1)}})
+	if err := e.reg.Register(s); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := NewResultCache(CacheConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c.UseResultCache(rc)
+	a, b := e.peers[0], e.peers[1]
+	rx := send(t, e, a, peerTask("x", time.Minute)) // runs on the one worker
+	<-s.started
+	ry := send(t, e, a, peerTask("y", time.Minute)) // takes the one queue place
+	ry2 := send(t, e, b, peerTask("y", time.Minute))
+	for range 2 { // a new key finds no place, and leaves no run behind
+		err := e.c.HandleTask(b, peerTask("z", time.Minute), newCoReplies().reply)
+		var rej *grid.RejectError
+		if !errors.As(err, &rej) || rej.Reason != grid.RejectQueueFull {
+			t.Fatalf("a third key with the queue full: %v, want RejectQueueFull", err)
+		}
+	}
+	close(s.gate)
+	for i, r := range []*coReplies{rx, ry, ry2} {
+		if res := ciResult(t, r); !res.Success {
+			t.Fatalf("request %d: %+v", i, res)
+		}
+	}
+	if n := s.runs.Load(); n != 2 {
+		t.Fatalf("skill ran %d times, want 2 (x and y)", n)
+	}
+	rc.mu.Lock()
+	left := len(rc.runs)
+	rc.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d runs left after every request was answered", left)
+	}
+}
