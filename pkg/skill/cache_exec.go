@@ -22,6 +22,9 @@ const DefaultMaxRunWaiters = 1024
 // deadline, a lost connection) takes the request out of waiters, and
 // the last one to leave cancels the run.
 //
+// A local task that waits and is then canceled stays in locals (its
+// record just ends): the run goes on for it, and its result is cached.
+//
 // waiters, locals and over are guarded by the cache's mutex.
 type execRun struct {
 	rc    *ResultCache
