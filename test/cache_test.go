@@ -57,8 +57,8 @@ func TestCacheAnswersASecondRequesterWithoutRunningAgain(t *testing.T) {
 		t.Fatalf("a no_cache task: cached %v, B ran the skill %d times in all; want a fresh run (2)", res.Cached, runs.Load())
 	}
 	runs.Store(1)
-	if st := rc.Stats(); st.Hits != 1 || st.Misses != 1 {
-		t.Errorf("B's cache: %+v, want 1 hit and 1 miss", st)
+	if st := rc.Stats(); st.PeerHits != 1 || st.PeerMisses != 1 {
+		t.Errorf("B's cache: %+v, want 1 peer hit and 1 peer miss", st)
 	}
 
 	// Another input: B runs it.

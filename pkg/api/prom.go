@@ -36,6 +36,7 @@ type Collector struct {
 	peers         *prometheus.Desc
 	trustPeers    *prometheus.Desc
 	cacheLookups  *prometheus.Desc
+	peerLookups   *prometheus.Desc
 	cacheBytes    *prometheus.Desc
 	spotChecks    *prometheus.Desc
 	opinionPeers  *prometheus.Desc
@@ -81,7 +82,9 @@ func NewCollector(stats StatsSource, node Network, trust TrustView) *Collector {
 		trustPeers: prometheus.NewDesc("cortex_trust_peers_score",
 			"Distribution of this node's trust in the peers it holds evidence about (0 to 1).", nil, nil),
 		cacheLookups: prometheus.NewDesc("cortex_tasks_cache_lookups_total",
-			"Tasks of deterministic skills, by result: hit (answered from the result cache), shared (answered by an identical task's run), miss (ran).", []string{"result"}, nil),
+			"Tasks of deterministic skills submitted to this node, by result: hit (answered from the result cache), shared (answered by an identical task's run), miss (ran).", []string{"result"}, nil),
+		peerLookups: prometheus.NewDesc("cortex_peer_tasks_cache_lookups_total",
+			"Tasks of deterministic skills that peers sent this node to run, by result: hit (answered from the result cache), shared (answered by an identical request's run here), miss (started a run).", []string{"result"}, nil),
 		cacheBytes: prometheus.NewDesc("cortex_tasks_cache_bytes",
 			"Bytes the result cache holds (at most cache.max_bytes).", nil, nil),
 		spotChecks: prometheus.NewDesc("cortex_trust_spot_checks_total",
@@ -94,7 +97,7 @@ func NewCollector(stats StatsSource, node Network, trust TrustView) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queueDepth, c.queueInFlight, c.queueOps,
-		c.submitted, c.finished, c.execSeconds, c.peers, c.trustPeers, c.cacheLookups, c.cacheBytes, c.spotChecks, c.opinionPeers} {
+		c.submitted, c.finished, c.execSeconds, c.peers, c.trustPeers, c.cacheLookups, c.peerLookups, c.cacheBytes, c.spotChecks, c.opinionPeers} {
 		ch <- d
 	}
 }
@@ -128,6 +131,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.cacheLookups, prometheus.CounterValue, float64(st.Hits-st.Shared), "hit")
 			ch <- prometheus.MustNewConstMetric(c.cacheLookups, prometheus.CounterValue, float64(st.Shared), "shared")
 			ch <- prometheus.MustNewConstMetric(c.cacheLookups, prometheus.CounterValue, float64(st.Misses), "miss")
+			ch <- prometheus.MustNewConstMetric(c.peerLookups, prometheus.CounterValue, float64(st.PeerHits), "hit")
+			ch <- prometheus.MustNewConstMetric(c.peerLookups, prometheus.CounterValue, float64(st.PeerShared), "shared")
+			ch <- prometheus.MustNewConstMetric(c.peerLookups, prometheus.CounterValue, float64(st.PeerMisses), "miss")
 			ch <- prometheus.MustNewConstMetric(c.cacheBytes, prometheus.GaugeValue, float64(st.Bytes))
 		}
 	}

@@ -71,12 +71,16 @@ func (r *CachedResult) size() int64 {
 }
 
 // CacheStats counts a ResultCache's lookups and contents. Hits count the
-// tasks answered from the cache or from an identical task's execution
-// (Shared of them); Misses the cacheable tasks that ran.
+// tasks submitted here answered from the cache or from an identical
+// task's execution (Shared of them); Misses the cacheable tasks that ran.
+// The Peer counters are the same for the tasks peers sent this node to
+// run: PeerHits answered from the cache, PeerShared answered by an
+// identical request's run here, PeerMisses each started a run.
 type CacheStats struct {
-	Hits, Shared, Misses, Evictions uint64
-	Entries                         int
-	Bytes                           int64
+	Hits, Shared, Misses, Evictions  uint64
+	PeerHits, PeerShared, PeerMisses uint64
+	Entries                          int
+	Bytes                            int64
 }
 
 // ResultCache holds the outputs of deterministic skills, bounded in bytes
@@ -97,12 +101,18 @@ type ResultCache struct {
 	lru     list.List // of *cacheEntry, most recently used first
 	m       map[CacheKey]*list.Element
 	flights map[CacheKey]*flight
+	// runs are peers' tasks running here, by key (see execRun).
+	runs       map[CacheKey]*execRun
+	maxWaiters int
 	// journal holds the changes not yet written to the store (Persist):
 	// the entry to write, or nil to delete the key. nil: not persisted.
 	journal map[CacheKey]*cacheEntry
 	kick    chan struct{} // cap 1: the journal has changes
 
 	hits, shared, misses, evictions atomic.Uint64
+	// Peers' requests: answered from the cache, joined a run going on,
+	// answered by the run they joined, started a run.
+	peerHits, peerJoins, peerShared, peerMisses atomic.Uint64
 }
 
 type cacheEntry struct {
@@ -125,7 +135,8 @@ func NewResultCache(cfg CacheConfig) (*ResultCache, error) {
 		cfg.TTL = DefaultCacheTTL
 	}
 	return &ResultCache{max: cfg.MaxBytes, ttl: cfg.TTL, now: time.Now,
-		m: make(map[CacheKey]*list.Element), flights: make(map[CacheKey]*flight)}, nil
+		m: make(map[CacheKey]*list.Element), flights: make(map[CacheKey]*flight),
+		runs: make(map[CacheKey]*execRun), maxWaiters: DefaultMaxRunWaiters}, nil
 }
 
 // Get returns the result stored under k, if it is there and younger than
@@ -208,7 +219,8 @@ func (rc *ResultCache) Stats() CacheStats {
 	n, b := len(rc.m), rc.size
 	rc.mu.Unlock()
 	shared := rc.shared.Load() // before hits, which count each shared first: Hits >= Shared
-	return CacheStats{Hits: rc.hits.Load(), Shared: shared, Misses: rc.misses.Load(), Evictions: rc.evictions.Load(), Entries: n, Bytes: b}
+	return CacheStats{Hits: rc.hits.Load(), Shared: shared, Misses: rc.misses.Load(), Evictions: rc.evictions.Load(),
+		PeerHits: rc.peerHits.Load(), PeerShared: rc.peerShared.Load(), PeerMisses: rc.peerMisses.Load(), Entries: n, Bytes: b}
 }
 
 // cachedResult is the SkillResult of a task answered with r.

@@ -22,6 +22,7 @@ type flight struct {
 	key       CacheKey
 	leader    TaskID
 	followers []*record
+	remote    []*incoming // peers' requests waiting (while the leader runs here)
 }
 
 // submitCacheable is SubmitTask for a task of a deterministic skill this
@@ -39,6 +40,18 @@ func (c *DelegationCoordinator) submitCacheable(ctx context.Context, rc *ResultC
 		return id, nil, true, err
 	}
 	running := rc.flights[key]
+	if running == nil && rc.runs[key] != nil {
+		// A peer's identical task runs here: wait for it.
+		rc.mu.Unlock()
+		r, err := c.addFollower(ctx, t, now, checkDup)
+		if err != nil {
+			return TaskID{}, nil, true, err
+		}
+		if !c.joinRun(rc, key, r) {
+			c.join(rc, key, r)
+		}
+		return t.ID, nil, true, nil
+	}
 	if running == nil {
 		fl = &flight{key: key, leader: t.ID}
 		rc.flights[key] = fl
@@ -121,23 +134,36 @@ func (c *DelegationCoordinator) endFlight(rc *ResultCache, fl *flight, res *Skil
 	if rc.flights[fl.key] == fl {
 		delete(rc.flights, fl.key)
 	}
-	followers := fl.followers
-	fl.followers = nil
+	followers, remote := fl.followers, fl.remote
+	fl.followers, fl.remote = nil, nil
 	var next *flight
 	if res != nil {
 		rc.putLocked(fl.key, CachedResult{Output: res.Output, ExecutedBy: res.ExecutedBy, Duration: res.Duration})
-	} else if len(followers) > 0 && !c.closing.Load() && rc.flights[fl.key] == nil {
+	} else if len(followers) > 0 && len(remote) == 0 && !c.closing.Load() && rc.flights[fl.key] == nil {
 		next = &flight{key: fl.key, leader: followers[0].task.ID, followers: followers[1:]}
 		rc.flights[fl.key] = next
 	}
 	rc.mu.Unlock()
+	if c.endRemoteFollowers(rc, fl.key, remote, res) {
+		// A run for the peers' requests started: the followers wait for it.
+		for _, r := range followers {
+			if !c.joinRun(rc, fl.key, r) {
+				c.join(rc, fl.key, r)
+			}
+		}
+		return
+	}
 	switch {
 	case res != nil:
 		shared := SkillResult{Success: true, Output: res.Output, Duration: res.Duration, ExecutedBy: res.ExecutedBy, Cached: true}
 		for _, r := range followers {
-			if c.finishShared(r, shared) {
-				rc.hits.Add(1)
-				rc.shared.Add(1)
+			// Counted before the follower wakes, so that it sees the
+			// count; undone if it had ended already.
+			rc.hits.Add(1)
+			rc.shared.Add(1)
+			if !c.finishShared(r, shared) {
+				rc.shared.Add(^uint64(0))
+				rc.hits.Add(^uint64(0))
 			}
 		}
 	case next != nil:
@@ -230,27 +256,6 @@ func (c *DelegationCoordinator) addFollower(ctx context.Context, t *SkillTask, n
 	}
 	c.publishUnlock(s, r, now)
 	return r, nil
-}
-
-// answerCached answers rt, a peer's request for a deterministic skill
-// this node has (e), from rc if it holds a result this node computed
-// itself: this node vouches only for its own work. It reports true if it
-// answered through reply; otherwise it returns the Done func of the
-// admitted job, which puts a success in rc.
-func (c *DelegationCoordinator) answerCached(rc *ResultCache, e *entry, in SkillInput, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) (func(*grid.QueuedTask, SkillResult), bool) {
-	key := keyOf(e.skill, &e.desc, in)
-	if hit, ok := rc.Get(key); ok && hit.ExecutedBy == c.self {
-		rc.hits.Add(1)
-		reply(&grid.RemoteResult{ID: rt.ID, Success: true, Output: hit.Output, ExecTime: hit.Duration, Executor: c.self, Cached: true})
-		return c.incomingDone, true
-	}
-	rc.misses.Add(1)
-	return func(qt *grid.QueuedTask, res SkillResult) {
-		if res.Success {
-			rc.Put(key, CachedResult{Output: res.Output, ExecutedBy: c.self, Duration: res.Duration})
-		}
-		c.incomingDone(qt, res)
-	}, false
 }
 
 // succeeded returns the result of task id if it succeeded.

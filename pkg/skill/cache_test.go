@@ -17,10 +17,12 @@ import (
 // caSkill is a deterministic skill that counts its runs and, if gate is
 // not nil, blocks each run until gate is closed (or its ctx ends).
 type caSkill struct {
-	runs    atomic.Int64
-	gate    chan struct{}
-	started chan struct{}
-	det     bool
+	runs     atomic.Int64
+	canceled atomic.Int64 // runs stopped by their ctx
+	gate     chan struct{}
+	started  chan struct{}
+	det      bool
+	fail     error // returned by every run, once the gate opens
 }
 
 func (s *caSkill) Descriptor() Descriptor {
@@ -36,8 +38,12 @@ func (s *caSkill) Execute(ctx context.Context, in SkillInput) ([]byte, error) {
 		select {
 		case <-s.gate:
 		case <-ctx.Done():
+			s.canceled.Add(1)
 			return nil, ctx.Err()
 		}
+	}
+	if s.fail != nil {
+		return nil, s.fail
 	}
 	return append([]byte("out:"), in.Data...), nil
 }
@@ -270,8 +276,8 @@ func TestExecutingNodeAnswersRepeatedWorkFromItsCache(t *testing.T) {
 	if n := s.runs.Load(); n != 1 {
 		t.Fatalf("skill ran %d times for two requesters, want 1", n)
 	}
-	if st := rc.Stats(); st.Hits != 1 || st.Misses != 1 {
-		t.Errorf("stats = %+v, want 1 hit and 1 miss", st)
+	if st := rc.Stats(); st.PeerHits != 1 || st.PeerMisses != 1 || st.Hits != 0 || st.Misses != 0 {
+		t.Errorf("stats = %+v, want 1 peer hit and 1 peer miss", st)
 	}
 }
 

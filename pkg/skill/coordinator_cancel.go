@@ -62,6 +62,11 @@ func (c *DelegationCoordinator) QueueExpired(qt *grid.QueuedTask, wasInFlight bo
 	if !ok || job == nil {
 		return
 	}
+	if job.run != nil {
+		job.Cancel()
+		c.endRun(job.run, SkillResult{Code: grid.CodeTimeout, Error: "deadline passed on the executing node"})
+		return
+	}
 	s := c.tasks.shard(qt.ID)
 	s.mu.Lock()
 	r := s.get(qt.ID)

@@ -26,6 +26,15 @@ type incoming struct {
 	task SkillTask
 	job  Job
 	qt   grid.QueuedTask
+
+	// cache is set, before the entry is in the table, for a request that
+	// waits for a shared run (see execRun), or for an identical local task
+	// running here (fl), rather than running on its own; run, fl and left
+	// are guarded by cache.mu.
+	cache *ResultCache
+	run   *execRun
+	fl    *flight
+	left  bool // it left run or fl
 }
 
 const numInShards = 16
@@ -113,6 +122,14 @@ func reject(reason grid.RejectReason, retryAfter time.Duration, format string, a
 //   - A canceled task (by the requester, a lost connection or Close) is
 //     not recorded: asking again runs it again.
 //   - Otherwise (never seen, or the record expired) the task runs.
+//
+// Identical work. With a result cache (UseResultCache), a request for a
+// deterministic skill without no_cache is matched by its cache key too,
+// across requesters: a result this node computed itself answers it at
+// once (Cached), and while this node runs the same work (an execRun for
+// an earlier request, or a local task queued or running here) it waits
+// for that run instead of taking a queue place; see execRun and
+// docs/protocol.md, "Identical work".
 func (c *DelegationCoordinator) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
 	err := c.admit(from, rt, reply)
 	if err != nil && c.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -154,12 +171,12 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 	if !deadline.After(now) {
 		return reject(grid.RejectDeadlinePassed, 0, "deadline %s passed %s ago", deadline.UTC().Format(time.RFC3339Nano), now.Sub(deadline).Round(time.Millisecond))
 	}
-	done := c.incomingDone
-	if rc := c.resultCache(); rc != nil && e.desc.Deterministic && !rt.NoCache {
-		var answered bool
-		if done, answered = c.answerCached(rc, e, in, rt, reply); answered {
-			return nil
-		}
+	rc := c.resultCache()
+	var key CacheKey
+	if cacheableIncoming(rc, e, rt) {
+		key = keyOf(e.skill, &e.desc, in) // the input's sha256, outside the locks
+	} else {
+		rc = nil
 	}
 	qid := saltID(rt.ID, c.salt)
 	inc := &incoming{from: from, id: rt.ID, deadline: deadline, reply: reply, rt: rt}
@@ -167,7 +184,7 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 		ID: rt.ID, Skill: reputation.SkillID(rt.Skill), Version: rt.Version, Input: in, Requester: from,
 		Priority: rt.Priority, Timeout: deadline.Sub(now), MinTrust: rt.MinTrust, CreatedAt: now,
 	}
-	inc.job = Job{Task: &inc.task, Done: done, inc: inc, progress: c.incomingProgress}
+	inc.job = Job{Task: &inc.task, Done: c.incomingDone, inc: inc, progress: c.incomingProgress}
 	inc.qt = grid.QueuedTask{ID: qid, Priority: rt.Priority, Payload: &inc.job, CreatedAt: now, Deadline: deadline}
 
 	s := c.in.shard(qid)
@@ -192,6 +209,22 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 		s.mu.Unlock()
 		return reject(grid.RejectShuttingDown, 0, "node is shutting down")
 	}
+	if rc != nil {
+		run, answered, err := c.admitCacheable(rc, s, key, inc, qid, now) // unlocks s
+		if answered || err != nil {
+			return err
+		}
+		if c.cfg.store != nil {
+			c.storeAdmitted(inc, rt.Attempt)
+		}
+		if run == nil {
+			return nil // it waits for the identical run going on
+		}
+		if err := c.enqueueRun(run, inc); err != nil {
+			return c.enqueueRejection(err)
+		}
+		return nil
+	}
 	s.m[qid] = inc
 	s.mu.Unlock()
 	if c.cfg.store != nil {
@@ -199,15 +232,21 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 	}
 	if err := c.q.Enqueue(&inc.qt); err != nil {
 		c.in.take(qid, &inc.job)
-		switch {
-		case errors.Is(err, grid.ErrQueueFull):
-			return reject(grid.RejectQueueFull, c.cfg.retryBase, "%v", err)
-		case errors.Is(err, grid.ErrClosed):
-			return reject(grid.RejectShuttingDown, 0, "node is shutting down")
-		}
-		return reject(grid.RejectUnspecified, 0, "%v", err)
+		return c.enqueueRejection(err)
 	}
 	return nil
+}
+
+// enqueueRejection is the rejection of a request the queue refused with
+// err.
+func (c *DelegationCoordinator) enqueueRejection(err error) error {
+	switch {
+	case errors.Is(err, grid.ErrQueueFull):
+		return reject(grid.RejectQueueFull, c.cfg.retryBase, "%v", err)
+	case errors.Is(err, grid.ErrClosed):
+		return reject(grid.RejectShuttingDown, 0, "node is shutting down")
+	}
+	return reject(grid.RejectUnspecified, 0, "%v", err)
 }
 
 // answerRepeat applies HandleTask's rule for a request whose result was
@@ -262,15 +301,7 @@ func (c *DelegationCoordinator) onIncomingDone(qt *grid.QueuedTask, res SkillRes
 	if in == nil {
 		return // canceled, expired or closed: answered already
 	}
-	rr := &grid.RemoteResult{
-		ID: in.id, Success: res.Success, Output: res.Output, ErrorCode: res.Code,
-		ErrorMessage: res.Error, ExecTime: res.Duration, Executor: c.self,
-	}
-	if c.cfg.store != nil {
-		c.storeAnswered(in, rr)
-	}
-	c.sent(in, rr)
-	reply(rr)
+	c.answerIncoming(in, reply, res, false)
 }
 
 // CancelTask stops a task that from sent earlier, if it is still known
@@ -318,8 +349,7 @@ func (c *DelegationCoordinator) AbandonTask(from peer.ID, t *grid.RemoteTask) {
 	delete(s.m, qid)
 	reply := in.reply
 	s.mu.Unlock()
-	c.q.Remove(qid)
-	in.job.Cancel()
+	c.stopWork(qid, in)
 	if c.cfg.store != nil {
 		c.cfg.store.ForgetRemoteAsync(in.from, in.id, nil)
 	}
@@ -329,8 +359,7 @@ func (c *DelegationCoordinator) AbandonTask(from peer.ID, t *grid.RemoteTask) {
 // stopIncoming takes a taken entry out of the queue, stops its job and
 // answers its requester.
 func (c *DelegationCoordinator) stopIncoming(qid TaskID, in *incoming, reply func(*grid.RemoteResult), code grid.ErrorCode, msg string) {
-	c.q.Remove(qid)
-	in.job.Cancel()
+	c.stopWork(qid, in)
 	rr := &grid.RemoteResult{ID: in.id, ErrorCode: code, ErrorMessage: msg, Executor: c.self}
 	if c.cfg.store != nil {
 		c.storeAnswered(in, rr)

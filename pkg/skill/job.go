@@ -28,6 +28,9 @@ type Job struct {
 	inc *incoming
 	// progress, if set, takes the running skill's ReportProgress calls.
 	progress func(j *Job, fraction float64, msg string)
+	// run is the shared run of peers' identical tasks the job executes
+	// (see execRun); set before the job is enqueued and not changed after.
+	run *execRun
 
 	mu       sync.Mutex
 	cancel   context.CancelFunc // of the running skill's context; nil for a skill that takes none
