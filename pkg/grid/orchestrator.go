@@ -589,7 +589,7 @@ func (o *Orchestrator) registerMetrics() error {
 	for why, n := range map[string]*atomic.Uint64{"unknown": &o.stats.unknown, "malformed": &o.stats.malformed, "dropped": &o.stats.dropped} {
 		all = append(all, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        "cortex_task_messages_skipped_total",
-			Help:        "Task stream messages skipped without harm to the stream: unknown (fields and message types of a newer version), malformed (did not parse or validate), dropped (wrong side, stale attempt, task not pending).",
+			Help:        "Task stream messages skipped without harm to the stream: unknown (fields and message types of a newer version), malformed (did not parse or validate), dropped (wrong side, stale attempt, task not pending, progress over its rate).",
 			ConstLabels: prometheus.Labels{"why": why},
 		}, func() float64 { return float64(n.Load()) }))
 	}
