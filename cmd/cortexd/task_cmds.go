@@ -422,6 +422,12 @@ func (a *app) printStatus(t *apiv1.Task) {
 	if t.Node != "" {
 		fmt.Fprintf(a.stdout, ", on %s", t.Node)
 	}
+	if p := t.Progress; p != nil && !apiv1.Terminal(t.State) {
+		fmt.Fprintf(a.stdout, ", %d%% done", int(min(max(p.Fraction, 0), 1)*100))
+		if msg := printableLine(p.Message); msg != "" {
+			fmt.Fprintf(a.stdout, ": %s", msg)
+		}
+	}
 	fmt.Fprintln(a.stdout, ")")
 }
 
