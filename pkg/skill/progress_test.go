@@ -87,3 +87,40 @@ func TestCutMessage(t *testing.T) {
 		t.Fatalf("cutMessage of invalid UTF-8 = %q", got)
 	}
 }
+
+func TestARetryStartsWithoutTheLastAttemptsProgress(t *testing.T) {
+	ids := rtPeers(t, 2)
+	e := newCoEnv(t, coEnvConfig{dir: coRemoteDir(ids...), opts: []CoordinatorOption{WithRetryBackoff(time.Millisecond, time.Millisecond)}})
+	release := make(chan struct{})
+	second := make(chan struct{}, 1)
+	behave := func(ctx context.Context, rt *grid.RemoteTask) (*grid.RemoteResult, error) {
+		if rt.Attempt == 1 {
+			e.c.TaskProgress(rt.ID, 1, 0.6, "first attempt")
+			if p := e.state(t, rt.ID).Progress; p == nil || p.Fraction != 0.6 {
+				t.Errorf("attempt 1's progress %+v, want 0.6", p)
+			}
+			return &grid.RemoteResult{ID: rt.ID, ErrorCode: grid.CodeExecutionFailed, ErrorMessage: "it failed"}, nil
+		}
+		second <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return &grid.RemoteResult{ID: rt.ID, Success: true, Executor: ids[1]}, nil
+	}
+	e.del.behave[ids[0]], e.del.behave[ids[1]] = behave, behave
+	id := e.submit(t, NewSkillTask("remote.only", RawInput(nil), ""))
+	select {
+	case <-second:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no second attempt")
+	}
+	if st := e.state(t, id); st.Attempts != 2 || st.Progress != nil {
+		t.Errorf("attempt %d has progress %+v, want attempt 2 without any yet", st.Attempts, st.Progress)
+	}
+	close(release)
+	if _, err := e.wait(t, id); err != nil {
+		t.Fatal(err)
+	}
+}
