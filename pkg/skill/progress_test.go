@@ -124,3 +124,68 @@ func TestARetryStartsWithoutTheLastAttemptsProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// progSkill is a deterministic skill that reports what it is sent on
+// report until gate closes.
+type progSkill struct {
+	started chan struct{}
+	report  chan float64
+	gate    chan struct{}
+}
+
+func (s *progSkill) Descriptor() Descriptor {
+	return Descriptor{ID: "test.prog", Version: "1.0.0", Deterministic: true}
+}
+
+func (s *progSkill) Execute(ctx context.Context, in SkillInput) ([]byte, error) {
+	s.started <- struct{}{}
+	for {
+		select {
+		case f := <-s.report:
+			ReportProgress(ctx, f, "step")
+		case <-s.gate:
+			return in.Data, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// TestIdenticalTasksShareTheRunningOnesProgress: a task waiting for an
+// identical one's run (see flight) shows that run's progress.
+func TestIdenticalTasksShareTheRunningOnesProgress(t *testing.T) {
+	s := &progSkill{started: make(chan struct{}, 1), report: make(chan float64), gate: make(chan struct{})}
+	e := newCoEnv(t, coEnvConfig{workers: 2})
+	if err := e.reg.Register(s); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := NewResultCache(CacheConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c.UseResultCache(rc)
+	t.Cleanup(func() { e.c.UseResultCache(nil) })
+	task := func() *SkillTask { return NewSkillTask("test.prog", RawInput([]byte("x")), e.self) }
+	lead := e.submit(t, task())
+	<-s.started
+	follower := e.submit(t, task())
+	s.report <- 0.3
+	s.report <- 0.4 // the first is handled once the second is taken
+	for _, id := range []TaskID{lead, follower} {
+		var p *Progress
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+			if p = e.state(t, id).Progress; p != nil && p.Fraction >= 0.3 {
+				break
+			}
+		}
+		if p == nil || p.Fraction < 0.3 || p.Message != "step" {
+			t.Errorf("task %s progress %+v, want the shared run's report", id.Short(), p)
+		}
+	}
+	close(s.gate)
+	for _, id := range []TaskID{lead, follower} {
+		if _, err := e.wait(t, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
