@@ -58,7 +58,9 @@ func (a *app) taskSubmitCommand() *cobra.Command {
 		Short: "Submit a task for a skill; with --wait, wait for its result",
 		Long: `submit sends a task to the daemon, which runs it here or delegates it to the
 best peer that offers SKILL. It prints the task ID, or with --wait the result
-(the output on stdout, the outcome on stderr).
+(the output on stdout, the outcome on stderr). While it waits, a stderr that is
+a terminal shows the task's state and, once the skill reports it, a progress
+bar.
 
 --input takes a JSON value, @FILE or - (stdin). A file or stdin that holds JSON
 is sent as JSON; anything else, or anything with --raw, as raw bytes.`,
@@ -329,6 +331,9 @@ func (a *app) taskWaitCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "wait ID",
 		Short: "Wait for a task to finish and print its result",
+		Long: `wait waits for task ID to finish and prints its result (the output on stdout,
+the outcome on stderr). While it waits, a stderr that is a terminal shows the
+task's state and, once the skill reports it, a progress bar.`,
 		Args:  exactArgs(argTaskID),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
