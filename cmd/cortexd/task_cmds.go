@@ -334,7 +334,7 @@ func (a *app) taskWaitCommand() *cobra.Command {
 		Long: `wait waits for task ID to finish and prints its result (the output on stdout,
 the outcome on stderr). While it waits, a stderr that is a terminal shows the
 task's state and, once the skill reports it, a progress bar.`,
-		Args:  exactArgs(argTaskID),
+		Args: exactArgs(argTaskID),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
 			if err != nil {
