@@ -2,6 +2,7 @@ package skill
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -188,4 +189,30 @@ func TestIdenticalTasksShareTheRunningOnesProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestBuiltinsReportProgress(t *testing.T) {
+	var got []string
+	ctx := WithProgress(context.Background(), func(f float64, msg string) {
+		got = append(got, fmt.Sprintf("%.2f %s", f, msg))
+	})
+	resize := builtin(t, BuiltinOptions{}, "image.resize")
+	if _, err := resize.Execute(ctx, resizeInput(t, encodePNG(t, testImage(40, 20)), `,"width":10,"height":5`)); err != nil {
+		t.Fatal(err)
+	}
+	if want := "0.10 decoding|0.40 scaling|0.80 encoding"; strings.Join(got, "|") != want {
+		t.Errorf("image.resize reported %q, want %q", got, want)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		var got []string
+		ctx := WithProgress(t.Context(), func(f float64, msg string) { got = append(got, fmt.Sprintf("%.1f %s", f, msg)) })
+		sleep := builtin(t, BuiltinOptions{DebugSleep: true}, "debug.sleep")
+		if _, err := sleep.Execute(ctx, mustJSON(t, `{"ms":500}`)); err != nil {
+			t.Fatal(err)
+		}
+		want := "0.2 slept 100 of 500 ms|0.4 slept 200 of 500 ms|0.6 slept 300 of 500 ms|0.8 slept 400 of 500 ms"
+		if strings.Join(got, "|") != want {
+			t.Errorf("debug.sleep reported %q, want %q", got, want)
+		}
+	})
 }
