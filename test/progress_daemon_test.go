@@ -1,3 +1,5 @@
+//go:build linux
+
 package test
 
 import (
@@ -5,9 +7,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 )
@@ -126,4 +134,65 @@ func TestDaemonProgressOfADelegatedTaskReachesTheRequester(t *testing.T) {
 	if strings.Contains(stderr, "\r") || strings.Contains(stderr, "%") {
 		t.Errorf("stderr %q has a progress bar though it is not a terminal", stderr)
 	}
+
+	// task wait with stderr a terminal: the bar is drawn there.
+	task, err = c1.Submit(ctx, apiv1.SubmitRequest{Skill: "debug.sleep", Input: []byte(`{"ms":1200}`), Timeout: apiv1.Duration(30 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, term := runCLIOnTerminal(t, bin, "--repo", repos[0], "task", "wait", task.ID)
+	compact.Reset()
+	if json.Compact(&compact, []byte(stdout)) != nil || compact.String() != `{"slept_ms":1200}` {
+		t.Errorf("task wait on a terminal: stdout %q, want the result alone", stdout)
+	}
+	if !strings.Contains(term, "] ") || !strings.Contains(term, "% slept ") || !strings.Contains(term, "#") {
+		t.Errorf("task wait on a terminal drew no progress bar; the terminal got %q", lastLines(term, 5))
+	}
+}
+
+// runCLIOnTerminal runs a client command with its stderr on a new
+// pseudo-terminal and its stdout on a pipe, and returns both outputs.
+func runCLIOnTerminal(t *testing.T, bin string, args ...string) (stdout, term string) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	defer master.Close()
+	fd := int(master.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlock pty: %v", err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("pty number: %v", err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open pty: %v", err)
+	}
+	var out bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, slave
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close() // the child holds it
+	read := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(master) // EIO once the child has closed its end
+		read <- string(b)
+	}()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	case <-time.After(time.Minute):
+		_ = cmd.Process.Kill()
+		t.Fatalf("%v did not finish in a minute", args)
+	}
+	return out.String(), <-read
 }

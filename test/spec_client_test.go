@@ -58,6 +58,7 @@ type specClient struct {
 	pending map[[32]byte]chan *cortexv1.Envelope // acks and results, in arrival order
 
 	heartbeats chan *cortexv1.TaskHeartbeat
+	progress   sync.Map     // task ID -> *atomic.Int64: progress reports (4.7) in bounds
 	skipped    atomic.Int64 // frames the client did not understand
 	readDone   chan error   // the reader's end: nil for a clean EOF
 }
@@ -145,6 +146,15 @@ func (c *specClient) readLoop() error {
 			case c.heartbeats <- b.Heartbeat:
 			default: // nobody is looking at heartbeats this long
 			}
+		case *cortexv1.Envelope_Progress:
+			// Section 4.7: optional; counted per task while in bounds.
+			p := b.Progress
+			if f := p.GetFraction(); len(p.GetTaskId()) != 32 || !(f >= 0 && f <= 1) || len(p.GetMessage()) > 200 {
+				c.skipped.Add(1)
+				continue
+			}
+			n, _ := c.progress.LoadOrStore([32]byte(p.GetTaskId()), new(atomic.Int64))
+			n.(*atomic.Int64).Add(1)
 		default: // no body, one we do not handle, or one from the future
 			c.skipped.Add(1)
 		}
@@ -168,6 +178,15 @@ func (c *specClient) dispatch(id []byte, env *cortexv1.Envelope) {
 	default:
 		c.skipped.Add(1) // more than any delivery may get
 	}
+}
+
+// progressOf returns how many progress reports d got.
+func (c *specClient) progressOf(d *delivery) int64 {
+	n, ok := c.progress.Load(d.id)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
 }
 
 // send writes env as one frame: its length as a uvarint, then its bytes.
@@ -393,6 +412,13 @@ func TestSpecClient(t *testing.T) {
 		hb := c.awaitHeartbeat(t, d, 20*specHeartbeat)
 		if got := time.Duration(hb.GetIntervalMs()) * time.Millisecond; got != specHeartbeat {
 			t.Errorf("heartbeat declares interval %s, want the node's %s", got, specHeartbeat)
+		}
+		// debug.sleep reports progress every 100 ms (section 16).
+		for end := time.Now().Add(5 * time.Second); c.progressOf(d) == 0 && time.Now().Before(end); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if c.progressOf(d) == 0 {
+			t.Error("a running debug.sleep sent no progress report in 5 s")
 		}
 		start := time.Now()
 		c.cancel(t, d)

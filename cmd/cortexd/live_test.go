@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
@@ -21,5 +22,15 @@ func TestProgressBar(t *testing.T) {
 		if got := progressBar(c.p); got != c.want {
 			t.Errorf("progressBar(%+v) = %q, want %q", c.p, got, c.want)
 		}
+	}
+}
+
+func TestPrintStatusShowsProgress(t *testing.T) {
+	var out strings.Builder
+	a := &app{stdout: &out}
+	a.printStatus(&apiv1.Task{ID: "t1", State: "delegated", Level: "normal", Attempts: 1, Node: "peer",
+		Progress: &apiv1.Progress{Fraction: 0.5, Message: "half\x07way"}})
+	if want := "t1 delegated (normal priority, attempt 1, on peer, 50% done: halfway)\n"; out.String() != want {
+		t.Errorf("printStatus = %q, want %q", out.String(), want)
 	}
 }

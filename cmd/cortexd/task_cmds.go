@@ -59,7 +59,9 @@ func (a *app) taskSubmitCommand() *cobra.Command {
 		Short: "Submit a task for a skill; with --wait, wait for its result",
 		Long: `submit sends a task to the daemon, which runs it here or delegates it to the
 best peer that offers SKILL. It prints the task ID, or with --wait the result
-(the output on stdout, the outcome on stderr).
+(the output on stdout, the outcome on stderr). While it waits, a stderr that is
+a terminal shows the task's state and, once the skill reports it, a progress
+bar.
 
 --input takes a JSON value, @FILE or - (stdin). A file or stdin that holds JSON
 is sent as JSON; anything else, or anything with --raw, as raw bytes.`,
@@ -338,7 +340,10 @@ func (a *app) taskWaitCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "wait ID",
 		Short: "Wait for a task to finish and print its result",
-		Args:  exactArgs(argTaskID),
+		Long: `wait waits for task ID to finish and prints its result (the output on stdout,
+the outcome on stderr). While it waits, a stderr that is a terminal shows the
+task's state and, once the skill reports it, a progress bar.`,
+		Args: exactArgs(argTaskID),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -430,6 +435,12 @@ func (a *app) printStatus(t *apiv1.Task) {
 	fmt.Fprintf(a.stdout, "%s %s (%s priority, attempt %d", t.ID, t.State, t.Level, t.Attempts)
 	if t.Node != "" {
 		fmt.Fprintf(a.stdout, ", on %s", t.Node)
+	}
+	if p := t.Progress; p != nil && !apiv1.Terminal(t.State) {
+		fmt.Fprintf(a.stdout, ", %d%% done", int(min(max(p.Fraction, 0), 1)*100))
+		if msg := printableLine(p.Message); msg != "" {
+			fmt.Fprintf(a.stdout, ": %s", msg)
+		}
 	}
 	fmt.Fprintln(a.stdout, ")")
 }

@@ -24,14 +24,15 @@ const (
 // eventQuery is what a client of /v1/events asked for.
 type eventQuery struct {
 	tasks, peers, checks bool
+	progress             bool          // progress events of tasks
 	only                 *skill.TaskID // just this task's events
 }
 
 func parseEventQuery(r *http.Request) (eventQuery, error) {
 	q := r.URL.Query()
-	eq := eventQuery{tasks: true, peers: true, checks: true}
+	eq := eventQuery{tasks: true, peers: true, checks: true, progress: true}
 	if v := q.Get("types"); v != "" {
-		eq.tasks, eq.peers, eq.checks = false, false, false
+		eq.tasks, eq.peers, eq.checks, eq.progress = false, false, false, false
 		for _, t := range strings.Split(v, ",") {
 			switch strings.TrimSpace(t) {
 			case "task":
@@ -40,8 +41,10 @@ func parseEventQuery(r *http.Request) (eventQuery, error) {
 				eq.peers = true
 			case "spot_check":
 				eq.checks = true
+			case "progress":
+				eq.progress = true
 			default:
-				return eq, badRequest("types %q: want a comma-separated list of task, peer and spot_check", v)
+				return eq, badRequest("types %q: want a comma-separated list of task, progress, peer and spot_check", v)
 			}
 		}
 	}
@@ -50,7 +53,7 @@ func parseEventQuery(r *http.Request) (eventQuery, error) {
 		if err != nil {
 			return eq, badRequest("task %q: want a task ID", v)
 		}
-		eq.only, eq.tasks, eq.peers, eq.checks = &id, true, false, false
+		eq.only, eq.tasks, eq.peers, eq.checks, eq.progress = &id, true, false, false, true
 	}
 	return eq, nil
 }
@@ -90,11 +93,11 @@ func (k *eventSink) push(ev apiv1.Event) {
 
 // events streams task, peer and spot-check events as server-sent events:
 // each is "event: task", "event: progress" (a task's skill reported how
-// far it is, at most 10 a second per task; it comes with the task
-// events), "event: peer" or "event: spot_check" and a data line with an
-// apiv1.Event. With ?task=ID only that task's events come,
-// starting with its current status, and the stream ends after its final
-// state. With ?types=task,peer (any of task, peer and spot_check) only
+// far it is, at most 10 a second per task), "event: peer" or "event:
+// spot_check" and a data line with an apiv1.Event. With ?task=ID only
+// that task's events come, its progress included, starting with its
+// current status, and the stream ends after its final state. With
+// ?types=task,peer (any of task, progress, peer and spot_check) only
 // those kinds come. A client too slow to keep up loses
 // events; a comment line says how many.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
@@ -111,14 +114,14 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	defer s.streams.Add(-1)
 
 	sink := newEventSink(eventBuffer)
-	if eq.tasks {
+	if eq.tasks || eq.progress {
 		defer s.deps.Tasks.Subscribe(func(e skill.Event) {
-			if eq.only == nil || e.TaskID == *eq.only {
+			typ, want := "task", eq.tasks
+			if e.Progress != nil {
+				typ, want = "progress", eq.progress // the state is unchanged: t.Progress is new
+			}
+			if want && (eq.only == nil || e.TaskID == *eq.only) {
 				t := s.eventTask(e)
-				typ := "task"
-				if e.Progress != nil {
-					typ = "progress" // the state is unchanged: t.Progress is new
-				}
 				sink.push(apiv1.Event{Type: typ, Time: e.At, Task: &t})
 			}
 		})()

@@ -24,7 +24,9 @@ import (
 // input to a skill with a schema is invalid_input; a non-zero exit, a
 // signal, output over Spec.MaxOutput or a failed start is
 // execution_failed, with the end of stderr in the message; the deadline
-// (the task's or Spec.Timeout) is timeout; a cancel is canceled.
+// (the task's or Spec.Timeout) is timeout; a cancel is canceled. A stderr
+// line "cortex:progress F message" (F in [0, 1]) is a progress report
+// (skill.ReportProgress), not stderr; see internal/progressline.
 type Skill struct {
 	spec     Spec
 	shim     string

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 )
@@ -96,5 +97,29 @@ func TestTaskListFiltersBySkillAndNode(t *testing.T) {
 				t.Errorf("CSP %q does not forbid framing", csp)
 			}
 		})
+	}
+}
+
+// TestTaskPageShowsProgress checks that a running task's page shows its
+// last progress report, escaped.
+func TestTaskPageShowsProgress(t *testing.T) {
+	task := apiv1.Task{ID: "dddd4444", Skill: "debug.sleep", State: "delegated",
+		Progress: &apiv1.Progress{Fraction: 0.42, Message: "<b>slept</b> 630 of 1500 ms", UpdatedAt: time.Now()}}
+	h, err := New(fakeAPI{"/v1/tasks/dddd4444": task, "/v1/tasks/dddd4444/trace": apiv1.TaskTrace{}, "/v1/id": apiv1.Identity{ID: "12D3KooWself"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/ui/tasks/dddd4444", nil)
+	req.Header.Set(fragmentHeader, "1")
+	h.ServeHTTP(rec, req)
+	body := rec.Body.String()
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET /ui/tasks/dddd4444: %d\n%s", rec.Code, body)
+	}
+	for _, w := range []string{`<progress id="task-progress" max="1" value="0.42">`, "42.0%", "&lt;b&gt;slept&lt;/b&gt; 630 of 1500 ms"} {
+		if !strings.Contains(body, w) {
+			t.Errorf("the task page lacks %q:\n%s", w, body)
+		}
 	}
 }

@@ -249,6 +249,8 @@ func (c *orchConfig) validate() error {
 // usable task ID is rejected, a bad result fails its task with
 // ErrInvalidResult. Unknown fields and message types are skipped and
 // counted. Acks, results and cancels are matched by task ID and attempt.
+// Between the ack and the result an executor may send TaskProgress
+// reports (see RemoteTask.ReportProgress and ProgressSink).
 // A peer that half-closes its stream still gets every answer; the stream
 // is closed once they are all sent. proto/cortex/v1/task.proto and
 // docs/protocol.md specify the protocol.
@@ -257,7 +259,8 @@ func (c *orchConfig) validate() error {
 // not answered, it sends a TaskHeartbeat listing them on that stream every
 // heartbeat interval: one ticker per stream, in the stream's writer, and
 // nothing per task. The requester remembers, per pending task, the last
-// time it heard about it (the ack, a heartbeat listing it, the result),
+// time it heard about it (the ack, a heartbeat listing it, a progress
+// report for it, the result),
 // counted in lease checks that each outgoing stream's writer runs twice per
 // interval under the stream's own lock. Delegate then tells apart:
 //   - dead: the connection closed or the stream was reset or ended. Every
@@ -589,7 +592,7 @@ func (o *Orchestrator) registerMetrics() error {
 	for why, n := range map[string]*atomic.Uint64{"unknown": &o.stats.unknown, "malformed": &o.stats.malformed, "dropped": &o.stats.dropped} {
 		all = append(all, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        "cortex_task_messages_skipped_total",
-			Help:        "Task stream messages skipped without harm to the stream: unknown (fields and message types of a newer version), malformed (did not parse or validate), dropped (wrong side, stale attempt, task not pending).",
+			Help:        "Task stream messages skipped without harm to the stream: unknown (fields and message types of a newer version), malformed (did not parse or validate), dropped (wrong side, stale attempt, task not pending, progress over its rate).",
 			ConstLabels: prometheus.Labels{"why": why},
 		}, func() float64 { return float64(n.Load()) }))
 	}

@@ -206,6 +206,12 @@ func TestRequesterChecksProgressReports(t *testing.T) {
 			progressEnv(id, a, 0.2, strings.Repeat("x", MaxProgressMessage+1)),
 			progressEnv(id[:5], a, 0.2, "short ID"),
 		)
+		// A progress frame that does not decode (its message is not
+		// UTF-8), for this very task: dropped, the task goes on.
+		rp.mu.Lock()
+		_ = rp.w.WriteFrame(wire.AppendProgressFrame(nil, &wire.Progress{TaskID: id, Attempt: a, Fraction: 0.2, Message: []byte("\xff")}))
+		_ = rp.w.Flush()
+		rp.mu.Unlock()
 		for i := range 8 { // a burst of 8: 5 pass
 			rp.send(t, progressEnv(id, a, 0.3+float64(i)/100, "ok"))
 		}
@@ -235,10 +241,11 @@ func TestRequesterChecksProgressReports(t *testing.T) {
 		t.Fatalf("last report %+v, want 0.9 with a message of %d bytes", got[5], MaxProgressMessage)
 	}
 	st := client.Stats()
-	// Malformed: over 1, below 0, NaN, infinite, oversize, short ID.
-	// Dropped: before the ack, another attempt, another task, 3 over the rate.
-	if st.Malformed < 6 || st.Dropped < 6 {
-		t.Fatalf("stats %+v, want at least 6 malformed and 6 dropped", st)
+	// Malformed: over 1, below 0, NaN, infinite, oversize, short ID, not
+	// UTF-8. Dropped: before the ack, another attempt, another task, 3
+	// over the rate.
+	if st.Malformed < 7 || st.Dropped < 6 {
+		t.Fatalf("stats %+v, want at least 7 malformed and 6 dropped", st)
 	}
 }
 

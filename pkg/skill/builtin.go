@@ -225,8 +225,9 @@ func (sleepSkill) Execute(ctx context.Context, in SkillInput) ([]byte, error) {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("sleep %d ms: %w", *req.MS, ctx.Err())
 		case <-tick:
-			slept := time.Since(start)
-			ReportProgress(ctx, float64(slept)/float64(total), fmt.Sprintf("slept %d of %d ms", slept.Milliseconds(), *req.MS))
+			if slept := time.Since(start); slept < total { // at the end, the result says it
+				ReportProgress(ctx, float64(slept)/float64(total), fmt.Sprintf("slept %d of %d ms", slept.Milliseconds(), *req.MS))
+			}
 			continue
 		case <-t.C:
 		}

@@ -82,6 +82,12 @@ func (c *DelegationCoordinator) startFlight(rc *ResultCache, fl *flight, err err
 		c.endFlight(rc, fl, nil)
 		return
 	}
+	s := c.tasks.shard(fl.leader)
+	s.mu.Lock()
+	if r := s.get(fl.leader); r != nil {
+		r.fl = fl // its progress is its followers' too
+	}
+	s.mu.Unlock()
 	c.watch(rc, fl)
 }
 
@@ -199,6 +205,7 @@ func (c *DelegationCoordinator) promote(rc *ResultCache, fl *flight, r *record) 
 		c.endFlight(rc, fl, nil)
 		return
 	}
+	r.fl = fl
 	c.startRetryLocked(s, r, cand, now)
 	c.watch(rc, fl)
 }

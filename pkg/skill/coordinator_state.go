@@ -160,6 +160,7 @@ type record struct {
 
 	prog      Progress // the current attempt's last report; zero if none
 	progEvent int64    // when its last progress event went out, Unix ns
+	fl        *flight  // the identical tasks waiting for this one, if it leads them
 
 	// The first attempt's job and queue entry, allocated with the record.
 	job0 Job

@@ -3,6 +3,7 @@ package skill
 import (
 	"context"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -122,18 +123,52 @@ var _ grid.ProgressSink = (*DelegationCoordinator)(nil)
 // progressLocked records a report for r and publishes it as an event (at
 // most one per progressEventInterval); it unlocks s.
 func (c *DelegationCoordinator) progressLocked(s *taskShard, r *record, fraction float64, msg string) {
-	now := time.Now()
-	r.prog = Progress{Fraction: fraction, Message: msg, UpdatedAt: now}
-	publish := c.hasSubscribers() && now.UnixNano()-r.progEvent >= int64(progressEventInterval)
-	if publish { // under the lock, as every event, so that none overtakes a state change
+	p := Progress{Fraction: fraction, Message: msg, UpdatedAt: time.Now()}
+	c.setProgressLocked(r, p)
+	fl := r.fl
+	s.mu.Unlock()
+	if fl != nil {
+		c.shareProgress(fl, p)
+	}
+}
+
+// setProgressLocked records p for r and publishes it, at most one event
+// per progressEventInterval. The shard lock must be held: the event goes
+// out under it, as every event, so that none overtakes a state change.
+func (c *DelegationCoordinator) setProgressLocked(r *record, p Progress) {
+	r.prog = p
+	now := p.UpdatedAt
+	if c.hasSubscribers() && now.UnixNano()-r.progEvent >= int64(progressEventInterval) {
 		r.progEvent = now.UnixNano()
 		ev := eventOf(r, now)
 		ev.State = r.effectiveState()
-		p := r.prog
 		ev.Progress = &p
 		c.publish(ev)
 	}
-	s.mu.Unlock()
+}
+
+// shareProgress gives the followers of fl, identical tasks waiting for
+// its leader's run (see flight), the leader's report p.
+func (c *DelegationCoordinator) shareProgress(fl *flight, p Progress) {
+	rc := c.resultCache()
+	if rc == nil {
+		return
+	}
+	rc.mu.Lock()
+	if len(fl.followers) == 0 {
+		rc.mu.Unlock()
+		return
+	}
+	followers := slices.Clone(fl.followers)
+	rc.mu.Unlock()
+	for _, r := range followers {
+		s := c.tasks.shard(r.task.ID)
+		s.mu.Lock()
+		if !r.state.Terminal() && r.attempts == 0 { // still waiting
+			c.setProgressLocked(r, p)
+		}
+		s.mu.Unlock()
+	}
 }
 
 // onIncomingProgress is the reporter of a peer's task: the report goes to

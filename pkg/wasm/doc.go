@@ -7,7 +7,9 @@
 // _start and memory). The task's input is its stdin; what it writes to
 // stdout is the output; exit code 0 (or returning from _start) is success.
 // A non-zero exit or a trap is a *RunError (execution_failed on the grid)
-// with the end of stderr. The module gets no filesystem (no preopened
+// with the end of stderr. A stderr line "cortex:progress F message" (F in
+// [0, 1]) is a progress report (skill.ReportProgress), not stderr; see
+// internal/progressline. The module gets no filesystem (no preopened
 // directories), no network (no sockets), an empty environment and argv of
 // just the skill name, unless the manifest names args and env. Any
 // language that targets wasip1 works: GOOS=wasip1 GOARCH=wasm go build,

@@ -52,6 +52,7 @@
     es.onopen = function () { if (conn) conn.textContent = 'live'; schedule(); };
     es.onerror = function () { if (conn) conn.textContent = es.readyState === 2 ? 'not live' : 'reconnecting…'; };
     es.addEventListener('peer', schedule);
+    es.addEventListener('progress', schedule);
     es.addEventListener('task', function (ev) {
       schedule();
       if (body.dataset.events.indexOf('task=') >= 0) {
