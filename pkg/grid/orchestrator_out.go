@@ -42,6 +42,7 @@ type call struct {
 	out     *outStream
 	timer   *time.Timer
 	stopCtx func() bool
+	hctx    HookContext // set instead of stopCtx when ctx is one: c is its hook
 }
 
 // finish ends c with res or err: it stops c's timer and context watch and
@@ -53,6 +54,9 @@ func (c *call) finish(res *RemoteResult, err error) {
 	}
 	if c.stopCtx != nil {
 		c.stopCtx()
+	}
+	if c.hctx != nil {
+		c.hctx.StopCancelHook(c)
 	}
 	if err != nil {
 		res, err = nil, fmt.Errorf("delegate task %s to %s: %w", c.id.Short(), c.peer, err)
@@ -380,15 +384,31 @@ func (out *outStream) send(ctx context.Context, c *call, f *[]byte) error {
 	c.out = out
 	now := time.Now()
 	c.ackBy = now.Add(out.o.cfg.ackTimeout)
-	c.timer = time.AfterFunc(min(c.ackBy.Sub(now), c.resultBy.Sub(now)), c.onTimer)
-	if ctx.Done() != nil {
+	ended := false
+	if hc, ok := ctx.(HookContext); ok && hc.SetCancelHook(c) {
+		// Its cancel calls ContextCanceled, and its deadline is c's
+		// timer's to keep.
+		c.hctx = hc
+		if d, ok := hc.Deadline(); ok && d.Before(c.resultBy) {
+			c.resultBy = d
+		}
+	} else if ok && ctx.Err() != nil {
+		ended = true // since DelegateAsync looked
+	} else if ctx.Done() != nil {
 		c.stopCtx = context.AfterFunc(ctx, func() { c.onCtx(ctx) })
 	}
+	c.timer = time.AfterFunc(min(c.ackBy.Sub(now), c.resultBy.Sub(now)), c.onTimer)
 	out.mu.Unlock()
 	// If the stream died after registration, fail has finished c.
 	_, _ = out.fw.push(f)
+	if ended {
+		c.onCtx(ctx)
+	}
 	return nil
 }
+
+// ContextCanceled is c's hook in its HookContext.
+func (c *call) ContextCanceled() { c.onCtx(c.hctx) }
 
 // onTimer gives up on c at its ack timeout or its result deadline. A fire
 // for a call that has ended is ignored.
@@ -403,6 +423,8 @@ func (c *call) onTimer() {
 	var err error
 	switch {
 	case !now.Before(c.resultBy):
+		// The task's deadline and a short grace, or the deadline of a
+		// HookContext.
 		err = fmt.Errorf("no result by the task deadline: %w", context.DeadlineExceeded)
 	case !c.acked.Load() && !now.Before(c.ackBy):
 		err = ErrAckTimeout

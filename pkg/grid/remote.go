@@ -183,6 +183,29 @@ type Delegator interface {
 	Delegate(ctx context.Context, p peer.ID, t *RemoteTask) (*RemoteResult, error)
 }
 
+// HookContext is a context that calls one hook, on the goroutine that
+// cancels it, in place of a context.AfterFunc watch: no goroutine, timer or
+// allocation per watch. DelegateAsync uses the hook of a ctx that is one,
+// and then keeps ctx's deadline with the call's own timer: a HookContext
+// need not end by itself when its deadline passes (its Err must then say
+// context.DeadlineExceeded), and does not call the hook for it.
+type HookContext interface {
+	context.Context
+	// SetCancelHook arranges for h.ContextCanceled to be called once, when
+	// the context is canceled, never within SetCancelHook. It returns false,
+	// and keeps nothing, if the context has ended already or holds a hook.
+	SetCancelHook(h CancelHook) bool
+	// StopCancelHook removes h if it is the context's hook and has not been
+	// called; it reports whether it did.
+	StopCancelHook(h CancelHook) bool
+}
+
+// CancelHook is what a HookContext calls when it is canceled. It must not
+// block for long.
+type CancelHook interface {
+	ContextCanceled()
+}
+
 // Load is what a node reports about how busy it is.
 type Load struct {
 	QueueDepth [NumLevels]int

@@ -2,7 +2,6 @@ package skill
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -137,16 +136,18 @@ type record struct {
 	unsaved    bool          // terminal, but not yet on disk (with a store)
 	unrecorded bool          // its record could not be written: its end is not written either
 
-	// The current attempt: job for a local one, cancel for a remote one.
-	job    *Job
-	cancel context.CancelFunc
-	retry  *retryState // from the second attempt on
+	// The current attempt: job for a local one, att for a remote one.
+	job   *Job
+	att   *remoteAttempt
+	retry *retryState // from the second attempt on
 
 	gen *generation // the generation of the task table holding it
 
-	// The first attempt's job and queue entry, allocated with the record.
+	// The first attempt's job and queue entry, or its remote context,
+	// allocated with the record.
 	job0 Job
 	qt0  grid.QueuedTask
+	att0 remoteAttempt
 }
 
 // retryState is what a record needs once an attempt has failed.
