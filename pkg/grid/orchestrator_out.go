@@ -22,9 +22,9 @@ var errStale = errors.New("stream went away")
 var errDuplicate = errors.New("task already pending with this peer")
 
 // call is one pending delegation. Whoever takes it out of its stream's
-// pending map (the reader with a result or a rejection, its timer, its
-// context, the lease check, or fail) owns its end and calls finish, once,
-// outside the stream's lock. Calls are not pooled: their timer and
+// pending map (the reader with a result or a rejection, the stream's
+// timer, its context, the lease check, or fail) owns its end and calls
+// finish, once, outside the stream's lock. Calls are not pooled: their
 // context callbacks may fire after they ended, and they tell a stale fire
 // by the call's identity in the pending map.
 type call struct {
@@ -37,21 +37,19 @@ type call struct {
 
 	ackBy    time.Time
 	resultBy time.Time
+	due      time.Time // guarded by the stream's mu: when the stream's timer is to look at c
+	hpos     int       // guarded by the stream's mu: 1 + c's index in the stream's timers, 0 if not there
 	// Set under the stream's mu when c is registered, read by finish once
 	// c has left the pending map.
 	out     *outStream
-	timer   *time.Timer
 	stopCtx func() bool
 	hctx    HookContext // set instead of stopCtx when ctx is one: c is its hook
 }
 
-// finish ends c with res or err: it stops c's timer and context watch and
-// calls done. Only the goroutine that took c out of the pending map (or
-// never put it there) calls it.
+// finish ends c with res or err: it stops c's context watch and calls
+// done. Only the goroutine that took c out of the pending map (or never
+// put it there), and off the stream's timers, calls it.
 func (c *call) finish(res *RemoteResult, err error) {
-	if c.timer != nil {
-		c.timer.Stop()
-	}
 	if c.stopCtx != nil {
 		c.stopCtx()
 	}
@@ -108,6 +106,11 @@ type outStream struct {
 	lease     uint32 // lease checks a task may go unheard of
 
 	expired []*call // the writer's: calls whose lease a check found expired
+
+	// Ack timeouts and result deadlines, guarded by mu: see callHeap.
+	timers  callHeap
+	timer   *time.Timer // made by the first call; fires onTimers
+	armedAt time.Time   // when timer is set to fire; zero: not set
 }
 
 // Delegate sends t to p and waits for its result. It returns a
@@ -397,7 +400,7 @@ func (out *outStream) send(ctx context.Context, c *call, f *[]byte) error {
 	} else if ctx.Done() != nil {
 		c.stopCtx = context.AfterFunc(ctx, func() { c.onCtx(ctx) })
 	}
-	c.timer = time.AfterFunc(min(c.ackBy.Sub(now), c.resultBy.Sub(now)), c.onTimer)
+	out.watchLocked(c, now)
 	out.mu.Unlock()
 	// If the stream died after registration, fail has finished c.
 	_, _ = out.fw.push(f)
@@ -410,39 +413,6 @@ func (out *outStream) send(ctx context.Context, c *call, f *[]byte) error {
 // ContextCanceled is c's hook in its HookContext.
 func (c *call) ContextCanceled() { c.onCtx(c.hctx) }
 
-// onTimer gives up on c at its ack timeout or its result deadline. A fire
-// for a call that has ended is ignored.
-func (c *call) onTimer() {
-	out := c.out
-	out.mu.Lock()
-	if out.pending[c.id] != c {
-		out.mu.Unlock()
-		return
-	}
-	now := time.Now()
-	var err error
-	switch {
-	case !now.Before(c.resultBy):
-		// The task's deadline and a short grace, or the deadline of a
-		// HookContext.
-		err = fmt.Errorf("no result by the task deadline: %w", context.DeadlineExceeded)
-	case !c.acked.Load() && !now.Before(c.ackBy):
-		err = ErrAckTimeout
-	default:
-		next := c.resultBy.Sub(now)
-		if !c.acked.Load() {
-			next = min(next, c.ackBy.Sub(now))
-		}
-		c.timer.Reset(next)
-		out.mu.Unlock()
-		return
-	}
-	delete(out.pending, c.id)
-	out.mu.Unlock()
-	out.sendCancel(c)
-	c.finish(nil, err)
-}
-
 // onCtx gives up on c when ctx, its context, ends.
 func (c *call) onCtx(ctx context.Context) {
 	out := c.out
@@ -452,6 +422,7 @@ func (c *call) onCtx(ctx context.Context) {
 		return
 	}
 	delete(out.pending, c.id)
+	out.unwatchLocked(c)
 	out.mu.Unlock()
 	out.sendCancel(c)
 	c.finish(nil, ctx.Err())
@@ -538,6 +509,7 @@ func (out *outStream) take(id TaskID, attempt uint32) *call {
 	c, ok := out.pending[id]
 	if ok && (attempt == 0 || attempt == c.attempt) {
 		delete(out.pending, id)
+		out.unwatchLocked(c)
 		out.mu.Unlock()
 		return c
 	}
@@ -620,6 +592,7 @@ func (out *outStream) fail(cause error) {
 	out.dead = true
 	pending := out.pending
 	out.pending = make(map[TaskID]*call)
+	out.stopTimersLocked()
 	out.mu.Unlock()
 	for _, c := range pending {
 		c.finish(nil, cause)
