@@ -78,7 +78,13 @@ type syncWait struct {
 
 var syncWaitPool = sync.Pool{New: func() any {
 	w := &syncWait{ch: make(chan ended, 1)}
-	w.fn = func(res *RemoteResult, err error) { w.ch <- ended{res: res, err: err} }
+	w.fn = func(res *RemoteResult, err error) {
+		if res != nil {
+			r := *res // valid only during the callback
+			res = &r
+		}
+		w.ch <- ended{res: res, err: err}
+	}
 	return w
 }}
 
@@ -105,7 +111,8 @@ type outStream struct {
 	heard     uint32 // checks when a frame last came from the peer
 	lease     uint32 // lease checks a task may go unheard of
 
-	expired []*call // the writer's: calls whose lease a check found expired
+	expired []*call      // the writer's: calls whose lease a check found expired
+	res     RemoteResult // the reader's: the result being given to its call's done
 
 	// Ack timeouts and result deadlines, guarded by mu: see callHeap.
 	timers  callHeap
@@ -138,7 +145,9 @@ func (o *Orchestrator) Delegate(ctx context.Context, p peer.ID, t *RemoteTask) (
 // reader (a result or a rejection), a timer's (ack timeout, deadline),
 // ctx's AfterFunc, the stream's writer (lease expiry) or whichever
 // goroutine fails the stream. done must not block for long: it may hold up
-// the stream's reader. It may call DelegateAsync again. t is not used
+// the stream's reader. It may call DelegateAsync again. The *RemoteResult
+// done gets is valid only until done returns (the reader reuses it): copy
+// what you keep, except its Output, which is done's own. t is not used
 // after DelegateAsync returns. Waiting for a stream that is still opening
 // happens on a goroutine of its own, not the caller's.
 func (o *Orchestrator) DelegateAsync(ctx context.Context, p peer.ID, t *RemoteTask, done func(*RemoteResult, error)) {
@@ -552,8 +561,10 @@ func (out *outStream) onAck(a *wire.Ack) {
 }
 
 func (out *outStream) onResult(r *wire.Result) {
-	res, err := decodeResult(r, out.peer)
-	if res == nil {
+	res := &out.res
+	defer func() { *res = RemoteResult{} }() // done has copied what it keeps; pin nothing
+	ok, err := decodeResult(r, out.peer, res)
+	if !ok {
 		out.o.stats.malformed.Add(1)
 		out.o.log.Debug("dropping a bad result", "peer", out.peer, "err", err)
 		return
