@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // testHookCtx is a HookContext whose Done channel closes on cancel only,
@@ -150,4 +153,40 @@ type lateEndedCtx struct{ testHookCtx }
 func (l *lateEndedCtx) SetCancelHook(CancelHook) bool {
 	l.cancel()
 	return false
+}
+
+// replierHandler is a ReplierHandler: HandleTask must not be called.
+type replierHandler struct {
+	*orchHandler
+	calls atomic.Int32
+}
+
+func (h *replierHandler) HandleTask(peer.ID, *RemoteTask, func(*RemoteResult)) error {
+	panic("HandleTask called on a ReplierHandler")
+}
+
+func (h *replierHandler) HandleTaskReplier(_ peer.ID, t *RemoteTask, r Replier) error {
+	h.calls.Add(1)
+	r.Reply(&RemoteResult{ID: t.ID, Success: true, Output: t.Input})
+	r.Reply(&RemoteResult{ID: t.ID, Success: true, Output: []byte("a second reply is ignored")})
+	return nil
+}
+
+func TestOrchestratorCallsHandleTaskReplierOfAReplierHandler(t *testing.T) {
+	serverH, clientH := newOrchHost(t), newOrchHost(t)
+	h := &replierHandler{orchHandler: newOrchHandler()}
+	connectOrchHosts(t, clientH, serverH)
+	startOrchestrator(t, serverH, h)
+	client := startOrchestrator(t, clientH, nil)
+	for i := range 3 {
+		task := &RemoteTask{ID: NewTaskID(), Skill: "text.echo", Input: []byte{'a' + byte(i)}, InputKind: InputRaw,
+			Deadline: time.Now().Add(30 * time.Second), Attempt: 1, Requester: clientH.ID()}
+		res, err := client.Delegate(orchCtx(t), serverH.ID(), task)
+		if err != nil || !res.Success || string(res.Output) != string(task.Input) {
+			t.Fatalf("Delegate = %+v, %v; want the echo of %q", res, err, task.Input)
+		}
+	}
+	if n := h.calls.Load(); n != 3 {
+		t.Fatalf("HandleTaskReplier called %d times, want 3", n)
+	}
 }

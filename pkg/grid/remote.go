@@ -174,6 +174,27 @@ type TaskHandler interface {
 	CancelTask(from peer.ID, id TaskID)
 }
 
+// Replier answers one admitted task: Reply is called with its result, as
+// TaskHandler's reply is.
+type Replier interface {
+	Reply(*RemoteResult)
+}
+
+// ReplyFunc is a reply func as a Replier.
+type ReplyFunc func(*RemoteResult)
+
+// Reply calls f.
+func (f ReplyFunc) Reply(r *RemoteResult) { f(r) }
+
+// ReplierHandler is a TaskHandler that also takes a task's reply as a
+// Replier. The orchestrator then calls HandleTaskReplier in place of
+// HandleTask, with the same contract: the reply costs no allocation of its
+// own (a func would be a method value made per task).
+type ReplierHandler interface {
+	TaskHandler
+	HandleTaskReplier(from peer.ID, t *RemoteTask, r Replier) error
+}
+
 // Delegator sends one attempt of a task to a peer and waits for its result.
 // The orchestrator implements it; the skill layer's coordinator uses it.
 type Delegator interface {

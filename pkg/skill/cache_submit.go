@@ -237,11 +237,11 @@ func (c *DelegationCoordinator) addFollower(ctx context.Context, t *SkillTask, n
 // itself: this node vouches only for its own work. It reports true if it
 // answered through reply; otherwise it returns the Done func of the
 // admitted job, which puts a success in rc.
-func (c *DelegationCoordinator) answerCached(rc *ResultCache, e *entry, in SkillInput, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) (func(*grid.QueuedTask, SkillResult), bool) {
+func (c *DelegationCoordinator) answerCached(rc *ResultCache, e *entry, in SkillInput, rt *grid.RemoteTask, reply grid.Replier) (func(*grid.QueuedTask, SkillResult), bool) {
 	key := keyOf(e.skill, &e.desc, in)
 	if hit, ok := rc.Get(key); ok && hit.ExecutedBy == c.self {
 		rc.hits.Add(1)
-		reply(&grid.RemoteResult{ID: rt.ID, Success: true, Output: hit.Output, ExecTime: hit.Duration, Executor: c.self, Cached: true})
+		reply.Reply(&grid.RemoteResult{ID: rt.ID, Success: true, Output: hit.Output, ExecTime: hit.Duration, Executor: c.self, Cached: true})
 		return c.incomingDone, true
 	}
 	rc.misses.Add(1)
