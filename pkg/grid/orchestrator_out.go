@@ -142,8 +142,9 @@ func (o *Orchestrator) Delegate(ctx context.Context, p peer.ID, t *RemoteTask) (
 // goroutine that learns the outcome: the caller's, before DelegateAsync
 // returns, if the task cannot be sent (invalid, ctx already done, this
 // orchestrator closed, the stream failed to open); else the stream's
-// reader (a result or a rejection), a timer's (ack timeout, deadline),
-// ctx's AfterFunc, the stream's writer (lease expiry) or whichever
+// reader (a result or a rejection), the stream's timer's (ack timeout,
+// deadline), ctx's AfterFunc or, for a HookContext, its hook, the
+// stream's writer (lease expiry) or whichever
 // goroutine fails the stream. done must not block for long: it may hold up
 // the stream's reader. It may call DelegateAsync again. The *RemoteResult
 // done gets is valid only until done returns (the reader reuses it): copy

@@ -204,16 +204,19 @@ type Delegator interface {
 	Delegate(ctx context.Context, p peer.ID, t *RemoteTask) (*RemoteResult, error)
 }
 
-// HookContext is a context that calls one hook, on the goroutine that
-// cancels it, in place of a context.AfterFunc watch: no goroutine, timer or
-// allocation per watch. DelegateAsync uses the hook of a ctx that is one,
+// HookContext is a context that calls one hook when it is canceled, in
+// place of a context.AfterFunc watch: no goroutine, timer or allocation per
+// watch that never fires. The hook ends the call, done included, so the
+// context must not call it while holding a lock that done may take (it may
+// start a goroutine for it, as AfterFunc does). DelegateAsync uses the hook of a ctx that is one,
 // and then keeps ctx's deadline with the call's own timer: a HookContext
 // need not end by itself when its deadline passes (its Err must then say
 // context.DeadlineExceeded), and does not call the hook for it.
 type HookContext interface {
 	context.Context
 	// SetCancelHook arranges for h.ContextCanceled to be called once, when
-	// the context is canceled, never within SetCancelHook. It returns false,
+	// the context is canceled, never within SetCancelHook or
+	// StopCancelHook. It returns false,
 	// and keeps nothing, if the context has ended already or holds a hook.
 	SetCancelHook(h CancelHook) bool
 	// StopCancelHook removes h if it is the context's hook and has not been

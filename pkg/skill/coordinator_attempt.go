@@ -16,9 +16,15 @@ import (
 // timer or AfterFunc goroutine. A Delegator that waits on Done gets a
 // channel made then, closed at the deadline by a timer started then.
 // The first attempt's is allocated with its record.
+//
+// The hook runs on a goroutine of its own, on c.wg: cancel is called under
+// a shard lock (abortLocked), and the hook ends the call, whose done
+// settles the record under that lock. The goroutine is made only for an
+// attempt canceled while its call is pending, as context.AfterFunc did.
 type remoteAttempt struct {
 	parent   context.Context // the coordinator's: values only
 	deadline time.Time
+	wg       *sync.WaitGroup // the coordinator's: the hook's goroutine
 
 	mu    sync.Mutex
 	err   error           // set once ended
@@ -29,8 +35,8 @@ type remoteAttempt struct {
 
 var _ grid.HookContext = (*remoteAttempt)(nil)
 
-func (a *remoteAttempt) init(parent context.Context, deadline time.Time) {
-	a.parent, a.deadline = parent, deadline
+func (a *remoteAttempt) init(parent context.Context, deadline time.Time, wg *sync.WaitGroup) {
+	a.parent, a.deadline, a.wg = parent, deadline, wg
 }
 
 // Deadline is the task's deadline.
@@ -90,8 +96,8 @@ func (a *remoteAttempt) StopCancelHook(h grid.CancelHook) bool {
 }
 
 // cancel ends the attempt as canceled: its channel closes, its timer
-// stops and its hook is called, on this goroutine. Calls after the
-// first, or after the deadline ended it, do nothing.
+// stops and its hook is started. Calls after the first, or after the
+// deadline ended it, do nothing.
 func (a *remoteAttempt) cancel() { a.end(context.Canceled) }
 
 func (a *remoteAttempt) expire() { a.end(context.DeadlineExceeded) }
@@ -111,8 +117,16 @@ func (a *remoteAttempt) end(err error) {
 	}
 	h := a.hook
 	a.hook = nil
+	if h != nil {
+		// Under mu: a hook still set means its call has not ended, so the
+		// attempt's own place on wg is held, and Close cannot be past Wait.
+		a.wg.Add(1)
+	}
 	a.mu.Unlock()
 	if h != nil {
-		h.ContextCanceled()
+		go func() {
+			defer a.wg.Done()
+			h.ContextCanceled()
+		}()
 	}
 }

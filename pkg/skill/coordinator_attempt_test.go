@@ -3,6 +3,7 @@ package skill
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,8 +16,9 @@ func (h *countHook) ContextCanceled() { h.n.Add(1) }
 type ctxKey struct{}
 
 func TestRemoteAttemptCancelCallsItsHookOnce(t *testing.T) {
+	var wg sync.WaitGroup
 	var a remoteAttempt
-	a.init(context.WithValue(context.Background(), ctxKey{}, "v"), time.Now().Add(time.Hour))
+	a.init(context.WithValue(context.Background(), ctxKey{}, "v"), time.Now().Add(time.Hour), &wg)
 	if a.Value(ctxKey{}) != "v" {
 		t.Fatalf("Value = %v, want the parent's", a.Value(ctxKey{}))
 	}
@@ -33,6 +35,7 @@ func TestRemoteAttemptCancelCallsItsHookOnce(t *testing.T) {
 	done := a.Done()
 	a.cancel()
 	a.cancel()
+	wg.Wait() // the hook runs on a goroutine on wg
 	if n := h.n.Load(); n != 1 {
 		t.Fatalf("hook called %d times, want once", n)
 	}
@@ -53,8 +56,9 @@ func TestRemoteAttemptCancelCallsItsHookOnce(t *testing.T) {
 }
 
 func TestRemoteAttemptStoppedHookIsNotCalled(t *testing.T) {
+	var wg sync.WaitGroup
 	var a remoteAttempt
-	a.init(context.Background(), time.Now().Add(time.Hour))
+	a.init(context.Background(), time.Now().Add(time.Hour), &wg)
 	h := &countHook{}
 	a.SetCancelHook(h)
 	if a.StopCancelHook(&countHook{}) {
@@ -64,6 +68,7 @@ func TestRemoteAttemptStoppedHookIsNotCalled(t *testing.T) {
 		t.Fatal("StopCancelHook did not remove the hook")
 	}
 	a.cancel()
+	wg.Wait()
 	if n := h.n.Load(); n != 0 {
 		t.Fatalf("a stopped hook was called %d times", n)
 	}
@@ -73,9 +78,10 @@ func TestRemoteAttemptStoppedHookIsNotCalled(t *testing.T) {
 }
 
 func TestRemoteAttemptDeadline(t *testing.T) {
+	var wg sync.WaitGroup
 	var a remoteAttempt
 	d := time.Now().Add(100 * time.Millisecond)
-	a.init(context.Background(), d)
+	a.init(context.Background(), d, &wg)
 	if got, ok := a.Deadline(); !ok || !got.Equal(d) {
 		t.Fatalf("Deadline = %v, %v; want %v", got, ok, d)
 	}
@@ -93,7 +99,7 @@ func TestRemoteAttemptDeadline(t *testing.T) {
 	}
 
 	var b remoteAttempt
-	b.init(context.Background(), time.Now().Add(-time.Millisecond))
+	b.init(context.Background(), time.Now().Add(-time.Millisecond), &wg)
 	if !errors.Is(b.Err(), context.DeadlineExceeded) {
 		t.Fatalf("Err past the deadline without Done = %v, want context.DeadlineExceeded", b.Err())
 	}

@@ -272,7 +272,7 @@ func (c *DelegationCoordinator) beginLocked(r *record, cand Candidate, now time.
 	if att.parent != nil { // the first remote attempt's is spent
 		att = &remoteAttempt{}
 	}
-	att.init(c.ctx, r.task.Deadline())
+	att.init(c.ctx, r.task.Deadline(), &c.wg)
 	a.att = att
 	r.state, r.job, r.att = StateDelegated, nil, att
 	c.wg.Add(1)
