@@ -348,6 +348,17 @@ func (f *forwardingHandler) HandleTask(from peer.ID, t *grid.RemoteTask, reply f
 	return c.HandleTask(from, t, reply)
 }
 
+var _ grid.ReplierHandler = (*forwardingHandler)(nil)
+
+// HandleTaskReplier implements grid.ReplierHandler.
+func (f *forwardingHandler) HandleTaskReplier(from peer.ID, t *grid.RemoteTask, reply grid.Replier) error {
+	c := f.h.Load()
+	if c == nil {
+		return &grid.RejectError{Reason: grid.RejectShuttingDown, Message: "node is starting", RetryAfter: 100 * time.Millisecond}
+	}
+	return c.HandleTaskReplier(from, t, reply)
+}
+
 // CancelTask implements grid.TaskHandler.
 func (f *forwardingHandler) CancelTask(from peer.ID, id grid.TaskID) {
 	if c := f.h.Load(); c != nil {

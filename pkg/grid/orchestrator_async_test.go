@@ -27,6 +27,10 @@ func newAsyncOutcome() *asyncOutcome { return &asyncOutcome{ch: make(chan ended,
 
 func (a *asyncOutcome) done(res *RemoteResult, err error) {
 	a.calls.Add(1)
+	if res != nil {
+		r := *res // valid only during the callback
+		res = &r
+	}
 	a.ch <- ended{res: res, err: err}
 }
 

@@ -165,17 +165,20 @@ func decodeRequest(e *wire.Request, c *strCache, now time.Time, from peer.ID, t 
 	return RejectUnspecified, nil
 }
 
-// decodeResult validates a result a peer sent and converts it, copying
-// the output out of the frame. The executor is the authenticated peer the
-// stream goes to, whatever the message claims. An error wraps
-// ErrInvalidResult.
-func decodeResult(e *wire.Result, from peer.ID) (*RemoteResult, error) {
+// decodeResult validates a result a peer sent and converts it into *res
+// (which the caller may reuse), copying the output out of the frame: the
+// one copy of it, which the result's receiver keeps. The executor is the
+// authenticated peer the stream goes to, whatever the message claims. It
+// reports false if the result names no usable task ID; res.ID is set
+// otherwise, even with an error. An error wraps ErrInvalidResult.
+func decodeResult(e *wire.Result, from peer.ID, res *RemoteResult) (bool, error) {
 	id, err := TaskIDFromBytes(e.TaskID)
 	if err != nil {
-		return nil, fmt.Errorf("%w: task ID of %d bytes", ErrInvalidResult, len(e.TaskID))
+		return false, fmt.Errorf("%w: task ID of %d bytes", ErrInvalidResult, len(e.TaskID))
 	}
 	if len(e.Output) > wire.MaxTaskOutput {
-		return &RemoteResult{ID: id}, fmt.Errorf("%w: output of %d bytes (max %d)", ErrInvalidResult, len(e.Output), wire.MaxTaskOutput)
+		*res = RemoteResult{ID: id}
+		return true, fmt.Errorf("%w: output of %d bytes (max %d)", ErrInvalidResult, len(e.Output), wire.MaxTaskOutput)
 	}
 	code := ErrorCode(e.ErrorCode)
 	if code < CodeNone || code > CodeInternal {
@@ -193,7 +196,7 @@ func decodeResult(e *wire.Result, from peer.ID) (*RemoteResult, error) {
 		msg = truncateUTF8(string(e.ErrorMessage), maxErrorMessageLen)
 	}
 	exec := time.Duration(min(max(e.ExecTimeUs, 0), maxExecTime.Microseconds())) * time.Microsecond
-	return &RemoteResult{
+	*res = RemoteResult{
 		ID:           id,
 		Success:      e.Success,
 		Output:       out,
@@ -202,7 +205,8 @@ func decodeResult(e *wire.Result, from peer.ID) (*RemoteResult, error) {
 		ExecTime:     exec,
 		Executor:     from,
 		Cached:       e.Cached,
-	}, nil
+	}
+	return true, nil
 }
 
 // decodeAck validates an ack a peer sent. It returns the task ID and, for

@@ -160,7 +160,8 @@ func FuzzOrchestratorDecodeEnvelope(f *testing.F) {
 				}
 			}
 		case wire.KindResult:
-			if r, err := decodeResult(&e.Result, from); err == nil && (!orchValidUTF8(r.ErrorMessage) || len(r.Output) > wire.MaxTaskOutput) {
+			var r RemoteResult
+			if _, err := decodeResult(&e.Result, from, &r); err == nil && (!orchValidUTF8(r.ErrorMessage) || len(r.Output) > wire.MaxTaskOutput) {
 				t.Fatal("a decoded result carries invalid UTF-8 or too much output")
 			} else if err != nil && !errors.Is(err, ErrInvalidResult) {
 				t.Fatalf("decodeResult error %v does not wrap ErrInvalidResult", err)
@@ -319,7 +320,8 @@ func TestOrchestratorCodecResultAndAckAreSanitized(t *testing.T) {
 			if err := wire.DecodeEnvelope(b, &e); err != nil {
 				t.Fatal(err)
 			}
-			r, err := decodeResult(&e.Result, from)
+			r := &RemoteResult{}
+			_, err = decodeResult(&e.Result, from, r)
 			if err != nil || !tc.check(r) {
 				t.Fatalf("decodeResult = %+v, %v", r, err)
 			}

@@ -99,7 +99,7 @@ const (
 	taskAnswered              // reply came while the ack was held back: the result went alone
 )
 
-// inTask is one admitted task; its reply method is what HandleTask gets.
+// inTask is one admitted task; its Reply method is what HandleTask gets.
 type inTask struct {
 	task    RemoteTask // what HandleTask gets, allocated along with the rest
 	st      *inStream
@@ -409,7 +409,12 @@ func (st *inStream) onRequest(req *wire.Request) error {
 		}
 		return err
 	}
-	if err := o.handler.HandleTask(st.from, t, it.reply); err != nil {
+	if rh, ok := o.handler.(ReplierHandler); ok {
+		err = rh.HandleTaskReplier(st.from, t, it)
+	} else {
+		err = o.handler.HandleTask(st.from, t, it.Reply)
+	}
+	if err != nil {
 		return st.rejected(it, err)
 	}
 	// A result that is ready already answers the request by itself.
@@ -648,10 +653,10 @@ func (st *inStream) untrack(it *inTask) {
 	st.mu.Unlock()
 }
 
-// reply is the callback HandleTask gets: it sends the result back on the
-// stream the request came on, or drops it if that stream died. Calls
-// after the first are ignored.
-func (it *inTask) reply(r *RemoteResult) {
+// Reply is the callback HandleTask gets (it is the Replier itself): it
+// sends the result back on the stream the request came on, or drops it if
+// that stream died. Calls after the first are ignored.
+func (it *inTask) Reply(r *RemoteResult) {
 	if r == nil || it.replied.Swap(true) {
 		return
 	}

@@ -93,6 +93,7 @@ func (out *outStream) checkLeases() {
 	for id, c := range out.pending {
 		if now-c.heard > out.lease {
 			delete(out.pending, id)
+			out.unwatchLocked(c)
 			calls = append(calls, c)
 		}
 	}

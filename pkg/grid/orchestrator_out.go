@@ -22,9 +22,9 @@ var errStale = errors.New("stream went away")
 var errDuplicate = errors.New("task already pending with this peer")
 
 // call is one pending delegation. Whoever takes it out of its stream's
-// pending map (the reader with a result or a rejection, its timer, its
-// context, the lease check, or fail) owns its end and calls finish, once,
-// outside the stream's lock. Calls are not pooled: their timer and
+// pending map (the reader with a result or a rejection, the stream's
+// timer, its context, the lease check, or fail) owns its end and calls
+// finish, once, outside the stream's lock. Calls are not pooled: their
 // context callbacks may fire after they ended, and they tell a stale fire
 // by the call's identity in the pending map.
 type call struct {
@@ -38,22 +38,24 @@ type call struct {
 
 	ackBy    time.Time
 	resultBy time.Time
+	due      time.Time // guarded by the stream's mu: when the stream's timer is to look at c
+	hpos     int       // guarded by the stream's mu: 1 + c's index in the stream's timers, 0 if not there
 	// Set under the stream's mu when c is registered, read by finish once
 	// c has left the pending map.
 	out     *outStream
-	timer   *time.Timer
 	stopCtx func() bool
+	hctx    HookContext // set instead of stopCtx when ctx is one: c is its hook
 }
 
-// finish ends c with res or err: it stops c's timer and context watch and
-// calls done. Only the goroutine that took c out of the pending map (or
-// never put it there) calls it.
+// finish ends c with res or err: it stops c's context watch and calls
+// done. Only the goroutine that took c out of the pending map (or never
+// put it there), and off the stream's timers, calls it.
 func (c *call) finish(res *RemoteResult, err error) {
-	if c.timer != nil {
-		c.timer.Stop()
-	}
 	if c.stopCtx != nil {
 		c.stopCtx()
+	}
+	if c.hctx != nil {
+		c.hctx.StopCancelHook(c)
 	}
 	if err != nil {
 		res, err = nil, fmt.Errorf("delegate task %s to %s: %w", c.id.Short(), c.peer, err)
@@ -77,7 +79,13 @@ type syncWait struct {
 
 var syncWaitPool = sync.Pool{New: func() any {
 	w := &syncWait{ch: make(chan ended, 1)}
-	w.fn = func(res *RemoteResult, err error) { w.ch <- ended{res: res, err: err} }
+	w.fn = func(res *RemoteResult, err error) {
+		if res != nil {
+			r := *res // valid only during the callback
+			res = &r
+		}
+		w.ch <- ended{res: res, err: err}
+	}
 	return w
 }}
 
@@ -104,7 +112,13 @@ type outStream struct {
 	heard     uint32 // checks when a frame last came from the peer
 	lease     uint32 // lease checks a task may go unheard of
 
-	expired []*call // the writer's: calls whose lease a check found expired
+	expired []*call      // the writer's: calls whose lease a check found expired
+	res     RemoteResult // the reader's: the result being given to its call's done
+
+	// Ack timeouts and result deadlines, guarded by mu: see callHeap.
+	timers  callHeap
+	timer   *time.Timer // made by the first call; fires onTimers
+	armedAt time.Time   // when timer is set to fire; zero: not set
 }
 
 // Delegate sends t to p and waits for its result. It returns a
@@ -129,10 +143,13 @@ func (o *Orchestrator) Delegate(ctx context.Context, p peer.ID, t *RemoteTask) (
 // goroutine that learns the outcome: the caller's, before DelegateAsync
 // returns, if the task cannot be sent (invalid, ctx already done, this
 // orchestrator closed, the stream failed to open); else the stream's
-// reader (a result or a rejection), a timer's (ack timeout, deadline),
-// ctx's AfterFunc, the stream's writer (lease expiry) or whichever
+// reader (a result or a rejection), the stream's timer's (ack timeout,
+// deadline), ctx's AfterFunc or, for a HookContext, its hook, the
+// stream's writer (lease expiry) or whichever
 // goroutine fails the stream. done must not block for long: it may hold up
-// the stream's reader. It may call DelegateAsync again. t is not used
+// the stream's reader. It may call DelegateAsync again. The *RemoteResult
+// done gets is valid only until done returns (the reader reuses it): copy
+// what you keep, except its Output, which is done's own. t is not used
 // after DelegateAsync returns. Waiting for a stream that is still opening
 // happens on a goroutine of its own, not the caller's.
 func (o *Orchestrator) DelegateAsync(ctx context.Context, p peer.ID, t *RemoteTask, done func(*RemoteResult, error)) {
@@ -381,46 +398,31 @@ func (out *outStream) send(ctx context.Context, c *call, f *[]byte) error {
 	c.out = out
 	now := time.Now()
 	c.ackBy = now.Add(out.o.cfg.ackTimeout)
-	c.timer = time.AfterFunc(min(c.ackBy.Sub(now), c.resultBy.Sub(now)), c.onTimer)
-	if ctx.Done() != nil {
+	ended := false
+	if hc, ok := ctx.(HookContext); ok && hc.SetCancelHook(c) {
+		// Its cancel calls ContextCanceled, and its deadline is c's
+		// timer's to keep.
+		c.hctx = hc
+		if d, ok := hc.Deadline(); ok && d.Before(c.resultBy) {
+			c.resultBy = d
+		}
+	} else if ok && ctx.Err() != nil {
+		ended = true // since DelegateAsync looked
+	} else if ctx.Done() != nil {
 		c.stopCtx = context.AfterFunc(ctx, func() { c.onCtx(ctx) })
 	}
+	out.watchLocked(c, now)
 	out.mu.Unlock()
 	// If the stream died after registration, fail has finished c.
 	_, _ = out.fw.push(f)
+	if ended {
+		c.onCtx(ctx)
+	}
 	return nil
 }
 
-// onTimer gives up on c at its ack timeout or its result deadline. A fire
-// for a call that has ended is ignored.
-func (c *call) onTimer() {
-	out := c.out
-	out.mu.Lock()
-	if out.pending[c.id] != c {
-		out.mu.Unlock()
-		return
-	}
-	now := time.Now()
-	var err error
-	switch {
-	case !now.Before(c.resultBy):
-		err = fmt.Errorf("no result by the task deadline: %w", context.DeadlineExceeded)
-	case !c.acked.Load() && !now.Before(c.ackBy):
-		err = ErrAckTimeout
-	default:
-		next := c.resultBy.Sub(now)
-		if !c.acked.Load() {
-			next = min(next, c.ackBy.Sub(now))
-		}
-		c.timer.Reset(next)
-		out.mu.Unlock()
-		return
-	}
-	delete(out.pending, c.id)
-	out.mu.Unlock()
-	out.sendCancel(c)
-	c.finish(nil, err)
-}
+// ContextCanceled is c's hook in its HookContext.
+func (c *call) ContextCanceled() { c.onCtx(c.hctx) }
 
 // onCtx gives up on c when ctx, its context, ends.
 func (c *call) onCtx(ctx context.Context) {
@@ -431,6 +433,7 @@ func (c *call) onCtx(ctx context.Context) {
 		return
 	}
 	delete(out.pending, c.id)
+	out.unwatchLocked(c)
 	out.mu.Unlock()
 	out.sendCancel(c)
 	c.finish(nil, ctx.Err())
@@ -519,6 +522,7 @@ func (out *outStream) take(id TaskID, attempt uint32) *call {
 	c, ok := out.pending[id]
 	if ok && (attempt == 0 || attempt == c.attempt) {
 		delete(out.pending, id)
+		out.unwatchLocked(c)
 		out.mu.Unlock()
 		return c
 	}
@@ -561,8 +565,10 @@ func (out *outStream) onAck(a *wire.Ack) {
 }
 
 func (out *outStream) onResult(r *wire.Result) {
-	res, err := decodeResult(r, out.peer)
-	if res == nil {
+	res := &out.res
+	defer func() { *res = RemoteResult{} }() // done has copied what it keeps; pin nothing
+	ok, err := decodeResult(r, out.peer, res)
+	if !ok {
 		out.o.stats.malformed.Add(1)
 		out.o.log.Debug("dropping a bad result", "peer", out.peer, "err", err)
 		return
@@ -601,6 +607,7 @@ func (out *outStream) fail(cause error) {
 	out.dead = true
 	pending := out.pending
 	out.pending = make(map[TaskID]*call)
+	out.stopTimersLocked()
 	out.mu.Unlock()
 	for _, c := range pending {
 		c.finish(nil, cause)

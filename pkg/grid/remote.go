@@ -178,6 +178,27 @@ type TaskHandler interface {
 	CancelTask(from peer.ID, id TaskID)
 }
 
+// Replier answers one admitted task: Reply is called with its result, as
+// TaskHandler's reply is.
+type Replier interface {
+	Reply(*RemoteResult)
+}
+
+// ReplyFunc is a reply func as a Replier.
+type ReplyFunc func(*RemoteResult)
+
+// Reply calls f.
+func (f ReplyFunc) Reply(r *RemoteResult) { f(r) }
+
+// ReplierHandler is a TaskHandler that also takes a task's reply as a
+// Replier. The orchestrator then calls HandleTaskReplier in place of
+// HandleTask, with the same contract: the reply costs no allocation of its
+// own (a func would be a method value made per task).
+type ReplierHandler interface {
+	TaskHandler
+	HandleTaskReplier(from peer.ID, t *RemoteTask, r Replier) error
+}
+
 // Delegator sends one attempt of a task to a peer and waits for its result.
 // The orchestrator implements it; the skill layer's coordinator uses it.
 type Delegator interface {
@@ -185,6 +206,32 @@ type Delegator interface {
 	// admit the task, or another error if the peer could not be reached or
 	// went away. Canceling ctx sends a TaskCancel to the peer.
 	Delegate(ctx context.Context, p peer.ID, t *RemoteTask) (*RemoteResult, error)
+}
+
+// HookContext is a context that calls one hook when it is canceled, in
+// place of a context.AfterFunc watch: no goroutine, timer or allocation per
+// watch that never fires. The hook ends the call, done included, so the
+// context must not call it while holding a lock that done may take (it may
+// start a goroutine for it, as AfterFunc does). DelegateAsync uses the hook of a ctx that is one,
+// and then keeps ctx's deadline with the call's own timer: a HookContext
+// need not end by itself when its deadline passes (its Err must then say
+// context.DeadlineExceeded), and does not call the hook for it.
+type HookContext interface {
+	context.Context
+	// SetCancelHook arranges for h.ContextCanceled to be called once, when
+	// the context is canceled, never within SetCancelHook or
+	// StopCancelHook. It returns false,
+	// and keeps nothing, if the context has ended already or holds a hook.
+	SetCancelHook(h CancelHook) bool
+	// StopCancelHook removes h if it is the context's hook and has not been
+	// called; it reports whether it did.
+	StopCancelHook(h CancelHook) bool
+}
+
+// CancelHook is what a HookContext calls when it is canceled. It must not
+// block for long.
+type CancelHook interface {
+	ContextCanceled()
 }
 
 // Load is what a node reports about how busy it is.

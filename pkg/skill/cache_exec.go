@@ -56,7 +56,7 @@ func (c *DelegationCoordinator) admitCacheable(rc *ResultCache, s *inShard, key 
 		rc.peerHits.Add(1)
 		rr := &grid.RemoteResult{ID: inc.id, Success: true, Output: hit.Output, ExecTime: hit.Duration, Executor: c.self, Cached: true}
 		c.sent(inc, rr)
-		inc.reply(rr)
+		inc.reply.Reply(rr)
 		return nil, true, nil
 	}
 	if cur := rc.runs[key]; cur != nil {
@@ -304,7 +304,7 @@ func (c *DelegationCoordinator) endRemoteFollowers(rc *ResultCache, key CacheKey
 
 // answerIncoming sends res, the result of in's work, to its requester;
 // shared marks it as another request's run (Cached on the wire).
-func (c *DelegationCoordinator) answerIncoming(in *incoming, reply func(*grid.RemoteResult), res SkillResult, shared bool) {
+func (c *DelegationCoordinator) answerIncoming(in *incoming, reply grid.Replier, res SkillResult, shared bool) {
 	rr := &grid.RemoteResult{
 		ID: in.id, Success: res.Success, Output: res.Output, ErrorCode: res.Code,
 		ErrorMessage: res.Error, ExecTime: res.Duration, Executor: c.self, Cached: shared,
@@ -313,7 +313,7 @@ func (c *DelegationCoordinator) answerIncoming(in *incoming, reply func(*grid.Re
 		c.storeAnswered(in, rr)
 	}
 	c.sent(in, rr)
-	reply(rr)
+	reply.Reply(rr)
 }
 
 // stopWork stops the work of in, taken out of the incoming table: its

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
@@ -129,4 +130,65 @@ func newCoordinatorWith(tb testing.TB, self peer.ID, remote grid.Delegator, dir 
 	}
 	tb.Cleanup(func() { _ = c.Close() })
 	return c, trust
+}
+
+// Close ends a remote attempt that is waiting on its context, for each kind
+// of delegator: attempts are not children of a context Close cancels, so
+// Close must cancel each itself, and leave no goroutine or timer behind.
+func TestCoordinatorCloseEndsRemoteAttempts(t *testing.T) {
+	cases := []struct {
+		name string
+		wrap func(*coDelegator) grid.Delegator
+	}{
+		{"a delegator that only blocks", func(d *coDelegator) grid.Delegator { return coBlockingDelegator{d} }},
+		{"an async delegator", func(d *coDelegator) grid.Delegator { return d }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ids := rtPeers(t, 2)
+				del := &coDelegator{behave: map[peer.ID]func(context.Context, *grid.RemoteTask) (*grid.RemoteResult, error){
+					ids[1]: coBlockUntilDone,
+				}}
+				coord, _ := newCoordinatorWith(t, ids[0], c.wrap(del), coRemoteDir(ids[1]))
+				id, err := coord.SubmitTask(context.Background(), NewSkillTask("remote.only", RawInput(nil), ""))
+				if err != nil {
+					t.Fatalf("SubmitTask: %v", err)
+				}
+				synctest.Wait()
+				if err := coord.Close(); err != nil {
+					t.Fatalf("Close: %v", err)
+				}
+				res, ok := coord.GetResult(id)
+				if !ok || res.Success || res.Code != grid.CodeCanceled {
+					t.Fatalf("GetResult = %+v, %v; want canceled by Close", res, ok)
+				}
+				// synctest.Test fails if a goroutine of the attempt is left.
+			})
+		})
+	}
+}
+
+// A remote attempt waiting on its context's Done ends at the task's
+// deadline as a timeout: Done's channel is made lazily, with its timer.
+func TestCoordinatorRemoteAttemptEndsAtTheDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ids := rtPeers(t, 2)
+		del := &coDelegator{behave: map[peer.ID]func(context.Context, *grid.RemoteTask) (*grid.RemoteResult, error){
+			ids[1]: coBlockUntilDone,
+		}}
+		coord, _ := newCoordinatorWith(t, ids[0], coBlockingDelegator{del}, coRemoteDir(ids[1]))
+		id, err := coord.SubmitTask(context.Background(), NewSkillTask("remote.only", RawInput(nil), "").WithTimeout(time.Second))
+		if err != nil {
+			t.Fatalf("SubmitTask: %v", err)
+		}
+		start := time.Now()
+		_, err = coord.Wait(context.Background(), id)
+		if !errors.Is(err, ErrTimeout) {
+			t.Fatalf("Wait = %v, want ErrTimeout", err)
+		}
+		if d := time.Since(start); d != time.Second {
+			t.Fatalf("timed out after %s, want at the deadline, 1s", d)
+		}
+	})
 }

@@ -12,7 +12,7 @@ import (
 // it stops the attempt, whatever it is, and finishes r. The shard lock
 // must be held.
 func (c *DelegationCoordinator) abortLocked(s *taskShard, r *record, state TaskState, code grid.ErrorCode, err error) {
-	job, cancel := r.job, r.cancel
+	job, att := r.job, r.att
 	var timer *time.Timer
 	if r.retry != nil {
 		timer = r.retry.timer
@@ -21,8 +21,8 @@ func (c *DelegationCoordinator) abortLocked(s *taskShard, r *record, state TaskS
 	if timer != nil && timer.Stop() {
 		c.wg.Done()
 	}
-	if cancel != nil {
-		cancel()
+	if att != nil {
+		att.cancel()
 	}
 	if job != nil {
 		c.q.Remove(r.task.ID)

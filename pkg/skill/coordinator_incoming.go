@@ -20,8 +20,8 @@ type incoming struct {
 	from     peer.ID
 	id       TaskID // the ID the peer uses
 	deadline time.Time
-	reply    func(*grid.RemoteResult) // guarded by the shard lock
-	rt       *grid.RemoteTask         // the request reply answers; guarded by the shard lock
+	reply    grid.Replier     // guarded by the shard lock
+	rt       *grid.RemoteTask // the request reply answers; guarded by the shard lock
 
 	task SkillTask
 	job  Job
@@ -59,7 +59,7 @@ func (t *incomingTable) shard(qid TaskID) *inShard { return &t.shards[qid[0]&(nu
 
 // take removes the entry qid if its job is job (any job if job is nil) and
 // returns it with the reply to call. Whoever takes an entry replies.
-func (t *incomingTable) take(qid TaskID, job *Job) (*incoming, func(*grid.RemoteResult)) {
+func (t *incomingTable) take(qid TaskID, job *Job) (*incoming, grid.Replier) {
 	s := t.shard(qid)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -131,6 +131,17 @@ func reject(reason grid.RejectReason, retryAfter time.Duration, format string, a
 // for that run instead of taking a queue place; see execRun and
 // docs/protocol.md, "Identical work".
 func (c *DelegationCoordinator) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+	var r grid.Replier
+	if reply != nil {
+		r = grid.ReplyFunc(reply)
+	}
+	return c.HandleTaskReplier(from, rt, r)
+}
+
+// HandleTaskReplier is HandleTask with its reply as a grid.Replier
+// (grid.ReplierHandler): the orchestrator calls it, and a task's reply
+// then costs no allocation.
+func (c *DelegationCoordinator) HandleTaskReplier(from peer.ID, rt *grid.RemoteTask, reply grid.Replier) error {
 	err := c.admit(from, rt, reply)
 	if err != nil && c.log.Enabled(context.Background(), slog.LevelDebug) {
 		c.log.Debug("rejected a task from a peer", "peer", from, "err", err)
@@ -139,7 +150,7 @@ func (c *DelegationCoordinator) HandleTask(from peer.ID, rt *grid.RemoteTask, re
 }
 
 // admit is HandleTask without the logging.
-func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply grid.Replier) error {
 	if !c.running.Load() {
 		return reject(grid.RejectShuttingDown, 0, "node is not running")
 	}
@@ -202,7 +213,7 @@ func (c *DelegationCoordinator) admit(from peer.ID, rt *grid.RemoteTask, reply f
 		prev := old.reply
 		old.reply, old.rt = reply, rt
 		s.mu.Unlock()
-		prev(&grid.RemoteResult{ID: rt.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: "superseded by a newer attempt of the same task", Executor: c.self})
+		prev.Reply(&grid.RemoteResult{ID: rt.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: "superseded by a newer attempt of the same task", Executor: c.self})
 		return nil
 	}
 	if c.closing.Load() {
@@ -254,7 +265,7 @@ func (c *DelegationCoordinator) enqueueRejection(err error) error {
 // (before returning, which the orchestrator accepts, so that nothing
 // outlives Close), or returns the rejection; false and nil let the task
 // run.
-func (c *DelegationCoordinator) answerRepeat(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) (bool, error) {
+func (c *DelegationCoordinator) answerRepeat(from peer.ID, rt *grid.RemoteTask, reply grid.Replier) (bool, error) {
 	// The ring of recent answers is checked first, store or not: the
 	// store's copy of a result is written behind, so a repeat that comes
 	// within milliseconds of the answer finds it only here.
@@ -271,7 +282,7 @@ func (c *DelegationCoordinator) answerRepeat(from peer.ID, rt *grid.RemoteTask, 
 		return false, reject(grid.RejectDuplicate, 0, "task %s attempt %d: %v", rt.ID.Short(), rt.Attempt, errResultNotKept)
 	}
 	res := sr.res
-	reply(&res)
+	reply.Reply(&res)
 	if c.cfg.store != nil {
 		// Queued behind the write of the result itself.
 		c.cfg.store.MarkDeliveredAsync(from, rt.ID, nil)
@@ -353,19 +364,19 @@ func (c *DelegationCoordinator) AbandonTask(from peer.ID, t *grid.RemoteTask) {
 	if c.cfg.store != nil {
 		c.cfg.store.ForgetRemoteAsync(in.from, in.id, nil)
 	}
-	reply(&grid.RemoteResult{ID: in.id, ErrorCode: grid.CodeCanceled, ErrorMessage: connLostMessage, Executor: c.self})
+	reply.Reply(&grid.RemoteResult{ID: in.id, ErrorCode: grid.CodeCanceled, ErrorMessage: connLostMessage, Executor: c.self})
 }
 
 // stopIncoming takes a taken entry out of the queue, stops its job and
 // answers its requester.
-func (c *DelegationCoordinator) stopIncoming(qid TaskID, in *incoming, reply func(*grid.RemoteResult), code grid.ErrorCode, msg string) {
+func (c *DelegationCoordinator) stopIncoming(qid TaskID, in *incoming, reply grid.Replier, code grid.ErrorCode, msg string) {
 	c.stopWork(qid, in)
 	rr := &grid.RemoteResult{ID: in.id, ErrorCode: code, ErrorMessage: msg, Executor: c.self}
 	if c.cfg.store != nil {
 		c.storeAnswered(in, rr)
 	}
 	c.sent(in, rr)
-	reply(rr)
+	reply.Reply(rr)
 }
 
 // expire answers an admitted task whose queue entry expired.
@@ -513,6 +524,19 @@ var (
 func NewFetchingHandler(c *DelegationCoordinator, f ModuleFetcher) *FetchingHandler {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &FetchingHandler{c: c, f: f, max: DefaultMaxPendingFetches, ctx: ctx, cancel: cancel, pending: map[pendingKey]*pendingFetch{}}
+}
+
+var _ grid.ReplierHandler = (*FetchingHandler)(nil)
+
+// HandleTaskReplier implements grid.ReplierHandler: a task that needs no
+// fetch goes to the coordinator's; one that does is HandleTask's.
+func (h *FetchingHandler) HandleTaskReplier(from peer.ID, rt *grid.RemoteTask, reply grid.Replier) error {
+	c := h.c
+	if rt == nil || reply == nil || from == "" || !c.running.Load() || !rt.Deadline.After(time.Now()) ||
+		c.reg.find(reputation.SkillID(rt.Skill), rt.Version) != nil {
+		return c.HandleTaskReplier(from, rt, reply) // refuses a nil reply
+	}
+	return h.HandleTask(from, rt, reply.Reply)
 }
 
 // HandleTask implements grid.TaskHandler.

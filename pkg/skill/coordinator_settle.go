@@ -303,7 +303,7 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 		case !now.Before(r.task.Deadline()):
 			c.finishLocked(s, r, StateTimedOut, failure(grid.CodeTimeout, o.peer), timeoutError(r, o.err))
 		default:
-			r.state, r.job, r.cancel, r.updated = StateRetrying, nil, nil, now.UnixNano()
+			r.state, r.job, r.att, r.updated = StateRetrying, nil, nil, now.UnixNano()
 			r.retryState(&c.cfg).last = o.err
 			exclude, retry = r.tried(), true
 			if c.cfg.store != nil {
@@ -545,7 +545,7 @@ func (c *DelegationCoordinator) finishLocked(s *taskShard, r *record, state Task
 		res.Error = err.Error()
 	}
 	r.state, r.result, r.err, r.updated = state, res, err, res.FinishedAt.UnixNano()
-	r.job, r.cancel = nil, nil
+	r.job, r.att = nil, nil
 	if r.retry != nil {
 		r.retry.timer = nil
 		c.refused.Delete(r)

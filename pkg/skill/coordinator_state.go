@@ -2,7 +2,6 @@ package skill
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -148,10 +147,10 @@ type record struct {
 	unsaved    bool          // terminal, but not yet on disk (with a store)
 	unrecorded bool          // its record could not be written: its end is not written either
 
-	// The current attempt: job for a local one, cancel for a remote one.
-	job    *Job
-	cancel context.CancelFunc
-	retry  *retryState // from the second attempt on
+	// The current attempt: job for a local one, att for a remote one.
+	job   *Job
+	att   *remoteAttempt
+	retry *retryState // from the second attempt on
 	// ranking is what the router ranked for the current attempt, while
 	// events are subscribed to (WithRankingSize); nil once r ends.
 	ranking *Ranking
@@ -162,9 +161,11 @@ type record struct {
 	progEvent int64    // when its last progress event went out, Unix ns
 	fl        *flight  // the identical tasks waiting for this one, if it leads them
 
-	// The first attempt's job and queue entry, allocated with the record.
+	// The first attempt's job and queue entry, or its remote context,
+	// allocated with the record.
 	job0 Job
 	qt0  grid.QueuedTask
+	att0 remoteAttempt
 }
 
 // retryState is what a record needs once an attempt has failed.

@@ -424,7 +424,7 @@ func (c *DelegationCoordinator) resume(rec *store.TaskRecord) {
 // lost before AbandonTask existed, or through a handler that does not
 // forward it.) The reply is called before HandleTask returns, which the
 // orchestrator accepts, so that nothing outlives Close.
-func (c *DelegationCoordinator) answerStored(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) bool {
+func (c *DelegationCoordinator) answerStored(from peer.ID, rt *grid.RemoteTask, reply grid.Replier) bool {
 	id := rt.ID
 	rr, err := c.cfg.store.Remote(from, id)
 	if err != nil || !rr.State.Terminal() || rr.Result == nil {
@@ -437,7 +437,7 @@ func (c *DelegationCoordinator) answerStored(from peer.ID, rt *grid.RemoteTask, 
 		return false
 	}
 	res := rr.Result
-	reply(&grid.RemoteResult{
+	reply.Reply(&grid.RemoteResult{
 		ID: id, Success: res.Success, Output: res.Output, ErrorCode: res.Code, ErrorMessage: res.Error,
 		ExecTime: res.Duration, Executor: c.self,
 	})

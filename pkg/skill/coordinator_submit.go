@@ -235,11 +235,10 @@ func (c *DelegationCoordinator) submitTo(t *SkillTask, cand Candidate, now time.
 
 // attempt is an attempt made ready by beginLocked, to be launched.
 type attempt struct {
-	n      int
-	peer   peer.ID
-	qt     *grid.QueuedTask // local
-	ctx    context.Context  // remote
-	cancel context.CancelFunc
+	n    int
+	peer peer.ID
+	qt   *grid.QueuedTask // local
+	att  *remoteAttempt   // remote
 }
 
 // beginLocked records the start of a new attempt of r on cand. The shard
@@ -267,15 +266,20 @@ func (c *DelegationCoordinator) beginLocked(r *record, cand Candidate, now time.
 		job.Task, job.Done, job.rec, job.progress = r.task, c.localDone, r, c.localProgress
 		*qt = grid.QueuedTask{ID: r.task.ID, Priority: r.task.Priority, Payload: job, CreatedAt: r.task.CreatedAt, Deadline: r.task.Deadline(),
 			Retries: int(r.attempts) - 1}
-		r.state, r.job, r.cancel = StateQueued, job, nil
+		r.state, r.job, r.att = StateQueued, job, nil
 		a.qt = qt
 		if c.cfg.store != nil {
 			c.storeBeginLocked(r)
 		}
 		return a
 	}
-	a.ctx, a.cancel = context.WithDeadline(c.ctx, r.task.Deadline())
-	r.state, r.job, r.cancel = StateDelegated, nil, a.cancel
+	att := &r.att0
+	if att.parent != nil { // the first remote attempt's is spent
+		att = &remoteAttempt{}
+	}
+	att.init(c.ctx, r.task.Deadline(), &c.wg)
+	a.att = att
+	r.state, r.job, r.att = StateDelegated, nil, att
 	c.wg.Add(1)
 	if c.cfg.store != nil {
 		c.storeBeginLocked(r)
@@ -303,10 +307,10 @@ func (c *DelegationCoordinator) launch(r *record, a attempt) {
 	}
 	c.router.attemptStarted(a.peer) // ended by startRemote or runRemote
 	if ad, ok := c.remote.(asyncDelegator); ok {
-		c.startRemote(ad, a.ctx, a.cancel, r, a.n, a.peer)
+		c.startRemote(ad, a.att, r, a.n, a.peer)
 		return
 	}
-	go c.runRemote(a.ctx, a.cancel, r, a.n, a.peer)
+	go c.runRemote(a.att, r, a.n, a.peer)
 }
 
 // asyncDelegator is a grid.Delegator that can also report an attempt's
@@ -343,33 +347,33 @@ func (c *DelegationCoordinator) remoteTaskOf(t *SkillTask, n int, p peer.ID) gri
 
 // startRemote starts one remote attempt through ad and settles it from
 // ad's callback, which owns the attempt's place on c.wg.
-func (c *DelegationCoordinator) startRemote(ad asyncDelegator, ctx context.Context, cancel context.CancelFunc, r *record, n int, p peer.ID) {
+func (c *DelegationCoordinator) startRemote(ad asyncDelegator, att *remoteAttempt, r *record, n int, p peer.ID) {
 	start := time.Now()
 	done := func(res *grid.RemoteResult, err error) {
 		c.router.attemptEnded(p)
-		c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
-		cancel()
+		c.settle(r, n, c.checkOutput(r, classifyRemote(att, r, p, res, err, time.Since(start))))
+		att.cancel()
 		c.wg.Done()
 	}
 	if o, ok := ad.(*grid.Orchestrator); ok {
 		// Called on the concrete type, whose DelegateAsync keeps no
 		// pointer to its task, rt stays on the stack.
 		rt := c.remoteTask(r, n, p)
-		o.DelegateAsync(ctx, p, &rt, done)
+		o.DelegateAsync(att, p, &rt, done)
 		return
 	}
 	rt := c.remoteTask(r, n, p)
-	ad.DelegateAsync(ctx, p, &rt, done)
+	ad.DelegateAsync(att, p, &rt, done)
 }
 
 // runRemote runs one remote attempt through a Delegator that only blocks.
 // It owns a place on c.wg.
-func (c *DelegationCoordinator) runRemote(ctx context.Context, cancel context.CancelFunc, r *record, n int, p peer.ID) {
+func (c *DelegationCoordinator) runRemote(att *remoteAttempt, r *record, n int, p peer.ID) {
 	defer c.wg.Done()
-	defer cancel()
+	defer att.cancel()
 	start := time.Now()
 	rt := c.remoteTask(r, n, p)
-	res, err := c.remote.Delegate(ctx, p, &rt)
+	res, err := c.remote.Delegate(att, p, &rt)
 	c.router.attemptEnded(p)
-	c.settle(r, n, c.checkOutput(r, classifyRemote(ctx, r, p, res, err, time.Since(start))))
+	c.settle(r, n, c.checkOutput(r, classifyRemote(att, r, p, res, err, time.Since(start))))
 }

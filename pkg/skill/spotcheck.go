@@ -189,6 +189,9 @@ func (c *DelegationCoordinator) maybeSpotCheck(t *SkillTask, o outcome) {
 	c.wg.Add(1) // under c.mu, which Close takes before it waits
 	c.mu.Unlock()
 	s.started.Add(1)
+	// The goroutine captures copies, not o: a captured o would be moved to
+	// the heap on every call, spot check or not.
+	first, want := o.peer, sha256.Sum256(o.res.Output)
 	go func() {
 		defer c.wg.Done()
 		defer func() { <-s.sem }()
@@ -198,7 +201,7 @@ func (c *DelegationCoordinator) maybeSpotCheck(t *SkillTask, o outcome) {
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)
 		defer cancel()
-		c.endSpotCheck(t, c.runSpotCheck(ctx, t, o.peer, sha256.Sum256(o.res.Output)))
+		c.endSpotCheck(t, c.runSpotCheck(ctx, t, first, want))
 	}()
 }
 
