@@ -19,6 +19,7 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
+	"github.com/cortexgrid/cortexd/pkg/store"
 	"github.com/cortexgrid/cortexd/pkg/workflow"
 )
 
@@ -86,23 +87,22 @@ type memStore struct {
 	m  map[string][]byte
 }
 
-func (s *memStore) PutWorkflow(_ context.Context, k, v []byte) error {
+func (s *memStore) WriteWorkflows(_ context.Context, ops []store.WorkflowOp) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
 		s.m = map[string][]byte{}
 	}
-	s.m[string(k)] = bytes.Clone(v)
-	return nil
-}
-
-func (s *memStore) DeleteWorkflow(_ context.Context, prefix []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k := range s.m {
-		if strings.HasPrefix(k, string(prefix)) {
-			delete(s.m, k)
+	for _, o := range ops {
+		if o.Delete {
+			for k := range s.m {
+				if strings.HasPrefix(k, string(o.Key)) {
+					delete(s.m, k)
+				}
+			}
+			continue
 		}
+		s.m[string(o.Key)] = bytes.Clone(o.Value)
 	}
 	return nil
 }

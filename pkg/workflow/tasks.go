@@ -121,8 +121,21 @@ func (e *Engine) TaskCancel(id skill.TaskID) error {
 		return fmt.Errorf("cancel task %s: %w", id.Short(), skill.ErrTaskFinished)
 	}
 	s.canceled = true
+	if s.started {
+		e.mu.Unlock()
+		s.stop() // its goroutine ends it, or cancels its task once submitted
+		return nil
+	}
+	s.started = true // never: it ends here
+	ready, ws := e.endLocked(s, skill.StateCanceled, "", "canceled before it was submitted")
+	if !e.closed { // else they start at the next Start
+		for _, x := range ready {
+			e.wg.Add(1)
+			go e.runSteps(x)
+		}
+	}
 	e.mu.Unlock()
-	s.stop()
+	e.enqueue(ws)
 	return nil
 }
 
