@@ -144,6 +144,7 @@ type Engine struct {
 	closed bool
 	runs   map[ID]*run
 	steps  map[skill.TaskID]*step // every step of every run kept, by task ID
+	held   map[skill.TaskID]*step // those never submitted (waiting, or ended before): TaskList merges them
 	active int                    // workflows not finished
 	chains int                    // chained tasks not finished
 	order  []ID                   // finished runs, oldest first
@@ -213,7 +214,7 @@ func New(c Coordinator, o Options) *Engine {
 	if log == nil {
 		log = slog.Default()
 	}
-	e := &Engine{coord: c, opt: o, log: log, runs: map[ID]*run{}, steps: map[skill.TaskID]*step{}}
+	e := &Engine{coord: c, opt: o, log: log, runs: map[ID]*run{}, steps: map[skill.TaskID]*step{}, held: map[skill.TaskID]*step{}}
 	e.ctx, e.stop = context.WithCancel(context.Background())
 	return e
 }
@@ -472,6 +473,9 @@ func (e *Engine) addLocked(r *run) {
 			}
 		}
 		e.steps[s.task.ID] = s
+		if !s.submitted {
+			e.held[s.task.ID] = s
+		}
 	}
 	e.runs[r.id] = r
 	if r.state == StateRunning {
@@ -497,6 +501,7 @@ func (e *Engine) removeLocked(r *run) {
 	for _, s := range r.steps {
 		if e.steps[s.task.ID] == s {
 			delete(e.steps, s.task.ID)
+			delete(e.held, s.task.ID)
 		}
 	}
 	delete(e.runs, r.id)
@@ -602,6 +607,7 @@ func (e *Engine) follow(s *step) []*step {
 	e.mu.Lock()
 	if !s.submitted {
 		s.submitted = true
+		delete(e.held, s.task.ID)
 		close(s.sent)
 	}
 	e.mu.Unlock()
@@ -683,6 +689,7 @@ func (e *Engine) endLocked(s *step, state skill.TaskState, node peer.ID, msg str
 		}
 		for _, x := range r.steps {
 			x.result = nil
+			x.task.Input.Data = nil // kept in the store; only the status is served now
 		}
 		e.order = append(e.order, r.id)
 		close(r.done)

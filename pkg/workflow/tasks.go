@@ -161,10 +161,7 @@ func (e *Engine) TaskList(f skill.ListFilter) []skill.TaskStatus {
 	e.mu.Lock()
 	var held []skill.TaskStatus
 	var cursor *skill.TaskStatus
-	for _, s := range e.steps {
-		if s.submitted {
-			continue
-		}
+	for _, s := range e.held {
 		ts, ok := taskStatusLocked(s)
 		if !ok {
 			continue
