@@ -528,3 +528,57 @@ func TestChainedTaskCancel(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+func TestCancelOfAWaitingStepFailsItsDependents(t *testing.T) {
+	e := newEnv(t, "test.gate")
+	g := e.gates["test.gate"]
+	w := e.engine(workflow.Options{})
+	id := submit(t, w, `
+steps:
+  - {name: slow, skill: test.gate}
+  - {name: mid, skill: echo, depends_on: [slow]}
+  - {name: last, skill: echo, depends_on: [mid]}
+  - {name: other, skill: echo, depends_on: [slow]}
+`)
+	st, _ := w.Get(id)
+	if err := w.TaskCancel(step(t, st, "mid").TaskID); err != nil {
+		t.Fatal(err)
+	}
+	if ts, _ := w.TaskStatus(step(t, st, "mid").TaskID); ts.State != skill.StateCanceled {
+		t.Errorf("mid is %s right after its cancel, want canceled", ts.State)
+	}
+	g.release()
+	st = wait(t, w, id)
+	want := map[string]skill.TaskState{"slow": skill.StateSucceeded, "mid": skill.StateCanceled, "last": skill.StateDependencyFailed, "other": skill.StateSucceeded}
+	for n, s := range want {
+		if got := step(t, st, n).State; got != s {
+			t.Errorf("%s ended %s, want %s", n, got, s)
+		}
+	}
+	if st.State != workflow.StateFailed {
+		t.Errorf("workflow %s, want failed", st.State)
+	}
+}
+
+func TestChainOnAWaitingTask(t *testing.T) {
+	e := newEnv(t, "test.gate")
+	w := e.engine(workflow.Options{})
+	ctx := context.Background()
+	first, err := e.coord.SubmitTask(ctx, skill.NewSkillTask("test.gate", skill.SkillInput{Kind: grid.InputJSON, Data: []byte(`"x"`)}, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := w.SubmitChained(ctx, skill.NewSkillTask("echo", skill.SkillInput{}, ""), first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, err := w.SubmitChained(ctx, skill.NewSkillTask("echo", skill.SkillInput{}, ""), second)
+	if err != nil {
+		t.Fatalf("chain on a waiting task: %v", err)
+	}
+	e.gates["test.gate"].release()
+	res, err := w.TaskWait(ctx, third)
+	if err != nil || string(res.Output) != `"x"` {
+		t.Fatalf("third: %v %+v", err, res)
+	}
+}
