@@ -62,6 +62,14 @@ func TestWorkflowSurvivesKillMidWorkflow(t *testing.T) {
 	}
 	bin := cortexdBinary(t)
 	repo := initDaemonRepo(t, bin, "echo, debug.sleep")
+	cfgPath := filepath.Join(repo, "config.yaml")
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, append(cfg, "workflow:\n  max_workflows: 1\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	r := startDaemon(t, bin, repo)
 	c := repoClient(t, repo)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -73,6 +81,11 @@ func TestWorkflowSurvivesKillMidWorkflow(t *testing.T) {
 		{"name":"join","skill":"echo","depends_on":["nap","copy"],"input":"mine"}]}`))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// workflow.max_workflows: 1 reaches the engine.
+	if _, err := c.SubmitWorkflow(ctx, json.RawMessage(`{"steps":[{"name":"x","skill":"echo"}]}`)); !client.IsCode(err, apiv1.CodeTooManyWorkflows) ||
+		!strings.Contains(err.Error(), "workflow.max_workflows") {
+		t.Errorf("a second workflow with max_workflows 1: %v, want too_many_workflows naming the key", err)
 	}
 	first, err := c.Submit(ctx, apiv1.SubmitRequest{Skill: "debug.sleep", Input: json.RawMessage(`{"ms":1200}`), Timeout: apiv1.Duration(time.Minute)})
 	if err != nil {
