@@ -582,3 +582,40 @@ func TestChainOnAWaitingTask(t *testing.T) {
 		t.Fatalf("third: %v %+v", err, res)
 	}
 }
+
+func TestEngineForgetsTheOldestFinishedAndSkipsUnreadableRecords(t *testing.T) {
+	e := newEnv(t)
+	st := &memStore{}
+	// A record that cannot be read is skipped, not fatal.
+	st.WriteWorkflows(context.Background(), []store.WorkflowOp{{Key: append(make([]byte, 16), 0), Value: []byte("{not json")}})
+	w := e.engine(workflow.Options{Store: st, KeepFinished: 2})
+	var ids []workflow.ID
+	for i := range 3 {
+		id := submit(t, w, fmt.Sprintf("steps: [{name: s, skill: echo, input: %d}]", i))
+		wait(t, w, id)
+		ids = append(ids, id)
+	}
+	if _, err := w.Get(ids[0]); !errors.Is(err, workflow.ErrNotFound) {
+		t.Errorf("the oldest of 3 finished with KeepFinished 2: %v, want forgotten", err)
+	}
+	for _, id := range ids[1:] {
+		if got, err := w.Get(id); err != nil || got.State != workflow.StateSucceeded {
+			t.Errorf("workflow %s: %v %v", id, got.State, err)
+		}
+	}
+	if l := w.List("", 0); len(l) != 2 || l[0].ID != ids[2] {
+		t.Errorf("list: %d workflows, first %v", len(l), l)
+	}
+	w.Close() // writes what is behind
+	st.mu.Lock()
+	for k := range st.m {
+		if strings.HasPrefix(k, string(ids[0][:])) {
+			t.Errorf("the forgotten workflow's key %x is still stored", k)
+		}
+	}
+	st.mu.Unlock()
+	w2 := e.engine(workflow.Options{Store: st, KeepFinished: 2})
+	if l := w2.List(workflow.StateSucceeded, 0); len(l) != 2 {
+		t.Errorf("after a restart: %d finished workflows, want 2", len(l))
+	}
+}
