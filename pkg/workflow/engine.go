@@ -196,7 +196,6 @@ type step struct {
 	cause     error              // why it failed, if it failed here (not kept in the store)
 	result    *skill.SkillResult // once succeeded, until the run finishes
 	sent      chan struct{}      // closed once submitted or terminal
-	done      chan struct{}      // closed once terminal
 }
 
 // New returns an engine on c. It does nothing until Start.
@@ -461,11 +460,14 @@ func (e *Engine) addLocked(r *run) {
 		for _, d := range s.deps {
 			r.steps[d].users = append(r.steps[d].users, i)
 		}
-		s.ctx, s.stop = context.WithCancel(r.ctx)
-		s.sent, s.done = make(chan struct{}), make(chan struct{})
+		if s.after.IsZero() {
+			s.ctx, s.stop = r.ctx, func() {}
+		} else { // a chained task waits for its input with a context of its own
+			s.ctx, s.stop = context.WithCancel(r.ctx)
+		}
+		s.sent = make(chan struct{})
 		if s.state.Terminal() {
 			close(s.sent)
-			close(s.done)
 		} else {
 			r.left++
 			if s.submitted {
@@ -610,18 +612,13 @@ func (e *Engine) follow(s *step) []*step {
 		delete(e.held, s.task.ID)
 		close(s.sent)
 	}
+	// A cancel that came while it was submitted: from now on, Cancel and
+	// TaskCancel see it submitted and cancel its task themselves.
+	canceled := s.canceled
 	e.mu.Unlock()
-	// A cancel of the step or its workflow, before or after this point,
-	// cancels the task; Close does not.
-	stop := context.AfterFunc(s.ctx, func() {
-		e.mu.Lock()
-		c := s.canceled || s.r.canceled
-		e.mu.Unlock()
-		if c {
-			_ = e.coord.Cancel(s.task.ID)
-		}
-	})
-	defer stop()
+	if canceled {
+		_ = e.coord.Cancel(s.task.ID)
+	}
 	res, err := e.coord.Wait(e.ctx, s.task.ID)
 	if e.ctx.Err() != nil {
 		return nil
@@ -665,7 +662,6 @@ func (e *Engine) endLocked(s *step, state skill.TaskState, node peer.ID, msg str
 	if !s.submitted {
 		close(s.sent)
 	}
-	close(s.done)
 	r.left--
 	var ws []store.WorkflowOp
 	if e.opt.Store != nil {
@@ -846,19 +842,27 @@ func (e *Engine) Cancel(id ID) error {
 		s.canceled = true
 	}
 	var ws []store.WorkflowOp
+	var running []skill.TaskID
 	for _, s := range r.steps {
-		if !s.started && !s.state.Terminal() {
+		switch {
+		case s.state.Terminal():
+		case !s.started:
 			s.started = true // never: it ends here
 			_, w := e.endLocked(s, skill.StateCanceled, "", "the workflow was canceled before this step was submitted")
 			ws = append(ws, w...)
+		case s.submitted:
+			running = append(running, s.task.ID)
 		}
 	}
 	e.mu.Unlock()
+	for _, id := range running {
+		_ = e.coord.Cancel(id) // one that has just finished says so: nothing to do
+	}
 	if e.opt.Store != nil { // before the answer: a restart must not run the steps
 		e.flush([]store.WorkflowOp{{Key: cancelKey(r.id), Value: []byte{1}}})
 	}
 	e.enqueue(ws)
-	r.stop() // started steps end; follow cancels the submitted ones' tasks
+	r.stop() // chained waits end; steps about to be submitted see canceled
 	return nil
 }
 
