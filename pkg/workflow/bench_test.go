@@ -56,6 +56,10 @@ func BenchmarkChainOverhead(b *testing.B) {
 			in := skill.SkillInput{Kind: grid.InputJSON, Data: []byte(`{"payload":"` + strings.Repeat("x", 200) + `"}`)}
 
 			b.Run("plain", func(b *testing.B) {
+				var commits uint64
+				if st != nil {
+					commits = st.Stats().Commits
+				}
 				for b.Loop() {
 					cur := in
 					for range chainLen {
@@ -71,6 +75,9 @@ func BenchmarkChainOverhead(b *testing.B) {
 					}
 				}
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*chainLen), "ns/step")
+				if st != nil {
+					b.ReportMetric(float64(st.Stats().Commits-commits)/float64(b.N*chainLen), "fsyncs/step")
+				}
 			})
 
 			spec := "steps:\n  - {name: s0, skill: echo}\n"
