@@ -55,7 +55,7 @@ func BenchmarkChainOverhead(b *testing.B) {
 			ctx := context.Background()
 			in := skill.SkillInput{Kind: grid.InputJSON, Data: []byte(`{"payload":"` + strings.Repeat("x", 200) + `"}`)}
 
-			b.Run("plain", func(b *testing.B) {
+			plain := func(b *testing.B, chooseID bool) {
 				var commits uint64
 				if st != nil {
 					commits = st.Stats().Commits
@@ -63,7 +63,11 @@ func BenchmarkChainOverhead(b *testing.B) {
 				for b.Loop() {
 					cur := in
 					for range chainLen {
-						id, err := c.SubmitTask(ctx, skill.NewSkillTask("echo", cur, "").WithMaxRetries(0))
+						t := skill.NewSkillTask("echo", cur, "").WithMaxRetries(0)
+						if chooseID {
+							t.ID = grid.NewTaskID()
+						}
+						id, err := c.SubmitTask(ctx, t)
 						if err != nil {
 							b.Fatal(err)
 						}
@@ -78,7 +82,10 @@ func BenchmarkChainOverhead(b *testing.B) {
 				if st != nil {
 					b.ReportMetric(float64(st.Stats().Commits-commits)/float64(b.N*chainLen), "fsyncs/step")
 				}
-			})
+			}
+			b.Run("plain", func(b *testing.B) { plain(b, false) })
+			// The IDs chosen by the caller, as the engine chooses them.
+			b.Run("plain chosen IDs", func(b *testing.B) { plain(b, true) })
 
 			spec := "steps:\n  - {name: s0, skill: echo}\n"
 			for i := 1; i < chainLen; i++ {
