@@ -194,6 +194,7 @@ type step struct {
 	node      peer.ID
 	err       string
 	cause     error              // why it failed, if it failed here (not kept in the store)
+	ended     time.Time          // when it ended here; zero if loaded from the store
 	result    *skill.SkillResult // once succeeded, until the run finishes
 	sent      chan struct{}      // closed once submitted or terminal
 }
@@ -658,7 +659,7 @@ func (e *Engine) finishLocked(s *step, state skill.TaskState, node peer.ID, msg 
 // started; none of a canceled run) and what to write to the store.
 func (e *Engine) endLocked(s *step, state skill.TaskState, node peer.ID, msg string) ([]*step, []store.WorkflowOp) {
 	r := s.r
-	s.state, s.node, s.err = state, node, msg
+	s.state, s.node, s.err, s.ended = state, node, msg, time.Now()
 	if !s.submitted {
 		close(s.sent)
 	}

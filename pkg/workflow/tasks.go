@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/skill"
 )
@@ -47,10 +46,14 @@ func taskStatusLocked(s *step) (skill.TaskStatus, bool) {
 	switch {
 	case s.state.Terminal():
 		ts.State, ts.Error, ts.Err = s.state, s.err, stepErr(s)
-		ts.FinishedAt, ts.UpdatedAt = s.r.finished, s.r.finished
-		if ts.FinishedAt.IsZero() {
-			ts.FinishedAt, ts.UpdatedAt = time.Now(), time.Now()
+		ts.FinishedAt = s.ended
+		if ts.FinishedAt.IsZero() { // loaded from the store: the run's end, or its start
+			ts.FinishedAt = s.r.finished
+			if ts.FinishedAt.IsZero() {
+				ts.FinishedAt = s.r.created
+			}
 		}
+		ts.UpdatedAt = ts.FinishedAt
 		ts.Result = &skill.SkillResult{TaskID: t.ID, Error: s.err, ExecutedBy: s.node, FinishedAt: ts.FinishedAt, Success: s.state == skill.StateSucceeded}
 	case s.submitted:
 		return ts, false
