@@ -526,7 +526,6 @@ func TestChainedTaskCancel(t *testing.T) {
 	if err := w.TaskCancel(next); !errors.Is(err, skill.ErrTaskFinished) {
 		t.Errorf("second cancel: %v", err)
 	}
-	_ = fmt.Sprint()
 }
 
 func TestCancelOfAWaitingStepFailsItsDependents(t *testing.T) {
