@@ -116,6 +116,11 @@ func TestWorkflowSurvivesKillMidWorkflow(t *testing.T) {
 		t.Fatalf("copy is %s before the kill, want waiting", s.State)
 	}
 
+	prom, err := c.Prometheus(ctx)
+	if err != nil || !strings.Contains(prom, "\ncortex_workflows_running 1\n") || !strings.Contains(prom, "\ncortex_chained_tasks_active 1\n") {
+		t.Errorf("metrics do not count 1 workflow and 1 chained task (err %v)", err)
+	}
+
 	if err := r.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
