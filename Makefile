@@ -28,7 +28,7 @@ test-short: ## quick tests without the race detector
 	$(GO) test -short -count=1 ./...
 
 bench: ## benchmarks with their in-run baselines (set BENCHTIME to change)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/grid/ ./pkg/skill/ ./pkg/reputation/ ./pkg/store/ ./test/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/grid/ ./pkg/skill/ ./pkg/reputation/ ./pkg/store/ ./pkg/workflow/ ./test/
 
 bench-daemon: ## the task path through two cortexd processes as the daemon runs it, local run as baseline
 	$(GO) test -run '^$$' -bench Daemon -benchtime 2000x ./test/

@@ -62,6 +62,14 @@ func TestWorkflowSurvivesKillMidWorkflow(t *testing.T) {
 	}
 	bin := cortexdBinary(t)
 	repo := initDaemonRepo(t, bin, "echo, debug.sleep")
+	cfgPath := filepath.Join(repo, "config.yaml")
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, append(cfg, "workflow:\n  max_workflows: 1\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	r := startDaemon(t, bin, repo)
 	c := repoClient(t, repo)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -73,6 +81,11 @@ func TestWorkflowSurvivesKillMidWorkflow(t *testing.T) {
 		{"name":"join","skill":"echo","depends_on":["nap","copy"],"input":"mine"}]}`))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// workflow.max_workflows: 1 reaches the engine.
+	if _, err := c.SubmitWorkflow(ctx, json.RawMessage(`{"steps":[{"name":"x","skill":"echo"}]}`)); !client.IsCode(err, apiv1.CodeTooManyWorkflows) ||
+		!strings.Contains(err.Error(), "workflow.max_workflows") {
+		t.Errorf("a second workflow with max_workflows 1: %v, want too_many_workflows naming the key", err)
 	}
 	first, err := c.Submit(ctx, apiv1.SubmitRequest{Skill: "debug.sleep", Input: json.RawMessage(`{"ms":1200}`), Timeout: apiv1.Duration(time.Minute)})
 	if err != nil {
@@ -101,6 +114,11 @@ func TestWorkflowSurvivesKillMidWorkflow(t *testing.T) {
 	}
 	if s := stepOf(t, before, "copy"); s.State != apiv1.StateWaiting {
 		t.Fatalf("copy is %s before the kill, want waiting", s.State)
+	}
+
+	prom, err := c.Prometheus(ctx)
+	if err != nil || !strings.Contains(prom, "\ncortex_workflows_running 1\n") || !strings.Contains(prom, "\ncortex_chained_tasks_active 1\n") {
+		t.Errorf("metrics do not count 1 workflow and 1 chained task (err %v)", err)
 	}
 
 	if err := r.cmd.Process.Signal(syscall.SIGKILL); err != nil {

@@ -190,6 +190,14 @@ func TestCLIDevnetDelegatesBetweenItsNodes(t *testing.T) {
 	if !strings.Contains(stderr, id2.ID[len(id2.ID)-8:]) {
 		t.Errorf("hash.sha256 did not run on node 2 (%s): %s", id2.ID, stderr)
 	}
+	// The README's example workflow runs its steps on the three nodes.
+	code, stdout, stderr = cli(t, "--repo", filepath.Join(dir, "node1"), "workflow", "run", filepath.Join("..", "..", "configs", "workflow-example.yaml"), "--wait")
+	if code != 0 || !strings.Contains(stdout, "(example) succeeded") || !strings.Contains(stdout, "both done") || !strings.Contains(stdout, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824") {
+		t.Fatalf("workflow run of the example on node 1: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, id2.ID[len(id2.ID)-8:]) {
+		t.Errorf("no step of the example ran on node 2 (%s):\n%s", id2.ID, stdout)
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -108,6 +108,25 @@ func listTasks(live bool) func(context.Context, *client.Client) ([]string, error
 	}
 }
 
+// listWorkflows lists the newest workflow IDs; with live, only running ones.
+func listWorkflows(live bool) func(context.Context, *client.Client) ([]string, error) {
+	return func(ctx context.Context, c *client.Client) ([]string, error) {
+		state := ""
+		if live {
+			state = apiv1.WorkflowRunning
+		}
+		l, err := c.Workflows(ctx, state, 200)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]string, 0, len(l.Workflows))
+		for _, w := range l.Workflows {
+			out = append(out, w.ID+"\t"+orDash(w.Name)+" "+w.State)
+		}
+		return out, nil
+	}
+}
+
 func listPeers(ctx context.Context, c *client.Client) ([]string, error) {
 	peers, err := c.Peers(ctx)
 	if err != nil {
@@ -169,6 +188,9 @@ func (a *app) registerCompletions(root *cobra.Command) {
 		"peers allow": a.fromDaemon(listPeers),
 		"trust":       a.fromDaemon(listPeers),
 		"skill rm":    a.fromDaemon(listWasmSkills),
+
+		"workflow get":    a.fromDaemon(listWorkflows(false)),
+		"workflow cancel": a.fromDaemon(listWorkflows(true)),
 	}
 	for path, fn := range args {
 		byPath[path].ValidArgsFunction = fn
@@ -181,6 +203,8 @@ func (a *app) registerCompletions(root *cobra.Command) {
 		{"task submit", "retry-on", commaValues(apiv1.RetryCodes...)},
 		{"task list", "state", fixedValues(apiv1.States...)},
 		{"task list", "after", a.fromDaemon(listTasks(false))},
+		{"task submit", "input-from", a.fromDaemon(listTasks(false))},
+		{"workflow list", "state", fixedValues(apiv1.WorkflowStates...)},
 		{"daemon", "skills", commaValues(builtinNames...)},
 		{"daemon", "log-level", fixedValues("debug", "info", "warn", "error")},
 		{"daemon", "log-format", fixedValues("text", "json")},

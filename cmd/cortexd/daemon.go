@@ -545,6 +545,26 @@ func (d *daemon) start(ctx context.Context) (err error) {
 		return fmt.Errorf("start workflows: %w", err)
 	}
 	d.addCloser("workflows", d.flows.Close)
+	if d.prom != nil {
+		for _, g := range []struct {
+			name, help string
+			chains     bool
+		}{
+			{"cortex_workflows_running", "Workflows running on this node (at most workflow.max_workflows).", false},
+			{"cortex_chained_tasks_active", "Tasks submitted with input_from that are waiting or running.", true},
+		} {
+			f := func() float64 {
+				w, c := d.flows.Active()
+				if g.chains {
+					return float64(c)
+				}
+				return float64(w)
+			}
+			if err := d.prom.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help}, f)); err != nil {
+				return fmt.Errorf("register workflow metrics: %w", err)
+			}
+		}
+	}
 	h, err := d.startModules()
 	if err != nil {
 		return err

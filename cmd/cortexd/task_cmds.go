@@ -156,8 +156,8 @@ func (a *app) submitRequest(cmd *cobra.Command, skillID string, f *submitFlags) 
 		return req, usageErrorf("--output needs --wait")
 	}
 	if f.inputFrom != "" {
-		if f.input != "" {
-			return req, usageErrorf("--input-from takes the input from task %.70s: leave out --input", f.inputFrom)
+		if f.input != "" || f.raw {
+			return req, usageErrorf("--input-from takes the input from task %.70s: leave out --input and --raw", f.inputFrom)
 		}
 		req.InputFrom = f.inputFrom
 		return req, nil

@@ -154,3 +154,32 @@ func TestCLISubmitInputFrom(t *testing.T) {
 		t.Errorf("task list --state waiting: exit %d: %s", code, stderr)
 	}
 }
+
+func TestCLICompletesWorkflowIDs(t *testing.T) {
+	repo, url := workflowAPI(t)
+	// An empty stdin is no workflow.
+	code, stdout, stderr := cli(t, "--repo", repo, "--api", url, "workflow", "run", "-")
+	if code != exitUsage || !strings.Contains(stderr, "empty") {
+		t.Fatalf("run from empty stdin: exit %d %q %q", code, stdout, stderr)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "w.yaml")
+	os.WriteFile(file, []byte("name: named\nsteps: [{name: a, skill: echo}]\n"), 0o644)
+	code, stdout, stderr = cli(t, "--repo", repo, "--api", url, "workflow", "run", file, "--wait")
+	if code != 0 {
+		t.Fatalf("run: exit %d %s", code, stderr)
+	}
+	id := strings.Fields(stdout)[1]
+	code, stdout, _ = cli(t, "--repo", repo, "--api", url, "__complete", "workflow", "get", "")
+	if code != 0 || !strings.Contains(stdout, id+"\tnamed succeeded") {
+		t.Errorf("completions of workflow get: %q, want %s", stdout, id)
+	}
+	code, stdout, _ = cli(t, "--repo", repo, "--api", url, "__complete", "workflow", "cancel", "")
+	if code != 0 || strings.Contains(stdout, id) {
+		t.Errorf("completions of workflow cancel offer a finished workflow: %q", stdout)
+	}
+	code, stdout, _ = cli(t, "--repo", repo, "--api", url, "__complete", "workflow", "list", "--state", "")
+	if code != 0 || !strings.Contains(stdout, "canceled") {
+		t.Errorf("completions of workflow list --state: %q", stdout)
+	}
+}

@@ -12,35 +12,44 @@ import (
 // Workflows (pkg/workflow) are kept in their own bucket under keys and
 // values the workflow engine makes; the store does not read them.
 
-// MaxWorkflowKey is the longest key PutWorkflow takes.
+// MaxWorkflowKey is the longest key WriteWorkflows takes.
 const MaxWorkflowKey = 64
 
-// PutWorkflow stores value under key and returns once it is on disk.
-func (s *Store) PutWorkflow(ctx context.Context, key, value []byte) error {
-	if len(key) == 0 || len(key) > MaxWorkflowKey {
-		return fmt.Errorf("store workflow: key of %d bytes, want 1 to %d", len(key), MaxWorkflowKey)
+// WorkflowOp is one write of WriteWorkflows: a put of Value under Key, or
+// with Delete the deletion of every key that begins with Key.
+type WorkflowOp struct {
+	Key, Value []byte
+	Delete     bool
+}
+
+// WriteWorkflows applies ops in order in one transaction and returns once
+// it is on disk.
+func (s *Store) WriteWorkflows(ctx context.Context, ops []WorkflowOp) error {
+	for _, o := range ops {
+		if len(o.Key) == 0 || len(o.Key) > MaxWorkflowKey {
+			return fmt.Errorf("write workflows: key of %d bytes, want 1 to %d", len(o.Key), MaxWorkflowKey)
+		}
 	}
-	if value == nil {
-		value = empty
-	}
-	o := s.getOp(opWorkflow)
-	o.name, o.blob = key, value
+	o := s.getOp(opWorkflows)
+	o.wops = ops
 	if err := s.do(ctx, o); err != nil {
-		return fmt.Errorf("store workflow: %w", err)
+		return fmt.Errorf("write workflows: %w", err)
 	}
 	return nil
 }
 
-// DeleteWorkflow deletes every key that begins with prefix and returns
-// once that is on disk.
-func (s *Store) DeleteWorkflow(ctx context.Context, prefix []byte) error {
-	if len(prefix) == 0 || len(prefix) > MaxWorkflowKey {
-		return fmt.Errorf("delete workflow: prefix of %d bytes, want 1 to %d", len(prefix), MaxWorkflowKey)
-	}
-	o := s.getOp(opWorkflow)
-	o.name, o.blob = prefix, nil
-	if err := s.do(ctx, o); err != nil {
-		return fmt.Errorf("delete workflow: %w", err)
+func (w *writeTx) workflows(ops []WorkflowOp) error {
+	for _, o := range ops {
+		v := o.Value
+		switch {
+		case o.Delete:
+			v = nil
+		case v == nil:
+			v = empty
+		}
+		if err := w.workflow(o.Key, v); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -25,25 +25,28 @@ func TestWorkflowRecordsSurviveReopenAndDeleteByPrefix(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir)
 	ctx := context.Background()
+	var ops []WorkflowOp
 	for _, kv := range [][2]string{{"a0", "spec"}, {"a1x", "step"}, {"a2", ""}, {"b0", "other"}, {"ab", "not a's"}} {
-		if err := s.PutWorkflow(ctx, []byte(kv[0]), []byte(kv[1])); err != nil {
-			t.Fatal(err)
-		}
+		ops = append(ops, WorkflowOp{Key: []byte(kv[0]), Value: []byte(kv[1])})
 	}
-	if err := s.DeleteWorkflow(ctx, []byte("a")); err != nil {
+	if err := s.WriteWorkflows(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	// In one transaction, in order: a delete of prefix "a", then a put under it.
+	if err := s.WriteWorkflows(ctx, []WorkflowOp{{Key: []byte("a"), Delete: true}, {Key: []byte("a9"), Value: []byte("new")}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s = openStore(t, dir)
-	if got, want := workflowContents(t, s), "b0=other "; got != want {
+	if got, want := workflowContents(t, s), "a9=new b0=other "; got != want {
 		t.Fatalf("after delete of prefix a and reopen: %q, want %q", got, want)
 	}
-	if err := s.PutWorkflow(ctx, nil, []byte("x")); err == nil {
+	if err := s.WriteWorkflows(ctx, []WorkflowOp{{Key: nil, Value: []byte("x")}}); err == nil {
 		t.Error("empty key accepted")
 	}
-	if err := s.DeleteWorkflow(ctx, make([]byte, MaxWorkflowKey+1)); err == nil {
+	if err := s.WriteWorkflows(ctx, []WorkflowOp{{Key: make([]byte, MaxWorkflowKey+1), Delete: true}}); err == nil {
 		t.Error("long prefix accepted")
 	}
 }
@@ -57,7 +60,7 @@ func TestOpenAddsTheWorkflowBucket(t *testing.T) {
 	}
 	boltUpdate(t, filepath.Join(dir, FileName), func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketWorkflow) })
 	s = openStore(t, dir)
-	if err := s.PutWorkflow(context.Background(), []byte("k"), []byte("v")); err != nil {
+	if err := s.WriteWorkflows(context.Background(), []WorkflowOp{{Key: []byte("k"), Value: []byte("v")}}); err != nil {
 		t.Fatalf("write to the added bucket: %v", err)
 	}
 	if got := workflowContents(t, s); got != "k=v " {

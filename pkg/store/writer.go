@@ -32,7 +32,7 @@ const (
 	opForgetRemote
 	opPutBlob
 	opCache
-	opWorkflow
+	opWorkflows
 	opSync
 )
 
@@ -51,6 +51,7 @@ type op struct {
 	blob      []byte
 	puts      []CacheRecord
 	dels      [][32]byte
+	wops      []WorkflowOp
 
 	done  func(error) // async ops
 	async bool
@@ -305,8 +306,8 @@ func (w *writeTx) apply(o *op) error {
 		return w.b.blobs.Put(o.name, o.blob)
 	case opCache:
 		return w.cache(o.puts, o.dels)
-	case opWorkflow:
-		return w.workflow(o.name, o.blob)
+	case opWorkflows:
+		return w.workflows(o.wops)
 	case opSync:
 		return nil
 	}

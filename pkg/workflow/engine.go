@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/base64"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/skill"
+	"github.com/cortexgrid/cortexd/pkg/store"
 )
 
 // Coordinator is what the engine needs of the delegation coordinator: its
@@ -35,10 +37,15 @@ var _ Coordinator = (*skill.DelegationCoordinator)(nil)
 // Store keeps workflows across restarts; *store.Store implements it. Keys
 // and values are the engine's own.
 type Store interface {
-	PutWorkflow(ctx context.Context, key, value []byte) error
-	DeleteWorkflow(ctx context.Context, prefix []byte) error
+	WriteWorkflows(ctx context.Context, ops []store.WorkflowOp) error
 	EachWorkflow(fn func(key, value []byte) error) error
 }
+
+var _ Store = (*store.Store)(nil)
+
+// progressLinger is how long the writer gathers progress before it writes
+// it in one transaction.
+const progressLinger = 50 * time.Millisecond
 
 // Errors of the engine.
 var (
@@ -137,9 +144,19 @@ type Engine struct {
 	closed bool
 	runs   map[ID]*run
 	steps  map[skill.TaskID]*step // every step of every run kept, by task ID
+	held   map[skill.TaskID]*step // those never submitted (waiting, or ended before): TaskList merges them
 	active int                    // workflows not finished
 	chains int                    // chained tasks not finished
 	order  []ID                   // finished runs, oldest first
+
+	// Progress (steps' and runs' ends) is written behind, in order, by
+	// one goroutine: the coordinator's store has the tasks' states, so a
+	// write lost to a crash is found again at Start, and a chain of steps
+	// does not wait for a sync per step.
+	wmu     sync.RWMutex            // senders hold it to read; Close to close wq
+	wq      chan []store.WorkflowOp // nil without a store
+	wclosed bool
+	wdone   chan struct{}
 }
 
 type run struct {
@@ -150,7 +167,8 @@ type run struct {
 	finished time.Time
 	state    State
 	canceled bool
-	left     int // steps not terminal
+	resumed  bool // loaded at Start: a step's task may have been submitted before
+	left     int  // steps not terminal
 	steps    []*step
 	ctx      context.Context // canceled by Cancel: waiting steps end
 	stop     context.CancelFunc
@@ -161,6 +179,7 @@ type step struct {
 	r        *run
 	name     string
 	deps     []int
+	users    []int        // the steps that depend on this one
 	after    skill.TaskID // a chained task's: the task it takes its input from
 	task     skill.SkillTask
 	hasInput bool // the step set its own input
@@ -169,14 +188,15 @@ type step struct {
 
 	// guarded by Engine.mu
 	state     skill.TaskState // StateWaiting until submitted; then 0 until terminal (the coordinator has it)
+	started   bool            // a goroutine runs it (or ran it)
 	submitted bool
 	canceled  bool // by TaskCancel or Cancel
 	node      peer.ID
 	err       string
 	cause     error              // why it failed, if it failed here (not kept in the store)
+	ended     time.Time          // when it ended here; zero if loaded from the store
 	result    *skill.SkillResult // once succeeded, until the run finishes
 	sent      chan struct{}      // closed once submitted or terminal
-	done      chan struct{}      // closed once terminal
 }
 
 // New returns an engine on c. It does nothing until Start.
@@ -194,7 +214,7 @@ func New(c Coordinator, o Options) *Engine {
 	if log == nil {
 		log = slog.Default()
 	}
-	e := &Engine{coord: c, opt: o, log: log, runs: map[ID]*run{}, steps: map[skill.TaskID]*step{}}
+	e := &Engine{coord: c, opt: o, log: log, runs: map[ID]*run{}, steps: map[skill.TaskID]*step{}, held: map[skill.TaskID]*step{}}
 	e.ctx, e.stop = context.WithCancel(context.Background())
 	return e
 }
@@ -214,6 +234,8 @@ func (e *Engine) Start(ctx context.Context) error {
 	if e.opt.Store == nil {
 		return nil
 	}
+	e.wq, e.wdone = make(chan []store.WorkflowOp, 256), make(chan struct{})
+	go e.writeBehind()
 	runs, err := e.load()
 	if err != nil {
 		return fmt.Errorf("load workflows: %w", err)
@@ -230,13 +252,8 @@ func (e *Engine) Start(ctx context.Context) error {
 			e.order = append(e.order, r.id)
 			continue
 		}
-		for _, s := range r.steps {
-			if s.state.Terminal() {
-				continue
-			}
-			e.wg.Add(1)
-			go e.runStep(s, true)
-		}
+		r.resumed = true
+		e.startReadyLocked(r)
 	}
 	slices.SortFunc(e.order, func(a, b ID) int { return e.runs[a].finished.Compare(e.runs[b].finished) })
 	e.trimLocked()
@@ -251,7 +268,57 @@ func (e *Engine) Close() error {
 	e.mu.Unlock()
 	e.stop()
 	e.wg.Wait()
+	e.wmu.Lock()
+	if e.wq != nil && !e.wclosed {
+		e.wclosed = true
+		close(e.wq)
+	}
+	e.wmu.Unlock()
+	if e.wdone != nil {
+		<-e.wdone
+	}
 	return nil
+}
+
+// writeBehind writes what enqueue hands it, gathering for progressLinger
+// into one transaction, until Close closes the queue.
+func (e *Engine) writeBehind() {
+	defer close(e.wdone)
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for ws := range e.wq {
+		t.Reset(progressLinger)
+		open := true
+	gather:
+		for open {
+			select {
+			case more, ok := <-e.wq:
+				ws, open = append(ws, more...), ok
+			case <-t.C:
+				break gather
+			}
+		}
+		t.Stop()
+		e.flush(ws)
+		if !open {
+			return
+		}
+	}
+}
+
+// enqueue hands ws to the writer (after Close: writes them now).
+func (e *Engine) enqueue(ws []store.WorkflowOp) {
+	if len(ws) == 0 {
+		return
+	}
+	e.wmu.RLock()
+	if e.wq != nil && !e.wclosed {
+		e.wq <- ws
+		e.wmu.RUnlock()
+		return
+	}
+	e.wmu.RUnlock()
+	e.flush(ws)
 }
 
 func newID() [24]byte {
@@ -344,7 +411,7 @@ func (e *Engine) begin(ctx context.Context, r *run) error {
 	e.addLocked(r) // counted now, so that concurrent submissions respect the cap
 	e.mu.Unlock()
 	if st := e.opt.Store; st != nil {
-		if err := st.PutWorkflow(ctx, specKey(r.id), encodeRun(r)); err != nil {
+		if err := st.WriteWorkflows(ctx, []store.WorkflowOp{{Key: specKey(r.id), Value: encodeRun(r)}}); err != nil {
 			e.mu.Lock()
 			e.removeLocked(r)
 			e.mu.Unlock()
@@ -356,11 +423,30 @@ func (e *Engine) begin(ctx context.Context, r *run) error {
 	if e.closed {
 		return fmt.Errorf("submit workflow: %w", ErrClosed)
 	}
-	for _, s := range r.steps {
-		e.wg.Add(1)
-		go e.runStep(s, false)
-	}
+	e.startReadyLocked(r)
 	return nil
+}
+
+// startReadyLocked starts the steps of r that are not started and whose
+// dependencies have all ended.
+func (e *Engine) startReadyLocked(r *run) {
+	for _, s := range r.steps {
+		if !s.started && !s.state.Terminal() && e.readyLocked(s) {
+			s.started = true
+			e.wg.Add(1)
+			go e.runSteps(s)
+		}
+	}
+}
+
+// readyLocked reports whether every step s depends on has ended.
+func (e *Engine) readyLocked(s *step) bool {
+	for _, d := range s.deps {
+		if !s.r.steps[d].state.Terminal() {
+			return false
+		}
+	}
+	return true
 }
 
 // addLocked makes r known. Its steps' states must be set.
@@ -371,12 +457,18 @@ func (e *Engine) addLocked(r *run) {
 		r.stop()
 	}
 	r.left = 0
-	for _, s := range r.steps {
-		s.ctx, s.stop = context.WithCancel(r.ctx)
-		s.sent, s.done = make(chan struct{}), make(chan struct{})
+	for i, s := range r.steps {
+		for _, d := range s.deps {
+			r.steps[d].users = append(r.steps[d].users, i)
+		}
+		if s.after.IsZero() {
+			s.ctx, s.stop = r.ctx, func() {}
+		} else { // a chained task waits for its input with a context of its own
+			s.ctx, s.stop = context.WithCancel(r.ctx)
+		}
+		s.sent = make(chan struct{})
 		if s.state.Terminal() {
 			close(s.sent)
-			close(s.done)
 		} else {
 			r.left++
 			if s.submitted {
@@ -384,6 +476,9 @@ func (e *Engine) addLocked(r *run) {
 			}
 		}
 		e.steps[s.task.ID] = s
+		if !s.submitted {
+			e.held[s.task.ID] = s
+		}
 	}
 	e.runs[r.id] = r
 	if r.state == StateRunning {
@@ -409,39 +504,45 @@ func (e *Engine) removeLocked(r *run) {
 	for _, s := range r.steps {
 		if e.steps[s.task.ID] == s {
 			delete(e.steps, s.task.ID)
+			delete(e.held, s.task.ID)
 		}
 	}
 	delete(e.runs, r.id)
 }
 
-// runStep follows one step to its end: it waits for its dependencies,
-// submits its task with the input they give, and waits for the task.
-// recovered says that the task may have been submitted before a restart.
-func (e *Engine) runStep(s *step, recovered bool) {
+// runSteps runs s, then, in the same goroutine, the first of the steps
+// that its end made ready (the others in goroutines of their own), and so
+// on: a chain of steps runs without handing over between goroutines.
+func (e *Engine) runSteps(s *step) {
 	defer e.wg.Done()
+	for s != nil {
+		next := e.runStep(s)
+		s = nil
+		for i, x := range next {
+			if i == 0 {
+				s = x
+				continue
+			}
+			e.wg.Add(1)
+			go e.runSteps(x)
+		}
+	}
+}
+
+// runStep runs one step whose dependencies have ended: it submits its
+// task with the input they give and waits for the task. It returns the
+// steps its end made ready, marked started.
+func (e *Engine) runStep(s *step) []*step {
 	r := s.r
-	if recovered {
+	if r.resumed {
 		if _, err := e.coord.Status(s.task.ID); err == nil {
-			e.follow(s)
-			return
+			return e.follow(s)
 		}
 	}
 	var from *skill.SkillResult
 	var fromErr error
 	if !s.after.IsZero() {
 		from, fromErr = e.TaskWait(s.ctx, s.after)
-		if e.ctx.Err() != nil {
-			return
-		}
-	}
-	for _, d := range s.deps {
-		select {
-		case <-r.steps[d].done:
-		case <-s.ctx.Done():
-		}
-	}
-	if e.ctx.Err() != nil {
-		return
 	}
 	e.mu.Lock()
 	if s.canceled { // set before the contexts are canceled
@@ -449,12 +550,11 @@ func (e *Engine) runStep(s *step, recovered bool) {
 		if r.canceled && !r.chain {
 			msg = "the workflow was canceled before this step was submitted"
 		}
-		e.finishLocked(s, skill.StateCanceled, "", msg)
-		return
+		return e.finishLocked(s, skill.StateCanceled, "", msg)
 	}
-	if s.ctx.Err() != nil {
+	if e.ctx.Err() != nil {
 		e.mu.Unlock()
-		return // Close
+		return nil // Close: resumed at the next Start
 	}
 	var why string
 	if !s.after.IsZero() {
@@ -463,7 +563,9 @@ func (e *Engine) runStep(s *step, recovered bool) {
 		case errors.Is(fromErr, skill.ErrTaskNotFound):
 			why = fmt.Sprintf("task %s it takes its input from is no longer known", s.after)
 		default:
+			e.mu.Unlock()
 			st, err := e.TaskStatus(s.after)
+			e.mu.Lock()
 			if err != nil {
 				why = fmt.Sprintf("task %s it takes its input from did not succeed", s.after)
 			} else {
@@ -480,8 +582,7 @@ func (e *Engine) runStep(s *step, recovered bool) {
 		}
 	}
 	if why != "" {
-		e.finishLocked(s, skill.StateDependencyFailed, "", why)
-		return
+		return e.finishLocked(s, skill.StateDependencyFailed, "", why)
 	}
 	t := s.task
 	in, err := e.inputLocked(s, from)
@@ -489,45 +590,39 @@ func (e *Engine) runStep(s *step, recovered bool) {
 	if err != nil {
 		e.mu.Lock()
 		s.cause = err
-		e.finishLocked(s, skill.StateFailed, "", err.Error())
-		return
+		return e.finishLocked(s, skill.StateFailed, "", err.Error())
 	}
 	t.Input = in
 	_, err = e.coord.SubmitTask(e.ctx, &t)
 	if err != nil && !errors.Is(err, grid.ErrDuplicateTask) {
 		if e.ctx.Err() != nil {
-			return // resumed at the next start
+			return nil // resumed at the next start
 		}
 		e.mu.Lock()
 		s.cause = err
-		e.finishLocked(s, skill.StateFailed, "", err.Error())
-		return
+		return e.finishLocked(s, skill.StateFailed, "", err.Error())
 	}
-	e.follow(s)
+	return e.follow(s)
 }
 
 // follow waits for a submitted step's task and records how it ended.
-func (e *Engine) follow(s *step) {
+func (e *Engine) follow(s *step) []*step {
 	e.mu.Lock()
 	if !s.submitted {
 		s.submitted = true
+		delete(e.held, s.task.ID)
 		close(s.sent)
 	}
+	// A cancel that came while it was submitted: from now on, Cancel and
+	// TaskCancel see it submitted and cancel its task themselves.
+	canceled := s.canceled
 	e.mu.Unlock()
-	// A cancel of the step or its workflow, before or after this point,
-	// cancels the task; Close does not.
-	stop := context.AfterFunc(s.ctx, func() {
-		e.mu.Lock()
-		c := s.canceled || s.r.canceled
-		e.mu.Unlock()
-		if c {
-			_ = e.coord.Cancel(s.task.ID)
-		}
-	})
-	defer stop()
+	if canceled {
+		_ = e.coord.Cancel(s.task.ID)
+	}
 	res, err := e.coord.Wait(e.ctx, s.task.ID)
 	if e.ctx.Err() != nil {
-		return
+		return nil
 	}
 	st, serr := e.coord.Status(s.task.ID)
 	e.mu.Lock()
@@ -543,27 +638,45 @@ func (e *Engine) follow(s *step) {
 				s.result = res
 			}
 		}
-		e.finishLocked(s, st.State, st.Peer, msg)
+		return e.finishLocked(s, st.State, st.Peer, msg)
 	case err != nil:
-		e.finishLocked(s, skill.StateFailed, "", err.Error())
-	default:
-		e.finishLocked(s, skill.StateFailed, "", fmt.Sprintf("task %s: its state is no longer known", s.task.ID))
+		return e.finishLocked(s, skill.StateFailed, "", err.Error())
 	}
+	return e.finishLocked(s, skill.StateFailed, "", fmt.Sprintf("task %s: its state is no longer known", s.task.ID))
 }
 
-// finishLocked ends step s in state (terminal) and, with its last step,
-// its run. It unlocks e.mu, and writes to the store after.
-func (e *Engine) finishLocked(s *step, state skill.TaskState, node peer.ID, msg string) {
+// finishLocked ends step s in state (terminal) as endLocked does, unlocks
+// e.mu and writes to the store. It returns the steps s's end made ready.
+func (e *Engine) finishLocked(s *step, state skill.TaskState, node peer.ID, msg string) []*step {
+	ready, ws := e.endLocked(s, state, node, msg)
+	e.mu.Unlock()
+	e.enqueue(ws)
+	return ready
+}
+
+// endLocked ends step s in state (terminal) and, with its last step, its
+// run. It returns the steps that depended on s and may now start (marked
+// started; none of a canceled run) and what to write to the store.
+func (e *Engine) endLocked(s *step, state skill.TaskState, node peer.ID, msg string) ([]*step, []store.WorkflowOp) {
 	r := s.r
-	s.state, s.node, s.err = state, node, msg
+	s.state, s.node, s.err, s.ended = state, node, msg, time.Now()
 	if !s.submitted {
 		close(s.sent)
 	}
-	close(s.done)
 	r.left--
-	var runDone bool
+	var ws []store.WorkflowOp
+	if e.opt.Store != nil {
+		ws = append(ws, store.WorkflowOp{Key: stepKey(r.id, s.index()), Value: encodeStep(s)})
+	}
+	var ready []*step
+	for _, u := range s.users {
+		x := r.steps[u]
+		if !x.started && !x.state.Terminal() && !x.canceled && e.readyLocked(x) {
+			x.started = true
+			ready = append(ready, x)
+		}
+	}
 	if r.left == 0 {
-		runDone = true
 		r.finished = time.Now()
 		r.state = endState(r)
 		if r.chain {
@@ -573,32 +686,29 @@ func (e *Engine) finishLocked(s *step, state skill.TaskState, node peer.ID, msg 
 		}
 		for _, x := range r.steps {
 			x.result = nil
+			x.task.Input.Data = nil // kept in the store; only the status is served now
 		}
 		e.order = append(e.order, r.id)
 		close(r.done)
+		if e.opt.Store != nil {
+			ws = append(ws, store.WorkflowOp{Key: endKey(r.id), Value: encodeEnd(r)})
+		}
+		for _, id := range e.trimLocked() {
+			if e.opt.Store != nil {
+				ws = append(ws, store.WorkflowOp{Key: bytes.Clone(id[:]), Delete: true})
+			}
+		}
 	}
-	var drop []ID
-	if runDone {
-		drop = e.trimLocked()
-	}
-	e.mu.Unlock()
-	st := e.opt.Store
-	if st == nil {
+	return ready, ws
+}
+
+// flush writes ws in one transaction, logging a failure.
+func (e *Engine) flush(ws []store.WorkflowOp) {
+	if len(ws) == 0 {
 		return
 	}
-	ctx := context.WithoutCancel(e.ctx)
-	if err := st.PutWorkflow(ctx, stepKey(r.id, s.index()), encodeStep(s)); err != nil {
-		e.log.Warn("cannot store a workflow step's end", "workflow", r.id, "step", s.name, "err", err)
-	}
-	if runDone {
-		if err := st.PutWorkflow(ctx, endKey(r.id), encodeEnd(r)); err != nil {
-			e.log.Warn("cannot store a workflow's end", "workflow", r.id, "err", err)
-		}
-	}
-	for _, id := range drop {
-		if err := st.DeleteWorkflow(ctx, id[:]); err != nil {
-			e.log.Warn("cannot delete a finished workflow", "workflow", id, "err", err)
-		}
+	if err := e.opt.Store.WriteWorkflows(context.WithoutCancel(e.ctx), ws); err != nil {
+		e.log.Warn("cannot store the progress of workflows", "writes", len(ws), "err", err)
 	}
 }
 
@@ -732,13 +842,28 @@ func (e *Engine) Cancel(id ID) error {
 	for _, s := range r.steps {
 		s.canceled = true
 	}
-	e.mu.Unlock()
-	if st := e.opt.Store; st != nil {
-		if err := st.PutWorkflow(context.WithoutCancel(e.ctx), cancelKey(r.id), []byte{1}); err != nil {
-			e.log.Warn("cannot store a workflow's cancel", "workflow", id, "err", err)
+	var ws []store.WorkflowOp
+	var running []skill.TaskID
+	for _, s := range r.steps {
+		switch {
+		case s.state.Terminal():
+		case !s.started:
+			s.started = true // never: it ends here
+			_, w := e.endLocked(s, skill.StateCanceled, "", "the workflow was canceled before this step was submitted")
+			ws = append(ws, w...)
+		case s.submitted:
+			running = append(running, s.task.ID)
 		}
 	}
-	r.stop() // waiting steps end; follow cancels the submitted ones' tasks
+	e.mu.Unlock()
+	for _, id := range running {
+		_ = e.coord.Cancel(id) // one that has just finished says so: nothing to do
+	}
+	if e.opt.Store != nil { // before the answer: a restart must not run the steps
+		e.flush([]store.WorkflowOp{{Key: cancelKey(r.id), Value: []byte{1}}})
+	}
+	e.enqueue(ws)
+	r.stop() // chained waits end; steps about to be submitted see canceled
 	return nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/skill"
+	"github.com/cortexgrid/cortexd/pkg/store"
 	"github.com/cortexgrid/cortexd/pkg/workflow"
 )
 
@@ -86,23 +87,22 @@ type memStore struct {
 	m  map[string][]byte
 }
 
-func (s *memStore) PutWorkflow(_ context.Context, k, v []byte) error {
+func (s *memStore) WriteWorkflows(_ context.Context, ops []store.WorkflowOp) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
 		s.m = map[string][]byte{}
 	}
-	s.m[string(k)] = bytes.Clone(v)
-	return nil
-}
-
-func (s *memStore) DeleteWorkflow(_ context.Context, prefix []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k := range s.m {
-		if strings.HasPrefix(k, string(prefix)) {
-			delete(s.m, k)
+	for _, o := range ops {
+		if o.Delete {
+			for k := range s.m {
+				if strings.HasPrefix(k, string(o.Key)) {
+					delete(s.m, k)
+				}
+			}
+			continue
 		}
+		s.m[string(o.Key)] = bytes.Clone(o.Value)
 	}
 	return nil
 }
@@ -526,5 +526,95 @@ func TestChainedTaskCancel(t *testing.T) {
 	if err := w.TaskCancel(next); !errors.Is(err, skill.ErrTaskFinished) {
 		t.Errorf("second cancel: %v", err)
 	}
-	_ = fmt.Sprint()
+}
+
+func TestCancelOfAWaitingStepFailsItsDependents(t *testing.T) {
+	e := newEnv(t, "test.gate")
+	g := e.gates["test.gate"]
+	w := e.engine(workflow.Options{})
+	id := submit(t, w, `
+steps:
+  - {name: slow, skill: test.gate}
+  - {name: mid, skill: echo, depends_on: [slow]}
+  - {name: last, skill: echo, depends_on: [mid]}
+  - {name: other, skill: echo, depends_on: [slow]}
+`)
+	st, _ := w.Get(id)
+	if err := w.TaskCancel(step(t, st, "mid").TaskID); err != nil {
+		t.Fatal(err)
+	}
+	if ts, _ := w.TaskStatus(step(t, st, "mid").TaskID); ts.State != skill.StateCanceled {
+		t.Errorf("mid is %s right after its cancel, want canceled", ts.State)
+	}
+	g.release()
+	st = wait(t, w, id)
+	want := map[string]skill.TaskState{"slow": skill.StateSucceeded, "mid": skill.StateCanceled, "last": skill.StateDependencyFailed, "other": skill.StateSucceeded}
+	for n, s := range want {
+		if got := step(t, st, n).State; got != s {
+			t.Errorf("%s ended %s, want %s", n, got, s)
+		}
+	}
+	if st.State != workflow.StateFailed {
+		t.Errorf("workflow %s, want failed", st.State)
+	}
+}
+
+func TestChainOnAWaitingTask(t *testing.T) {
+	e := newEnv(t, "test.gate")
+	w := e.engine(workflow.Options{})
+	ctx := context.Background()
+	first, err := e.coord.SubmitTask(ctx, skill.NewSkillTask("test.gate", skill.SkillInput{Kind: grid.InputJSON, Data: []byte(`"x"`)}, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := w.SubmitChained(ctx, skill.NewSkillTask("echo", skill.SkillInput{}, ""), first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, err := w.SubmitChained(ctx, skill.NewSkillTask("echo", skill.SkillInput{}, ""), second)
+	if err != nil {
+		t.Fatalf("chain on a waiting task: %v", err)
+	}
+	e.gates["test.gate"].release()
+	res, err := w.TaskWait(ctx, third)
+	if err != nil || string(res.Output) != `"x"` {
+		t.Fatalf("third: %v %+v", err, res)
+	}
+}
+
+func TestEngineForgetsTheOldestFinishedAndSkipsUnreadableRecords(t *testing.T) {
+	e := newEnv(t)
+	st := &memStore{}
+	// A record that cannot be read is skipped, not fatal.
+	st.WriteWorkflows(context.Background(), []store.WorkflowOp{{Key: append(make([]byte, 16), 0), Value: []byte("{not json")}})
+	w := e.engine(workflow.Options{Store: st, KeepFinished: 2})
+	var ids []workflow.ID
+	for i := range 3 {
+		id := submit(t, w, fmt.Sprintf("steps: [{name: s, skill: echo, input: %d}]", i))
+		wait(t, w, id)
+		ids = append(ids, id)
+	}
+	if _, err := w.Get(ids[0]); !errors.Is(err, workflow.ErrNotFound) {
+		t.Errorf("the oldest of 3 finished with KeepFinished 2: %v, want forgotten", err)
+	}
+	for _, id := range ids[1:] {
+		if got, err := w.Get(id); err != nil || got.State != workflow.StateSucceeded {
+			t.Errorf("workflow %s: %v %v", id, got.State, err)
+		}
+	}
+	if l := w.List("", 0); len(l) != 2 || l[0].ID != ids[2] {
+		t.Errorf("list: %d workflows, first %v", len(l), l)
+	}
+	w.Close() // writes what is behind
+	st.mu.Lock()
+	for k := range st.m {
+		if strings.HasPrefix(k, string(ids[0][:])) {
+			t.Errorf("the forgotten workflow's key %x is still stored", k)
+		}
+	}
+	st.mu.Unlock()
+	w2 := e.engine(workflow.Options{Store: st, KeepFinished: 2})
+	if l := w2.List(workflow.StateSucceeded, 0); len(l) != 2 {
+		t.Errorf("after a restart: %d finished workflows, want 2", len(l))
+	}
 }

@@ -60,9 +60,10 @@ type stepRec struct {
 }
 
 type stepEnd struct {
-	State string  `json:"state"`
-	Node  peer.ID `json:"node,omitempty"`
-	Error string  `json:"error,omitempty"`
+	State     string  `json:"state"`
+	Submitted bool    `json:"submitted,omitempty"` // its task was submitted: the coordinator has it
+	Node      peer.ID `json:"node,omitempty"`
+	Error     string  `json:"error,omitempty"`
 }
 
 type runEnd struct {
@@ -88,7 +89,7 @@ func encodeRun(r *run) []byte {
 }
 
 func encodeStep(s *step) []byte {
-	b, _ := json.Marshal(stepEnd{State: s.state.String(), Node: s.node, Error: s.err})
+	b, _ := json.Marshal(stepEnd{State: s.state.String(), Submitted: s.submitted, Node: s.node, Error: s.err})
 	return b
 }
 
@@ -162,7 +163,7 @@ func (e *Engine) load() ([]*run, error) {
 				return fail(fmt.Errorf("step %d: state %q", i, se.State))
 			}
 			s := r.steps[i]
-			s.state, s.node, s.err = st, se.Node, se.Error
+			s.state, s.submitted, s.node, s.err = st, se.Submitted, se.Node, se.Error
 		case keyCancel:
 			r.canceled = true
 		case keyEnd:
@@ -182,11 +183,12 @@ func (e *Engine) load() ([]*run, error) {
 		if bad[r.id] {
 			continue
 		}
-		if r.state == StateRunning {
-			// Steps that ended are terminal; the rest are asked again.
+		if r.state != StateRunning {
 			for _, s := range r.steps {
-				if s.state.Terminal() {
-					s.submitted = s.state != skill.StateDependencyFailed
+				s.task.Input.Data = nil // only the status is served now
+				if !s.state.Terminal() {
+					// Its end was not written before the crash: the run's was.
+					s.state, s.submitted, s.err = skill.StateFailed, true, "its end was not recorded"
 				}
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +166,19 @@ func TestParseCycles(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: message %q does not name %s", tc.spec, err, tc.want)
 		}
+	}
+}
+
+func TestParseTheExampleInConfigs(t *testing.T) {
+	b, err := os.ReadFile("../../configs/workflow-example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Steps) != 3 || strings.Join(s.Steps[2].DependsOn, ",") != "nap,digest" {
+		t.Errorf("parsed %+v", s)
 	}
 }

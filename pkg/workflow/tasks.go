@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/skill"
 )
@@ -47,10 +46,14 @@ func taskStatusLocked(s *step) (skill.TaskStatus, bool) {
 	switch {
 	case s.state.Terminal():
 		ts.State, ts.Error, ts.Err = s.state, s.err, stepErr(s)
-		ts.FinishedAt, ts.UpdatedAt = s.r.finished, s.r.finished
-		if ts.FinishedAt.IsZero() {
-			ts.FinishedAt, ts.UpdatedAt = time.Now(), time.Now()
+		ts.FinishedAt = s.ended
+		if ts.FinishedAt.IsZero() { // loaded from the store: the run's end, or its start
+			ts.FinishedAt = s.r.finished
+			if ts.FinishedAt.IsZero() {
+				ts.FinishedAt = s.r.created
+			}
 		}
+		ts.UpdatedAt = ts.FinishedAt
 		ts.Result = &skill.SkillResult{TaskID: t.ID, Error: s.err, ExecutedBy: s.node, FinishedAt: ts.FinishedAt, Success: s.state == skill.StateSucceeded}
 	case s.submitted:
 		return ts, false
@@ -121,8 +124,21 @@ func (e *Engine) TaskCancel(id skill.TaskID) error {
 		return fmt.Errorf("cancel task %s: %w", id.Short(), skill.ErrTaskFinished)
 	}
 	s.canceled = true
+	if s.started {
+		e.mu.Unlock()
+		s.stop() // its goroutine ends it, or cancels its task once submitted
+		return nil
+	}
+	s.started = true // never: it ends here
+	ready, ws := e.endLocked(s, skill.StateCanceled, "", "canceled before it was submitted")
+	if !e.closed { // else they start at the next Start
+		for _, x := range ready {
+			e.wg.Add(1)
+			go e.runSteps(x)
+		}
+	}
 	e.mu.Unlock()
-	s.stop()
+	e.enqueue(ws)
 	return nil
 }
 
@@ -148,10 +164,7 @@ func (e *Engine) TaskList(f skill.ListFilter) []skill.TaskStatus {
 	e.mu.Lock()
 	var held []skill.TaskStatus
 	var cursor *skill.TaskStatus
-	for _, s := range e.steps {
-		if s.submitted {
-			continue
-		}
+	for _, s := range e.held {
 		ts, ok := taskStatusLocked(s)
 		if !ok {
 			continue

@@ -29,7 +29,8 @@ func (e *Engine) Deps() api.Deps {
 }
 
 // NewEngine starts an engine and registers its teardown with t.Cleanup.
-func NewEngine(t testing.TB) *Engine {
+// opts are added to the coordinator's (skill.WithStore, ...).
+func NewEngine(t testing.TB, opts ...skill.CoordinatorOption) *Engine {
 	t.Helper()
 	ctx := context.Background()
 	quiet := slog.New(slog.DiscardHandler)
@@ -64,7 +65,7 @@ func NewEngine(t testing.TB) *Engine {
 	must(orch.Start(ctx))
 	t.Cleanup(func() { orch.Close() })
 	coord, err = skill.NewCoordinator(skill.Deps{Self: node.ID(), Registry: reg, Executor: exec, Router: router,
-		Metrics: metrics, Trust: trust, Remote: orch}, skill.WithLogger(quiet))
+		Metrics: metrics, Trust: trust, Remote: orch}, append([]skill.CoordinatorOption{skill.WithLogger(quiet)}, opts...)...)
 	must(err)
 	must(coord.Start(ctx))
 	t.Cleanup(func() { coord.Close() })

@@ -106,6 +106,11 @@ func TestConfigErrors(t *testing.T) {
 			wants: []string{"nat.relay_limit_data"},
 		},
 		{
+			name:  "workflow.max_workflows out of range names its key",
+			file:  "workflow:\n  max_workflows: 0\n",
+			wants: []string{"workflow.max_workflows: must be between 1 and 100000, got 0"},
+		},
+		{
 			name:  "an out-of-range value names its key",
 			file:  "trust:\n  neutral: 1.5\n",
 			wants: []string{"trust.neutral: must be between 0 and 1"},
@@ -295,6 +300,7 @@ func TestConfigPrecedenceFileThenEnvThenFlags(t *testing.T) {
 	t.Setenv("CORTEXD_QUEUE_WORKERS", "3")
 	t.Setenv("CORTEXD_API_LISTEN", "127.0.0.1:7000")
 	t.Setenv("CORTEXD_SKILLS_ENABLED", "echo, debug.sleep")
+	t.Setenv("CORTEXD_WORKFLOW_MAX_WORKFLOWS", "7")
 
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	fs.String("api", "", "")
@@ -320,6 +326,9 @@ func TestConfigPrecedenceFileThenEnvThenFlags(t *testing.T) {
 	}
 	if want := []string{"echo", "debug.sleep"}; !slices.Equal(c.Skills.Enabled, want) {
 		t.Errorf("skills.enabled = %q, want %q from a comma-separated variable", c.Skills.Enabled, want)
+	}
+	if c.Workflow.MaxWorkflows != 7 {
+		t.Errorf("workflow.max_workflows = %d, want 7 from the environment", c.Workflow.MaxWorkflows)
 	}
 	if c.Queue.DefaultTimeout != 300*time.Second {
 		t.Errorf("queue.default_timeout = %s, want the default 300s", c.Queue.DefaultTimeout)
