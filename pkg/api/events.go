@@ -12,6 +12,7 @@ import (
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/skill"
+	"github.com/cortexgrid/cortexd/pkg/workflow"
 )
 
 // Event stream limits.
@@ -25,14 +26,15 @@ const (
 type eventQuery struct {
 	tasks, peers, checks bool
 	progress             bool          // progress events of tasks
+	workflows            bool          // workflow events
 	only                 *skill.TaskID // just this task's events
 }
 
 func parseEventQuery(r *http.Request) (eventQuery, error) {
 	q := r.URL.Query()
-	eq := eventQuery{tasks: true, peers: true, checks: true, progress: true}
+	eq := eventQuery{tasks: true, peers: true, checks: true, progress: true, workflows: true}
 	if v := q.Get("types"); v != "" {
-		eq.tasks, eq.peers, eq.checks, eq.progress = false, false, false, false
+		eq.tasks, eq.peers, eq.checks, eq.progress, eq.workflows = false, false, false, false, false
 		for _, t := range strings.Split(v, ",") {
 			switch strings.TrimSpace(t) {
 			case "task":
@@ -43,8 +45,10 @@ func parseEventQuery(r *http.Request) (eventQuery, error) {
 				eq.checks = true
 			case "progress":
 				eq.progress = true
+			case "workflow":
+				eq.workflows = true
 			default:
-				return eq, badRequest("types %q: want a comma-separated list of task, progress, peer and spot_check", v)
+				return eq, badRequest("types %q: want a comma-separated list of task, progress, peer, spot_check and workflow", v)
 			}
 		}
 	}
@@ -53,7 +57,7 @@ func parseEventQuery(r *http.Request) (eventQuery, error) {
 		if err != nil {
 			return eq, badRequest("task %q: want a task ID", v)
 		}
-		eq.only, eq.tasks, eq.peers, eq.checks, eq.progress = &id, true, false, false, true
+		eq.only, eq.tasks, eq.peers, eq.checks, eq.progress, eq.workflows = &id, true, false, false, true, false
 	}
 	return eq, nil
 }
@@ -91,14 +95,16 @@ func (k *eventSink) push(ev apiv1.Event) {
 	}
 }
 
-// events streams task, peer and spot-check events as server-sent events:
-// each is "event: task", "event: progress" (a task's skill reported how
-// far it is, at most 10 a second per task), "event: peer" or "event:
-// spot_check" and a data line with an apiv1.Event. With ?task=ID only
-// that task's events come, its progress included, starting with its
-// current status, and the stream ends after its final state. With
-// ?types=task,peer (any of task, progress, peer and spot_check) only
-// those kinds come. A client too slow to keep up loses
+// events streams task, peer, spot-check and workflow events as
+// server-sent events: each is "event: task" (chained tasks and workflow
+// steps entering waiting, and ending without being submitted, included),
+// "event: progress" (a task's skill reported how far it is, at most 10 a
+// second per task), "event: peer", "event: spot_check" or "event:
+// workflow" and a data line with an apiv1.Event. With ?task=ID only that
+// task's events come, its progress included, starting with its current
+// status, and the stream ends after its final state. With
+// ?types=task,peer (any of task, progress, peer, spot_check and workflow)
+// only those kinds come. A client too slow to keep up loses
 // events; a comment line says how many.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	eq, err := parseEventQuery(r)
@@ -123,6 +129,17 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if want && (eq.only == nil || e.TaskID == *eq.only) {
 				t := s.eventTask(e)
 				sink.push(apiv1.Event{Type: typ, Time: e.At, Task: &t})
+			}
+		})()
+	}
+	if we, ok := s.deps.Workflows.(workflowEvents); ok && (eq.tasks || eq.workflows) {
+		defer we.Subscribe(func(e workflow.Event) {
+			switch {
+			case e.Task != nil && eq.tasks && (eq.only == nil || e.Task.TaskID == *eq.only):
+				t := s.eventTask(*e.Task)
+				sink.push(apiv1.Event{Type: "task", Time: e.Task.At, Task: &t})
+			case e.Workflow != nil && eq.workflows:
+				sink.push(apiv1.Event{Type: "workflow", Time: e.Workflow.At, Workflow: workflowEventOf(e.Workflow)})
 			}
 		})()
 	}
@@ -231,6 +248,24 @@ func (s *Server) eventTask(e skill.Event) apiv1.Task {
 		st.Progress = e.Progress
 	}
 	return taskOf(st)
+}
+
+// workflowEvents is a Workflows that reports its events (*workflow.Engine).
+type workflowEvents interface {
+	Subscribe(fn func(workflow.Event)) (unsubscribe func())
+}
+
+var _ workflowEvents = (*workflow.Engine)(nil)
+
+func workflowEventOf(e *workflow.WorkflowEvent) *apiv1.WorkflowEvent {
+	out := &apiv1.WorkflowEvent{ID: e.ID.String(), Name: e.Name, State: string(e.State), Step: e.Step, Error: e.Error}
+	if e.Step != "" {
+		out.StepState, out.TaskID = e.StepState.String(), e.TaskID.String()
+	}
+	if e.Node != "" {
+		out.Node = e.Node.String()
+	}
+	return out
 }
 
 // spotCheckEvents is a Tasks that reports spot checks

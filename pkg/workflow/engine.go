@@ -149,6 +149,9 @@ type Engine struct {
 	chains int                    // chained tasks not finished
 	order  []ID                   // finished runs, oldest first
 
+	subs    []*subscriber // of Subscribe; replaced, never modified
+	limited uint64        // step events dropped by the rate limit
+
 	// Progress (steps' and runs' ends) is written behind, in order, by
 	// one goroutine: the coordinator's store has the tasks' states, so a
 	// write lost to a crash is found again at Start, and a chain of steps
@@ -173,6 +176,8 @@ type run struct {
 	ctx      context.Context // canceled by Cancel: waiting steps end
 	stop     context.CancelFunc
 	done     chan struct{}
+	evTokens float64   // step events it may publish now (see workflowEventLocked)
+	evAt     time.Time // when evTokens was counted
 }
 
 type step struct {
@@ -265,6 +270,7 @@ func (e *Engine) Start(ctx context.Context) error {
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	e.closed = true
+	e.stopSubscribersLocked()
 	e.mu.Unlock()
 	e.stop()
 	e.wg.Wait()
@@ -422,6 +428,13 @@ func (e *Engine) begin(ctx context.Context, r *run) error {
 	defer e.mu.Unlock()
 	if e.closed {
 		return fmt.Errorf("submit workflow: %w", ErrClosed)
+	}
+	if len(e.subs) > 0 {
+		now := time.Now()
+		e.workflowEventLocked(r, nil, 0, now)
+		for _, s := range r.steps {
+			e.taskEventLocked(s, now)
+		}
 	}
 	e.startReadyLocked(r)
 	return nil
@@ -612,6 +625,15 @@ func (e *Engine) follow(s *step) []*step {
 		s.submitted = true
 		delete(e.held, s.task.ID)
 		close(s.sent)
+		if len(e.subs) > 0 && !s.r.chain {
+			e.mu.Unlock()
+			state := skill.StateQueued
+			if ts, err := e.coord.Status(s.task.ID); err == nil {
+				state = ts.State
+			}
+			e.mu.Lock()
+			e.workflowEventLocked(s.r, s, state, time.Now())
+		}
 	}
 	// A cancel that came while it was submitted: from now on, Cancel and
 	// TaskCancel see it submitted and cancel its task themselves.
@@ -645,12 +667,13 @@ func (e *Engine) follow(s *step) []*step {
 	return e.finishLocked(s, skill.StateFailed, "", fmt.Sprintf("task %s: its state is no longer known", s.task.ID))
 }
 
-// finishLocked ends step s in state (terminal) as endLocked does, unlocks
-// e.mu and writes to the store. It returns the steps s's end made ready.
+// finishLocked ends step s in state (terminal) as endLocked does, hands
+// the writes to the writer and unlocks e.mu. It returns the steps s's end
+// made ready.
 func (e *Engine) finishLocked(s *step, state skill.TaskState, node peer.ID, msg string) []*step {
 	ready, ws := e.endLocked(s, state, node, msg)
+	e.enqueue(ws) // under e.mu: writes come in the order of the changes
 	e.mu.Unlock()
-	e.enqueue(ws)
 	return ready
 }
 
@@ -662,12 +685,14 @@ func (e *Engine) endLocked(s *step, state skill.TaskState, node peer.ID, msg str
 	s.state, s.node, s.err, s.ended = state, node, msg, time.Now()
 	if !s.submitted {
 		close(s.sent)
+		e.taskEventLocked(s, s.ended)
 	}
 	r.left--
 	var ws []store.WorkflowOp
 	if e.opt.Store != nil {
 		ws = append(ws, store.WorkflowOp{Key: stepKey(r.id, s.index()), Value: encodeStep(s)})
 	}
+	e.workflowEventLocked(r, s, state, s.ended)
 	var ready []*step
 	for _, u := range s.users {
 		x := r.steps[u]
@@ -690,6 +715,7 @@ func (e *Engine) endLocked(s *step, state skill.TaskState, node peer.ID, msg str
 		}
 		e.order = append(e.order, r.id)
 		close(r.done)
+		e.workflowEventLocked(r, nil, 0, r.finished)
 		if e.opt.Store != nil {
 			ws = append(ws, store.WorkflowOp{Key: endKey(r.id), Value: encodeEnd(r)})
 		}
@@ -855,6 +881,7 @@ func (e *Engine) Cancel(id ID) error {
 			running = append(running, s.task.ID)
 		}
 	}
+	e.enqueue(ws)
 	e.mu.Unlock()
 	for _, id := range running {
 		_ = e.coord.Cancel(id) // one that has just finished says so: nothing to do
@@ -862,7 +889,6 @@ func (e *Engine) Cancel(id ID) error {
 	if e.opt.Store != nil { // before the answer: a restart must not run the steps
 		e.flush([]store.WorkflowOp{{Key: cancelKey(r.id), Value: []byte{1}}})
 	}
-	e.enqueue(ws)
 	r.stop() // chained waits end; steps about to be submitted see canceled
 	return nil
 }

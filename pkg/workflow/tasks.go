@@ -137,8 +137,8 @@ func (e *Engine) TaskCancel(id skill.TaskID) error {
 			go e.runSteps(x)
 		}
 	}
-	e.mu.Unlock()
 	e.enqueue(ws)
+	e.mu.Unlock()
 	return nil
 }
 

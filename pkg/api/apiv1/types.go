@@ -442,6 +442,8 @@ type Event struct {
 	// SpotCheck is set for Type "spot_check": a peer's output for a
 	// deterministic skill was run again and compared.
 	SpotCheck *SpotCheck `json:"spot_check,omitempty"`
+	// Workflow is set for Type "workflow".
+	Workflow *WorkflowEvent `json:"workflow,omitempty"`
 }
 
 // SpotCheck is the end of one spot check: the task whose answer First

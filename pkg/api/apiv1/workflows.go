@@ -42,6 +42,23 @@ type WorkflowStep struct {
 	Error     string   `json:"error,omitempty"`
 }
 
+// WorkflowEvent is the data of an "event: workflow" of GET /v1/events: a
+// change of workflow ID's state (Step empty: its submission and its end)
+// or of its step Step (submitted, with its task's state then, or ended).
+// A workflow's step events come at most 10 a second (in bursts of 20);
+// its own are never dropped for that. A step's task's other changes are
+// its "event: task".
+type WorkflowEvent struct {
+	ID        string `json:"id"`
+	Name      string `json:"name,omitempty"`
+	State     string `json:"state"` // the workflow's, after the change
+	Step      string `json:"step,omitempty"`
+	StepState string `json:"step_state,omitempty"`
+	TaskID    string `json:"task_id,omitempty"`
+	Node      string `json:"node,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
 // WorkflowList is the body of GET /v1/workflows, newest first.
 type WorkflowList struct {
 	Workflows []Workflow `json:"workflows"`

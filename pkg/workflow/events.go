@@ -1,0 +1,171 @@
+package workflow
+
+import (
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cortexgrid/cortexd/pkg/skill"
+)
+
+// Event is a change the engine reports to Subscribe: either Task, a task
+// the engine holds back (a chained task or a workflow step not yet
+// submitted) that entered skill.StateWaiting or ended without being
+// submitted (skill.StateDependencyFailed, canceled, failed), or Workflow.
+// A submitted task's changes are the coordinator's events.
+type Event struct {
+	Task     *skill.Event
+	Workflow *WorkflowEvent
+}
+
+// WorkflowEvent is a change of a workflow or of one of its steps.
+type WorkflowEvent struct {
+	ID    ID
+	Name  string
+	State State // the workflow's, after the change
+	// Step is the name of the step that changed (was submitted, or
+	// ended); empty for a change of the workflow's own state (its
+	// submission and its end).
+	Step      string
+	StepState skill.TaskState
+	TaskID    skill.TaskID
+	Node      peer.ID
+	Error     string
+	At        time.Time
+}
+
+// Limits of events.
+const (
+	subBuffer = 1024 // events a subscriber may lag behind before newer ones are dropped
+	// A workflow's step events: at most stepEventRate a second, in
+	// bursts of stepEventBurst; more are dropped (counted in
+	// DroppedEvents). Its own state changes are never limited.
+	stepEventRate  = 10
+	stepEventBurst = 20
+)
+
+type subscriber struct {
+	fn      func(Event)
+	ch      chan Event
+	stop    chan struct{}
+	dropped atomic.Uint64
+}
+
+// Subscribe calls fn with every event from now on, from one goroutine per
+// subscription, in order; the engine never waits for fn: if fn falls more
+// than 1024 events behind, newer events are dropped for it. The returned
+// function ends the subscription; Close ends them all.
+func (e *Engine) Subscribe(fn func(Event)) (unsubscribe func()) {
+	if fn == nil {
+		return func() {}
+	}
+	s := &subscriber{fn: fn, ch: make(chan Event, subBuffer), stop: make(chan struct{})}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return func() {}
+	}
+	e.subs = append(slices.Clone(e.subs), s)
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go e.deliver(s)
+	return func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if i := slices.Index(e.subs, s); i >= 0 {
+			e.subs = slices.Delete(slices.Clone(e.subs), i, i+1)
+			close(s.stop)
+		}
+	}
+}
+
+// DroppedEvents returns how many events were dropped: step events over
+// a workflow's rate, and events to current subscribers that lagged.
+func (e *Engine) DroppedEvents() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := e.limited
+	for _, s := range e.subs {
+		n += s.dropped.Load()
+	}
+	return n
+}
+
+func (e *Engine) deliver(s *subscriber) {
+	defer e.wg.Done()
+	for {
+		select {
+		case ev := <-s.ch:
+			s.fn(ev)
+		case <-s.stop:
+			for {
+				select {
+				case ev := <-s.ch:
+					s.fn(ev)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// stopSubscribersLocked ends every subscription.
+func (e *Engine) stopSubscribersLocked() {
+	for _, s := range e.subs {
+		close(s.stop)
+	}
+	e.subs = nil
+}
+
+// publishLocked hands ev to every subscriber without blocking; e.mu is
+// held, so events come in the order of the changes.
+func (e *Engine) publishLocked(ev Event) {
+	for _, s := range e.subs {
+		select {
+		case s.ch <- ev:
+		default:
+			s.dropped.Add(1)
+		}
+	}
+}
+
+// taskEventLocked publishes the state of a step the coordinator does not
+// have.
+func (e *Engine) taskEventLocked(s *step, at time.Time) {
+	if len(e.subs) == 0 {
+		return
+	}
+	ev := &skill.Event{TaskID: s.task.ID, Skill: s.task.Skill, State: s.state, Peer: s.node, Error: s.err, At: at}
+	if !s.state.Terminal() {
+		ev.State, ev.Error = skill.StateWaiting, ""
+	}
+	e.publishLocked(Event{Task: ev})
+}
+
+// workflowEventLocked publishes a change of r (s nil) or of its step s,
+// whose state is state. Step events are rate-limited per workflow.
+func (e *Engine) workflowEventLocked(r *run, s *step, state skill.TaskState, at time.Time) {
+	if r.chain || len(e.subs) == 0 {
+		return
+	}
+	ev := &WorkflowEvent{ID: r.id, Name: r.name, State: r.state, At: at}
+	if s != nil {
+		// A token bucket: stepEventBurst tokens, refilled stepEventRate a second.
+		if r.evAt.IsZero() {
+			r.evTokens = stepEventBurst
+		} else {
+			r.evTokens = min(stepEventBurst, r.evTokens+at.Sub(r.evAt).Seconds()*stepEventRate)
+		}
+		r.evAt = at
+		if r.evTokens < 1 {
+			e.limited++
+			return
+		}
+		r.evTokens--
+		ev.Step, ev.StepState, ev.TaskID, ev.Node, ev.Error = s.name, state, s.task.ID, s.node, s.err
+	}
+	e.publishLocked(Event{Workflow: ev})
+}
