@@ -114,8 +114,9 @@ func getJSON(t *testing.T, url string, out any) {
 // headless Chromium: the overview shows the node and its peers; a task
 // submitted through the skills form reaches succeeded on its page without
 // a reload, its attempt shows where it ran and the router's candidates; a
-// running debug.sleep is canceled from its page; and the task list, peers
-// and skills pages list what the API has. A screenshot of each page is
+// running debug.sleep is canceled from its page; a workflow's page reaches
+// succeeded without a reload, its steps' rows filled in; and the
+// workflow and task lists, peers and skills pages list what the API has. A screenshot of each page is
 // saved in the test's artifact directory (go test -artifacts keeps it; the
 // log names it).
 func TestDashboardInChromium(t *testing.T) {
@@ -285,10 +286,60 @@ func TestDashboardInChromium(t *testing.T) {
 		shot("task-canceled"),
 	)
 
+	// A workflow submitted through the API: its page loads while its first
+	// step sleeps on node 3 and must turn succeeded through the events,
+	// each step's row with its state, node and task link.
+	resp, err := http.Post(base+"/v1/workflows", "application/json", strings.NewReader(`{"name":"nap-then-echo","steps":[
+		{"name":"nap","skill":"debug.sleep","input":{"ms":1500}},
+		{"name":"echo","skill":"echo","depends_on":["nap"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wf apiv1.Workflow
+	err = json.NewDecoder(resp.Body).Decode(&wf)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit a workflow: %d %v", resp.StatusCode, err)
+	}
+	do("load the workflow's page", chromedp.Navigate(base+"/ui/workflows/"+wf.ID), chromedp.WaitVisible(css(`#workflow-state`)))
+	if eval(`window.__notReloaded = 1`) != 1 {
+		t.Fatal("could not mark the workflow page")
+	}
+	st, err = chromedp.Run(ctx, chromedp.AttributeValue(css(`#workflow-state`), "data-state"))
+	if err != nil {
+		fail("read the workflow's state", err)
+	}
+	if st.Value != apiv1.WorkflowRunning {
+		t.Fatalf("the workflow page loaded with the workflow %s already: a 1.5 s sleep should still run", st.Value)
+	}
+	do("wait for the workflow to succeed on its page",
+		chromedp.WaitVisible(css(`#workflow-state[data-state="succeeded"]`)),
+		shot("workflow-succeeded"),
+	)
+	if eval(`window.__notReloaded || 0`) != 1 {
+		t.Error("the workflow page was reloaded to show the workflow's end; it should update in place")
+	}
+	if n := eval(`document.querySelectorAll('#workflow-steps tbody tr .state[data-state="succeeded"]').length`); n != 2 {
+		t.Errorf("the workflow page shows %d steps succeeded, want 2", n)
+	}
+	for i, s := range wf.Steps {
+		href, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`document.querySelectorAll('#workflow-steps tbody tr')[%d].querySelector('a').getAttribute('href')`, i)))
+		if err != nil || href != "/ui/tasks/"+s.TaskID {
+			t.Errorf("step %s links %q (%v), want its task /ui/tasks/%s", s.Name, href, err, s.TaskID)
+		}
+	}
+	if where := strings.TrimPrefix(text(`#workflow-steps tr[data-step="nap"] td:nth-child(4) code`), "…"); where == "" || !strings.HasSuffix(node3, where) {
+		t.Errorf("step nap ran on %q, want node 3 (%s)", where, node3)
+	}
+	if deps := text(`#workflow-steps tr[data-step="echo"] td:nth-child(6)`); deps != "nap" {
+		t.Errorf("step echo depends on %q, want nap", deps)
+	}
+	do("list the workflows", chromedp.Navigate(base+"/ui/workflows"), chromedp.WaitVisible(css(`#workflow-list .state.succeeded`)), shot("workflows"))
+
 	// The list, peers and skills pages.
 	do("list the tasks", chromedp.Navigate(base+"/ui/tasks"), chromedp.WaitVisible(css(`#task-list`)), shot("tasks"))
-	if n := eval(`document.querySelectorAll('#task-list tbody tr').length`); n < 2 {
-		t.Errorf("the task list shows %d tasks, want the 2 submitted", n)
+	if n := eval(`document.querySelectorAll('#task-list tbody tr').length`); n < 4 {
+		t.Errorf("the task list shows %d tasks, want the 4 submitted (2 of them the workflow's)", n)
 	}
 	do("filter the canceled tasks", chromedp.Navigate(base+"/ui/tasks?state=canceled"), chromedp.WaitVisible(css(`#task-list .state.canceled`)))
 	if n := eval(`document.querySelectorAll('#task-list tbody tr').length`); n != 1 {
@@ -298,7 +349,7 @@ func TestDashboardInChromium(t *testing.T) {
 	if n := eval(`document.querySelectorAll('#peer-list tbody tr').length`); n != 2 {
 		t.Errorf("the peers page shows %d peers, want 2", n)
 	}
-	for _, name := range []string{"overview", "skills", "task-succeeded", "task-canceled", "tasks", "peers"} {
+	for _, name := range []string{"overview", "skills", "task-succeeded", "task-canceled", "workflow-succeeded", "workflows", "tasks", "peers"} {
 		if b, err := os.ReadFile(filepath.Join(shots, name+".png")); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
 			t.Errorf("screenshot %s: not a PNG (%v)", name, err)
 		}

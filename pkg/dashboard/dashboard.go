@@ -62,7 +62,7 @@ var templateFS embed.FS
 var staticFS embed.FS
 
 // pageNames are the pages, each a template file beside layout.html.
-var pageNames = []string{"overview", "tasks", "task", "peers", "skills", "login"}
+var pageNames = []string{"overview", "tasks", "task", "workflows", "workflow", "peers", "skills", "login"}
 
 // Handler serves the dashboard. It is safe for concurrent use.
 type Handler struct {
@@ -110,6 +110,8 @@ func New(f Fetcher, opts ...Option) (*Handler, error) {
 	mux.HandleFunc("GET /ui/tasks/{id}", h.task)
 	mux.HandleFunc("GET /ui/tasks/{id}/output", h.download(false))
 	mux.HandleFunc("GET /ui/tasks/{id}/input", h.download(true))
+	mux.HandleFunc("GET /ui/workflows", h.workflows)
+	mux.HandleFunc("GET /ui/workflows/{id}", h.workflow)
 	mux.HandleFunc("GET /ui/peers", h.peers)
 	mux.HandleFunc("GET /ui/skills", h.skills)
 	mux.HandleFunc("GET /ui/login", h.login)

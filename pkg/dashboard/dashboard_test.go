@@ -123,3 +123,50 @@ func TestTaskPageShowsProgress(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkflowPages checks that the list links each workflow and that a
+// workflow's page shows its steps (state, node, task link, deps), escaped,
+// and follows events only while it runs.
+func TestWorkflowPages(t *testing.T) {
+	wf := apiv1.Workflow{ID: "eeee5555", Name: "<i>pair</i>", State: "running", Steps: []apiv1.WorkflowStep{
+		{Name: "a", Skill: "echo", TaskID: "ta11", State: "succeeded", Node: "12D3KooWself"},
+		{Name: "b", Skill: "echo", TaskID: "tb22", State: "waiting", DependsOn: []string{"a", "<x>"}},
+	}}
+	done := wf
+	done.ID, done.State = "ffff6666", "failed"
+	f := fakeAPI{"/v1/workflows?limit=50": apiv1.WorkflowList{Workflows: []apiv1.Workflow{wf, done}},
+		"/v1/workflows/eeee5555": wf, "/v1/workflows/ffff6666": done, "/v1/id": apiv1.Identity{ID: "12D3KooWself"}}
+	h, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) string {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("GET %s: %d\n%s", path, rec.Code, rec.Body)
+		}
+		return rec.Body.String()
+	}
+	list := get("/ui/workflows")
+	for _, w := range []string{`href="/ui/workflows/eeee5555"`, `href="/ui/workflows/ffff6666"`, "&lt;i&gt;pair&lt;/i&gt;", "2: 1 succeeded", `data-events="/v1/events?types=workflow"`} {
+		if !strings.Contains(list, w) {
+			t.Errorf("the list lacks %q:\n%s", w, list)
+		}
+	}
+	page := get("/ui/workflows/eeee5555")
+	for _, w := range []string{`id="workflow-state" class="state running"`, `<tr data-step="b">`, `href="/ui/tasks/tb22"`, "a, &lt;x&gt;",
+		`<span class="state waiting" data-state="waiting">waiting</span>`, `<span class="tag">this node</span>`, `data-events="/v1/events?types=task,progress,workflow"`, `id="cancel"`} {
+		if !strings.Contains(page, w) {
+			t.Errorf("the running workflow's page lacks %q:\n%s", w, page)
+		}
+	}
+	if page := get("/ui/workflows/ffff6666"); strings.Contains(page, "data-events") || strings.Contains(page, `id="cancel"`) {
+		t.Errorf("a finished workflow's page follows events or offers cancel:\n%s", page)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/ui/workflows/0000", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("an unknown workflow: %d", rec.Code)
+	}
+}

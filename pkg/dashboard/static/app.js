@@ -23,6 +23,8 @@
     return 'the API answered ' + r.status + ' ' + r.statusText;
   }
 
+  let es = null; // the page's EventSource, if it follows events
+
   // Refresh the live part at most once a second, however many events come.
   let timer = null, last = 0, busy = false, again = false;
   async function refresh() {
@@ -34,6 +36,15 @@
       const html = await r.text();
       live.innerHTML = html;
       body.dataset.refreshed = String(Date.now());
+      // A workflow's page stops following events once the workflow ended.
+      const ws = document.getElementById('workflow-state');
+      if (ws && ws.dataset.state !== 'running' && es) {
+        es.close();
+        es = null;
+        if (conn) conn.textContent = 'final';
+        const c = document.getElementById('cancel');
+        if (c) c.remove();
+      }
     } catch (e) {
       if (conn) conn.textContent = 'refresh failed: ' + e.message;
     } finally {
@@ -48,19 +59,21 @@
   }
 
   if (body.dataset.events && window.EventSource) {
-    const es = new EventSource(body.dataset.events);
-    es.onopen = function () { if (conn) conn.textContent = 'live'; schedule(); };
-    es.onerror = function () { if (conn) conn.textContent = es.readyState === 2 ? 'not live' : 'reconnecting…'; };
-    es.addEventListener('peer', schedule);
-    es.addEventListener('progress', schedule);
-    es.addEventListener('task', function (ev) {
+    const src = new EventSource(body.dataset.events);
+    es = src;
+    src.onopen = function () { if (conn) conn.textContent = 'live'; schedule(); };
+    src.onerror = function () { if (conn) conn.textContent = src.readyState === 2 ? 'not live' : 'reconnecting…'; };
+    src.addEventListener('peer', schedule);
+    src.addEventListener('progress', schedule);
+    src.addEventListener('workflow', schedule);
+    src.addEventListener('task', function (ev) {
       schedule();
       if (body.dataset.events.indexOf('task=') >= 0) {
         // One task's stream ends at its final state: do not reconnect.
         try {
           const d = JSON.parse(ev.data);
           if (d.task && terminal.indexOf(d.task.state) >= 0) {
-            es.close();
+            src.close();
             if (conn) conn.textContent = 'final';
             const c = document.getElementById('cancel');
             if (c) c.remove();
