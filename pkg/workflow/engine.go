@@ -627,8 +627,10 @@ func (e *Engine) follow(s *step) []*step {
 		close(s.sent)
 		if len(e.subs) > 0 && !s.r.chain {
 			e.mu.Unlock()
+			// Its state then: queued or delegated (queued if it has
+			// ended already: its end is the next event).
 			state := skill.StateQueued
-			if ts, err := e.coord.Status(s.task.ID); err == nil {
+			if ts, err := e.coord.Status(s.task.ID); err == nil && !ts.State.Terminal() {
 				state = ts.State
 			}
 			e.mu.Lock()

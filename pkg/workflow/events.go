@@ -28,7 +28,10 @@ type WorkflowEvent struct {
 	// Step is the name of the step that changed (was submitted, or
 	// ended); empty for a change of the workflow's own state (its
 	// submission and its end).
-	Step      string
+	Step string
+	// StepState is the step's state: at its submission its task's then
+	// (queued or delegated; queued if the task has ended already, whose
+	// end comes next), else the terminal state it ended in.
 	StepState skill.TaskState
 	TaskID    skill.TaskID
 	Node      peer.ID

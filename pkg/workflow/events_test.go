@@ -93,9 +93,15 @@ steps:
 		switch {
 		case we.Step == "":
 		case we.StepState.Terminal():
+			if _, twice := ended[we.Step]; twice {
+				t.Errorf("step %s ended twice: %s", we.Step, describe(evs))
+			}
 			ended[we.Step] = we.StepState
 			childStep = childStep || we.TaskID == child
 		default:
+			if _, late := ended[we.Step]; late || submitted[we.Step] {
+				t.Errorf("step %s submitted twice, or after its end: %s", we.Step, describe(evs))
+			}
 			submitted[we.Step] = true
 		}
 	}
