@@ -48,21 +48,29 @@ func (c *DelegationCoordinator) acceptStored(ctx context.Context, t *SkillTask, 
 }
 
 // submitLocalStored is submitNew for a task that starts here, with a
-// store and an ID this node generated: its acceptance and its run
-// overlap. The record is queued, the task starts at once, and SubmitTask
-// returns once the record is on disk, as with acceptStored. A task that
-// finishes before the writer takes its record has its result committed in
-// the same transaction: one fsync per task rather than two. Running before
-// the record is on disk is safe: the caller has no answer yet, and if the
-// record cannot be written the task is canceled and SubmitTask fails. (An
-// ID the caller chose takes acceptStored's path: only the store knows of
-// a finished task of that ID that memory has let go, and such a task must
-// not run.)
-func (c *DelegationCoordinator) submitLocalStored(t *SkillTask, cand Candidate, now time.Time) (TaskID, error) {
+// store: its acceptance and its run overlap. The record is queued, the
+// task starts at once, and SubmitTask returns once the record is on disk,
+// as with acceptStored. A task that finishes before the writer takes its
+// record has its result committed in the same transaction: one fsync per
+// task rather than two. Running before the record is on disk is safe: the
+// caller has no answer yet, and if the record cannot be written the task
+// is canceled and SubmitTask fails. An ID the caller chose (chosenID) is
+// looked up in the store first, where a finished task of that ID that
+// memory has let go (or one from before a restart) is: such a task must
+// not run again. The store's refusal of a second record of an ID is the
+// last check, for a clash that neither lookup saw.
+func (c *DelegationCoordinator) submitLocalStored(t *SkillTask, cand Candidate, now time.Time, chosenID bool) (TaskID, error) {
+	if chosenID {
+		if _, err := c.cfg.store.Get(t.ID); err == nil {
+			return TaskID{}, fmt.Errorf("submit task %s: task ID is in use: %w", t.ID.Short(), grid.ErrDuplicateTask)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return TaskID{}, fmt.Errorf("submit task %s: look up its ID: %w", t.ID.Short(), err)
+		}
+	}
 	rec := c.taskRecord(t, true)
 	accepted := make(chan error, 1)
 	c.cfg.store.AcceptAsync(rec, func(err error) { accepted <- err })
-	err := c.submitTo(t, cand, now, false, c.remote != nil)
+	err := c.submitTo(t, cand, now, chosenID, c.remote != nil)
 	aerr := <-accepted
 	switch {
 	case aerr != nil:

@@ -394,3 +394,50 @@ func TestStoreFinishWithAClosedStoreWakesWaitersInline(t *testing.T) {
 		t.Errorf("%d goroutines after the task finished, %d before: the terminal write left one behind", n, before)
 	}
 }
+
+// A task with an ID the caller chose takes the same one-sync path as one
+// whose ID the coordinator makes: on disk when SubmitTask returns, and a
+// second submission of the ID is refused, while the first is in memory
+// and, from the store, after a restart; the skill runs once.
+func TestStoreChosenIDIsOnDiskAndRefusedTwice(t *testing.T) {
+	e := newStEnv(t)
+	c1 := e.start(t, 1, nil, nil)
+	ctx := context.Background()
+	tk := e.countTask("chosen")
+	tk.ID = grid.NewTaskID()
+	id, err := c1.SubmitTask(ctx, tk)
+	if err != nil || id != tk.ID {
+		t.Fatalf("submit: %s, %v", id.Short(), err)
+	}
+	if rec, err := e.st.Get(id); err != nil || rec.State.Terminal() || string(rec.Input) != "chosen" {
+		t.Fatalf("task not in the store when SubmitTask returned: %+v, %v", rec, err)
+	}
+	again := e.countTask("again")
+	again.ID = id
+	if _, err := c1.SubmitTask(ctx, again); !errors.Is(err, grid.ErrDuplicateTask) {
+		t.Errorf("the ID again while the task runs: %v, want ErrDuplicateTask", err)
+	}
+	close(e.gate)
+	if res, err := stWait(t, c1, id); err != nil || string(res.Output) != "ran: chosen" {
+		t.Fatalf("wait: %+v, %v", res, err)
+	}
+	again = e.countTask("again")
+	again.ID = id
+	if _, err := c1.SubmitTask(ctx, again); !errors.Is(err, grid.ErrDuplicateTask) {
+		t.Errorf("the ID again after the task finished: %v, want ErrDuplicateTask", err)
+	}
+	_ = c1.Close()
+
+	c2 := e.start(t, 1, nil, nil)
+	again = e.countTask("again")
+	again.ID = id
+	if _, err := c2.SubmitTask(ctx, again); !errors.Is(err, grid.ErrDuplicateTask) {
+		t.Errorf("the ID again after a restart: %v, want ErrDuplicateTask", err)
+	}
+	if res, err := stWait(t, c2, id); err != nil || string(res.Output) != "ran: chosen" {
+		t.Errorf("after the refusals the task's result is %+v, %v, want the first run's", res, err)
+	}
+	if n := e.runs.Load(); n != 1 {
+		t.Errorf("the skill ran %d times, want 1", n)
+	}
+}

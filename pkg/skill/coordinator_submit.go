@@ -88,8 +88,8 @@ func (c *DelegationCoordinator) submitNew(ctx context.Context, t *SkillTask, loc
 		}
 		return TaskID{}, fmt.Errorf("submit task: %w", err)
 	}
-	if c.cfg.store != nil && cand.Local && !chosenID {
-		return c.submitLocalStored(t, cand, now)
+	if c.cfg.store != nil && cand.Local {
+		return c.submitLocalStored(t, cand, now, chosenID)
 	}
 	if c.cfg.store != nil {
 		if err := c.acceptStored(ctx, t, cand.Local); err != nil {
