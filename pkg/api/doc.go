@@ -15,7 +15,7 @@
 //	DELETE /v1/skills/{name}[?version=]   remove a wasm skill -> apiv1.RemovedSkills
 //	POST   /v1/peers/{peer}/deny    cut a peer off until restart -> apiv1.PeerAccess
 //	POST   /v1/peers/{peer}/allow   undo a deny (or extend the allow list) -> apiv1.PeerAccess
-//	GET    /v1/events[?task=ID][&types=task,peer]  server-sent events (apiv1.Event)
+//	GET    /v1/events[?task=ID][&types=task,progress,peer,spot_check,workflow]  server-sent events (apiv1.Event)
 //	GET    /v1/tasks/{id}/trace     attempts, router candidates, input -> apiv1.TaskTrace
 //	GET    /v1/metrics/series       tasks/s and latency per 5 s -> apiv1.Series
 //	GET    /ui/...                  the web dashboard (package dashboard)

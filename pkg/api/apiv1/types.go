@@ -433,7 +433,7 @@ type QueueStats struct {
 
 // Event is one server-sent event of GET /v1/events. Type is "task",
 // "progress" (Task carries the new Progress; its state is unchanged),
-// "peer" or "spot_check"; the SSE event name is the same.
+// "peer", "spot_check" or "workflow"; the SSE event name is the same.
 type Event struct {
 	Type string     `json:"type"`
 	Time time.Time  `json:"time"`
