@@ -316,10 +316,36 @@ func (g *scaleGrid) awaitMesh(d time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			g.t.Fatalf("after %s, %d client-worker pairs still do not see each other", d, missing)
+			refused, unknown := g.whyUnlisted()
+			g.t.Fatalf("after %s, %d client-worker pairs still do not see each other: %d with the worker's entry refused, %d with no entry",
+				d, missing, refused, unknown)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// whyUnlisted counts, over the client-worker pairs where the client does
+// not list the worker as an echo provider, those where the client holds
+// the worker's entry (so it refused it: identify or a task stream said it
+// does not speak the task protocol) and those where it holds none (the
+// announcement has not arrived).
+func (g *scaleGrid) whyUnlisted() (refused, unknown int) {
+	workers := g.live(roleWorker)
+	for _, c := range g.live(roleClient) {
+		ps := c.h.Node.Providers("echo")
+		infos := c.h.Node.Peers()
+		for _, w := range workers {
+			if slices.ContainsFunc(ps, func(p grid.Provider) bool { return p.Peer == w.h.ID }) {
+				continue
+			}
+			if slices.ContainsFunc(infos, func(pi grid.PeerInfo) bool { return pi.Peer == w.h.ID && len(pi.Skills) > 0 }) {
+				refused++
+			} else {
+				unknown++
+			}
+		}
+	}
+	return refused, unknown
 }
 
 // listed counts the workers that h's capability table lists for echo.

@@ -519,8 +519,11 @@ type capTable struct {
 	speaks  func(peer.ID) bool
 	refutes func(peer.ID) bool
 	// notProvider is called, outside mu, when a peer with skills becomes
-	// refused; nil: nothing.
+	// refused; nil: nothing. recheck asks for a task stream over the
+	// connection to a peer that identify refuted (it may be stale); it
+	// must not block or call back into the table; nil: nothing.
 	notProvider func(p peer.ID, why string)
+	recheck     func(p peer.ID)
 	// trust is this node's trust in p in [0, 1]; nil gives every peer
 	// neutralKeepTrust.
 	trust    func(peer.ID) float64
@@ -641,6 +644,7 @@ func (t *capTable) apply(author peer.ID, a *capAnnouncement, now time.Time) bool
 		slot.verified.Store(t.speaks == nil || t.speaks(author))
 		if !slot.verified.Load() && t.refutes != nil && t.refutes(author) {
 			slot.refused.Store(now.Add(notProviderFor).UnixNano())
+			t.askRecheck(author)
 		}
 		slot.entry.Store(e)
 		t.slots[author] = slot
@@ -668,8 +672,9 @@ const notProviderFor = 5 * time.Minute
 
 // setVerified records whether p speaks the task protocol, as identify or
 // a task stream showed: ok verifies it; !ok refuses it until
-// notProviderFor from now, and why says how it was found. It reports
-// whether p has an entry.
+// notProviderFor from now. why says how a task stream found it (empty for
+// identify, which a recheck may overturn: not logged). It reports whether
+// p has an entry.
 func (t *capTable) setVerified(p peer.ID, ok bool, why string) bool {
 	now := time.Now()
 	t.mu.Lock()
@@ -680,7 +685,7 @@ func (t *capTable) setVerified(p peer.ID, ok bool, why string) bool {
 		if ok {
 			slot.refused.Store(0)
 		} else {
-			tell = slot.refused.Load() <= now.UnixNano() && len(slot.entry.Load().skills) > 0
+			tell = why != "" && len(slot.entry.Load().skills) > 0
 			slot.refused.Store(now.Add(notProviderFor).UnixNano())
 		}
 	}
@@ -709,7 +714,14 @@ func (t *capTable) reverify(now time.Time) {
 			slot.refused.Store(0)
 		case t.refutes != nil && t.refutes(p):
 			slot.refused.Store(now.Add(notProviderFor).UnixNano())
+			t.askRecheck(p)
 		}
+	}
+}
+
+func (t *capTable) askRecheck(p peer.ID) {
+	if t.recheck != nil {
+		t.recheck(p)
 	}
 }
 

@@ -1,13 +1,19 @@
 package grid
 
 import (
+	"context"
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/wire"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	msmux "github.com/multiformats/go-multistream"
+	"golang.org/x/time/rate"
 )
 
 // Lazy verification. A capability announcement is signed by its author
@@ -27,6 +33,22 @@ import (
 // negotiate refuses it (Node.NotProvider). A refused peer is left out of
 // Providers for notProviderFor, or until identify shows it speaks the
 // protocol.
+//
+// identify can be stale: a connection identified while the peer's
+// orchestrator was starting lists no task protocol, and identify's push
+// skips a connection still being identified. So a refusal by identify is
+// rechecked over that same connection (never a dial): checkLoop opens a
+// task stream, whose negotiation answers for the peer, and closes it. At
+// most checkRate a second, checkParallel at once, each peer once per
+// checkEvery.
+const (
+	checkRate     = 8
+	checkBurst    = 16
+	checkParallel = 4
+	checkEvery    = time.Minute
+	checkQueue    = 64
+	checkTimeout  = 5 * time.Second
+)
 
 // ErrNotProvider is wrapped by Delegate's error when the peer does not
 // speak the task protocol: the task was not sent. It is the router's
@@ -96,19 +118,93 @@ var identifyEvents = []any{new(event.EvtPeerIdentificationCompleted), new(event.
 // onIdentify updates the table from an identify event. It reports whether
 // e was one.
 func (n *Node) onIdentify(e any) bool {
-	const why = "identify over a connection does not list it"
 	switch ev := e.(type) {
 	case event.EvtPeerIdentificationCompleted:
-		n.table.setVerified(ev.Peer, slices.Contains(ev.Protocols, wire.ProtocolTask), why)
+		ok := slices.Contains(ev.Protocols, wire.ProtocolTask)
+		if n.table.setVerified(ev.Peer, ok, "") && !ok {
+			n.requestCheck(ev.Peer)
+		}
 	case event.EvtPeerProtocolsUpdated:
 		switch {
 		case slices.Contains(ev.Added, wire.ProtocolTask):
 			n.table.setVerified(ev.Peer, true, "")
 		case slices.Contains(ev.Removed, wire.ProtocolTask):
-			n.table.setVerified(ev.Peer, false, "identify push removed it")
+			if n.table.setVerified(ev.Peer, false, "") {
+				n.requestCheck(ev.Peer)
+			}
 		}
 	default:
 		return false
 	}
 	return true
+}
+
+// requestCheck asks checkLoop to recheck p over its connection. It drops
+// the request if the queue is full: the next reverify round asks again.
+func (n *Node) requestCheck(p peer.ID) {
+	select {
+	case n.checks <- p:
+	default:
+	}
+}
+
+// checkLoop rechecks the peers requestCheck names, within the limits
+// above: over a live connection only, it opens a task stream and closes
+// it. A negotiation that succeeds verifies the peer; one that fails
+// refuses it. Any other error (the connection went, a timeout) changes
+// nothing.
+func (n *Node) checkLoop(ctx context.Context, rt *nodeRuntime) {
+	lim := rate.NewLimiter(checkRate, checkBurst)
+	last := make(map[peer.ID]time.Time)
+	sem := make(chan struct{}, checkParallel)
+	defer func() {
+		for range checkParallel {
+			sem <- struct{}{} // wait for the checks in flight
+		}
+	}()
+	for {
+		var p peer.ID
+		select {
+		case <-ctx.Done():
+			return
+		case p = <-n.checks:
+		}
+		now := time.Now()
+		if at, ok := last[p]; ok && now.Sub(at) < checkEvery {
+			continue
+		}
+		if p == n.id || !hostConnected(rt.host, p) || speaksTask(rt.host, p) || !n.gater.allowed(p) || !lim.Allow() {
+			continue
+		}
+		for q, at := range last {
+			if now.Sub(at) >= checkEvery {
+				delete(last, q) // bounded by checkRate x checkEvery
+			}
+		}
+		last[p] = now
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		go func() {
+			defer func() { <-sem }()
+			n.checkTask(ctx, rt.host, p)
+		}()
+	}
+}
+
+// checkTask opens a task stream to p over an existing connection and
+// records what the negotiation says.
+func (n *Node) checkTask(ctx context.Context, h host.Host, p peer.ID) {
+	cctx, cancel := context.WithTimeout(network.WithNoDial(ctx, "check the task protocol"), checkTimeout)
+	defer cancel()
+	s, err := h.NewStream(cctx, p, wire.ProtocolTask)
+	switch {
+	case err == nil:
+		_ = s.Reset() // nothing to send: the negotiation was the check
+		n.table.setVerified(p, true, "")
+	case errors.Is(err, msmux.ErrNotSupported[protocol.ID]{}):
+		n.NotProvider(p)
+	}
 }

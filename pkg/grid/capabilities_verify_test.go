@@ -214,3 +214,31 @@ func TestCapabilityNotProviderIsLeftOutUntilIdentifyShowsTheProtocol(t *testing.
 		return verifiedProvider(n, "claimed.skill", g.host.ID())
 	})
 }
+
+// identify can be stale (a connection identified while the peer's
+// orchestrator was starting): a refusal by identify is rechecked with a
+// task stream over the same connection, which verifies a peer that does
+// speak the protocol.
+func TestCapabilityStaleIdentifyRefusalIsRecheckedOverTheConnection(t *testing.T) {
+	n := startNodeT(t)
+	g := newRawGossiper(t, n, true)
+	if err := g.topic.Publish(context.Background(), capMsg(t, 10, nil, "claimed.skill")); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 10*time.Second, "the announcer is a verified provider", func() bool {
+		return verifiedProvider(n, "claimed.skill", g.host.ID())
+	})
+	// What a stale identify leaves: the peerstore without the protocol,
+	// the entry refused.
+	if err := n.Host().Peerstore().RemoveProtocols(g.host.ID(), wire.ProtocolTask); err != nil {
+		t.Fatal(err)
+	}
+	n.table.setVerified(g.host.ID(), false, "")
+	if offers(n, "claimed.skill", g.host.ID()) {
+		t.Fatal("a refused peer is listed")
+	}
+	n.requestCheck(g.host.ID())
+	pollUntil(t, 10*time.Second, "the recheck over the connection verifies the announcer", func() bool {
+		return verifiedProvider(n, "claimed.skill", g.host.ID())
+	})
+}
