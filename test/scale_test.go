@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
@@ -61,6 +62,7 @@ type scaleMember struct {
 	start time.Time
 	gone  atomic.Bool // closed by churn (or at the end)
 	unsub func()
+	reg   *prometheus.Registry // the node's metrics
 }
 
 // scaleGrid is the running grid and what it measured.
@@ -127,6 +129,7 @@ func TestScale(t *testing.T) {
 	g.startMany(n - 3)
 	t.Logf("%d nodes up in %s", n, time.Since(startAt).Round(time.Millisecond))
 	g.awaitMesh(2 * time.Minute)
+	t.Logf("tables full after %s: %s", time.Since(startAt).Round(time.Millisecond), g.gossipStats())
 
 	// Idle cost, before any load: the process's growth over its state
 	// before the first node, per node.
@@ -254,12 +257,14 @@ func (g *scaleGrid) startMember(role int) (*scaleMember, error) {
 	if role == roleWorker {
 		cfg.builtins = []reputation.SkillID{"echo"}
 	}
+	reg := prometheus.NewRegistry()
+	cfg.nodeOpts = append(cfg.nodeOpts, grid.WithPrometheusRegisterer(reg))
 	h := &harnessNode{}
 	if err := h.start(cfg); err != nil {
 		_ = h.Close()
 		return nil, err
 	}
-	m := &scaleMember{h: h, role: role, start: time.Now()}
+	m := &scaleMember{h: h, role: role, start: time.Now(), reg: reg}
 	m.unsub = h.Node.OnPeerEvent(func(ev grid.PeerEvent) { g.observe(h.ID, ev) })
 	g.mu.Lock()
 	g.members = append(g.members, m)
@@ -317,8 +322,8 @@ func (g *scaleGrid) awaitMesh(d time.Duration) {
 		}
 		if time.Now().After(deadline) {
 			refused, unknown := g.whyUnlisted()
-			g.t.Fatalf("after %s, %d client-worker pairs still do not see each other: %d with the worker's entry refused, %d with no entry",
-				d, missing, refused, unknown)
+			g.t.Fatalf("after %s, %d client-worker pairs still do not see each other: %d with the worker's entry refused, %d with no entry; %s",
+				d, missing, refused, unknown, g.gossipStats())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -346,6 +351,38 @@ func (g *scaleGrid) whyUnlisted() (refused, unknown int) {
 		}
 	}
 	return refused, unknown
+}
+
+// gossipStats sums, over the live members, the capability announcements
+// their validators saw by result, and averages their connections.
+func (g *scaleGrid) gossipStats() string {
+	ms := g.live()
+	byResult := map[string]float64{}
+	conns := 0
+	for _, m := range ms {
+		conns += len(m.h.Node.Host().Network().Conns())
+		mfs, err := m.reg.Gather()
+		if err != nil {
+			continue
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "cortex_grid_capability_announcements_total" {
+				continue
+			}
+			for _, c := range mf.GetMetric() {
+				for _, l := range c.GetLabel() {
+					if l.GetName() == "result" {
+						byResult[l.GetValue()] += c.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	if len(ms) == 0 {
+		return "no live node"
+	}
+	return fmt.Sprintf("announcements validated per node: %.0f accepted, %.0f ignored, %.0f rejected; %.1f connections per node",
+		byResult["accepted"]/float64(len(ms)), byResult["ignored"]/float64(len(ms)), byResult["rejected"]/float64(len(ms)), float64(conns)/float64(len(ms)))
 }
 
 // listed counts the workers that h's capability table lists for echo.

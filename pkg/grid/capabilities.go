@@ -858,6 +858,14 @@ func (t *capTable) offers(p peer.ID, skill reputation.SkillID, version string, n
 	return false
 }
 
+// refused reports whether p has an entry and is refused at now.
+func (t *capTable) refused(p peer.ID, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	slot, ok := t.slots[p]
+	return ok && !slot.provider(now)
+}
+
 func (t *capTable) size() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -1035,7 +1043,16 @@ func (n *Node) readLoop(ctx context.Context, rt *nodeRuntime) {
 		if !ok || author == n.id || !n.gater.allowed(author) { // denied since validation
 			continue
 		}
-		if !n.table.apply(author, a, time.Now()) || hostConnected(rt.host, author) {
+		now := time.Now()
+		if !n.table.apply(author, a, now) {
+			continue
+		}
+		if hostConnected(rt.host, author) {
+			if len(a.skills) > 0 && n.table.refused(author, now) {
+				// Refused, and still claiming skills: ask its connection
+				// again (checkLoop limits this to once per checkEvery).
+				n.requestCheck(author)
+			}
 			continue
 		}
 		if len(a.addrs) > 0 {

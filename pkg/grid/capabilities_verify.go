@@ -45,7 +45,7 @@ const (
 	checkRate     = 8
 	checkBurst    = 16
 	checkParallel = 4
-	checkEvery    = time.Minute
+	checkEvery    = 30 * time.Second
 	checkQueue    = 64
 	checkTimeout  = 5 * time.Second
 )
@@ -204,7 +204,9 @@ func (n *Node) checkTask(ctx context.Context, h host.Host, p peer.ID) {
 	case err == nil:
 		_ = s.Reset() // nothing to send: the negotiation was the check
 		n.table.setVerified(p, true, "")
-	case errors.Is(err, msmux.ErrNotSupported[protocol.ID]{}):
+	case errors.Is(err, msmux.ErrNotSupported[protocol.ID]{}) && !speaksTask(h, p):
+		// (If identify's push listed the protocol meanwhile, the peer
+		// started speaking it after the negotiation: keep the push's word.)
 		n.NotProvider(p)
 	}
 }
