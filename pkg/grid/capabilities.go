@@ -1066,23 +1066,26 @@ func (n *Node) readLoop(ctx context.Context, rt *nodeRuntime) {
 	}
 }
 
-// topicEventLoop asks announceLoop for an early announcement when a peer
-// joins the topic, so newcomers learn this node's skills without waiting a
-// whole interval.
+// topicEventLoop asks announceLoop for an early announcement when a
+// newcomer joins the topic, so that it learns this node's skills without
+// waiting a whole interval. A peer whose announcement the table holds is
+// no newcomer: it is reconnecting (connections are trimmed and redialled
+// all the time), and an announcement goes to the whole grid, so
+// announcing for each such join multiplied the gossip by up to 4.
 func (n *Node) topicEventLoop(ctx context.Context, rt *nodeRuntime) {
 	for {
 		ev, err := rt.events.NextPeerEvent(ctx)
 		if err != nil {
 			return // canceled
 		}
-		if ev.Type == pubsub.PeerJoin {
+		if ev.Type == pubsub.PeerJoin && n.table.entry(ev.Peer, time.Now()) == nil {
 			nudge(n.peerJoined)
 		}
 	}
 }
 
 // announceLoop publishes this node's capabilities at start, on change,
-// every interval and soon after a peer joins the topic (at most every
+// every interval and soon after a newcomer joins the topic (at most every
 // quarter interval for joins), and expires stale table entries.
 func (n *Node) announceLoop(ctx context.Context, rt *nodeRuntime) {
 	interval := n.cfg.announceInterval
