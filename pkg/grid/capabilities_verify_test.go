@@ -3,6 +3,7 @@ package grid
 import (
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"testing"
 	"time"
@@ -144,7 +145,9 @@ func relayedAnnouncer(t *testing.T, n *Node, task bool) *rawGossiper {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); _ = h.Close() })
 	if task {
-		h.SetStreamHandler(wire.ProtocolTask, func(s network.Stream) { _ = s.Reset() })
+		// Answers like an orchestrator: an instant reset can overtake
+		// multistream's answer to a stream this test opens.
+		h.SetStreamHandler(wire.ProtocolTask, func(s network.Stream) { _, _ = io.Copy(io.Discard, s); _ = s.Close() })
 	}
 	ps, err := pubsub.NewGossipSub(ctx, h)
 	if err != nil {
@@ -222,6 +225,9 @@ func TestCapabilityNotProviderIsLeftOutUntilIdentifyShowsTheProtocol(t *testing.
 func TestCapabilityStaleIdentifyRefusalIsRecheckedOverTheConnection(t *testing.T) {
 	n := startNodeT(t)
 	g := newRawGossiper(t, n, true)
+	// A handler that answers like an orchestrator, not with an instant
+	// reset, which can overtake multistream's answer.
+	g.host.SetStreamHandler(wire.ProtocolTask, func(s network.Stream) { _, _ = io.Copy(io.Discard, s); _ = s.Close() })
 	if err := g.topic.Publish(context.Background(), capMsg(t, 10, nil, "claimed.skill")); err != nil {
 		t.Fatal(err)
 	}
