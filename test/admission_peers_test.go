@@ -61,7 +61,7 @@ func TestAdmissionPeersShowsAStrangerOnThePublicNetwork(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("cortexd peers: exit %d: %s", code, stderr)
 	}
-	for _, w := range []string{"VERIFIED", "CLASS", "HERE", "OURS", "stranger", "/2 tasks", "/4MiB"} {
+	for _, w := range []string{"PROVIDER", "CLASS", "HERE", "OURS", "stranger", "/2 tasks", "/4MiB"} {
 		if !strings.Contains(stdout, w) {
 			t.Errorf("cortexd peers does not show %q:\n%s", w, stdout)
 		}

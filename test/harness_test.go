@@ -163,7 +163,6 @@ func (h *harnessNode) start(cfg harnessConfig) error {
 	}
 	h.ID = h.Node.ID()
 	h.addCloser(h.Node.Close)
-	h.Node.SetCapabilities(capabilitiesOf(reg)) // announced from the first announcement on
 	if err := h.Node.Start(ctx); err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
@@ -210,6 +209,10 @@ func (h *harnessNode) start(cfg harnessConfig) error {
 	fwd.set(h.Coord)
 
 	h.Node.SetLoadFunc(h.Coord.LocalLoad)
+	// Skills are announced once the task handler is up, as the daemon
+	// does: a peer that identified this node earlier would check a claim
+	// its orchestrator could not yet answer.
+	h.Node.SetCapabilities(capabilitiesOf(reg))
 	reg.OnChange(func() { h.Node.SetCapabilities(capabilitiesOf(reg)) })
 	return nil
 }

@@ -127,6 +127,7 @@ func TestScale(t *testing.T) {
 	g.startMany(n - 3)
 	t.Logf("%d nodes up in %s", n, time.Since(startAt).Round(time.Millisecond))
 	g.awaitMesh(2 * time.Minute)
+	t.Logf("tables full after %s: %s", time.Since(startAt).Round(time.Millisecond), g.gossipStats())
 
 	// Idle cost, before any load: the process's growth over its state
 	// before the first node, per node.
@@ -316,10 +317,53 @@ func (g *scaleGrid) awaitMesh(d time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			g.t.Fatalf("after %s, %d client-worker pairs still do not see each other", d, missing)
+			refused, unknown := g.whyUnlisted()
+			g.t.Fatalf("after %s, %d client-worker pairs still do not see each other: %d with the worker's entry refused, %d with no entry; %s",
+				d, missing, refused, unknown, g.gossipStats())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// whyUnlisted counts, over the client-worker pairs where the client does
+// not list the worker as an echo provider, those where the client holds
+// the worker's entry (so it refused it: identify or a task stream said it
+// does not speak the task protocol) and those where it holds none (the
+// announcement has not arrived).
+func (g *scaleGrid) whyUnlisted() (refused, unknown int) {
+	workers := g.live(roleWorker)
+	for _, c := range g.live(roleClient) {
+		ps := c.h.Node.Providers("echo")
+		infos := c.h.Node.Peers()
+		for _, w := range workers {
+			if slices.ContainsFunc(ps, func(p grid.Provider) bool { return p.Peer == w.h.ID }) {
+				continue
+			}
+			if slices.ContainsFunc(infos, func(pi grid.PeerInfo) bool { return pi.Peer == w.h.ID && len(pi.Skills) > 0 }) {
+				refused++
+			} else {
+				unknown++
+			}
+		}
+	}
+	return refused, unknown
+}
+
+// gossipStats reports the connections per live member, mean and max.
+// (It reads no metrics registry: gathering 200 nodes' metrics on 2 busy
+// cores took minutes.)
+func (g *scaleGrid) gossipStats() string {
+	ms := g.live()
+	if len(ms) == 0 {
+		return "no live node"
+	}
+	sum, most := 0, 0
+	for _, m := range ms {
+		c := len(m.h.Node.Host().Network().Conns())
+		sum += c
+		most = max(most, c)
+	}
+	return fmt.Sprintf("%.1f connections per node, at most %d", float64(sum)/float64(len(ms)), most)
 }
 
 // listed counts the workers that h's capability table lists for echo.

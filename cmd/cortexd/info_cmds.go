@@ -120,11 +120,11 @@ lets it back.`,
 							addr += fmt.Sprintf(" (+%d)", len(p.Addrs)-1)
 						}
 					}
-					rows = append(rows, []string{p.ID, yesNo(p.Connected), yesNo(p.Verified), orDash(p.Access), fmt.Sprintf("%.2f", p.Trust),
+					rows = append(rows, []string{p.ID, yesNo(p.Connected), providerCell(p), orDash(p.Access), fmt.Sprintf("%.2f", p.Trust),
 						admissionClass(p.Admission), admissionUsage(p.Admission), joinOr(p.Skills, "-"),
 						formatLoad(p.Load), announcedAgo(p), optInt(p.Outstanding), seenLatency(p.Seen), seenOutcomes(p.Seen), addr})
 				}
-				return a.table([]string{"PEER", "CONNECTED", "VERIFIED", "ACCESS", "TRUST", "CLASS", "HERE", "SKILLS",
+				return a.table([]string{"PEER", "CONNECTED", "PROVIDER", "ACCESS", "TRUST", "CLASS", "HERE", "SKILLS",
 					"LOAD", "AGE", "OURS", "LATENCY", "OK/FAILED", "ADDRESS"}, rows)
 			})
 		}),
@@ -449,4 +449,11 @@ func ms(v float64) string {
 		return d.Round(10 * time.Microsecond).String()
 	}
 	return d.Round(time.Millisecond).String()
+}
+
+// providerCell is the PROVIDER column of `cortexd peers`: verified,
+// candidate (announced, not yet verified), refused (does not speak the
+// task protocol), or "-" for a peer that announces no skill.
+func providerCell(p apiv1.Peer) string {
+	return orDash(p.Provider)
 }

@@ -114,8 +114,8 @@ func (s *Server) skills(w http.ResponseWriter, _ *http.Request) {
 	}
 	remote := map[string][]peer.ID{} // skill -> the peers that offer it
 	for _, pi := range s.deps.Node.Peers() {
-		if !pi.Verified {
-			continue // not a provider until identify shows it speaks the task protocol, as the router has it
+		if !pi.Verified && !pi.Candidate {
+			continue // found not to speak the task protocol: no provider, as the router has it
 		}
 		for _, c := range pi.Skills {
 			sk := get(string(c.ID))

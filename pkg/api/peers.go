@@ -33,6 +33,7 @@ func (s *Server) peers(w http.ResponseWriter, _ *http.Request) {
 			Connected: pi.Connected,
 			Relayed:   pi.Relayed,
 			Verified:  pi.Verified,
+			Provider:  providerState(pi),
 			Trust:     s.deps.Trust.Trust(pi.Peer),
 			Skills:    capStrings(pi.Skills),
 			Load:      loadOf(pi.Load),
@@ -146,4 +147,18 @@ func (s *Server) changeAccess(w http.ResponseWriter, r *http.Request, change fun
 	acc := s.accessLists()
 	s.log.Info("peer access changed through the API", "peer", p, "access", acc.of(p))
 	writeJSON(w, http.StatusOK, apiv1.PeerAccess{Peer: p.String(), Access: acc.of(p), AllowList: len(acc.allow) > 0})
+}
+
+// providerState is apiv1.Peer.Provider for pi.
+func providerState(pi grid.PeerInfo) string {
+	switch {
+	case len(pi.Skills) == 0:
+		return ""
+	case pi.Verified:
+		return apiv1.ProviderVerified
+	case pi.Candidate:
+		return apiv1.ProviderCandidate
+	default:
+		return apiv1.ProviderRefused
+	}
 }

@@ -82,9 +82,14 @@ type PeerInfo struct {
 	// limited connection), as before or after a failed hole punch.
 	Relayed bool
 	// Verified says that identify, over a connection, showed the peer
-	// speaks the task protocol (wire.ProtocolTask). Only a verified peer
-	// is a provider of the skills it announces.
+	// speaks the task protocol (wire.ProtocolTask).
 	Verified bool
+	// Candidate says the peer announced skills and is neither verified
+	// nor known not to speak the task protocol: Providers lists it, and
+	// opening a task stream to it is the check (see Providers). A peer
+	// with skills that is neither Verified nor Candidate was found not to
+	// speak the protocol: it is no provider for a while.
+	Candidate bool
 }
 
 // PeerEventKind says what happened to a peer.
@@ -171,7 +176,8 @@ func (n *Node) SetSkillModules(mods SkillModules) {
 	}
 }
 
-// ModuleFetchers returns the verified peers, not yet expired, that
+// ModuleFetchers returns the peers (verified or candidates, as Providers
+// has them), not yet expired, that
 // announce they fetch modules and do not offer skill themselves, if skill
 // is a wasm skill (this node or a peer announces it with a module hash);
 // nil otherwise. Their Version is empty: a fetcher runs whichever version
@@ -185,10 +191,10 @@ func (n *Node) ModuleFetchers(skill reputation.SkillID) []Provider {
 	out := make([]Provider, 0, len(fs))
 	for _, slot := range fs {
 		e := slot.entry.Load()
-		if !now.Before(e.expires) || !slot.verified.Load() || !e.fetches || e.offers(skill) {
+		if !now.Before(e.expires) || !slot.provider(now) || !e.fetches || e.offers(skill) {
 			continue
 		}
-		out = append(out, Provider{Peer: e.peer, Load: e.load, LastSeen: e.lastSeen, Connected: n.table.connected(e.peer)})
+		out = append(out, Provider{Peer: e.peer, Load: e.load, LastSeen: e.lastSeen, Connected: n.table.connected(e.peer), Verified: slot.verified.Load()})
 	}
 	return out
 }
@@ -254,12 +260,17 @@ func (n *Node) Offers(p peer.ID, skill reputation.SkillID, version string) bool 
 // report its load. It must be fast and safe to call from any goroutine.
 func (n *Node) SetLoadFunc(f func() Load) { n.loadFn.Store(&f) }
 
-// Providers returns the verified peers whose announcements, not yet
-// expired, offer skill, one per (peer, version). A peer is verified once
-// identify, over a connection, shows it speaks the task protocol
-// (wire.ProtocolTask): an announcement alone makes no provider. This node
-// is never among them. It takes no lock and allocates only the returned
-// slice.
+// Providers returns the peers whose announcements, not yet expired, offer
+// skill, one per (peer, version), verified or not. An announcement is
+// signed by its author, so it makes the author a candidate; Verified says
+// identify, over a connection, showed it speaks the task protocol
+// (wire.ProtocolTask). A task goes to a candidate only through a task
+// stream, whose multistream negotiation fails if the peer does not speak
+// the protocol: the orchestrator then returns ErrNotProvider, and the peer
+// is left out of Providers for notProviderFor (as it is while identify,
+// over a live connection, shows it does not speak the protocol). This
+// node is never among them. It takes no lock and allocates only the
+// returned slice.
 func (n *Node) Providers(skill reputation.SkillID) []Provider {
 	return n.table.providers(skill, time.Now())
 }
@@ -273,7 +284,8 @@ func (n *Node) Peers() []PeerInfo {
 	out := make([]PeerInfo, 0, len(known))
 	for _, e := range known {
 		byID[e.peer] = len(out)
-		out = append(out, PeerInfo{Peer: e.peer, Addrs: e.addrs, Skills: e.skills, Load: e.load, LastSeen: e.lastSeen, Verified: e.verified})
+		out = append(out, PeerInfo{Peer: e.peer, Addrs: e.addrs, Skills: e.skills, Load: e.load, LastSeen: e.lastSeen,
+			Verified: e.verified, Candidate: !e.verified && e.provider && len(e.skills) > 0})
 	}
 	if rt != nil {
 		for _, p := range rt.host.Network().Peers() {
@@ -458,11 +470,21 @@ func (e *capEntry) offers(skill reputation.SkillID) bool {
 }
 
 // capSlot holds a peer's current entry; readers load it without a lock.
-// verified says that identify showed the peer speaks the task protocol:
-// only then is it a provider.
+// verified says that identify showed the peer speaks the task protocol.
+// refused is the time (Unix ns) until which the peer is no provider: a
+// task stream to it failed to negotiate the protocol, or identify over a
+// live connection showed it does not speak it. A slot neither verified
+// nor refused is a candidate: a provider until a task stream says not.
 type capSlot struct {
 	entry    atomic.Pointer[capEntry]
 	verified atomic.Bool
+	refused  atomic.Int64
+}
+
+// provider reports whether the slot's peer is a provider (verified or a
+// candidate) at now.
+func (s *capSlot) provider(now time.Time) bool {
+	return s.verified.Load() || s.refused.Load() <= now.UnixNano()
 }
 
 type capRef struct {
@@ -492,7 +514,16 @@ type capTable struct {
 	emit      func(PeerEvent)
 	// speaks reports whether identify showed that p speaks the task
 	// protocol; nil counts every peer as verified (table unit tests).
-	speaks func(peer.ID) bool
+	// refutes reports whether identify, over a live connection, showed
+	// that p does not; nil: never.
+	speaks  func(peer.ID) bool
+	refutes func(peer.ID) bool
+	// notProvider is called, outside mu, when a peer with skills becomes
+	// refused; nil: nothing. recheck asks for a task stream over the
+	// connection to a peer that identify refuted (it may be stale); it
+	// must not block or call back into the table; nil: nothing.
+	notProvider func(p peer.ID, why string)
+	recheck     func(p peer.ID)
 	// trust is this node's trust in p in [0, 1]; nil gives every peer
 	// neutralKeepTrust.
 	trust    func(peer.ID) float64
@@ -611,6 +642,10 @@ func (t *capTable) apply(author peer.ID, a *capAnnouncement, now time.Time) bool
 	case !ok:
 		slot = &capSlot{}
 		slot.verified.Store(t.speaks == nil || t.speaks(author))
+		if !slot.verified.Load() && t.refutes != nil && t.refutes(author) {
+			slot.refused.Store(now.Add(notProviderFor).UnixNano())
+			t.askRecheck(author)
+		}
 		slot.entry.Store(e)
 		t.slots[author] = slot
 		t.rebuildLocked()
@@ -631,38 +666,63 @@ func (t *capTable) apply(author peer.ID, a *capAnnouncement, now time.Time) bool
 	return true
 }
 
-// setVerified records whether identify showed that p speaks the task
-// protocol. It reports whether p has an entry.
-func (t *capTable) setVerified(p peer.ID, ok bool) bool {
+// notProviderFor is how long a peer found not to speak the task protocol
+// stays out of Providers, unless identify shows it speaks it sooner.
+const notProviderFor = 5 * time.Minute
+
+// setVerified records whether p speaks the task protocol, as identify or
+// a task stream showed: ok verifies it; !ok refuses it until
+// notProviderFor from now. why says how a task stream found it (empty for
+// identify, which a recheck may overturn: not logged). It reports whether
+// p has an entry.
+func (t *capTable) setVerified(p peer.ID, ok bool, why string) bool {
+	now := time.Now()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	slot, known := t.slots[p]
+	tell := false
 	if known {
 		slot.verified.Store(ok)
+		if ok {
+			slot.refused.Store(0)
+		} else {
+			tell = why != "" && len(slot.entry.Load().skills) > 0
+			slot.refused.Store(now.Add(notProviderFor).UnixNano())
+		}
+	}
+	t.mu.Unlock()
+	if tell && t.notProvider != nil {
+		t.notProvider(p, why)
 	}
 	return known
 }
 
-// reverify asks speaks again for every unverified entry, in case an
-// identify event was missed, and returns the peers still unverified.
-func (t *capTable) reverify() []peer.ID {
+// reverify asks speaks and refutes again for every unverified entry, in
+// case an identify event was missed: one that speaks the protocol is
+// verified, and a refused one that is still connected and still does not
+// stays refused.
+func (t *capTable) reverify(now time.Time) {
 	if t.speaks == nil {
-		return nil
+		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []peer.ID
 	for p, slot := range t.slots {
-		if slot.verified.Load() {
-			continue
-		}
-		if t.speaks(p) {
+		switch {
+		case slot.verified.Load():
+		case t.speaks(p):
 			slot.verified.Store(true)
-		} else {
-			out = append(out, p)
+			slot.refused.Store(0)
+		case t.refutes != nil && t.refutes(p):
+			slot.refused.Store(now.Add(notProviderFor).UnixNano())
+			t.askRecheck(p)
 		}
 	}
-	return out
+}
+
+func (t *capTable) askRecheck(p peer.ID) {
+	if t.recheck != nil {
+		t.recheck(p)
+	}
 }
 
 // remove drops p's entry, if any, and emits PeerLeft for it.
@@ -733,18 +793,19 @@ func (t *capTable) providers(skill reputation.SkillID, now time.Time) []Provider
 	out := make([]Provider, 0, len(refs))
 	for _, r := range refs {
 		e := r.slot.entry.Load()
-		if !now.Before(e.expires) || !r.slot.verified.Load() {
+		if !now.Before(e.expires) || !r.slot.provider(now) {
 			continue
 		}
-		out = append(out, Provider{Peer: e.peer, Version: r.version, Load: e.load, LastSeen: e.lastSeen, Connected: t.connected(e.peer)})
+		out = append(out, Provider{Peer: e.peer, Version: r.version, Load: e.load, LastSeen: e.lastSeen, Connected: t.connected(e.peer), Verified: r.slot.verified.Load()})
 	}
 	return out
 }
 
-// capView is an entry with whether its peer is verified.
+// capView is an entry with whether its peer is verified, and whether it
+// is a provider (verified or a candidate).
 type capView struct {
 	*capEntry
-	verified bool
+	verified, provider bool
 }
 
 // entries returns the unexpired entries.
@@ -754,7 +815,7 @@ func (t *capTable) entries(now time.Time) []capView {
 	out := make([]capView, 0, len(t.slots))
 	for _, slot := range t.slots {
 		if e := slot.entry.Load(); now.Before(e.expires) {
-			out = append(out, capView{e, slot.verified.Load()})
+			out = append(out, capView{e, slot.verified.Load(), slot.provider(now)})
 		}
 	}
 	return out
@@ -775,13 +836,14 @@ func (t *capTable) entry(p peer.ID, now time.Time) *capEntry {
 	return nil
 }
 
-// offers reports whether p's entry, unexpired and verified, offers skill
-// at version (any if empty), as providers would list it.
+// offers reports whether p's entry, unexpired and a provider's (verified
+// or a candidate), offers skill at version (any if empty), as providers
+// would list it.
 func (t *capTable) offers(p peer.ID, skill reputation.SkillID, version string, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	slot, ok := t.slots[p]
-	if !ok || !slot.verified.Load() {
+	if !ok || !slot.provider(now) {
 		return false
 	}
 	e := slot.entry.Load()
@@ -794,6 +856,14 @@ func (t *capTable) offers(p peer.ID, skill reputation.SkillID, version string, n
 		}
 	}
 	return false
+}
+
+// refused reports whether p has an entry and is refused at now.
+func (t *capTable) refused(p peer.ID, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	slot, ok := t.slots[p]
+	return ok && !slot.provider(now)
 }
 
 func (t *capTable) size() int {
@@ -973,39 +1043,49 @@ func (n *Node) readLoop(ctx context.Context, rt *nodeRuntime) {
 		if !ok || author == n.id || !n.gater.allowed(author) { // denied since validation
 			continue
 		}
-		if !n.table.apply(author, a, time.Now()) || hostConnected(rt.host, author) {
+		now := time.Now()
+		if !n.table.apply(author, a, now) {
+			continue
+		}
+		if hostConnected(rt.host, author) {
+			if len(a.skills) > 0 && n.table.refused(author, now) {
+				// Refused, and still claiming skills: ask its connection
+				// again (checkLoop limits this to once per checkEvery).
+				n.requestCheck(author)
+			}
 			continue
 		}
 		if len(a.addrs) > 0 {
+			// Where a task stream to a candidate dials.
 			ttl := a.ttl
 			if ttl <= 0 {
 				ttl = n.cfg.ttl()
 			}
 			rt.host.Peerstore().AddAddrs(author, a.addrs, ttl)
 		}
-		if !speaksTask(rt.host, author) {
-			n.requestProbe(author) // identify decides whether it is a provider
-		}
 	}
 }
 
-// topicEventLoop asks announceLoop for an early announcement when a peer
-// joins the topic, so newcomers learn this node's skills without waiting a
-// whole interval.
+// topicEventLoop asks announceLoop for an early announcement when a
+// newcomer joins the topic, so that it learns this node's skills without
+// waiting a whole interval. A peer whose announcement the table holds is
+// no newcomer: it is reconnecting (connections are trimmed and redialled
+// all the time), and an announcement goes to the whole grid, so
+// announcing for each such join multiplied the gossip by up to 4.
 func (n *Node) topicEventLoop(ctx context.Context, rt *nodeRuntime) {
 	for {
 		ev, err := rt.events.NextPeerEvent(ctx)
 		if err != nil {
 			return // canceled
 		}
-		if ev.Type == pubsub.PeerJoin {
+		if ev.Type == pubsub.PeerJoin && n.table.entry(ev.Peer, time.Now()) == nil {
 			nudge(n.peerJoined)
 		}
 	}
 }
 
 // announceLoop publishes this node's capabilities at start, on change,
-// every interval and soon after a peer joins the topic (at most every
+// every interval and soon after a newcomer joins the topic (at most every
 // quarter interval for joins), and expires stale table entries.
 func (n *Node) announceLoop(ctx context.Context, rt *nodeRuntime) {
 	interval := n.cfg.announceInterval
@@ -1044,7 +1124,7 @@ func (n *Node) announceLoop(ctx context.Context, rt *nodeRuntime) {
 			announce()
 		case now := <-expiry.C:
 			n.table.expire(now)
-			n.reverifyRound(rt)
+			n.table.reverify(now)
 		}
 	}
 }

@@ -431,15 +431,17 @@ func BenchmarkCapabilityProviders(b *testing.B) {
 }
 
 func TestCapabilityTableOffersAgreesWithProviders(t *testing.T) {
-	self, p1, p2, p3 := randomPeerID(t), randomPeerID(t), randomPeerID(t), randomPeerID(t)
+	self, p1, p2, p3, p4 := randomPeerID(t), randomPeerID(t), randomPeerID(t), randomPeerID(t), randomPeerID(t)
 	tbl := newCapTable(self, 10*time.Second, func(peer.ID) bool { return false }, func(PeerEvent) {})
-	tbl.speaks = func(p peer.ID) bool { return p != p3 }
+	tbl.speaks = func(p peer.ID) bool { return p != p3 && p != p4 }
+	tbl.refutes = func(p peer.ID) bool { return p == p3 }
 	now := time.Now()
 	echo1, echo2 := SkillCapability{"echo", "1"}, SkillCapability{"echo", "2"}
 	tbl.apply(self, &capAnnouncement{seq: 1, skills: []SkillCapability{echo1}}, now)
 	tbl.apply(p1, &capAnnouncement{seq: 1, skills: []SkillCapability{echo1}}, now)
 	tbl.apply(p2, &capAnnouncement{seq: 1, skills: []SkillCapability{echo2}, ttl: 2 * time.Second}, now)
-	tbl.apply(p3, &capAnnouncement{seq: 1, skills: []SkillCapability{echo1}}, now)
+	tbl.apply(p3, &capAnnouncement{seq: 1, skills: []SkillCapability{echo1}, ttl: time.Hour}, now)
+	tbl.apply(p4, &capAnnouncement{seq: 1, skills: []SkillCapability{echo1}}, now)
 	listed := func(p peer.ID, version string, at time.Time) bool {
 		for _, q := range tbl.providers("echo", at) {
 			if q.Peer == p && (version == "" || q.Version == version) {
@@ -459,7 +461,9 @@ func TestCapabilityTableOffersAgreesWithProviders(t *testing.T) {
 		{"a verified peer offers the skill at any version", p1, "", now, true},
 		{"a peer does not offer a version it does not announce", p1, "2", now, false},
 		{"a peer whose announcement expired offers nothing", p2, "", now.Add(3 * time.Second), false},
-		{"a peer that does not speak the task protocol offers nothing", p3, "", now, false},
+		{"a peer that identify shows does not speak the task protocol offers nothing", p3, "", now, false},
+		{"a refused peer offers again once its refusal is over", p3, "", now.Add(notProviderFor + time.Second), true},
+		{"a candidate, neither verified nor refused, offers the skill", p4, "", now, true},
 		{"this node is never a provider", self, "", now, false},
 	}
 	for _, tc := range cases {

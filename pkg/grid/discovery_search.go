@@ -131,7 +131,7 @@ func (n *Node) SearchProviders(ctx context.Context, skill reputation.SkillID) []
 	out := make([]Provider, 0, len(e.peers))
 	for _, p := range e.peers {
 		if n.gater.allowed(p) && speaksTask(rt.host, p) {
-			out = append(out, Provider{Peer: p, LastSeen: e.at, Connected: hostConnected(rt.host, p)})
+			out = append(out, Provider{Peer: p, LastSeen: e.at, Connected: hostConnected(rt.host, p), Verified: true})
 		}
 	}
 	return out
@@ -276,7 +276,7 @@ func (n *Node) CachedProviders(skill reputation.SkillID) []Provider {
 	out := make([]Provider, 0, len(e.peers))
 	for _, p := range e.peers {
 		if n.gater.allowed(p) && speaksTask(rt.host, p) {
-			out = append(out, Provider{Peer: p, LastSeen: e.at, Connected: hostConnected(rt.host, p)})
+			out = append(out, Provider{Peer: p, LastSeen: e.at, Connected: hostConnected(rt.host, p), Verified: true})
 		}
 	}
 	return out

@@ -362,7 +362,7 @@ type Node struct {
 	provideNow  chan struct{} // capacity 1: skills to provide changed
 	peerJoined  chan struct{} // capacity 1: a peer joined the topic
 	found       chan peer.AddrInfo
-	probes      chan peer.ID // unverified announcers to dial
+	checks      chan peer.ID // announcers identify refuted, to recheck
 	search      *providerSearch
 	opGate      *opinionGate // per-author limits on trust opinions
 
@@ -428,12 +428,15 @@ func NewNode(key crypto.PrivKey, opts ...NodeOption) (*Node, error) {
 		provideNow:  make(chan struct{}, 1),
 		peerJoined:  make(chan struct{}, 1),
 		found:       make(chan peer.AddrInfo, 64),
-		probes:      make(chan peer.ID, probeQueue),
+		checks:      make(chan peer.ID, checkQueue),
 		search:      newProviderSearch(cfg.searchHit, cfg.searchMiss),
 		opGate:      newOpinionGate(cfg.opinionInterval),
 	}
 	n.table = newCapTable(id, cfg.ttl(), n.isConnected, n.hub.publish)
 	n.table.speaks = n.speaks
+	n.table.refutes = n.refutes
+	n.table.notProvider = n.logNotProvider
+	n.table.recheck = n.requestCheck
 	n.table.trust = n.peerTrust
 	n.gater = newPeerGater(cfg.allowPeers, cfg.denyPeers, func(dir network.Direction, p peer.ID) {
 		n.log.Debug("connection refused by the access lists", "peer", p, "direction", dir)
@@ -529,7 +532,7 @@ func (n *Node) startLoops(ctx context.Context, rt *nodeRuntime) {
 		n.wg.Go(func() { n.readLoop(ctx, rt) })
 		n.wg.Go(func() { n.topicEventLoop(ctx, rt) })
 		n.wg.Go(func() { n.announceLoop(ctx, rt) })
-		n.wg.Go(func() { n.probeLoop(ctx, rt) })
+		n.wg.Go(func() { n.checkLoop(ctx, rt) })
 	}
 	if rt.opTopic != nil {
 		n.wg.Go(func() { n.opinionReadLoop(ctx, rt) })

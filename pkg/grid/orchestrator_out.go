@@ -10,6 +10,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	msmux "github.com/multiformats/go-multistream"
 
 	"github.com/cortexgrid/cortexd/pkg/wire"
 )
@@ -125,7 +127,9 @@ type outStream struct {
 // *RejectError if p rejected the task, an error wrapping ErrAckTimeout if
 // p did not ack in time, an error wrapping context.DeadlineExceeded if the
 // result did not come by t.Deadline (plus a short grace for its trip), an
-// error wrapping ErrPeerGone if p was unreachable or its stream failed, and
+// error wrapping ErrPeerGone if p was unreachable or its stream failed,
+// one wrapping ErrNotProvider if p does not speak the task protocol (the
+// task was not sent), and
 // one wrapping ErrLeaseExpired if p accepted the task and then stopped
 // reporting it (see the leases in Orchestrator's doc). Canceling ctx sends
 // a TaskCancel to p and returns ctx's error. t must not be modified during
@@ -338,8 +342,14 @@ func (out *outStream) open() {
 			resetStream(s)
 		}
 	}
+	switch {
+	case errors.Is(err, msmux.ErrNotSupported[protocol.ID]{}):
+		err = fmt.Errorf("%w: %s does not speak %s: %w", ErrNotProvider, out.peer, wire.ProtocolTask, err)
+	case err != nil:
+		err = fmt.Errorf("%w: open task stream: %w", ErrPeerGone, err)
+	}
 	if err != nil {
-		out.openErr = fmt.Errorf("%w: open task stream: %w", ErrPeerGone, err)
+		out.openErr = err
 		out.markDead()
 		o.removeOut(out)
 		close(out.ready)

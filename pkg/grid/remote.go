@@ -260,4 +260,8 @@ type Provider struct {
 	Load      Load
 	LastSeen  time.Time
 	Connected bool // a live connection exists now
+	// Verified: identify showed it speaks the task protocol. Otherwise it
+	// is a candidate: its signed announcement claims the skill, and the
+	// task stream's negotiation is the check (see Node.Providers).
+	Verified bool
 }

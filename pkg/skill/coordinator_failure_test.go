@@ -23,7 +23,7 @@ type fDirectory struct {
 func (d *fDirectory) Providers(s reputation.SkillID) []grid.Provider {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return slices.Clone(d.m[s])
+	return verifiedAll(d.m[s])
 }
 
 func (d *fDirectory) set(m rtDirectory) {

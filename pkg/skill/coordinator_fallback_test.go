@@ -2,11 +2,16 @@ package skill
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/grid"
+	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -109,4 +114,70 @@ func TestRegistryMissAllocatesNothing(t *testing.T) {
 	}); n != 0 {
 		t.Fatalf("a registry miss allocates %v times, want 0", n)
 	}
+}
+
+// rtCandidateDirectory lists providers as they are, candidates included,
+// and records the peers it is told are no providers, leaving them out
+// from then on, as grid.Node does.
+type rtCandidateDirectory struct {
+	mu      sync.Mutex
+	provs   []grid.Provider
+	refused []peer.ID
+}
+
+func (d *rtCandidateDirectory) Providers(reputation.SkillID) []grid.Provider {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(d.provs), func(p grid.Provider) bool { return slices.Contains(d.refused, p.Peer) })
+}
+
+func (d *rtCandidateDirectory) NotProvider(p peer.ID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.refused = append(d.refused, p)
+}
+
+// A candidate that turns out not to speak the task protocol costs the
+// task nothing: the coordinator moves on to the next at once, without an
+// attempt used up or trust charged, and tells the directory.
+func TestCoordinatorMovesOnFromACandidateThatIsNoProvider(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ids := rtPeers(t, 2)
+		a, b := ids[0], ids[1]
+		dir := &rtCandidateDirectory{provs: []grid.Provider{
+			{Peer: a, Version: "1.0.0", Connected: true, Load: grid.Load{Capacity: 4}},                 // a candidate
+			{Peer: b, Version: "1.0.0", Connected: true, Load: grid.Load{Capacity: 4}, Verified: true}, // verified, trusted less
+		}}
+		e := newCoEnv(t, coEnvConfig{directory: dir})
+		for range 5 {
+			e.trust.Record(a, "remote.only", reputation.OutcomeSuccess) // a ranks first despite the penalty
+		}
+		trustA := e.trust.Trust(a)
+		e.del.behave[a] = coFailWith(fmt.Errorf("%w: a does not speak it", grid.ErrNotProvider))
+		e.del.behave[b] = coSucceedAs(b)
+		start := time.Now()
+		// One attempt allowed: the candidate that is no provider must not use it up.
+		task := NewSkillTask("remote.only", RawInput(nil), "").WithRetry(RetryPolicy{MaxAttempts: 1})
+		res, err := e.wait(t, e.submit(t, task))
+		if err != nil || res.ExecutedBy != b {
+			t.Fatalf("Wait = %+v, %v; want success on b", res, err)
+		}
+		if calls := e.del.Calls(); len(calls) != 2 || calls[0].peer != a {
+			t.Fatalf("calls %+v; want a first, then b", calls)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("moving on from a candidate that is no provider took %v, want no backoff", d)
+		}
+		if got := e.trust.Trust(a); got != trustA {
+			t.Errorf("trust of the candidate moved from %v to %v", trustA, got)
+		}
+		if !slices.Contains(dir.refused, a) {
+			t.Error("the directory was not told that a is no provider")
+		}
+		for _, st := range e.c.Breakers() {
+			if st.Peer == a && st.Failures != 0 {
+				t.Errorf("a's breaker counted %d failures; want none", st.Failures)
+			}
+		}
+	})
 }

@@ -56,6 +56,7 @@ type outcome struct {
 	retryAfter  time.Duration      // a rejecting node's hint
 	unstarted   bool               // never started: no metrics, no trust
 	tooLarge    bool               // rejected as more than the node lets this one hold
+	notProvider bool               // a candidate that does not speak the task protocol
 	// lasting: a refusal that waiting does not end soon (trust too low,
 	// no such skill there); it uses up an attempt, as a failure would.
 	lasting bool
@@ -169,6 +170,12 @@ func classifyRemote(ctx context.Context, r *record, p peer.ID, res *grid.RemoteR
 		// one answered wrong. (A result for a stale attempt never gets
 		// here: the orchestrator drops it and counts it.)
 		o.kind, o.trust, o.code = kindRetry, reputation.OutcomeWrongResult, grid.CodeInternal
+		o.err = fmt.Errorf("peer %s: %w", p, err)
+	case errors.Is(err, grid.ErrNotProvider):
+		// A candidate that does not speak the task protocol: the task was
+		// never sent. The choice was this node's, so it costs no attempt
+		// and no trust; the directory leaves the peer out for a while.
+		o.kind, o.unstarted, o.notProvider, o.code = kindRejected, true, true, codeRejected
 		o.err = fmt.Errorf("peer %s: %w", p, err)
 	case errors.Is(err, wire.ErrMessageTooLarge):
 		// Our own request does not fit in a frame: no node can take it.
@@ -325,6 +332,9 @@ func (c *DelegationCoordinator) settle(r *record, n int, o outcome) {
 // trust by reputation.AnswerEvidence: for a deterministic skill under spot
 // checks it is no evidence until a check says it was right (endSpotCheck).
 func (c *DelegationCoordinator) account(t *SkillTask, o outcome) {
+	if o.notProvider {
+		c.router.notProvider(o.peer)
+	}
 	c.feedBreaker(o)
 	if o.unstarted {
 		return

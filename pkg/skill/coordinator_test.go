@@ -109,6 +109,7 @@ type coEnvConfig struct {
 	queueOpts []grid.QueueOption
 	opts      []CoordinatorOption
 	dir       rtDirectory // nil: no Delegator either
+	directory Directory   // if set, in place of dir
 }
 
 var coQuiet = slog.New(slog.DiscardHandler)
@@ -137,9 +138,12 @@ func newCoEnv(tb testing.TB, cfg coEnvConfig) *coEnv {
 		tb.Fatal(err)
 	}
 	d := Deps{Self: e.self, Registry: e.reg, Executor: exec, Metrics: e.metrics, Trust: e.trust}
-	if cfg.dir != nil {
+	if cfg.dir != nil || cfg.directory != nil {
 		e.del = &coDelegator{behave: map[peer.ID]func(context.Context, *grid.RemoteTask) (*grid.RemoteResult, error){}}
 		d.Remote, d.Directory = e.del, cfg.dir
+		if cfg.directory != nil {
+			d.Directory = cfg.directory
+		}
 	}
 	opts := append([]CoordinatorOption{WithLogger(coQuiet)}, cfg.opts...)
 	if len(cfg.queueOpts) > 0 {

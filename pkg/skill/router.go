@@ -24,6 +24,23 @@ type Directory interface {
 	Providers(skill reputation.SkillID) []grid.Provider
 }
 
+// NotProviderDirectory is a Directory that can be told a listed peer does
+// not speak the task protocol (a task stream to it failed to negotiate
+// it), so that it stops listing it for a while: *grid.Node is one.
+type NotProviderDirectory interface {
+	NotProvider(p peer.ID)
+}
+
+var _ NotProviderDirectory = (*grid.Node)(nil)
+
+// notProvider tells the Directory, if it can be told, that p does not
+// speak the task protocol.
+func (r *Router) notProvider(p peer.ID) {
+	if d, ok := r.dir.(NotProviderDirectory); ok {
+		d.NotProvider(p)
+	}
+}
+
 // FetcherDirectory is a Directory that also lists the peers that run a
 // wasm skill they lack by fetching its module (capability gossip's
 // fetches_modules): *grid.Node is one. ModuleFetchers returns nil for a
@@ -107,6 +124,10 @@ type Candidate struct {
 	Version string
 	// Parts are the parts of Score before their weights.
 	Parts ScoreParts
+	// Verified is true for this node and for peers that identify showed
+	// speak the task protocol; a candidate (false) is proven by the task
+	// stream, and scores unverifiedPenalty less.
+	Verified bool
 
 	util   float64  // the utilization the score used, before its cap at 1
 	ranked *Ranking // what the coordinator's pick ranked, for the chosen one
@@ -193,6 +214,10 @@ const (
 	neutralTrust   = 0.5 // trust of a peer when the router has no TrustSource
 	neutralSuccess = 1.0 // success term of a node with no outcome yet, as grid.NodeMetrics has it
 	neutralLatency = 0.5 // latency term of a node with no recent latency
+	// unverifiedPenalty is taken off the score of a candidate peer not
+	// yet verified (see grid.Node.Providers), so that a verified peer of
+	// about the same score is tried first.
+	unverifiedPenalty = 0.05
 )
 
 // Router chooses the nodes that may run a task and orders them best first.
@@ -224,8 +249,9 @@ const (
 // burst between announcements sends every task to one peer; and an
 // announced capacity of 0 or over MaxCredibleCapacity (1024) is unknown:
 // UnknownCapacity (4) slots are assumed and util is at least 0.5. The w
-// are the Weights (DefaultWeights unless WithWeights). The score is in
-// [0, 1].
+// are the Weights (DefaultWeights unless WithWeights). A peer the
+// Directory lists as a candidate, not yet verified to speak the task
+// protocol, scores unverifiedPenalty (0.05) less. The score is in [0, 1].
 //
 // Order. Candidates with a live connection (this node counts as one) come
 // first, then peers without one (they may be reachable through a dial, but
@@ -480,7 +506,7 @@ func (r *Router) localCandidate(t *SkillTask, local bool, version string, exclud
 		f.excluded++
 		return Candidate{}, false
 	}
-	return Candidate{Peer: r.self, Local: true, Connected: true, Trust: 1, Version: version}, true
+	return Candidate{Peer: r.self, Local: true, Connected: true, Verified: true, Trust: 1, Version: version}, true
 }
 
 func (r *Router) remoteCandidate(t *SkillTask, p *grid.Provider, exclude []peer.ID, gate PeerGate, f *filterCount) (Candidate, bool) {
@@ -503,7 +529,7 @@ func (r *Router) remoteCandidate(t *SkillTask, p *grid.Provider, exclude []peer.
 		f.gated++
 		return Candidate{}, false
 	}
-	return Candidate{Peer: p.Peer, Connected: p.Connected, Trust: tr, Version: p.Version}, true
+	return Candidate{Peer: p.Peer, Connected: p.Connected, Verified: p.Verified, Trust: tr, Version: p.Version}, true
 }
 
 // scored returns c with its score set. util is a remote candidate's
@@ -540,6 +566,9 @@ func (r *Router) scored(t *SkillTask, c Candidate, util float64) Candidate {
 	w, p := r.w, &c.Parts
 	s := w.Trust*p.Trust + w.Skill*p.Skill + w.Success*p.Success + w.Latency*p.Latency + w.Load*p.Load
 	c.Score = s / r.wsum
+	if !c.Verified {
+		c.Score = max(c.Score-unverifiedPenalty, 0)
+	}
 	return c
 }
 

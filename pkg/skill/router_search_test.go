@@ -31,7 +31,7 @@ func (s *rtSearcher) SearchProviders(ctx context.Context, _ reputation.SkillID) 
 		<-ctx.Done()
 		return nil
 	}
-	return s.found
+	return verifiedAll(s.found)
 }
 
 func (s *rtSearcher) counts() (calls, peeked int) {
@@ -52,7 +52,7 @@ func (s rtPeekingSearcher) CachedProviders(reputation.SkillID) []grid.Provider {
 	s.mu.Lock()
 	s.peeked++
 	s.mu.Unlock()
-	return s.found
+	return verifiedAll(s.found)
 }
 
 func TestRouteCrossChecksTheDirectoryWithTheSearcher(t *testing.T) {

@@ -16,7 +16,21 @@ import (
 // rtDirectory lists fixed providers per skill.
 type rtDirectory map[reputation.SkillID][]grid.Provider
 
-func (d rtDirectory) Providers(s reputation.SkillID) []grid.Provider { return d[s] }
+func (d rtDirectory) Providers(s reputation.SkillID) []grid.Provider { return verifiedAll(d[s]) }
+
+// verifiedAll returns a copy of ps with every provider verified, as the
+// test directories list them unless a test says otherwise
+// (rtCandidateDirectory).
+func verifiedAll(ps []grid.Provider) []grid.Provider {
+	if ps == nil {
+		return nil
+	}
+	out := slices.Clone(ps)
+	for i := range out {
+		out[i].Verified = true
+	}
+	return out
+}
 
 // rtTrust gives fixed trust (default 0.5) and skill ratings (default 0).
 type rtTrust struct {
@@ -377,7 +391,7 @@ func (d rtFetchDirectory) ModuleFetchers(s reputation.SkillID) []grid.Provider {
 	if !d.wasm[s] {
 		return nil
 	}
-	return append([]grid.Provider(nil), d.fetchers...)
+	return verifiedAll(d.fetchers)
 }
 
 func TestRouteCountsModuleFetchersAsCandidatesForWasmSkills(t *testing.T) {
@@ -426,5 +440,33 @@ func TestRouteCountsModuleFetchersAsCandidatesForWasmSkills(t *testing.T) {
 	}
 	if cs, _ := r.Route(NewSkillTask("hash.sha256", RawInput(nil), self)); slices.Contains(rtPeersOf(cs), fetcher) {
 		t.Fatal("a fetcher is a candidate for a skill that is not wasm")
+	}
+}
+
+// A candidate peer, not yet verified to speak the task protocol, scores
+// unverifiedPenalty less than the same peer verified, so that of two
+// otherwise equal peers the verified one is tried first.
+func TestRouteRanksAVerifiedPeerBeforeAnEqualCandidate(t *testing.T) {
+	ids := rtPeers(t, 3)
+	self, a, b := ids[0], ids[1], ids[2]
+	idle := grid.Load{Capacity: 4}
+	// a sorts before b by peer ID, so without the penalty a would win the tie.
+	if a > b {
+		a, b = b, a
+	}
+	dir := &rtCandidateDirectory{provs: []grid.Provider{
+		{Peer: a, Version: "1.0.0", Load: idle, Connected: true},
+		{Peer: b, Version: "1.0.0", Load: idle, Connected: true, Verified: true},
+	}}
+	r := newRtRouter(t, self, dir, nil, nil, nil)
+	got, err := r.Route(NewSkillTask("remote.only", RawInput(nil), self))
+	if err != nil {
+		t.Fatalf("Route: %v", err)
+	}
+	if len(got) != 2 || got[0].Peer != b || !got[0].Verified || got[1].Verified {
+		t.Fatalf("order %v; want the verified peer first", got)
+	}
+	if d := got[0].Score - got[1].Score; math.Abs(d-unverifiedPenalty) > 1e-9 {
+		t.Fatalf("scores %v and %v differ by %v; want %v", got[0].Score, got[1].Score, d, unverifiedPenalty)
 	}
 }

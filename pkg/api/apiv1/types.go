@@ -182,17 +182,30 @@ type NAT struct {
 	RelayedPeers []string `json:"relayed_peers"`
 }
 
+// Values of Peer.Provider.
+const (
+	ProviderVerified  = "verified"
+	ProviderCandidate = "candidate"
+	ProviderRefused   = "refused"
+)
+
 // Peer is one entry of GET /v1/peers.
 type Peer struct {
-	ID        string    `json:"id"`
-	Addrs     []string  `json:"addrs"`
-	Connected bool      `json:"connected"`
-	Relayed   bool      `json:"relayed,omitempty"` // connected through a relay only (limited: 2 min, 128 KiB per circuit)
-	Verified  bool      `json:"verified"`          // identify showed it speaks the task protocol: only then a provider
-	Trust     float64   `json:"trust"`
-	Skills    []string  `json:"skills"` // "id@version"
-	Load      Load      `json:"load"`
-	LastSeen  time.Time `json:"last_seen,omitzero"`
+	ID        string   `json:"id"`
+	Addrs     []string `json:"addrs"`
+	Connected bool     `json:"connected"`
+	Relayed   bool     `json:"relayed,omitempty"` // connected through a relay only (limited: 2 min, 128 KiB per circuit)
+	Verified  bool     `json:"verified"`          // identify showed it speaks the task protocol
+	// Provider is whether the router may send it tasks of the skills it
+	// announces: ProviderVerified, ProviderCandidate (announced, not yet
+	// verified: the task stream's negotiation checks it) or ProviderRefused
+	// (it does not speak the task protocol: left out for a while); empty
+	// for a peer that announces no skill.
+	Provider string    `json:"provider,omitempty"`
+	Trust    float64   `json:"trust"`
+	Skills   []string  `json:"skills"` // "id@version"
+	Load     Load      `json:"load"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
 	// Access is AccessAllowed, or AccessDenied for a peer on the deny list
 	// (listed even if the node has never seen it), or AccessNotAllowed for
 	// a peer missing from the node's allow list.
