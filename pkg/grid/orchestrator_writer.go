@@ -2,6 +2,7 @@ package grid
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -179,6 +180,9 @@ func (fw *frameWriter) run(done <-chan struct{}, tick <-chan time.Time, onTick f
 	for {
 		select {
 		case <-fw.wake:
+			// Let the goroutines that are about to push (callers, workers,
+			// the reader) run first: their frames then share this write.
+			runtime.Gosched()
 		case <-tick:
 			onTick()
 		case <-fw.flushReq:
