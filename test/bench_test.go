@@ -50,8 +50,8 @@ const (
 // echoHandler is a grid.TaskHandler whose reply returns the input.
 type echoHandler struct{}
 
-func (echoHandler) HandleTask(_ peer.ID, t *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
-	reply(&grid.RemoteResult{ID: t.ID, Success: true, Output: t.Input})
+func (echoHandler) HandleTask(_ peer.ID, t *grid.RemoteTask, reply grid.Replier) error {
+	reply.Reply(&grid.RemoteResult{ID: t.ID, Success: true, Output: t.Input})
 	return nil
 }
 
@@ -66,7 +66,7 @@ type queuedEchoHandler struct {
 
 type queuedEcho struct {
 	t     *grid.RemoteTask
-	reply func(*grid.RemoteResult)
+	reply grid.Replier
 }
 
 func newQueuedEchoHandler(b *testing.B, workers int) *queuedEchoHandler {
@@ -75,7 +75,7 @@ func newQueuedEchoHandler(b *testing.B, workers int) *queuedEchoHandler {
 	for range workers {
 		wg.Go(func() {
 			for j := range h.jobs {
-				j.reply(&grid.RemoteResult{ID: j.t.ID, Success: true, Output: j.t.Input})
+				j.reply.Reply(&grid.RemoteResult{ID: j.t.ID, Success: true, Output: j.t.Input})
 			}
 		})
 	}
@@ -83,7 +83,7 @@ func newQueuedEchoHandler(b *testing.B, workers int) *queuedEchoHandler {
 	return h
 }
 
-func (h *queuedEchoHandler) HandleTask(_ peer.ID, t *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+func (h *queuedEchoHandler) HandleTask(_ peer.ID, t *grid.RemoteTask, reply grid.Replier) error {
 	select {
 	case h.jobs <- queuedEcho{t, reply}:
 		return nil

@@ -343,23 +343,12 @@ var _ grid.TaskHandler = (*forwardingHandler)(nil)
 func (f *forwardingHandler) set(c *skill.DelegationCoordinator) { f.h.Store(c) }
 
 // HandleTask implements grid.TaskHandler.
-func (f *forwardingHandler) HandleTask(from peer.ID, t *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+func (f *forwardingHandler) HandleTask(from peer.ID, t *grid.RemoteTask, reply grid.Replier) error {
 	c := f.h.Load()
 	if c == nil {
 		return &grid.RejectError{Reason: grid.RejectShuttingDown, Message: "node is starting", RetryAfter: 100 * time.Millisecond}
 	}
 	return c.HandleTask(from, t, reply)
-}
-
-var _ grid.ReplierHandler = (*forwardingHandler)(nil)
-
-// HandleTaskReplier implements grid.ReplierHandler.
-func (f *forwardingHandler) HandleTaskReplier(from peer.ID, t *grid.RemoteTask, reply grid.Replier) error {
-	c := f.h.Load()
-	if c == nil {
-		return &grid.RejectError{Reason: grid.RejectShuttingDown, Message: "node is starting", RetryAfter: 100 * time.Millisecond}
-	}
-	return c.HandleTaskReplier(from, t, reply)
 }
 
 // CancelTask implements grid.TaskHandler.

@@ -83,7 +83,7 @@ type fetchHandlerRef struct {
 	h atomic.Pointer[skill.FetchingHandler]
 }
 
-func (r *fetchHandlerRef) HandleTask(from peer.ID, t *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+func (r *fetchHandlerRef) HandleTask(from peer.ID, t *grid.RemoteTask, reply grid.Replier) error {
 	h := r.h.Load()
 	if h == nil {
 		return &grid.RejectError{Reason: grid.RejectShuttingDown, Message: "node is starting", RetryAfter: 100 * time.Millisecond}

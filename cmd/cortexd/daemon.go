@@ -101,30 +101,12 @@ var _ grid.TaskHandler = (*handlerRef)(nil)
 func (r *handlerRef) set(h grid.TaskHandler) { r.h.Store(&h) }
 
 // HandleTask implements grid.TaskHandler.
-func (r *handlerRef) HandleTask(from peer.ID, t *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
+func (r *handlerRef) HandleTask(from peer.ID, t *grid.RemoteTask, reply grid.Replier) error {
 	h, err := r.handler()
 	if err != nil {
 		return err
 	}
 	return h.HandleTask(from, t, reply)
-}
-
-var _ grid.ReplierHandler = (*handlerRef)(nil)
-
-// HandleTaskReplier implements grid.ReplierHandler, through the handler's
-// own if it has one.
-func (r *handlerRef) HandleTaskReplier(from peer.ID, t *grid.RemoteTask, reply grid.Replier) error {
-	h, err := r.handler()
-	if err != nil {
-		return err
-	}
-	switch rh, ok := h.(grid.ReplierHandler); {
-	case ok:
-		return rh.HandleTaskReplier(from, t, reply)
-	case reply == nil:
-		return h.HandleTask(from, t, nil)
-	}
-	return h.HandleTask(from, t, reply.Reply)
 }
 
 // handler returns the handler to forward a task to, or why there is none.

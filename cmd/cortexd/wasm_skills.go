@@ -257,21 +257,11 @@ type noFetchHandler struct {
 
 var _ grid.TaskAbandoner = noFetchHandler{}
 
-// HandleTask implements grid.TaskHandler.
-func (h noFetchHandler) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
-	var r grid.Replier
-	if reply != nil {
-		r = grid.ReplyFunc(reply)
-	}
-	return h.HandleTaskReplier(from, rt, r)
-}
+var _ grid.TaskHandler = noFetchHandler{}
 
-var _ grid.ReplierHandler = noFetchHandler{}
-
-// HandleTaskReplier implements grid.ReplierHandler, in place of the
-// coordinator's it would otherwise promote.
-func (h noFetchHandler) HandleTaskReplier(from peer.ID, rt *grid.RemoteTask, reply grid.Replier) error {
-	err := h.DelegationCoordinator.HandleTaskReplier(from, rt, reply)
+// HandleTask implements grid.TaskHandler, in place of the coordinator's.
+func (h noFetchHandler) HandleTask(from peer.ID, rt *grid.RemoteTask, reply grid.Replier) error {
+	err := h.DelegationCoordinator.HandleTask(from, rt, reply)
 	var rej *grid.RejectError
 	if err == nil || !errors.As(err, &rej) || rej.Reason != grid.RejectUnknownSkill || rt.ModuleSHA256 == ([32]byte{}) {
 		return err

@@ -275,6 +275,12 @@ func (n *Node) Providers(skill reputation.SkillID) []Provider {
 	return n.table.providers(skill, time.Now())
 }
 
+// AppendProviders appends Providers(skill) to dst and returns the extended
+// slice: a caller that reuses dst allocates nothing.
+func (n *Node) AppendProviders(dst []Provider, skill reputation.SkillID) []Provider {
+	return n.table.appendProviders(dst, skill, time.Now())
+}
+
 // Peers returns every peer the node is connected to or holds an unexpired
 // announcement from, sorted by peer ID.
 func (n *Node) Peers() []PeerInfo {
@@ -536,7 +542,7 @@ type capTable struct {
 	selfFetches atomic.Bool
 	selfModules atomic.Pointer[SkillModules]
 
-	mu      sync.Mutex
+	mu      sync.RWMutex // read-locked by the lookups on every remote task's path (entry, offers)
 	slots   map[peer.ID]*capSlot
 	refs    int      // (peer, skill) pairs in slots
 	victims []victim // eviction candidates, worst first; see nextVictimLocked
@@ -790,7 +796,12 @@ func (t *capTable) providers(skill reputation.SkillID, now time.Time) []Provider
 	if len(refs) == 0 {
 		return nil
 	}
-	out := make([]Provider, 0, len(refs))
+	return t.appendProviders(make([]Provider, 0, len(refs)), skill, now)
+}
+
+// appendProviders appends providers(skill, now) to out.
+func (t *capTable) appendProviders(out []Provider, skill reputation.SkillID, now time.Time) []Provider {
+	refs := (*t.index.Load())[skill]
 	for _, r := range refs {
 		e := r.slot.entry.Load()
 		if !now.Before(e.expires) || !r.slot.provider(now) {
@@ -824,8 +835,8 @@ func (t *capTable) entries(now time.Time) []capView {
 // entry returns p's unexpired entry, nil if there is none. It does not
 // allocate: it is on the path of every remote task.
 func (t *capTable) entry(p peer.ID, now time.Time) *capEntry {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	slot, ok := t.slots[p]
 	if !ok {
 		return nil
@@ -840,8 +851,8 @@ func (t *capTable) entry(p peer.ID, now time.Time) *capEntry {
 // or a candidate), offers skill at version (any if empty), as providers
 // would list it.
 func (t *capTable) offers(p peer.ID, skill reputation.SkillID, version string, now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	slot, ok := t.slots[p]
 	if !ok || !slot.provider(now) {
 		return false

@@ -409,12 +409,7 @@ func (st *inStream) onRequest(req *wire.Request) error {
 		}
 		return err
 	}
-	if rh, ok := o.handler.(ReplierHandler); ok {
-		err = rh.HandleTaskReplier(st.from, t, it)
-	} else {
-		err = o.handler.HandleTask(st.from, t, it.Reply)
-	}
-	if err != nil {
+	if err = o.handler.HandleTask(st.from, t, it); err != nil {
 		return st.rejected(it, err)
 	}
 	// A result that is ready already answers the request by itself.

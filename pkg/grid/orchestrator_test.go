@@ -44,7 +44,8 @@ func newOrchHandler() *orchHandler {
 	return &orchHandler{cancels: make(chan TaskID, 1024)}
 }
 
-func (h *orchHandler) HandleTask(from peer.ID, t *RemoteTask, reply func(*RemoteResult)) error {
+func (h *orchHandler) HandleTask(from peer.ID, t *RemoteTask, r Replier) error {
+	reply := r.Reply
 	h.mu.Lock()
 	handle, tasks := h.handle, h.tasks
 	h.mu.Unlock()

@@ -2,6 +2,7 @@ package grid
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,10 @@ func putFrame(f *[]byte) {
 // frameWriter owns the write side of one stream: frames pushed from any
 // goroutine queue up, and its run loop writes them into a buffered
 // wire.Writer, flushing only when the queue has run empty, so that under
-// load many frames share one stream write. Pushing never blocks on the
+// load many frames share one stream write (one yamux frame, one Noise
+// message, one syscall). Woken for a push, it yields once before it
+// drains, so that the goroutines about to push (other callers, workers,
+// the reader) run first and their frames join the same write. Pushing never blocks on the
 // stream. It is safe for concurrent use.
 type frameWriter struct {
 	s            network.Stream
@@ -179,6 +183,9 @@ func (fw *frameWriter) run(done <-chan struct{}, tick <-chan time.Time, onTick f
 	for {
 		select {
 		case <-fw.wake:
+			// Let the goroutines that are about to push (callers, workers,
+			// the reader) run first: their frames then share this write.
+			runtime.Gosched()
 		case <-tick:
 			onTick()
 		case <-fw.flushReq:

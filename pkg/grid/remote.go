@@ -167,19 +167,22 @@ func (e *RejectError) Error() string {
 func (e *RejectError) Unwrap() error { return ErrRejected }
 
 // TaskHandler runs tasks that peers send to this node. The skill layer
-// implements it; the orchestrator calls it.
+// implements it; the orchestrator calls it. HandleTask is its only way in:
+// a type that embeds a handler and overrides HandleTask is the handler the
+// orchestrator calls.
 type TaskHandler interface {
 	// HandleTask admits or rejects t at once. It returns nil if admitted, in
-	// which case reply is called exactly once, later, from any goroutine, with
-	// the result. It returns a *RejectError if not admitted, and then never
-	// calls reply. It must not block on the task's execution.
-	HandleTask(from peer.ID, t *RemoteTask, reply func(*RemoteResult)) error
+	// which case reply.Reply is called exactly once, later, from any
+	// goroutine, with the result. It returns a *RejectError if not
+	// admitted, and then never calls reply. It must not block on the task's
+	// execution. The orchestrator's reply costs no allocation (a func would
+	// be a method value made per task); ReplyFunc makes a func one.
+	HandleTask(from peer.ID, t *RemoteTask, reply Replier) error
 	// CancelTask stops a task that from sent earlier, if it is still known.
 	CancelTask(from peer.ID, id TaskID)
 }
 
-// Replier answers one admitted task: Reply is called with its result, as
-// TaskHandler's reply is.
+// Replier answers one admitted task: Reply is called once with its result.
 type Replier interface {
 	Reply(*RemoteResult)
 }
@@ -189,15 +192,6 @@ type ReplyFunc func(*RemoteResult)
 
 // Reply calls f.
 func (f ReplyFunc) Reply(r *RemoteResult) { f(r) }
-
-// ReplierHandler is a TaskHandler that also takes a task's reply as a
-// Replier. The orchestrator then calls HandleTaskReplier in place of
-// HandleTask, with the same contract: the reply costs no allocation of its
-// own (a func would be a method value made per task).
-type ReplierHandler interface {
-	TaskHandler
-	HandleTaskReplier(from peer.ID, t *RemoteTask, r Replier) error
-}
 
 // Delegator sends one attempt of a task to a peer and waits for its result.
 // The orchestrator implements it; the skill layer's coordinator uses it.

@@ -28,7 +28,7 @@ func BenchmarkHandleTaskEcho(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				rt := &grid.RemoteTask{ID: grid.NewTaskID(), Skill: "echo", Input: in, InputKind: grid.InputJSON, Deadline: time.Now().Add(time.Minute), Attempt: 1}
-				if err := e.c.HandleTask(from, rt, reply); err != nil {
+				if err := e.c.HandleTask(from, rt, grid.ReplyFunc(reply)); err != nil {
 					b.Fatal(err)
 				}
 				<-done

@@ -47,7 +47,7 @@ func adCountTask(in string, attempt int) *grid.RemoteTask {
 func adAsk(tb testing.TB, c *DelegationCoordinator, from peer.ID, rt *grid.RemoteTask) *grid.RemoteResult {
 	tb.Helper()
 	rs := newCoReplies()
-	if err := c.HandleTask(from, rt, rs.reply); err != nil {
+	if err := c.HandleTask(from, rt, grid.ReplyFunc(rs.reply)); err != nil {
 		tb.Fatalf("HandleTask(attempt %d) = %v, want admitted", rt.Attempt, err)
 	}
 	select {
@@ -65,7 +65,7 @@ func TestHandleTaskRejectsTheSameAttemptWhileItRuns(t *testing.T) {
 		from := e.peers[0]
 		task := &grid.RemoteTask{ID: grid.NewTaskID(), Skill: "test.block", InputKind: grid.InputRaw, Deadline: time.Now().Add(time.Minute), Attempt: 2}
 		first := newCoReplies()
-		if err := e.c.HandleTask(from, task, first.reply); err != nil {
+		if err := e.c.HandleTask(from, task, grid.ReplyFunc(first.reply)); err != nil {
 			t.Fatal(err)
 		}
 		<-e.started
@@ -73,7 +73,7 @@ func TestHandleTaskRejectsTheSameAttemptWhileItRuns(t *testing.T) {
 			again := *task
 			again.Attempt = attempt
 			var rej *grid.RejectError
-			if err := e.c.HandleTask(from, &again, func(*grid.RemoteResult) { t.Error("a rejected request got a reply") }); !errors.As(err, &rej) || rej.Reason != grid.RejectDuplicate {
+			if err := e.c.HandleTask(from, &again, grid.ReplyFunc(func(*grid.RemoteResult) { t.Error("a rejected request got a reply") })); !errors.As(err, &rej) || rej.Reason != grid.RejectDuplicate {
 				t.Fatalf("attempt %d while attempt 2 runs = %v, want RejectDuplicate", attempt, err)
 			}
 		}
@@ -139,7 +139,7 @@ func TestHandleTaskRejectsAPastDeadline(t *testing.T) {
 	rt := adTask("echo", `"x"`)
 	rt.Deadline = time.Now().Add(-time.Second)
 	var rej *grid.RejectError
-	err := e.c.HandleTask(e.peers[0], rt, func(*grid.RemoteResult) { t.Error("a rejected request got a reply") })
+	err := e.c.HandleTask(e.peers[0], rt, grid.ReplyFunc(func(*grid.RemoteResult) { t.Error("a rejected request got a reply") }))
 	if !errors.As(err, &rej) || rej.Reason != grid.RejectDeadlinePassed {
 		t.Fatalf("HandleTask with a past deadline = %v, want RejectDeadlinePassed", err)
 	}
@@ -190,7 +190,7 @@ func TestHandleTaskRejectsARepeatWhoseResultWasTooLargeToKeep(t *testing.T) {
 	rt := adCountTask("x", 1)
 	adAsk(t, e.c, from, rt)
 	var rej *grid.RejectError
-	if err := e.c.HandleTask(from, rt, func(*grid.RemoteResult) {}); !errors.As(err, &rej) || rej.Reason != grid.RejectDuplicate {
+	if err := e.c.HandleTask(from, rt, grid.ReplyFunc(func(*grid.RemoteResult) {})); !errors.As(err, &rej) || rej.Reason != grid.RejectDuplicate {
 		t.Fatalf("a repeat of a result not kept = %v, want RejectDuplicate", err)
 	}
 	retry := *rt

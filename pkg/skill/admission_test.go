@@ -188,7 +188,7 @@ func TestHandleTaskAppliesTheAdmissionPolicy(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 
 	var rej *grid.RejectError
-	err = c.HandleTask(failing, adTask("echo", `"x"`), func(*grid.RemoteResult) {})
+	err = c.HandleTask(failing, adTask("echo", `"x"`), grid.ReplyFunc(func(*grid.RemoteResult) {}))
 	if !errors.As(err, &rej) || rej.Reason != grid.RejectTrustTooLow {
 		t.Fatalf("HandleTask from a peer below the threshold = %v, want RejectTrustTooLow", err)
 	}
@@ -201,7 +201,7 @@ func TestHandleTaskAppliesTheAdmissionPolicy(t *testing.T) {
 		t.Errorf("refusal is %d bytes; the orchestrator cuts it at 256", len(rej.Message))
 	}
 	rs := newCoReplies()
-	if err := c.HandleTask(vouched, adTask("echo", `"x"`), rs.reply); err != nil {
+	if err := c.HandleTask(vouched, adTask("echo", `"x"`), grid.ReplyFunc(rs.reply)); err != nil {
 		t.Fatalf("HandleTask from a vouched-for peer below the threshold = %v, want admitted", err)
 	}
 	if res := <-rs.ch; !res.Success {

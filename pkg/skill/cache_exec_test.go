@@ -21,7 +21,7 @@ func peerTask(data string, d time.Duration) *grid.RemoteTask {
 func send(t testing.TB, e *coEnv, p peer.ID, rt *grid.RemoteTask) *coReplies {
 	t.Helper()
 	r := newCoReplies()
-	if err := e.c.HandleTask(p, rt, r.reply); err != nil {
+	if err := e.c.HandleTask(p, rt, grid.ReplyFunc(r.reply)); err != nil {
 		t.Fatalf("request %s from %s: %v", rt.ID.Short(), p.ShortString(), err)
 	}
 	return r
@@ -185,7 +185,7 @@ func TestLocalSubmissionJoinsAPeersRunAndWaitersAreCapped(t *testing.T) {
 	}
 	r2 := send(t, e, e.peers[1], peerTask("x", time.Minute))
 	// The fourth waiter is one too many.
-	err := e.c.HandleTask(e.peers[1], peerTask("x", time.Minute), newCoReplies().reply)
+	err := e.c.HandleTask(e.peers[1], peerTask("x", time.Minute), grid.ReplyFunc(newCoReplies().reply))
 	var rej *grid.RejectError
 	if !errors.As(err, &rej) || rej.Reason != grid.RejectQueueFull || rej.RetryAfter <= 0 {
 		t.Fatalf("request past the cap: %v, want RejectQueueFull with a retry-after", err)
@@ -245,7 +245,7 @@ func BenchmarkCacheDedupIncoming(b *testing.B) {
 		for i := range n {
 			wg.Go(func() {
 				r := &coReplies{ch: make(chan *grid.RemoteResult, 1)}
-				if err := e.c.HandleTask(e.peers[i%2], peerTask("same", time.Minute), r.reply); err != nil {
+				if err := e.c.HandleTask(e.peers[i%2], peerTask("same", time.Minute), grid.ReplyFunc(r.reply)); err != nil {
 					b.Error(err)
 				}
 				rs[i] = r
@@ -279,7 +279,7 @@ func BenchmarkCacheIncoming(b *testing.B) {
 	r := &coReplies{ch: make(chan *grid.RemoteResult, 1)}
 	run := func(b *testing.B, rt func(i int) *grid.RemoteTask) {
 		for i := 0; b.Loop(); i++ {
-			if err := e.c.HandleTask(e.peers[i%2], rt(i), r.reply); err != nil {
+			if err := e.c.HandleTask(e.peers[i%2], rt(i), grid.ReplyFunc(r.reply)); err != nil {
 				b.Fatal(err)
 			}
 			if res := <-r.ch; !res.Success {
@@ -394,7 +394,7 @@ func TestSharedRunsTakeOneQueuePlacePerKey(t *testing.T) {
 	ry := send(t, e, a, peerTask("y", time.Minute)) // takes the one queue place
 	ry2 := send(t, e, b, peerTask("y", time.Minute))
 	for range 2 { // a new key finds no place, and leaves no run behind
-		err := e.c.HandleTask(b, peerTask("z", time.Minute), newCoReplies().reply)
+		err := e.c.HandleTask(b, peerTask("z", time.Minute), grid.ReplyFunc(newCoReplies().reply))
 		var rej *grid.RejectError
 		if !errors.As(err, &rej) || rej.Reason != grid.RejectQueueFull {
 			t.Fatalf("a third key with the queue full: %v, want RejectQueueFull", err)

@@ -265,7 +265,7 @@ func TestExecutingNodeAnswersRepeatedWorkFromItsCache(t *testing.T) {
 		rt := &grid.RemoteTask{ID: grid.NewTaskID(), Skill: "test.det", Input: []byte("x"), InputKind: grid.InputRaw,
 			Deadline: time.Now().Add(time.Minute), Attempt: 1}
 		r := newCoReplies()
-		if err := e.c.HandleTask(from, rt, r.reply); err != nil {
+		if err := e.c.HandleTask(from, rt, grid.ReplyFunc(r.reply)); err != nil {
 			t.Fatalf("requester %d: %v", i, err)
 		}
 		res := ciResult(t, r)

@@ -342,7 +342,7 @@ type DelegationCoordinator struct {
 	wg      sync.WaitGroup // remote attempts, retry timers, sweeper, subscribers
 }
 
-var _ grid.ReplierHandler = (*DelegationCoordinator)(nil)
+var _ grid.TaskHandler = (*DelegationCoordinator)(nil)
 
 // NewCoordinator returns a coordinator built from d. It checks d and the
 // options, reporting every problem at once, and starts nothing.

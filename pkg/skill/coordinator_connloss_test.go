@@ -43,7 +43,7 @@ func TestStoreStoppedPeerTaskRunsAgainWhenAskedAgain(t *testing.T) {
 			c1 := e.start(t, 1, nil, nil)
 			rt := connLossTask()
 			rep := newCoReplies()
-			if err := c1.HandleTask(from, rt, rep.reply); err != nil {
+			if err := c1.HandleTask(from, rt, grid.ReplyFunc(rep.reply)); err != nil {
 				t.Fatal(err)
 			}
 			stPoll(t, "a worker begins the task", func() bool { return e.runs.Load() > 0 })
@@ -64,7 +64,7 @@ func TestStoreStoppedPeerTaskRunsAgainWhenAskedAgain(t *testing.T) {
 			c2 := e.start(t, 1, nil, nil)
 			again := *rt // the same ID, re-sent on a new connection
 			rep2 := newCoReplies()
-			if err := c2.HandleTask(from, &again, rep2.reply); err != nil {
+			if err := c2.HandleTask(from, &again, grid.ReplyFunc(rep2.reply)); err != nil {
 				t.Fatal(err)
 			}
 			if res := recvReply(t, rep2, "the re-sent task"); !res.Success || string(res.Output) != "ran: q" {
@@ -89,14 +89,14 @@ func TestAbandonTaskLeavesANewerRequestAlone(t *testing.T) {
 	c := e.start(t, 1, nil, nil)
 	old := connLossTask()
 	rep1 := newCoReplies()
-	if err := c.HandleTask(from, old, rep1.reply); err != nil {
+	if err := c.HandleTask(from, old, grid.ReplyFunc(rep1.reply)); err != nil {
 		t.Fatal(err)
 	}
 	stPoll(t, "a worker begins the task", func() bool { return e.runs.Load() > 0 })
 	newer := *old
 	newer.Attempt++ // a retry: the same attempt again would be a duplicate
 	rep2 := newCoReplies()
-	if err := c.HandleTask(from, &newer, rep2.reply); err != nil {
+	if err := c.HandleTask(from, &newer, grid.ReplyFunc(rep2.reply)); err != nil {
 		t.Fatal(err)
 	}
 	if res := recvReply(t, rep1, "the superseded request"); res.ErrorCode != grid.CodeCanceled {
@@ -122,7 +122,7 @@ func TestStoreAnswerFromStoreIsSynchronousAndMarksDelivered(t *testing.T) {
 	c := e.start(t, 1, nil, nil)
 	rt := connLossTask()
 	rep := newCoReplies()
-	if err := c.HandleTask(from, rt, rep.reply); err != nil {
+	if err := c.HandleTask(from, rt, grid.ReplyFunc(rep.reply)); err != nil {
 		t.Fatal(err)
 	}
 	recvReply(t, rep, "the first request")
@@ -134,7 +134,7 @@ func TestStoreAnswerFromStoreIsSynchronousAndMarksDelivered(t *testing.T) {
 		t.Fatalf("pending deliveries %d, %v; want the one result", len(p), err)
 	}
 	rep2 := newCoReplies()
-	if err := c.HandleTask(from, rt, rep2.reply); err != nil {
+	if err := c.HandleTask(from, rt, grid.ReplyFunc(rep2.reply)); err != nil {
 		t.Fatal(err)
 	}
 	if n := rep2.count(); n != 1 {

@@ -130,18 +130,7 @@ func reject(reason grid.RejectReason, retryAfter time.Duration, format string, a
 // an earlier request, or a local task queued or running here) it waits
 // for that run instead of taking a queue place; see execRun and
 // docs/protocol.md, "Identical work".
-func (c *DelegationCoordinator) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
-	var r grid.Replier
-	if reply != nil {
-		r = grid.ReplyFunc(reply)
-	}
-	return c.HandleTaskReplier(from, rt, r)
-}
-
-// HandleTaskReplier is HandleTask with its reply as a grid.Replier
-// (grid.ReplierHandler): the orchestrator calls it, and a task's reply
-// then costs no allocation.
-func (c *DelegationCoordinator) HandleTaskReplier(from peer.ID, rt *grid.RemoteTask, reply grid.Replier) error {
+func (c *DelegationCoordinator) HandleTask(from peer.ID, rt *grid.RemoteTask, reply grid.Replier) error {
 	err := c.admit(from, rt, reply)
 	if err != nil && c.log.Enabled(context.Background(), slog.LevelDebug) {
 		c.log.Debug("rejected a task from a peer", "peer", from, "err", err)
@@ -511,7 +500,7 @@ type pendingKey struct {
 
 type pendingFetch struct {
 	rt     *grid.RemoteTask
-	reply  func(*grid.RemoteResult)
+	reply  grid.Replier
 	cancel context.CancelFunc
 }
 
@@ -526,25 +515,13 @@ func NewFetchingHandler(c *DelegationCoordinator, f ModuleFetcher) *FetchingHand
 	return &FetchingHandler{c: c, f: f, max: DefaultMaxPendingFetches, ctx: ctx, cancel: cancel, pending: map[pendingKey]*pendingFetch{}}
 }
 
-var _ grid.ReplierHandler = (*FetchingHandler)(nil)
-
-// HandleTaskReplier implements grid.ReplierHandler: a task that needs no
-// fetch goes to the coordinator's; one that does is HandleTask's.
-func (h *FetchingHandler) HandleTaskReplier(from peer.ID, rt *grid.RemoteTask, reply grid.Replier) error {
+// HandleTask implements grid.TaskHandler: a task that needs no fetch goes
+// to the coordinator's.
+func (h *FetchingHandler) HandleTask(from peer.ID, rt *grid.RemoteTask, reply grid.Replier) error {
 	c := h.c
 	if rt == nil || reply == nil || from == "" || !c.running.Load() || !rt.Deadline.After(time.Now()) ||
 		c.reg.find(reputation.SkillID(rt.Skill), rt.Version) != nil {
-		return c.HandleTaskReplier(from, rt, reply) // refuses a nil reply
-	}
-	return h.HandleTask(from, rt, reply.Reply)
-}
-
-// HandleTask implements grid.TaskHandler.
-func (h *FetchingHandler) HandleTask(from peer.ID, rt *grid.RemoteTask, reply func(*grid.RemoteResult)) error {
-	c := h.c
-	if rt == nil || reply == nil || from == "" || !c.running.Load() || !rt.Deadline.After(time.Now()) ||
-		c.reg.find(reputation.SkillID(rt.Skill), rt.Version) != nil {
-		return c.HandleTask(from, rt, reply)
+		return c.HandleTask(from, rt, reply) // refuses a nil reply
 	}
 	if err := c.admission.Check(from); err != nil {
 		return err
@@ -565,7 +542,7 @@ func (h *FetchingHandler) HandleTask(from peer.ID, rt *grid.RemoteTask, reply fu
 		prev := old.reply
 		old.rt, old.reply = rt, reply
 		h.mu.Unlock()
-		prev(&grid.RemoteResult{ID: rt.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: "superseded by a newer attempt of the same task", Executor: c.self})
+		prev.Reply(&grid.RemoteResult{ID: rt.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: "superseded by a newer attempt of the same task", Executor: c.self})
 		return nil
 	case len(h.pending) >= h.max:
 		n := len(h.pending)
@@ -592,7 +569,7 @@ func (h *FetchingHandler) fetch(ctx context.Context, key pendingKey, rt *grid.Re
 	}
 	p.cancel()
 	fail := func(code grid.ErrorCode, format string, args ...any) {
-		p.reply(&grid.RemoteResult{ID: rt.ID, ErrorCode: code, ErrorMessage: fmt.Sprintf(format, args...), Executor: h.c.self})
+		p.reply.Reply(&grid.RemoteResult{ID: rt.ID, ErrorCode: code, ErrorMessage: fmt.Sprintf(format, args...), Executor: h.c.self})
 	}
 	switch {
 	case h.ctx.Err() != nil:
@@ -625,7 +602,7 @@ func (h *FetchingHandler) take(key pendingKey, rt *grid.RemoteTask) *pendingFetc
 func (h *FetchingHandler) CancelTask(from peer.ID, id grid.TaskID) {
 	if p := h.take(pendingKey{from, id}, nil); p != nil {
 		p.cancel()
-		p.reply(&grid.RemoteResult{ID: id, ErrorCode: grid.CodeCanceled, ErrorMessage: "canceled by the requester", Executor: h.c.self})
+		p.reply.Reply(&grid.RemoteResult{ID: id, ErrorCode: grid.CodeCanceled, ErrorMessage: "canceled by the requester", Executor: h.c.self})
 		return
 	}
 	h.c.CancelTask(from, id)
@@ -638,7 +615,7 @@ func (h *FetchingHandler) AbandonTask(from peer.ID, t *grid.RemoteTask) {
 	}
 	if p := h.take(pendingKey{from, t.ID}, t); p != nil {
 		p.cancel()
-		p.reply(&grid.RemoteResult{ID: t.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: connLostMessage, Executor: h.c.self})
+		p.reply.Reply(&grid.RemoteResult{ID: t.ID, ErrorCode: grid.CodeCanceled, ErrorMessage: connLostMessage, Executor: h.c.self})
 		return
 	}
 	h.c.AbandonTask(from, t)

@@ -88,7 +88,7 @@ func TestFetchingHandlerRunsATaskOnceItsModuleIsFetched(t *testing.T) {
 	f := &ciFetcher{}
 	e, h := newCiHandler(t, f)
 	r := newCoReplies()
-	if err := h.HandleTask(e.peers[0], ciTask("text.upper", 9), r.reply); err != nil {
+	if err := h.HandleTask(e.peers[0], ciTask("text.upper", 9), grid.ReplyFunc(r.reply)); err != nil {
 		t.Fatalf("HandleTask: %v; want the task accepted while its module is fetched", err)
 	}
 	if got := <-f.calls; got[0] != 9 {
@@ -100,7 +100,7 @@ func TestFetchingHandlerRunsATaskOnceItsModuleIsFetched(t *testing.T) {
 	}
 	// The skill is here now: a task naming another module is refused, with both hashes.
 	other := ciTask("text.upper", 8)
-	err := h.HandleTask(e.peers[0], other, r.reply)
+	err := h.HandleTask(e.peers[0], other, grid.ReplyFunc(r.reply))
 	var rej *grid.RejectError
 	if !errors.As(err, &rej) || rej.Reason != grid.RejectUnknownSkill ||
 		!strings.Contains(rej.Message, fmt.Sprintf("%x", other.ModuleSHA256)) || !strings.Contains(rej.Message, "09000000") {
@@ -113,7 +113,7 @@ func TestFetchingHandlerFailsATaskWhoseModuleCannotBeFetched(t *testing.T) {
 	e, h := newCiHandler(t, f)
 	close(f.release)
 	r := newCoReplies()
-	if err := h.HandleTask(e.peers[0], ciTask("text.upper", 9), r.reply); err != nil {
+	if err := h.HandleTask(e.peers[0], ciTask("text.upper", 9), grid.ReplyFunc(r.reply)); err != nil {
 		t.Fatal(err)
 	}
 	if res := ciResult(t, r); res.Success || res.ErrorCode != grid.CodeUnknownSkill || !strings.Contains(res.ErrorMessage, "not found") {
@@ -124,7 +124,7 @@ func TestFetchingHandlerFailsATaskWhoseModuleCannotBeFetched(t *testing.T) {
 func TestFetchingHandlerRejectsAtOnceWhenThePolicyRefuses(t *testing.T) {
 	f := &ciFetcher{refuse: errors.New("this node does not fetch modules (skills.fetch_modules is off)")}
 	e, h := newCiHandler(t, f)
-	err := h.HandleTask(e.peers[0], ciTask("text.upper", 9), newCoReplies().reply)
+	err := h.HandleTask(e.peers[0], ciTask("text.upper", 9), grid.ReplyFunc(newCoReplies().reply))
 	var rej *grid.RejectError
 	if !errors.As(err, &rej) || rej.Reason != grid.RejectUnknownSkill || !strings.Contains(rej.Message, "fetch_modules is off") {
 		t.Fatalf("HandleTask: %v; want unknown skill saying why", err)
@@ -139,11 +139,11 @@ func TestFetchingHandlerAnswersACancelWhileFetching(t *testing.T) {
 	e, h := newCiHandler(t, f)
 	r := newCoReplies()
 	task := ciTask("text.upper", 9)
-	if err := h.HandleTask(e.peers[0], task, r.reply); err != nil {
+	if err := h.HandleTask(e.peers[0], task, grid.ReplyFunc(r.reply)); err != nil {
 		t.Fatal(err)
 	}
 	<-f.calls
-	if err := h.HandleTask(e.peers[0], task, r.reply); err == nil {
+	if err := h.HandleTask(e.peers[0], task, grid.ReplyFunc(r.reply)); err == nil {
 		t.Fatal("the same attempt again while fetching was accepted; want a duplicate")
 	}
 	h.CancelTask(e.peers[0], task.ID)

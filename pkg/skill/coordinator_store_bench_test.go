@@ -60,7 +60,7 @@ type loopDelegator struct {
 
 func (l *loopDelegator) Delegate(ctx context.Context, _ peer.ID, t *grid.RemoteTask) (*grid.RemoteResult, error) {
 	ch := make(chan *grid.RemoteResult, 1)
-	if err := l.to.HandleTask(l.from, t, func(r *grid.RemoteResult) { ch <- r }); err != nil {
+	if err := l.to.HandleTask(l.from, t, grid.ReplyFunc(func(r *grid.RemoteResult) { ch <- r })); err != nil {
 		return nil, err
 	}
 	select {

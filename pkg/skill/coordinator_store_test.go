@@ -256,7 +256,7 @@ func TestStoreRepeatedRemoteRequestIsAnsweredFromTheStore(t *testing.T) {
 	handle := func(c *DelegationCoordinator) *grid.RemoteResult {
 		t.Helper()
 		rep := newCoReplies()
-		if err := c.HandleTask(from, rt, rep.reply); err != nil {
+		if err := c.HandleTask(from, rt, grid.ReplyFunc(rep.reply)); err != nil {
 			t.Fatalf("HandleTask: %v", err)
 		}
 		select {
@@ -297,7 +297,7 @@ func TestStorePeerTaskRunningAtRestartFailsAsRestarted(t *testing.T) {
 	from := e.peers[0]
 	rt := &grid.RemoteTask{ID: grid.NewTaskID(), Skill: "test.count", Input: []byte("q"), InputKind: grid.InputRaw, Priority: 96, Deadline: time.Now().Add(time.Minute), Attempt: 1}
 	rep := newCoReplies()
-	if err := c1.HandleTask(from, rt, rep.reply); err != nil {
+	if err := c1.HandleTask(from, rt, grid.ReplyFunc(rep.reply)); err != nil {
 		t.Fatal(err)
 	}
 	stPoll(t, "a worker begins the task", func() bool { return e.runs.Load() > 0 })
@@ -309,7 +309,7 @@ func TestStorePeerTaskRunningAtRestartFailsAsRestarted(t *testing.T) {
 	_ = c1.Close() // as a crash: the peer's task stays live on disk
 	c2 := e.start(t, 1, nil, nil)
 	rep2 := newCoReplies()
-	if err := c2.HandleTask(from, rt, rep2.reply); err != nil {
+	if err := c2.HandleTask(from, rt, grid.ReplyFunc(rep2.reply)); err != nil {
 		t.Fatal(err)
 	}
 	select {

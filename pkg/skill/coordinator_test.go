@@ -779,7 +779,7 @@ func TestCoordinatorHandleTaskAdmission(t *testing.T) {
 				tc.setup(t, e, from)
 			}
 			rs := newCoReplies()
-			err := e.c.HandleTask(from, tc.task, rs.reply)
+			err := e.c.HandleTask(from, tc.task, grid.ReplyFunc(rs.reply))
 			if tc.want == grid.RejectUnspecified {
 				if err != nil {
 					t.Fatalf("HandleTask = %v, want admitted", err)
@@ -812,7 +812,7 @@ func TestCoordinatorHandleTaskRepliesOnceWhenCanceled(t *testing.T) {
 		from := rtPeers(t, 1)[0]
 		rs := newCoReplies()
 		task := &grid.RemoteTask{ID: grid.NewTaskID(), Skill: "test.block", InputKind: grid.InputRaw, Deadline: time.Now().Add(time.Minute)}
-		if err := e.c.HandleTask(from, task, rs.reply); err != nil {
+		if err := e.c.HandleTask(from, task, grid.ReplyFunc(rs.reply)); err != nil {
 			t.Fatal(err)
 		}
 		<-e.started
@@ -832,7 +832,7 @@ func TestCoordinatorHandleTaskRepliesOnceWhenCanceled(t *testing.T) {
 		// An expired peer task is answered once, with a timeout.
 		rs2 := newCoReplies()
 		short := &grid.RemoteTask{ID: grid.NewTaskID(), Skill: "test.block", InputKind: grid.InputRaw, Deadline: time.Now().Add(time.Second)}
-		if err := e.c.HandleTask(from, short, rs2.reply); err != nil {
+		if err := e.c.HandleTask(from, short, grid.ReplyFunc(rs2.reply)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(3 * time.Second)
@@ -918,13 +918,13 @@ func TestCoordinatorHandleTaskAnswersARepeatedRequestOnce(t *testing.T) {
 		from := rtPeers(t, 1)[0]
 		task := &grid.RemoteTask{ID: grid.NewTaskID(), Skill: "test.block", InputKind: grid.InputRaw, Deadline: time.Now().Add(time.Minute)}
 		first, second := newCoReplies(), newCoReplies()
-		if err := e.c.HandleTask(from, task, first.reply); err != nil {
+		if err := e.c.HandleTask(from, task, grid.ReplyFunc(first.reply)); err != nil {
 			t.Fatal(err)
 		}
 		<-e.started
 		newer := *task
 		newer.Attempt++
-		if err := e.c.HandleTask(from, &newer, second.reply); err != nil {
+		if err := e.c.HandleTask(from, &newer, grid.ReplyFunc(second.reply)); err != nil {
 			t.Fatalf("a newer attempt: %v", err)
 		}
 		synctest.Wait()
@@ -932,7 +932,7 @@ func TestCoordinatorHandleTaskAnswersARepeatedRequestOnce(t *testing.T) {
 			t.Errorf("first reply = %+v; want one CodeCanceled (superseded)", first.got)
 		}
 		var rej *grid.RejectError
-		if err := e.c.HandleTask(rtPeers(t, 1)[0], task, func(*grid.RemoteResult) {}); !errors.As(err, &rej) || rej.Reason != grid.RejectDuplicate {
+		if err := e.c.HandleTask(rtPeers(t, 1)[0], task, grid.ReplyFunc(func(*grid.RemoteResult) {})); !errors.As(err, &rej) || rej.Reason != grid.RejectDuplicate {
 			t.Errorf("the same ID from another peer = %v, want a duplicate rejection", err)
 		}
 		e.c.CancelTask(from, task.ID)

@@ -52,6 +52,24 @@ type FetcherDirectory interface {
 
 var _ FetcherDirectory = (*grid.Node)(nil)
 
+// ProviderAppender is a Directory that appends a skill's providers to a
+// slice, as Providers would return them: *grid.Node is one. The router
+// then picks a peer for a task with a slice of its own, reused.
+type ProviderAppender interface {
+	AppendProviders(dst []grid.Provider, skill reputation.SkillID) []grid.Provider
+}
+
+var _ ProviderAppender = (*grid.Node)(nil)
+
+// maxPooledProviders is the largest provider slice put back in provPool.
+const maxPooledProviders = 256
+
+// provPool holds the router's provider slices (see ProviderAppender).
+var provPool = sync.Pool{New: func() any {
+	s := make([]grid.Provider, 0, 8)
+	return &s
+}}
+
 // TrustSource says how far this node trusts a peer, overall in [0, 1] and
 // for one skill in [-1, 1]. *reputation.Graph implements it.
 type TrustSource interface {
@@ -389,7 +407,7 @@ func (r *Router) withFetchers(t *SkillTask, provs []grid.Provider) []grid.Provid
 
 // route is Route once the local offer is known.
 func (r *Router) route(t *SkillTask, local bool, localVersion string, exclude []peer.ID) ([]Candidate, error) {
-	provs := r.withFetchers(t, r.providersOrSearch(t.Skill, local))
+	provs := r.withFetchers(t, r.providersOrSearch(r.providers(t.Skill), t.Skill, local))
 	var f filterCount
 	var out []Candidate
 	if len(provs) == 0 {
@@ -433,7 +451,24 @@ func (r *Router) best(t *SkillTask, local bool, exclude []peer.ID) (Candidate, e
 // this node alone has nothing to be ranked against, and that path stays
 // free of scoring and allocation.
 func (r *Router) bestWith(t *SkillTask, local bool, exclude []peer.ID, gate PeerGate, keep int) (Candidate, error) {
-	provs := r.withFetchers(t, r.providersOrSearch(t.Skill, local))
+	pa, ok := r.dir.(ProviderAppender)
+	if !ok {
+		return r.bestOf(t, r.withFetchers(t, r.providersOrSearch(r.providers(t.Skill), t.Skill, local)), local, exclude, gate, keep)
+	}
+	// No candidate keeps a pointer into provs: it goes back to the pool.
+	bp := provPool.Get().(*[]grid.Provider)
+	provs := r.withFetchers(t, r.providersOrSearch(pa.AppendProviders((*bp)[:0], t.Skill), t.Skill, local))
+	c, err := r.bestOf(t, provs, local, exclude, gate, keep)
+	if cap(provs) <= maxPooledProviders {
+		clear(provs)
+		*bp = provs[:0]
+	}
+	provPool.Put(bp)
+	return c, err
+}
+
+// bestOf is bestWith among provs.
+func (r *Router) bestOf(t *SkillTask, provs []grid.Provider, local bool, exclude []peer.ID, gate PeerGate, keep int) (Candidate, error) {
 	var f filterCount
 	if len(provs) == 0 {
 		if c, ok := r.localCandidate(t, local, "", exclude, &f); ok {

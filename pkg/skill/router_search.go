@@ -120,10 +120,10 @@ func (d *dhtSearch) peek(skill reputation.SkillID, now time.Time) []grid.Provide
 	return found
 }
 
-// providersOrSearch returns the Directory's providers of s and those the
-// Searcher adds (see WithSearcher). local says whether this node offers s.
-func (r *Router) providersOrSearch(s reputation.SkillID, local bool) []grid.Provider {
-	provs := r.providers(s)
+// providersOrSearch returns provs, the Directory's providers of s, and
+// those the Searcher adds (see WithSearcher). local says whether this node
+// offers s.
+func (r *Router) providersOrSearch(provs []grid.Provider, s reputation.SkillID, local bool) []grid.Provider {
 	d, _ := r.search.(*dhtSearch)
 	if d == nil {
 		return provs
