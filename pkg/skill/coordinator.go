@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cortexgrid/cortexd/internal/eventhub"
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/reputation"
 	"github.com/cortexgrid/cortexd/pkg/store"
@@ -317,7 +318,7 @@ type DelegationCoordinator struct {
 	tasks   *taskTable
 	in      *incomingTable
 	salt    TaskID // XORed into incoming task IDs for the queue
-	subs    atomic.Pointer[[]*subscriber]
+	events  *eventhub.Hub[Event]
 	running atomic.Bool // between Start and Close
 	closing atomic.Bool // set first thing in Close
 
@@ -372,7 +373,7 @@ func NewCoordinator(d Deps, opts ...CoordinatorOption) (*DelegationCoordinator, 
 	}
 	c := &DelegationCoordinator{
 		self: d.Self, reg: d.Registry, exec: d.Executor, router: d.Router, q: d.Queue,
-		metrics: d.Metrics, trust: d.Trust, remote: d.Remote, cfg: cfg,
+		metrics: d.Metrics, trust: d.Trust, remote: d.Remote, cfg: cfg, events: eventhub.New[Event](eventBuffer),
 		log:   cfg.logger.With("subsystem", "coordinator"),
 		tasks: newTaskTable(cfg.maxTasks), in: newIncomingTable(), salt: grid.NewTaskID(),
 		breakers: newBreakerSet(cfg.breaker), admission: cfg.admission,
@@ -484,9 +485,7 @@ func (c *DelegationCoordinator) Close() error {
 	}
 	c.finishAll()
 	c.in.cancelAll(c)
-	c.mu.Lock()
-	c.stopSubscribersLocked()
-	c.mu.Unlock()
+	c.events.Close()
 	c.wg.Wait()
 	return nil
 }

@@ -1,8 +1,6 @@
 package skill
 
 import (
-	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/reputation"
@@ -33,15 +31,6 @@ type Event struct {
 // further events to it are dropped.
 const eventBuffer = 1024
 
-// subscriber delivers events to one Subscribe callback from its own
-// goroutine, so that a slow callback never holds up a task.
-type subscriber struct {
-	fn      func(Event)
-	ch      chan Event
-	stop    chan struct{}
-	dropped atomic.Uint64
-}
-
 // Subscribe calls fn with every task state change from now on: the
 // submission (queued or delegated), each new attempt (delegated, queued,
 // retrying) and the terminal state. A local attempt's start is not an
@@ -52,97 +41,18 @@ type subscriber struct {
 // DroppedEvents). The returned function ends the subscription; it does not
 // wait for a running fn. Close ends every subscription.
 func (c *DelegationCoordinator) Subscribe(fn func(Event)) (unsubscribe func()) {
-	if fn == nil {
-		return func() {}
-	}
-	s := &subscriber{fn: fn, ch: make(chan Event, eventBuffer), stop: make(chan struct{})}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return func() {}
-	}
-	c.setSubs(append(slices.Clone(c.subList()), s))
-	c.wg.Add(1)
-	c.mu.Unlock()
-	go c.deliver(s)
-	return func() { c.unsubscribe(s) }
+	return c.events.Subscribe(fn)
 }
 
 // DroppedEvents returns how many events were dropped because a subscriber
 // lagged, summed over the current subscriptions.
-func (c *DelegationCoordinator) DroppedEvents() uint64 {
-	var n uint64
-	for _, s := range c.subList() {
-		n += s.dropped.Load()
-	}
-	return n
-}
-
-func (c *DelegationCoordinator) subList() []*subscriber {
-	if p := c.subs.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-func (c *DelegationCoordinator) setSubs(l []*subscriber) { c.subs.Store(&l) }
-
-func (c *DelegationCoordinator) unsubscribe(s *subscriber) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	l := c.subList()
-	i := slices.Index(l, s)
-	if i < 0 {
-		return
-	}
-	c.setSubs(slices.Delete(slices.Clone(l), i, i+1))
-	close(s.stop)
-}
-
-// stopSubscribers ends every subscription. c.mu must be held.
-func (c *DelegationCoordinator) stopSubscribersLocked() {
-	for _, s := range c.subList() {
-		close(s.stop)
-	}
-	c.setSubs(nil)
-}
-
-func (c *DelegationCoordinator) deliver(s *subscriber) {
-	defer c.wg.Done()
-	for {
-		select {
-		case ev := <-s.ch:
-			s.fn(ev)
-		case <-s.stop:
-			// Hand over what is already buffered, then stop.
-			for {
-				select {
-				case ev := <-s.ch:
-					s.fn(ev)
-				default:
-					return
-				}
-			}
-		}
-	}
-}
+func (c *DelegationCoordinator) DroppedEvents() uint64 { return c.events.Dropped() }
 
 // hasSubscribers is the hot path's check before it builds an Event.
-func (c *DelegationCoordinator) hasSubscribers() bool {
-	p := c.subs.Load()
-	return p != nil && len(*p) > 0
-}
+func (c *DelegationCoordinator) hasSubscribers() bool { return c.events.Has() }
 
 // publish hands ev to every subscriber without blocking.
-func (c *DelegationCoordinator) publish(ev Event) {
-	for _, s := range c.subList() {
-		select {
-		case s.ch <- ev:
-		default:
-			s.dropped.Add(1)
-		}
-	}
-}
+func (c *DelegationCoordinator) publish(ev Event) { c.events.Publish(ev) }
 
 // eventOf builds the event for r's current state. The shard lock must be
 // held.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cortexgrid/cortexd/internal/eventhub"
 	"github.com/cortexgrid/cortexd/pkg/grid"
 	"github.com/cortexgrid/cortexd/pkg/skill"
 	"github.com/cortexgrid/cortexd/pkg/store"
@@ -149,8 +150,8 @@ type Engine struct {
 	chains int                    // chained tasks not finished
 	order  []ID                   // finished runs, oldest first
 
-	subs    []*subscriber // of Subscribe; replaced, never modified
-	limited uint64        // step events dropped by the rate limit
+	events  *eventhub.Hub[Event] // of Subscribe
+	limited uint64               // step events dropped by the rate limit
 
 	// Progress (steps' and runs' ends) is written behind, in order, by
 	// one goroutine: the coordinator's store has the tasks' states, so a
@@ -219,7 +220,8 @@ func New(c Coordinator, o Options) *Engine {
 	if log == nil {
 		log = slog.Default()
 	}
-	e := &Engine{coord: c, opt: o, log: log, runs: map[ID]*run{}, steps: map[skill.TaskID]*step{}, held: map[skill.TaskID]*step{}}
+	e := &Engine{coord: c, opt: o, log: log, runs: map[ID]*run{}, steps: map[skill.TaskID]*step{}, held: map[skill.TaskID]*step{},
+		events: eventhub.New[Event](subBuffer)}
 	e.ctx, e.stop = context.WithCancel(context.Background())
 	return e
 }
@@ -270,10 +272,10 @@ func (e *Engine) Start(ctx context.Context) error {
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	e.closed = true
-	e.stopSubscribersLocked()
 	e.mu.Unlock()
 	e.stop()
 	e.wg.Wait()
+	e.events.Close()
 	e.wmu.Lock()
 	if e.wq != nil && !e.wclosed {
 		e.wclosed = true
@@ -429,7 +431,7 @@ func (e *Engine) begin(ctx context.Context, r *run) error {
 	if e.closed {
 		return fmt.Errorf("submit workflow: %w", ErrClosed)
 	}
-	if len(e.subs) > 0 {
+	if e.events.Has() {
 		now := time.Now()
 		e.workflowEventLocked(r, nil, 0, now)
 		for _, s := range r.steps {
@@ -625,7 +627,7 @@ func (e *Engine) follow(s *step) []*step {
 		s.submitted = true
 		delete(e.held, s.task.ID)
 		close(s.sent)
-		if len(e.subs) > 0 && !s.r.chain {
+		if e.events.Has() && !s.r.chain {
 			e.mu.Unlock()
 			// Its state then: queued or delegated (queued if it has
 			// ended already: its end is the next event).

@@ -1,8 +1,6 @@
 package workflow
 
 import (
-	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -49,96 +47,29 @@ const (
 	stepEventBurst = 20
 )
 
-type subscriber struct {
-	fn      func(Event)
-	ch      chan Event
-	stop    chan struct{}
-	dropped atomic.Uint64
-}
-
 // Subscribe calls fn with every event from now on, from one goroutine per
 // subscription, in order; the engine never waits for fn: if fn falls more
 // than 1024 events behind, newer events are dropped for it. The returned
 // function ends the subscription; Close ends them all.
-func (e *Engine) Subscribe(fn func(Event)) (unsubscribe func()) {
-	if fn == nil {
-		return func() {}
-	}
-	s := &subscriber{fn: fn, ch: make(chan Event, subBuffer), stop: make(chan struct{})}
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return func() {}
-	}
-	e.subs = append(slices.Clone(e.subs), s)
-	e.wg.Add(1)
-	e.mu.Unlock()
-	go e.deliver(s)
-	return func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if i := slices.Index(e.subs, s); i >= 0 {
-			e.subs = slices.Delete(slices.Clone(e.subs), i, i+1)
-			close(s.stop)
-		}
-	}
-}
+func (e *Engine) Subscribe(fn func(Event)) (unsubscribe func()) { return e.events.Subscribe(fn) }
 
 // DroppedEvents returns how many events were dropped: step events over
 // a workflow's rate, and events to current subscribers that lagged.
 func (e *Engine) DroppedEvents() uint64 {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	n := e.limited
-	for _, s := range e.subs {
-		n += s.dropped.Load()
-	}
-	return n
-}
-
-func (e *Engine) deliver(s *subscriber) {
-	defer e.wg.Done()
-	for {
-		select {
-		case ev := <-s.ch:
-			s.fn(ev)
-		case <-s.stop:
-			for {
-				select {
-				case ev := <-s.ch:
-					s.fn(ev)
-				default:
-					return
-				}
-			}
-		}
-	}
-}
-
-// stopSubscribersLocked ends every subscription.
-func (e *Engine) stopSubscribersLocked() {
-	for _, s := range e.subs {
-		close(s.stop)
-	}
-	e.subs = nil
+	e.mu.Unlock()
+	return n + e.events.Dropped()
 }
 
 // publishLocked hands ev to every subscriber without blocking; e.mu is
 // held, so events come in the order of the changes.
-func (e *Engine) publishLocked(ev Event) {
-	for _, s := range e.subs {
-		select {
-		case s.ch <- ev:
-		default:
-			s.dropped.Add(1)
-		}
-	}
-}
+func (e *Engine) publishLocked(ev Event) { e.events.Publish(ev) }
 
 // taskEventLocked publishes the state of a step the coordinator does not
 // have.
 func (e *Engine) taskEventLocked(s *step, at time.Time) {
-	if len(e.subs) == 0 {
+	if !e.events.Has() {
 		return
 	}
 	ev := &skill.Event{TaskID: s.task.ID, Skill: s.task.Skill, State: s.state, Peer: s.node, Error: s.err, At: at}
@@ -151,7 +82,7 @@ func (e *Engine) taskEventLocked(s *step, at time.Time) {
 // workflowEventLocked publishes a change of r (s nil) or of its step s,
 // whose state is state. Step events are rate-limited per workflow.
 func (e *Engine) workflowEventLocked(r *run, s *step, state skill.TaskState, at time.Time) {
-	if r.chain || len(e.subs) == 0 {
+	if r.chain || !e.events.Has() {
 		return
 	}
 	ev := &WorkflowEvent{ID: r.id, Name: r.name, State: r.state, At: at}
