@@ -970,7 +970,7 @@ func (n *Node) joinGossip(ctx context.Context, rt *nodeRuntime) error {
 	if rt.events, err = rt.topic.EventHandler(); err != nil {
 		return fmt.Errorf("watch %s peers: %w", CapabilityTopic, err)
 	}
-	if rt.sub, err = rt.topic.Subscribe(); err != nil {
+	if rt.sub, err = rt.topic.Subscribe(pubsub.WithBufferSize(gossipSubBuffer)); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", CapabilityTopic, err)
 	}
 	if n.cfg.opinions == nil {
@@ -982,7 +982,7 @@ func (n *Node) joinGossip(ctx context.Context, rt *nodeRuntime) error {
 	if rt.opTopic, err = ps.Join(OpinionTopic); err != nil {
 		return fmt.Errorf("join %s: %w", OpinionTopic, err)
 	}
-	if rt.opSub, err = rt.opTopic.Subscribe(); err != nil {
+	if rt.opSub, err = rt.opTopic.Subscribe(pubsub.WithBufferSize(gossipSubBuffer)); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", OpinionTopic, err)
 	}
 	return nil

@@ -216,7 +216,10 @@ func WithNodeLogger(l *slog.Logger) NodeOption {
 // cortex_grid_trust_opinions_total{result},
 // cortex_grid_provider_lookups_total{result},
 // cortex_grid_capability_peers,
-// cortex_grid_gater_refused_connections_total{direction}) on r; only one
+// cortex_grid_gater_refused_connections_total{direction},
+// cortex_grid_gossip_messages_total{result},
+// cortex_grid_gossip_dropped_rpcs_total,
+// cortex_grid_gossip_mesh_changes_total{change}) on r; only one
 // started Node may use a given r. With nil (the default) go-libp2p's
 // metrics are off.
 func WithPrometheusRegisterer(r prometheus.Registerer) NodeOption {
@@ -365,6 +368,7 @@ type Node struct {
 	checks      chan peer.ID // announcers identify refuted, to recheck
 	search      *providerSearch
 	opGate      *opinionGate // per-author limits on trust opinions
+	gtrace      gossipTracer // what gossipsub did with received messages
 
 	rt atomic.Pointer[nodeRuntime] // set once Start succeeds
 
@@ -387,6 +391,7 @@ type nodeRuntime struct {
 	mdns    interface{ Close() error }
 	relay   interface{ Close() error } // the relay service of RelayServiceOn
 	metrics *nodeMetrics
+	started time.Time // when Start built it
 	// The trust opinion topic; nil without WithTrustOpinions.
 	opTopic *pubsub.Topic
 	opSub   *pubsub.Subscription
@@ -468,7 +473,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.started = true
 
 	runCtx, cancel := context.WithCancel(context.Background())
-	rt := &nodeRuntime{}
+	rt := &nodeRuntime{started: time.Now()}
 	defer func() {
 		if err != nil {
 			cancel()
@@ -504,7 +509,7 @@ func (n *Node) buildRuntime(ctx context.Context, rt *nodeRuntime) error {
 	} else if r != nil {
 		rt.relay = r
 	}
-	if rt.metrics, err = newNodeMetrics(n.cfg.registerer, n.table, n.gater); err != nil {
+	if rt.metrics, err = newNodeMetrics(n.cfg.registerer, n.table, n.gater, &n.gtrace); err != nil {
 		return err
 	}
 	if rt.dht, err = n.newDHT(rt.host); err != nil {
@@ -606,6 +611,20 @@ func (rt *nodeRuntime) close() error {
 	return errors.Join(errs...)
 }
 
+// CapabilitiesWarming reports whether the capability table may still be
+// filling: for the first two announce intervals after Start (gossip does
+// not replay old announcements, and each provider announces once an
+// interval), and before Start. The router waits for a first provider then
+// instead of failing a task at once. With WithCapabilityGossip(false) it is
+// false: there is no table to fill.
+func (n *Node) CapabilitiesWarming() bool {
+	if n.cfg.noGossip {
+		return false
+	}
+	rt := n.rt.Load()
+	return rt == nil || time.Since(rt.started) < 2*n.cfg.announceInterval
+}
+
 // Host returns the libp2p host, or nil before Start.
 func (n *Node) Host() host.Host {
 	if rt := n.rt.Load(); rt != nil {
@@ -644,12 +663,13 @@ type nodeMetrics struct {
 	opinions      *prometheus.CounterVec
 	lookups       *prometheus.CounterVec
 	peers         prometheus.GaugeFunc
+	gossip        prometheus.Collector
 	refused       []prometheus.Collector
 }
 
 // newNodeMetrics registers the node's metrics on reg; nil reg gives nil.
 // Only one started Node may use a given registerer.
-func newNodeMetrics(reg prometheus.Registerer, t *capTable, g *peerGater) (*nodeMetrics, error) {
+func newNodeMetrics(reg prometheus.Registerer, t *capTable, g *peerGater, gt *gossipTracer) (*nodeMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
@@ -671,6 +691,7 @@ func newNodeMetrics(reg prometheus.Registerer, t *capTable, g *peerGater) (*node
 			Name: "cortex_grid_capability_peers",
 			Help: "Peers in the capability table.",
 		}, func() float64 { return float64(t.size()) }),
+		gossip: gossipCollector{gt},
 	}
 	for dir, n := range map[string]*atomic.Uint64{"outbound": &g.refusedD, "inbound": &g.refusedI} {
 		m.refused = append(m.refused, prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -679,7 +700,7 @@ func newNodeMetrics(reg prometheus.Registerer, t *capTable, g *peerGater) (*node
 			ConstLabels: prometheus.Labels{"direction": dir},
 		}, func() float64 { return float64(n.Load()) }))
 	}
-	all := append([]prometheus.Collector{m.announcements, m.opinions, m.lookups, m.peers}, m.refused...)
+	all := append([]prometheus.Collector{m.announcements, m.opinions, m.lookups, m.peers, m.gossip}, m.refused...)
 	for i, c := range all {
 		if err := reg.Register(c); err != nil {
 			for _, done := range all[:i] {
@@ -715,6 +736,7 @@ func (m *nodeMetrics) unregister() {
 		m.reg.Unregister(m.opinions)
 		m.reg.Unregister(m.lookups)
 		m.reg.Unregister(m.peers)
+		m.reg.Unregister(m.gossip)
 		for _, c := range m.refused {
 			m.reg.Unregister(c)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // scoreWatch keeps the last peer scores gossipsub reported.
@@ -88,5 +89,39 @@ func TestCapabilityGossipOffJoinsNoTopic(t *testing.T) {
 	}
 	if got := on.Providers("text.upper"); len(got) != 0 {
 		t.Errorf("the node with the gossip off announced: %+v", got)
+	}
+}
+
+func TestGossipStatsCountWhatGossipsubDidWithEachMessage(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	n := startNodeT(t, WithPrometheusRegisterer(reg))
+	raw := newRawGossiper(t, n, true)
+	ctx := context.Background()
+	if err := raw.topic.Publish(ctx, capMsg(t, 1, nil, "Not.Valid")); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.topic.Publish(ctx, capMsg(t, 2, nil, "good.skill")); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 10*time.Second, "the good announcement reaches the table", func() bool { return len(n.Providers("good.skill")) == 1 })
+	s := n.GossipStats()
+	if s.Validated < 2 || s.Rejected != 1 || s.Delivered < 1 || s.Throttled != 0 || s.QueueFull != 0 || s.Undeliverable != 0 {
+		t.Fatalf("gossip stats %+v; want at least 2 validated, 1 rejected, at least 1 delivered, no drop", s)
+	}
+	got := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "cortex_grid_gossip_messages_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	if got["rejected"] != 1 || got["validated"] < 2 || got["delivered"] < 1 {
+		t.Fatalf("cortex_grid_gossip_messages_total by result: %v; want rejected 1, validated and delivered counted", got)
 	}
 }
