@@ -95,6 +95,9 @@ func TestDiscFakeProviderThatSpeaksNoTaskProtocolGetsNoTask(t *testing.T) {
 	if ps := a.Node.Providers("fake.skill"); len(ps) != 0 {
 		t.Fatalf("providers of fake.skill: %+v; want none", ps)
 	}
+	// Once a's table has had its time to fill (before that a task waits
+	// for a provider), a task for the skill is refused.
+	awaitCond(t, harnessWait, "a's capability table is past its warm-up", func() bool { return !a.Node.CapabilitiesWarming() })
 	_, err := a.Coord.SubmitTask(context.Background(), skill.NewSkillTask("fake.skill", skill.RawInput([]byte("x")), ""))
 	if !errors.Is(err, skill.ErrUnknownSkill) {
 		t.Fatalf("submit fake.skill: %v; want ErrUnknownSkill", err)

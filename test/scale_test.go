@@ -388,6 +388,22 @@ func (g *scaleGrid) whyUnlisted() (refused, unknown int, shape string) {
 	}
 	shape = fmt.Sprintf("%d of %d clients miss a worker, %d miss 90%% or more; %d of %d workers are missed by 90%% of clients or more; topic peers per node median %d, fewest (topic peers/connections) %s",
 		someMiss, len(clients), deaf, mute, len(workers), np[len(np)/2].topic, strings.Join(low, " "))
+	// A node left without connections: why can it not dial a bootstrap
+	// node?
+	for _, m := range g.live() {
+		if len(m.h.Node.Host().Network().Conns()) > 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := m.h.Node.Host().Connect(ctx, g.boot[0].addrInfo())
+		cancel()
+		shape += fmt.Sprintf("; %s (role %d, up %s) has no connection, %d peers with addresses; dialling a bootstrap node: %v",
+			m.h.ID.ShortString(), m.role, time.Since(m.start).Round(time.Second), len(m.h.Node.Host().Peerstore().PeersWithAddrs()), err)
+		break
+	}
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		shape += fmt.Sprintf("; %d descriptors open", len(fds))
+	}
 	return refused, unknown, shape
 }
 

@@ -22,7 +22,8 @@ import (
 // not be changed afterwards. It returns an error wrapping ErrInvalidInput
 // if the task or, when this node has the skill, its input is not valid;
 // ErrUnknownSkill (together with a *NoCapableNodeError) if no node offers
-// the skill; a *NoCapableNodeError if none may take it (but a task whose
+// the skill (but while the Directory is still filling, a *grid.Node just
+// started, the task is accepted and waits for a provider); a *NoCapableNodeError if none may take it (but a task whose
 // providers are only unusable for now, their circuit breakers open, is
 // accepted and waits for one: see DelegationCoordinator); ErrQueueFull if
 // the local queue level is full (and no peer may take the task instead) or
@@ -81,6 +82,10 @@ func (c *DelegationCoordinator) submitNew(ctx context.Context, t *SkillTask, loc
 	if err != nil {
 		var nc *NoCapableNodeError
 		if !local && errors.As(err, &nc) && nc.Reason == NoProvider {
+			if c.remote != nil && c.router.warming() {
+				// This node just started: its table is still filling.
+				return c.submitWaiting(ctx, t, err, now, chosenID)
+			}
 			return TaskID{}, fmt.Errorf("submit task: %w: %w", ErrUnknownSkill, err)
 		}
 		if c.remote != nil && waitable(err) {

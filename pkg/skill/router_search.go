@@ -141,7 +141,7 @@ func (r *Router) providersOrSearch(provs []grid.Provider, s reputation.SkillID, 
 	var found []grid.Provider
 	switch {
 	case !remote && !local:
-		if w, ok := r.dir.(warmingDirectory); ok && w.CapabilitiesWarming() {
+		if r.warming() {
 			return r.awaitProvider(d, provs, s)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), r.waitFor)
@@ -160,6 +160,12 @@ type warmingDirectory interface {
 }
 
 var _ warmingDirectory = (*grid.Node)(nil)
+
+// warming reports whether the router's Directory says it is still filling.
+func (r *Router) warming() bool {
+	w, ok := r.dir.(warmingDirectory)
+	return ok && w.CapabilitiesWarming()
+}
 
 // warmPoll is how often awaitProvider looks at the Directory again.
 const warmPoll = 100 * time.Millisecond

@@ -2,6 +2,7 @@ package skill
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -131,14 +132,14 @@ type rtWarmingDirectory struct {
 	warming bool
 }
 
-func (d rtWarmingDirectory) Providers(reputation.SkillID) []grid.Provider {
+func (d *rtWarmingDirectory) Providers(reputation.SkillID) []grid.Provider {
 	if time.Now().Before(d.appear) {
 		return nil
 	}
 	return verifiedAll([]grid.Provider{{Peer: d.a, Connected: true, Load: grid.Load{Capacity: 4}}})
 }
 
-func (d rtWarmingDirectory) CapabilitiesWarming() bool { return d.warming }
+func (d *rtWarmingDirectory) CapabilitiesWarming() bool { return d.warming }
 
 func TestRouteWaitsForAFirstProviderWhileTheDirectoryFills(t *testing.T) {
 	ids := rtPeers(t, 2)
@@ -152,7 +153,7 @@ func TestRouteWaitsForAFirstProviderWhileTheDirectoryFills(t *testing.T) {
 		{"warm: no provider fails after the lookup, as before", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := rtWarmingDirectory{appear: time.Now().Add(300 * time.Millisecond), a: a, warming: tc.warming}
+			dir := &rtWarmingDirectory{appear: time.Now().Add(300 * time.Millisecond), a: a, warming: tc.warming}
 			s := &rtSearcher{} // the DHT finds nothing
 			r, err := NewRouter(self, rtRegistry(t), dir, rtTrust{}, rtPerf{}, nil, WithSearcher(s, 5*time.Second))
 			if err != nil {
@@ -172,5 +173,28 @@ func TestRouteWaitsForAFirstProviderWhileTheDirectoryFills(t *testing.T) {
 				t.Fatalf("Route while the directory fills: %v; want [%s]", p, a.ShortString())
 			}
 		})
+	}
+}
+
+func TestSubmitWhileTheDirectoryFillsWaitsForAProvider(t *testing.T) {
+	for _, warming := range []bool{true, false} {
+		dir := &rtWarmingDirectory{appear: time.Now().Add(300 * time.Millisecond), warming: warming}
+		e := newCoEnv(t, coEnvConfig{directory: dir, opts: []CoordinatorOption{WithRetryBackoff(50*time.Millisecond, 100*time.Millisecond)}})
+		dir.a = e.peers[0]
+		e.del.behave[e.peers[0]] = coSucceedAs(e.peers[0])
+		id, err := e.c.SubmitTask(context.Background(), NewSkillTask("remote.only", RawInput([]byte("x")), ""))
+		if !warming {
+			if !errors.Is(err, ErrUnknownSkill) {
+				t.Fatalf("submit with no provider on a warm directory: %v; want ErrUnknownSkill", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("submit while the directory fills: %v; want it accepted", err)
+		}
+		res, err := e.wait(t, id)
+		if err != nil || !res.Success || res.ExecutedBy != e.peers[0] {
+			t.Fatalf("the task accepted while the directory filled: %+v, %v; want it run on %s", res, err, e.peers[0].ShortString())
+		}
 	}
 }
