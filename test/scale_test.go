@@ -44,6 +44,7 @@ var (
 	scaleChurn    = flag.Float64("scale.churn", 0.10, "share of the nodes replaced per minute in TestScale")
 	scaleRate     = flag.Float64("scale.rate", 20, "echo tasks per second TestScale submits")
 	scaleProfile  = flag.String("scale.profile", "", "directory TestScale writes goroutine and heap profiles of the idle grid to")
+	scaleAnnounce = flag.Duration("scale.announce", grid.DefaultAnnounceInterval, "announce interval of TestScale's nodes (their TTL is 3 times it)")
 	scaleStrict   = flag.Bool("scale.strict", false, "fail TestScale when a goal of issue 15 is missed (make scale sets it)")
 )
 
@@ -239,11 +240,12 @@ func (g *scaleGrid) startMember(role int) (*scaleMember, error) {
 	cfg := harnessConfig{
 		bootstrap: g.boot,
 		workers:   4,
-		// The daemon's announcement timing, not the other tests' short one.
+		// The daemon's announcement timing (-scale.announce), not the other
+		// tests' short one.
 		// Connections capped at 48 a node (trimmed to 24): in one process
 		// each costs two descriptors, and the hard limit here is 20k.
 		nodeOpts: []grid.NodeOption{
-			grid.WithAnnounceInterval(grid.DefaultAnnounceInterval), grid.WithCapabilityTTL(0),
+			grid.WithAnnounceInterval(*scaleAnnounce), grid.WithCapabilityTTL(0),
 			grid.WithConnManager(scaleConnLow, scaleConnHigh, 30*time.Second),
 		},
 		orchOpts:  []grid.OrchestratorOption{grid.WithPeerPolicy(unlimitedRate)},
@@ -388,17 +390,21 @@ func (g *scaleGrid) whyUnlisted() (refused, unknown int, shape string) {
 	}
 	shape = fmt.Sprintf("%d of %d clients miss a worker, %d miss 90%% or more; %d of %d workers are missed by 90%% of clients or more; topic peers per node median %d, fewest (topic peers/connections) %s",
 		someMiss, len(clients), deaf, mute, len(workers), np[len(np)/2].topic, strings.Join(low, " "))
-	// A node left without connections: why can it not dial a bootstrap
-	// node?
+	// A node out of the gossip (no topic peer): why can it not dial a
+	// bootstrap node?
 	for _, m := range g.live() {
-		if len(m.h.Node.Host().Network().Conns()) > 0 {
+		if m.h.Node.GossipStats().TopicPeers > 0 {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := m.h.Node.Host().Connect(ctx, g.boot[0].addrInfo())
 		cancel()
-		shape += fmt.Sprintf("; %s (role %d, up %s) has no connection, %d peers with addresses; dialling a bootstrap node: %v",
-			m.h.ID.ShortString(), m.role, time.Since(m.start).Round(time.Second), len(m.h.Node.Host().Peerstore().PeersWithAddrs()), err)
+		var protos []string
+		for _, c := range m.h.Node.Host().Network().Conns() {
+			protos = append(protos, fmt.Sprintf("%s:%d streams", c.RemotePeer().ShortString(), len(c.GetStreams())))
+		}
+		shape += fmt.Sprintf("; %s (role %d, up %s) has no topic peer, connections [%s], %d peers with addresses; dialling a bootstrap node: %v",
+			m.h.ID.ShortString(), m.role, time.Since(m.start).Round(time.Second), strings.Join(protos, " "), len(m.h.Node.Host().Peerstore().PeersWithAddrs()), err)
 		break
 	}
 	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {

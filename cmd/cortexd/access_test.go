@@ -24,6 +24,15 @@ func testNodeConfig(skills, extraNetwork string) string {
 		"skills:\n  enabled: [" + skills + "]\napi:\n  listen: 127.0.0.1:0\nshutdown:\n  grace: 2s\n"
 }
 
+// testWarmUp is how long a test daemon's capability table is taken to be
+// filling after it started (grid.Node.CapabilitiesWarming: twice the test
+// config's announce_interval of 1s); until then a task for a skill no node
+// offers waits for one instead of being refused.
+const testWarmUp = 2 * time.Second
+
+// pastWarmUp waits until a daemon that was up at up is past testWarmUp.
+func pastWarmUp(up time.Time) { time.Sleep(time.Until(up.Add(testWarmUp))) }
+
 // initTestRepo runs `cortexd init` with args and writes cfg as its config.
 func initTestRepo(t testing.TB, cfg string, args ...string) string {
 	t.Helper()
@@ -194,6 +203,7 @@ func TestCLIPeersDenyAndAllow(t *testing.T) {
 	}
 	repo1 := initTestRepo(t, testNodeConfig("echo", ""))
 	c1 := startTestDaemon(t, repo1)
+	up := time.Now()
 	ctx := context.Background()
 	id1, err := c1.ID(ctx)
 	if err != nil {
@@ -234,6 +244,7 @@ func TestCLIPeersDenyAndAllow(t *testing.T) {
 		p, ok := peerOf()
 		return ok && !p.Connected && p.Access == apiv1.AccessDenied
 	})
+	pastWarmUp(up)
 	code, _, stderr = cli(t, "--repo", repo1, "task", "submit", "hash.sha256", "--input", `{"data":"aGVsbG8="}`)
 	if want := `cortexd: unknown skill "hash.sha256": no node on the grid offers it (see 'cortexd skills')`; code != exitFailed || strings.TrimSpace(stderr) != want {
 		t.Errorf("submit for the denied peer's skill: exit %d, stderr %q; want exit 1 and %q", code, stderr, want)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/api/apiv1"
 	"github.com/cortexgrid/cortexd/pkg/wasm"
@@ -61,6 +62,7 @@ func TestCLISkillAddListRunRemove(t *testing.T) {
 	}
 	repo := initTestRepo(t, testNodeConfig("echo", "")+"wasm:\n  max_module: 1KiB\n")
 	startTestDaemon(t, repo)
+	up := time.Now()
 	r := func(args ...string) (int, string, string) {
 		return cli(t, append([]string{"--repo", repo}, args...)...)
 	}
@@ -160,6 +162,7 @@ func TestCLISkillAddListRunRemove(t *testing.T) {
 	if got := storedFiles(t, repo); len(got) != 0 {
 		t.Errorf("after rm the store holds %v", got)
 	}
+	pastWarmUp(up)
 	code, _, stderr = r("task", "submit", "text.hi", "--wait")
 	if code != exitFailed || !strings.Contains(stderr, `unknown skill "text.hi"`) {
 		t.Errorf("task on a removed skill: exit %d, stderr %q; want unknown_skill", code, stderr)

@@ -35,7 +35,7 @@ var ErrNodeStarted = errors.New("node already started")
 const (
 	DefaultDHTPrefix        protocol.ID = "/cortex"
 	DefaultRendezvous                   = "cortex/v1"
-	DefaultAnnounceInterval             = 10 * time.Second
+	DefaultAnnounceInterval             = 30 * time.Second
 	DefaultConnLow                      = 100
 	DefaultConnHigh                     = 400
 	DefaultConnGrace                    = time.Minute
@@ -612,18 +612,24 @@ func (rt *nodeRuntime) close() error {
 }
 
 // CapabilitiesWarming reports whether the capability table may still be
-// filling: for the first two announce intervals after Start (gossip does
-// not replay old announcements, and each provider announces once an
-// interval), and before Start. The router waits for a first provider then
-// instead of failing a task at once. With WithCapabilityGossip(false) it is
-// false: there is no table to fill.
+// filling: before Start, and after it for one announce interval and as
+// long again, up to warmSlack (gossip does not replay old announcements,
+// and each provider announces once an interval). A task for a skill no
+// node is known to offer waits for a provider then instead of failing at
+// once. With WithCapabilityGossip(false) it is false: there is no table to
+// fill.
 func (n *Node) CapabilitiesWarming() bool {
 	if n.cfg.noGossip {
 		return false
 	}
 	rt := n.rt.Load()
-	return rt == nil || time.Since(rt.started) < 2*n.cfg.announceInterval
+	return rt == nil || time.Since(rt.started) < n.cfg.announceInterval+min(n.cfg.announceInterval, warmSlack)
 }
+
+// warmSlack is how long past its first announce interval a node's table
+// is still taken to be filling: joining the mesh and the announcements'
+// way through it.
+const warmSlack = 5 * time.Second
 
 // Host returns the libp2p host, or nil before Start.
 func (n *Node) Host() host.Host {

@@ -246,9 +246,9 @@ func WithLogger(l *slog.Logger) CoordinatorOption { return func(c *coordinatorCo
 // node has runs here. A task for a skill only peers offer is refused at
 // submission with ErrUnknownSkill if the Directory lists no provider at
 // all, unless the Directory is still filling (a *grid.Node in its first
-// two announce intervals: the task waits as below); if providers are listed but none is usable now (every one's
-// breaker is open) or, after a failed attempt, the Directory no longer
-// lists any, the task waits in StateRetrying without using an attempt,
+// announce interval: the task waits as below); if providers are listed
+// but none is usable now (every one's breaker is open) or, after a failed
+// attempt, the Directory no longer lists any, the task waits in StateRetrying without using an attempt,
 // looking again after each backoff, and runs as soon as a provider is
 // usable. If none is by its deadline it fails with an error wrapping both
 // ErrTimeout and the *NoCapableNodeError that says why (errors.As gives

@@ -23,7 +23,8 @@ import (
 // if the task or, when this node has the skill, its input is not valid;
 // ErrUnknownSkill (together with a *NoCapableNodeError) if no node offers
 // the skill (but while the Directory is still filling, a *grid.Node just
-// started, the task is accepted and waits for a provider); a *NoCapableNodeError if none may take it (but a task whose
+// started, the task is accepted and waits for a provider, failing with
+// ErrUnknownSkill if there is still none once it has filled); a *NoCapableNodeError if none may take it (but a task whose
 // providers are only unusable for now, their circuit breakers open, is
 // accepted and waits for one: see DelegationCoordinator); ErrQueueFull if
 // the local queue level is full (and no peer may take the task instead) or

@@ -39,6 +39,12 @@ func waitable(err error) bool {
 	return false
 }
 
+// noProvider reports whether err says no node offers the skill.
+func noProvider(err error) bool {
+	var nc *NoCapableNodeError
+	return errors.As(err, &nc) && nc.Reason == NoProvider
+}
+
 // submitWaiting records t, for which no provider is usable now (cause
 // says why), as waiting for one. checkDup is as for submitTo. With a store,
 // the task is on disk before it is accepted, as one that waits to be sent
@@ -110,6 +116,12 @@ func (c *DelegationCoordinator) fireWait(r *record, n int) {
 		return
 	}
 	switch {
+	case err != nil && n == 0 && !local && noProvider(err) && !c.router.warming():
+		// Accepted while this node's table filled (see submitNew); it has
+		// filled, and no node offers the skill.
+		c.finishLocked(s, r, StateFailed, failure(grid.CodeUnknownSkill, r.peer),
+			fmt.Errorf("task %s: %w: %w", t.ID.Short(), ErrUnknownSkill, err))
+		c.publishUnlock(s, r, now)
 	case err != nil && waitable(err) && !c.closing.Load():
 		c.waitForProviderLocked(s, r, n, err, now)
 	case err != nil:

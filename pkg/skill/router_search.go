@@ -54,7 +54,7 @@ const (
 // gossip), Route waits at most wait (DefaultSearchWait if wait is 0) for
 // the answer; a lookup still running then goes on, and its result serves
 // the next Route. While the Directory is still filling (a *grid.Node in
-// its first two announce intervals, see warmingDirectory), Route waits as
+// its first announce interval, see warmingDirectory), Route waits as
 // long for the Directory to list a provider too, so a task submitted as a
 // node starts does not fail for want of the gossip it is about to hear. Otherwise Route does not wait: when the Directory lists
 // remote providers, or this node offers the skill but hears no gossip (s

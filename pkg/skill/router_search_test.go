@@ -127,19 +127,22 @@ func TestRouteCrossChecksTheDirectoryWithTheSearcher(t *testing.T) {
 // rtWarmingDirectory is a Directory still filling: it lists nothing until
 // appear has passed, then a.
 type rtWarmingDirectory struct {
-	appear  time.Time
-	a       peer.ID
-	warming bool
+	appear    time.Time
+	a         peer.ID // "": no provider ever
+	warming   bool
+	warmUntil time.Time // zero: warming stays as set
 }
 
 func (d *rtWarmingDirectory) Providers(reputation.SkillID) []grid.Provider {
-	if time.Now().Before(d.appear) {
+	if d.a == "" || time.Now().Before(d.appear) {
 		return nil
 	}
 	return verifiedAll([]grid.Provider{{Peer: d.a, Connected: true, Load: grid.Load{Capacity: 4}}})
 }
 
-func (d *rtWarmingDirectory) CapabilitiesWarming() bool { return d.warming }
+func (d *rtWarmingDirectory) CapabilitiesWarming() bool {
+	return d.warming && (d.warmUntil.IsZero() || time.Now().Before(d.warmUntil))
+}
 
 func TestRouteWaitsForAFirstProviderWhileTheDirectoryFills(t *testing.T) {
 	ids := rtPeers(t, 2)
@@ -196,5 +199,20 @@ func TestSubmitWhileTheDirectoryFillsWaitsForAProvider(t *testing.T) {
 		if err != nil || !res.Success || res.ExecutedBy != e.peers[0] {
 			t.Fatalf("the task accepted while the directory filled: %+v, %v; want it run on %s", res, err, e.peers[0].ShortString())
 		}
+	}
+}
+
+func TestSubmitDuringWarmUpFailsAsUnknownOnceTheTableHasFilled(t *testing.T) {
+	dir := &rtWarmingDirectory{warming: true, warmUntil: time.Now().Add(200 * time.Millisecond)}
+	e := newCoEnv(t, coEnvConfig{directory: dir, opts: []CoordinatorOption{WithRetryBackoff(50*time.Millisecond, 100*time.Millisecond)}})
+	task := NewSkillTask("nobody.has.it", RawInput(nil), "")
+	task.Timeout = time.Minute
+	id, err := e.c.SubmitTask(context.Background(), task)
+	if err != nil {
+		t.Fatalf("submit during warm-up: %v; want it accepted", err)
+	}
+	res, err := e.wait(t, id)
+	if !errors.Is(err, ErrUnknownSkill) || res == nil || res.Code != grid.CodeUnknownSkill {
+		t.Fatalf("after the warm-up: %+v, %v; want ErrUnknownSkill with code unknown_skill, well before the 1 min deadline", res, err)
 	}
 }

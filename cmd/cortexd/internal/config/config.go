@@ -341,7 +341,7 @@ func Default() Config {
 			PortMapping: false, Reachability: "auto",
 			RelayMaxReservations: 128, RelayMaxCircuits: 16, RelayLimitDuration: 2 * time.Minute, RelayLimitData: 128 * wasm.KiB},
 		DHT:    DHT{Prefix: "/cortex", Mode: "server", Rendezvous: "cortex/v1"},
-		PubSub: PubSub{Enabled: true, AnnounceInterval: 10 * time.Second, CapabilityTTL: 30 * time.Second},
+		PubSub: PubSub{Enabled: true, AnnounceInterval: 30 * time.Second, CapabilityTTL: 90 * time.Second},
 		Queue: Queue{
 			MaxPerLevel:    1000,
 			DefaultTimeout: 300 * time.Second,
