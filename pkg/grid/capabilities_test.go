@@ -475,3 +475,22 @@ func TestCapabilityTableOffersAgreesWithProviders(t *testing.T) {
 		})
 	}
 }
+
+func TestAboutEarlyAnnouncersOfANewcomersPeersAnswerIt(t *testing.T) {
+	for _, peers := range []int{1, earlyAnnouncers, 24, 50, 200} {
+		answered := 0
+		const draws = 1000
+		for i := range draws {
+			if answerNewcomer(peers, float64(i)/draws) {
+				answered++
+			}
+		}
+		want := draws
+		if peers > earlyAnnouncers {
+			want = draws * earlyAnnouncers / peers
+		}
+		if answered < want-1 || answered > want+1 {
+			t.Errorf("%d topic peers: %d of %d draws answer, want %d (about %d of a newcomer's peers)", peers, answered, draws, want, earlyAnnouncers)
+		}
+	}
+}
