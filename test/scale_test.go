@@ -45,6 +45,8 @@ var (
 	scaleRate     = flag.Float64("scale.rate", 20, "echo tasks per second TestScale submits")
 	scaleProfile  = flag.String("scale.profile", "", "directory TestScale writes goroutine and heap profiles of the idle grid to")
 	scaleAnnounce = flag.Duration("scale.announce", grid.DefaultAnnounceInterval, "announce interval of TestScale's nodes (their TTL is 3 times it)")
+	scaleConnLow  = flag.Int("scale.connlow", 24, "connections a TestScale node trims back to (bootstrap nodes: 4 times -scale.connhigh)")
+	scaleConnHigh = flag.Int("scale.connhigh", 48, "connections above which a TestScale node trims (bootstrap nodes: 8 times it)")
 	scaleStrict   = flag.Bool("scale.strict", false, "fail TestScale when a goal of issue 15 is missed (make scale sets it)")
 )
 
@@ -104,9 +106,7 @@ const (
 	scaleProbeSkill = reputation.SkillID("scale.probe")
 	scaleProbeWait  = 5 * time.Second
 	scaleTaskWait   = 30 * time.Second // a task's timeout; Wait gives it 15 s more
-	scaleConnLow    = 24
-	scaleConnHigh   = 48
-	scaleMeshFloor  = 0.99 // share of client-worker pairs the load may start with
+	scaleMeshFloor  = 0.99             // share of client-worker pairs the load may start with
 )
 
 func TestScale(t *testing.T) {
@@ -246,7 +246,7 @@ func (g *scaleGrid) startMember(role int) (*scaleMember, error) {
 		// each costs two descriptors, and the hard limit here is 20k.
 		nodeOpts: []grid.NodeOption{
 			grid.WithAnnounceInterval(*scaleAnnounce), grid.WithCapabilityTTL(0),
-			grid.WithConnManager(scaleConnLow, scaleConnHigh, 30*time.Second),
+			grid.WithConnManager(*scaleConnLow, *scaleConnHigh, 30*time.Second),
 		},
 		orchOpts:  []grid.OrchestratorOption{grid.WithPeerPolicy(unlimitedRate)},
 		startWait: time.Minute, // hundreds of nodes starting share two cores
@@ -254,7 +254,7 @@ func (g *scaleGrid) startMember(role int) (*scaleMember, error) {
 	if role == roleBoot {
 		// Every node dials the bootstrap set first: like real bootstrap
 		// nodes, they keep more connections.
-		cfg.nodeOpts[2] = grid.WithConnManager(4*scaleConnHigh, 8*scaleConnHigh, 30*time.Second)
+		cfg.nodeOpts[2] = grid.WithConnManager(4**scaleConnHigh, 8**scaleConnHigh, 30*time.Second)
 	}
 	if role == roleWorker {
 		cfg.builtins = []reputation.SkillID{"echo"}
