@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/cortexgrid/cortexd/pkg/api"
 	"github.com/cortexgrid/cortexd/pkg/grid"
@@ -42,10 +43,18 @@ func NewEngine(t testing.TB, opts ...skill.CoordinatorOption) *Engine {
 	}
 	key, err := grid.GenerateIdentity()
 	must(err)
-	node, err := grid.NewNode(key, grid.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), grid.WithMDNS(false), grid.WithNodeLogger(quiet))
+	// A short announce interval, and the start waits out the node's warm-up
+	// (grid.Node.CapabilitiesWarming, twice the interval here): until then a
+	// task for a skill no node offers is accepted and waits for one, where
+	// the API's tests expect the refusal.
+	node, err := grid.NewNode(key, grid.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), grid.WithMDNS(false), grid.WithNodeLogger(quiet),
+		grid.WithAnnounceInterval(100*time.Millisecond))
 	must(err)
 	must(node.Start(ctx))
 	t.Cleanup(func() { node.Close() })
+	for node.CapabilitiesWarming() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	trust, err := reputation.NewGraph(node.ID(), reputation.WithLogger(quiet))
 	must(err)
 	must(trust.Start(ctx))
