@@ -108,19 +108,7 @@ func TestGossipStatsCountWhatGossipsubDidWithEachMessage(t *testing.T) {
 	if s.Validated < 2 || s.Rejected != 1 || s.Delivered < 1 || s.Throttled != 0 || s.QueueFull != 0 || s.Undeliverable != 0 {
 		t.Fatalf("gossip stats %+v; want at least 2 validated, 1 rejected, at least 1 delivered, no drop", s)
 	}
-	got := map[string]float64{}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "cortex_grid_gossip_messages_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
-		}
-	}
+	got := counterByLabel(t, reg, "cortex_grid_gossip_messages_total", "result")
 	if got["rejected"] != 1 || got["validated"] < 2 || got["delivered"] < 1 {
 		t.Fatalf("cortex_grid_gossip_messages_total by result: %v; want rejected 1, validated and delivered counted", got)
 	}

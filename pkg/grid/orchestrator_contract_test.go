@@ -520,22 +520,33 @@ func TestOrchestratorCountsSkippedMessagesForPrometheus(t *testing.T) {
 // skippedCount reads cortex_task_messages_skipped_total{why} from reg.
 func skippedCount(tb testing.TB, reg *prometheus.Registry, why string) float64 {
 	tb.Helper()
+	v, ok := counterByLabel(tb, reg, "cortex_task_messages_skipped_total", "why")[why]
+	if !ok {
+		tb.Fatalf("no cortex_task_messages_skipped_total{why=%q}", why)
+	}
+	return v
+}
+
+// counterByLabel reads the counter name from reg, by the value of its
+// label.
+func counterByLabel(tb testing.TB, reg *prometheus.Registry, name, label string) map[string]float64 {
+	tb.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		tb.Fatal(err)
 	}
+	out := map[string]float64{}
 	for _, mf := range mfs {
-		if mf.GetName() != "cortex_task_messages_skipped_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "why" && l.GetValue() == why {
-					return m.GetCounter().GetValue()
+				if l.GetName() == label {
+					out[l.GetValue()] = m.GetCounter().GetValue()
 				}
 			}
 		}
 	}
-	tb.Fatalf("no cortex_task_messages_skipped_total{why=%q}", why)
-	return 0
+	return out
 }
