@@ -59,8 +59,11 @@ import (
 // lost 6% of the deliveries to the table and 6% of the relays in the same
 // 200-node run: a starved process runs a reader or a peer's writer late,
 // and a burst of announcements (many nodes joining at once) overflows 32.
-// A full outbound queue costs at most gossipPeerQueue RPCs of about 400
-// bytes per peer.
+// Both hold only messages that passed validation, so each is at most
+// MaxAnnouncementSize (64 KiB) and in practice about 400 bytes: in the
+// worst case, a stalled reader holds 64 MiB and a stalled peer's queue
+// 8 MiB (against 2 MiB each at the defaults). An honest grid's messages
+// are about 400 bytes, 400 KB and 50 KB.
 const (
 	scoreDecayInterval = time.Second
 	scoreDecayToZero   = 0.01
