@@ -248,9 +248,9 @@ func WithLogger(l *slog.Logger) CoordinatorOption { return func(c *coordinatorCo
 // all, unless the Directory is still filling (a *grid.Node in its first
 // announce interval: the task waits as below); if providers are listed
 // but none is usable now (every one's breaker is open) or, after a failed
-// attempt, the Directory no longer lists any, the task waits in
-// StateRetrying without using an attempt, looking again after each
-// backoff, and runs as soon as a provider is usable. If none is by its deadline it fails with an error wrapping both
+// attempt, the Directory no longer lists any, the task waits in StateRetrying without using an attempt,
+// looking again after each backoff, and runs as soon as a provider is
+// usable. If none is by its deadline it fails with an error wrapping both
 // ErrTimeout and the *NoCapableNodeError that says why (errors.As gives
 // its Reason, such as AllCircuitOpen).
 //

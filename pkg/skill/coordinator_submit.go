@@ -24,8 +24,7 @@ import (
 // ErrUnknownSkill (together with a *NoCapableNodeError) if no node offers
 // the skill (but while the Directory is still filling, a *grid.Node just
 // started, the task is accepted and waits for a provider, failing with
-// ErrUnknownSkill if there is still none once it has filled); a
-// *NoCapableNodeError if none may take it (but a task whose
+// ErrUnknownSkill if there is still none once it has filled); a *NoCapableNodeError if none may take it (but a task whose
 // providers are only unusable for now, their circuit breakers open, is
 // accepted and waits for one: see DelegationCoordinator); ErrQueueFull if
 // the local queue level is full (and no peer may take the task instead) or
@@ -82,7 +81,8 @@ func (c *DelegationCoordinator) SubmitTask(ctx context.Context, t *SkillTask) (T
 func (c *DelegationCoordinator) submitNew(ctx context.Context, t *SkillTask, local bool, now time.Time, chosenID bool) (TaskID, error) {
 	cand, err := c.pick(t, local, nil)
 	if err != nil {
-		if !local && noProvider(err) {
+		var nc *NoCapableNodeError
+		if !local && errors.As(err, &nc) && nc.Reason == NoProvider {
 			if c.remote != nil && c.router.warming() {
 				// This node just started: its table is still filling.
 				return c.submitWaiting(ctx, t, err, now, chosenID)

@@ -53,7 +53,10 @@ const (
 // this node does not offer the skill (just started, or cut off from the
 // gossip), Route waits at most wait (DefaultSearchWait if wait is 0) for
 // the answer; a lookup still running then goes on, and its result serves
-// the next Route. Otherwise Route does not wait: when the Directory lists
+// the next Route. While the Directory is still filling (a *grid.Node in
+// its first announce interval, see warmingDirectory), Route waits as
+// long for the Directory to list a provider too, so a task submitted as a
+// node starts does not fail for want of the gossip it is about to hear. Otherwise Route does not wait: when the Directory lists
 // remote providers, or this node offers the skill but hears no gossip (s
 // says so, see gossipReporter), it folds in the providers that s's recent
 // lookups found, asking s at most once a second per skill. Providers found
@@ -138,6 +141,9 @@ func (r *Router) providersOrSearch(provs []grid.Provider, s reputation.SkillID, 
 	var found []grid.Provider
 	switch {
 	case !remote && !local:
+		if r.warming() {
+			return r.awaitProvider(d, provs, s)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), r.waitFor)
 		found = d.SearchProviders(ctx, s)
 		cancel()
@@ -148,8 +154,7 @@ func (r *Router) providersOrSearch(provs []grid.Provider, s reputation.SkillID, 
 }
 
 // warmingDirectory is implemented by a Directory that says whether its
-// table may still be filling (*grid.Node: just started); the coordinator
-// then accepts a task nobody is known to offer and lets it wait.
+// table may still be filling (*grid.Node: just started).
 type warmingDirectory interface {
 	CapabilitiesWarming() bool
 }
@@ -160,6 +165,36 @@ var _ warmingDirectory = (*grid.Node)(nil)
 func (r *Router) warming() bool {
 	w, ok := r.dir.(warmingDirectory)
 	return ok && w.CapabilitiesWarming()
+}
+
+// warmPoll is how often awaitProvider looks at the Directory again.
+const warmPoll = 100 * time.Millisecond
+
+// awaitProvider is providersOrSearch for a node whose Directory is still
+// filling and lists no remote provider of s: it waits up to the search
+// wait for the Searcher to find one or for the Directory to list one (the
+// gossip of a node that just joined brings each provider within an
+// announce interval), whichever comes first. A task for a skill nobody
+// offers fails after the wait instead of at once, during warm-up only.
+func (r *Router) awaitProvider(d *dhtSearch, provs []grid.Provider, s reputation.SkillID) []grid.Provider {
+	deadline := time.Now().Add(r.waitFor)
+	for {
+		step := min(warmPoll, time.Until(deadline))
+		if step <= 0 {
+			return provs
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), step)
+		found := d.SearchProviders(ctx, s)
+		if len(found) > 0 {
+			cancel()
+			return mergeProviders(provs, found)
+		}
+		<-ctx.Done() // a cached miss returns at once: pace the loop
+		cancel()
+		if now := r.providers(s); slices.ContainsFunc(now, func(p grid.Provider) bool { return p.Peer != r.self }) {
+			return now
+		}
+	}
 }
 
 // mergeProviders returns provs and the providers of found that provs does

@@ -144,6 +144,41 @@ func (d *rtWarmingDirectory) CapabilitiesWarming() bool {
 	return d.warming && (d.warmUntil.IsZero() || time.Now().Before(d.warmUntil))
 }
 
+func TestRouteWaitsForAFirstProviderWhileTheDirectoryFills(t *testing.T) {
+	ids := rtPeers(t, 2)
+	self, a := ids[0], ids[1]
+	for _, tc := range []struct {
+		name    string
+		warming bool
+		want    bool // a is routed to
+	}{
+		{"warming: the provider gossip brings is used", true, true},
+		{"warm: no provider fails after the lookup, as before", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := &rtWarmingDirectory{appear: time.Now().Add(300 * time.Millisecond), a: a, warming: tc.warming}
+			s := &rtSearcher{} // the DHT finds nothing
+			r, err := NewRouter(self, rtRegistry(t), dir, rtTrust{}, rtPerf{}, nil, WithSearcher(s, 5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := r.Route(NewSkillTask("remote.only", RawInput(nil), self))
+			if !tc.want {
+				if err == nil || !slices.Equal(rtPeersOf(got), nil) {
+					t.Fatalf("Route on a warm directory: %v, %v; want no candidate", rtPeersOf(got), err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Route while the directory fills: %v; want %s", err, a.ShortString())
+			}
+			if p := rtPeersOf(got); !slices.Equal(p, []peer.ID{a}) {
+				t.Fatalf("Route while the directory fills: %v; want [%s]", p, a.ShortString())
+			}
+		})
+	}
+}
+
 func TestSubmitWhileTheDirectoryFillsWaitsForAProvider(t *testing.T) {
 	for _, warming := range []bool{true, false} {
 		dir := &rtWarmingDirectory{appear: time.Now().Add(300 * time.Millisecond), warming: warming}
